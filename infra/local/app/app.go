@@ -1,0 +1,138 @@
+// Package app wires the local all-in-one tarport: the shared handlers on
+// one HTTP server, a data directory for objects, bbolt for job records and
+// a goroutine pool for workers. The same planning and assembly code runs on
+// AWS; only these adapters differ.
+package app
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/tarport/tarport/shared/boltdb"
+	"github.com/tarport/tarport/shared/dirstore"
+	"github.com/tarport/tarport/shared/download"
+	"github.com/tarport/tarport/shared/httpapi"
+	"github.com/tarport/tarport/shared/registry"
+	"github.com/tarport/tarport/shared/settings"
+	"github.com/tarport/tarport/shared/workpool"
+)
+
+// App is a running local tarport.
+type App struct {
+	Store   *dirstore.Store
+	Jobs    *boltdb.Jobs
+	Service *download.Service
+	pool    *workpool.Pool
+	handler http.Handler
+	log     *slog.Logger
+	stopGC  context.CancelFunc
+	gcDone  chan struct{}
+}
+
+// New opens the data directory and starts the workers; unfinished jobs of
+// an earlier run resume.
+func New(ctx context.Context, s settings.Settings, log *slog.Logger) (*App, error) {
+	if err := os.MkdirAll(s.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("creating data directory %s: %w", s.DataDir, err)
+	}
+	store, err := dirstore.Open(s.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	jobs, err := boltdb.Open(filepath.Join(s.DataDir, "jobs.db"))
+	if err != nil {
+		return nil, err
+	}
+	reg := registry.New(registry.Options{
+		DockerHubRegistry: s.DockerHubRegistry,
+		Insecure:          s.InsecureRegistries,
+		DockerHubUsername: s.DockerHubUsername,
+		DockerHubToken:    s.DockerHubToken,
+		MaxImageBytes:     s.MaxImageBytes,
+		Cache:             store,
+		Logger:            log,
+	})
+	svc := download.New(reg, store, store, jobs, store, download.Config{LinkTTL: s.PresignTTL}, log)
+	pool := workpool.New(s.Workers, svc.RunTask, svc.Abandon, log)
+	svc.SetQueue(pool)
+
+	api := httpapi.New(httpapi.Options{Downloads: svc, RatePerMinute: s.RateLimitPerMinute, Logger: log})
+	mux := http.NewServeMux()
+	mux.Handle("/api/", api)
+	mux.Handle(dirstore.LinkPrefix, store)
+	mux.HandleFunc("GET /{$}", home)
+
+	a := &App{Store: store, Jobs: jobs, Service: svc, pool: pool, handler: mux, log: log, gcDone: make(chan struct{})}
+	unfinished, err := jobs.Unfinished(ctx)
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
+	if err := svc.Resume(ctx, unfinished); err != nil {
+		a.Close()
+		return nil, err
+	}
+	gcCtx, stop := context.WithCancel(context.Background())
+	a.stopGC = stop
+	go a.collect(gcCtx, time.Hour)
+	return a, nil
+}
+
+// Handler serves the API, the download links and the UI.
+func (a *App) Handler() http.Handler { return a.handler }
+
+// Close stops the workers (their jobs resume at the next start) and closes
+// the job database.
+func (a *App) Close() error {
+	if a.stopGC != nil {
+		a.stopGC()
+		<-a.gcDone
+	}
+	a.pool.Close()
+	return a.Jobs.Close()
+}
+
+// collect deletes expired jobs and their tars, as S3 lifecycle rules and
+// DynamoDB TTL do on AWS.
+func (a *App) collect(ctx context.Context, every time.Duration) {
+	defer close(a.gcDone)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		expired, err := a.Jobs.Expired(ctx)
+		if err != nil {
+			a.log.Warn("listing expired jobs", "err", err)
+		}
+		for _, job := range expired {
+			if err := a.Store.Delete(ctx, job.TarKey); err != nil {
+				a.log.Warn("deleting expired tar", "job", job.ID, "err", err)
+				continue
+			}
+			if err := a.Jobs.Delete(ctx, job); err != nil {
+				a.log.Warn("deleting expired job", "job", job.ID, "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func home(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	fmt.Fprint(w, `tarport (local)
+
+Download an image as a tar that docker load, podman load and ctr import accept:
+
+  curl -fL --retry 100 "http://HOST/api/pull/nginx:1.27?platform=linux/arm64" -o nginx.tar
+
+API: POST /api/downloads {"image":"nginx:1.27","platform":"linux/arm64"}, then GET /api/downloads/{id}.
+`)
+}

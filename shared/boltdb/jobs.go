@@ -1,0 +1,221 @@
+// Package boltdb is the embedded job store of local mode: job records in a
+// bbolt file in the data directory, so jobs survive a restart. Each
+// operation is one bbolt transaction.
+package boltdb
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/tarport/tarport/shared/tarport"
+)
+
+var (
+	jobsBucket = []byte("jobs") // id -> JSON job
+	keysBucket = []byte("keys") // job key -> id of the live job
+)
+
+// Jobs is a bbolt-backed job store.
+type Jobs struct {
+	db  *bolt.DB
+	now func() time.Time
+}
+
+// Open opens (or creates) the job database at path.
+func Open(path string) (*Jobs, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("opening job database %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{jobsBucket, keysBucket} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("preparing job database %s: %w", path, err)
+	}
+	return &Jobs{db: db, now: time.Now}, nil
+}
+
+// Close closes the database.
+func (j *Jobs) Close() error { return j.db.Close() }
+
+func (j *Jobs) live(job tarport.Job) bool {
+	return job.Status != tarport.StatusFailed && j.now().Before(job.ExpiresAt)
+}
+
+// Create stores job unless a live job has its key.
+func (j *Jobs) Create(_ context.Context, job tarport.Job) (tarport.Job, bool, error) {
+	var live tarport.Job
+	created := false
+	err := j.db.Update(func(tx *bolt.Tx) error {
+		if id := tx.Bucket(keysBucket).Get([]byte(job.Key)); id != nil {
+			old, err := load(tx, string(id))
+			if err == nil && j.live(old) {
+				live = old
+				return nil
+			}
+		}
+		if err := save(tx, job); err != nil {
+			return err
+		}
+		created, live = true, job
+		return tx.Bucket(keysBucket).Put([]byte(job.Key), []byte(job.ID))
+	})
+	if err != nil {
+		return tarport.Job{}, false, fmt.Errorf("creating job %s: %w", job.ID, err)
+	}
+	return live, created, nil
+}
+
+// Get returns a job that exists and has not expired.
+func (j *Jobs) Get(_ context.Context, id string) (tarport.Job, error) {
+	var job tarport.Job
+	err := j.db.View(func(tx *bolt.Tx) error {
+		var err error
+		job, err = load(tx, id)
+		return err
+	})
+	if err == nil && !j.now().Before(job.ExpiresAt) {
+		err = errNotFound(id)
+	}
+	return job, err
+}
+
+// SetStatus moves a non-terminal job to status.
+func (j *Jobs) SetStatus(_ context.Context, id string, status tarport.Status, jobErr *tarport.JobError) error {
+	return j.update(id, func(job *tarport.Job) {
+		if job.Status.Terminal() {
+			return
+		}
+		job.Status, job.Error = status, jobErr
+	})
+}
+
+// AddProgress adds delta done bytes to one layer, within [0, size].
+func (j *Jobs) AddProgress(_ context.Context, id string, layer int, delta int64) error {
+	return j.update(id, func(job *tarport.Job) {
+		if layer < 0 || layer >= len(job.Layers) || job.Layers[layer].Finished {
+			return
+		}
+		l := &job.Layers[layer]
+		l.DoneBytes = min(max(l.DoneBytes+delta, 0), l.Size)
+	})
+}
+
+// FinishLayer marks a layer done once.
+func (j *Jobs) FinishLayer(_ context.Context, id string, layer int) (int, bool, error) {
+	var remaining int
+	first := false
+	err := j.update(id, func(job *tarport.Job) {
+		if layer >= 0 && layer < len(job.Layers) && !job.Layers[layer].Finished {
+			job.Layers[layer].Finished = true
+			job.Layers[layer].DoneBytes = job.Layers[layer].Size
+			job.Remaining--
+			first = true
+		}
+		remaining = job.Remaining
+	})
+	return remaining, first, err
+}
+
+// Unfinished lists live jobs that are not terminal, for resuming them
+// after a restart.
+func (j *Jobs) Unfinished(_ context.Context) ([]tarport.Job, error) {
+	var out []tarport.Job
+	err := j.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(jobsBucket).ForEach(func(_, v []byte) error {
+			var job tarport.Job
+			if err := json.Unmarshal(v, &job); err != nil {
+				return err
+			}
+			if !job.Status.Terminal() && j.live(job) {
+				out = append(out, job)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listing unfinished jobs: %w", err)
+	}
+	return out, nil
+}
+
+// Expired lists jobs past their expiry, for the collector.
+func (j *Jobs) Expired(_ context.Context) ([]tarport.Job, error) {
+	var out []tarport.Job
+	err := j.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(jobsBucket).ForEach(func(_, v []byte) error {
+			var job tarport.Job
+			if err := json.Unmarshal(v, &job); err != nil {
+				return err
+			}
+			if !j.now().Before(job.ExpiresAt) {
+				out = append(out, job)
+			}
+			return nil
+		})
+	})
+	return out, err
+}
+
+// Delete removes a job and, if it still owns it, its key.
+func (j *Jobs) Delete(_ context.Context, job tarport.Job) error {
+	return j.db.Update(func(tx *bolt.Tx) error {
+		if id := tx.Bucket(keysBucket).Get([]byte(job.Key)); string(id) == job.ID {
+			if err := tx.Bucket(keysBucket).Delete([]byte(job.Key)); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket(jobsBucket).Delete([]byte(job.ID))
+	})
+}
+
+func (j *Jobs) update(id string, fn func(*tarport.Job)) error {
+	err := j.db.Update(func(tx *bolt.Tx) error {
+		job, err := load(tx, id)
+		if err != nil {
+			return err
+		}
+		fn(&job)
+		job.UpdatedAt = j.now()
+		return save(tx, job)
+	})
+	if err != nil {
+		return fmt.Errorf("updating job %s: %w", id, err)
+	}
+	return nil
+}
+
+func load(tx *bolt.Tx, id string) (tarport.Job, error) {
+	v := tx.Bucket(jobsBucket).Get([]byte(id))
+	if v == nil {
+		return tarport.Job{}, errNotFound(id)
+	}
+	var job tarport.Job
+	if err := json.Unmarshal(v, &job); err != nil {
+		return tarport.Job{}, fmt.Errorf("decoding job %s: %w", id, err)
+	}
+	return job, nil
+}
+
+func save(tx *bolt.Tx, job tarport.Job) error {
+	v, err := json.Marshal(job)
+	if err != nil {
+		return fmt.Errorf("encoding job %s: %w", job.ID, err)
+	}
+	return tx.Bucket(jobsBucket).Put([]byte(job.ID), v)
+}
+
+func errNotFound(id string) error {
+	return tarport.Errorf(tarport.CodeNotFound, "no download job %q (it may have expired)", id)
+}

@@ -1,0 +1,110 @@
+package dirstore
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"sort"
+	"time"
+)
+
+// object is an open plain or stitched object, readable at any offset, so
+// http.ServeContent can answer Range requests on it.
+type object struct {
+	size    int64
+	modTime time.Time
+	parts   []openSegment // sorted by start
+}
+
+type openSegment struct {
+	start int64 // in the object
+	size  int64
+	f     *os.File
+	off   int64 // in f
+}
+
+func (s *Store) open(key string) (*object, error) {
+	p, err := s.path(key)
+	if err != nil {
+		return nil, err
+	}
+	if f, err := os.Open(p); err == nil {
+		fi, err := f.Stat()
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("opening %s: %w", key, err)
+		}
+		return &object{size: fi.Size(), modTime: fi.ModTime(), parts: []openSegment{{size: fi.Size(), f: f}}}, nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("opening %s: %w", key, err)
+	}
+	rec, err := s.loadRecipe(key)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := os.Stat(p + recipeSuffix)
+	if err != nil {
+		return nil, fmt.Errorf("opening %s: %w", key, err)
+	}
+	obj := &object{size: rec.Size, modTime: fi.ModTime()}
+	files := map[string]*os.File{}
+	var start int64
+	for _, seg := range rec.Segments {
+		f, ok := files[seg.Key]
+		if !ok {
+			sp, err := s.path(seg.Key)
+			if err == nil {
+				f, err = os.Open(sp)
+			}
+			if err != nil {
+				obj.Close()
+				return nil, notFound(key, fmt.Errorf("segment %s: %w", seg.Key, err))
+			}
+			files[seg.Key] = f
+		}
+		obj.parts = append(obj.parts, openSegment{start: start, size: seg.Size, f: f, off: seg.Offset})
+		start += seg.Size
+	}
+	return obj, nil
+}
+
+// ReadAt reads from whichever segments hold [off, off+len(b)).
+func (o *object) ReadAt(b []byte, off int64) (int, error) {
+	if off >= o.size {
+		return 0, io.EOF
+	}
+	i := sort.Search(len(o.parts), func(i int) bool { return o.parts[i].start+o.parts[i].size > off })
+	n := 0
+	for n < len(b) && i < len(o.parts) {
+		p := o.parts[i]
+		within := off - p.start
+		want := min(int64(len(b)-n), p.size-within)
+		m, err := p.f.ReadAt(b[n:n+int(want)], p.off+within)
+		n += m
+		off += int64(m)
+		if err != nil && !(errors.Is(err, io.EOF) && int64(m) == want) {
+			return n, fmt.Errorf("reading segment at %d: %w", p.start, err)
+		}
+		i++
+	}
+	if n < len(b) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+func (o *object) Close() error {
+	seen := map[*os.File]bool{}
+	var first error
+	for _, p := range o.parts {
+		if !seen[p.f] {
+			seen[p.f] = true
+			if err := p.f.Close(); err != nil && first == nil {
+				first = err
+			}
+		}
+	}
+	return first
+}

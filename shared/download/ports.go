@@ -1,0 +1,77 @@
+// Package download runs download jobs: it resolves and plans a tar, hands
+// one task per layer to a queue, fetches each layer into the entry store
+// (verified), and stitches the tar when the last layer is in. The same code
+// runs locally (goroutine pool, data directory, bbolt) and on AWS (SQS, S3,
+// DynamoDB); only the adapters behind these interfaces differ.
+package download
+
+import (
+	"context"
+	"io"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/regclient/regclient/types/descriptor"
+	"github.com/regclient/regclient/types/ref"
+
+	"github.com/tarport/tarport/shared/tarplan"
+	"github.com/tarport/tarport/shared/tarport"
+)
+
+// Registry resolves images and streams their layers.
+type Registry interface {
+	Resolve(ctx context.Context, r ref.Ref, p tarport.Platform, creds tarport.Credentials) (tarport.Image, error)
+	// OpenBlob returns a stream that fails at EOF unless size and digest
+	// match d.
+	OpenBlob(ctx context.Context, r ref.Ref, d descriptor.Descriptor, creds tarport.Credentials) (io.ReadCloser, error)
+}
+
+// Objects is the object store: layer entries, metadata and tars.
+type Objects interface {
+	// Size returns an object's size, or a CodeNotFound error.
+	Size(ctx context.Context, key string) (int64, error)
+	// Put stores exactly size bytes from r under key; the object becomes
+	// visible only when all of them arrived and r ended without error.
+	Put(ctx context.Context, key string, r io.Reader, size int64) error
+	Get(ctx context.Context, key string) (io.ReadCloser, error)
+	// Stitch writes the tar under key from parts: copy parts read the
+	// entry objects named by entryKey, upload parts read the tail.
+	Stitch(ctx context.Context, key string, parts []tarplan.Part, entryKey func(digest.Digest) string, tail TailFunc) error
+}
+
+// TailFunc returns the bytes [offset, offset+size) of a tar's tail.
+type TailFunc func(ctx context.Context, offset, size int64) (io.ReadCloser, error)
+
+// MetaStore keeps manifests and configs by digest (the registry adapter's
+// cache), from which a job's tar is re-planned at stitch time.
+type MetaStore interface {
+	GetMeta(ctx context.Context, d digest.Digest) ([]byte, error)
+}
+
+// Jobs stores job records. Every operation is a single conditional or
+// atomic write, so a DynamoDB table can implement it without transactions.
+type Jobs interface {
+	// Create stores job unless a live job (not failed, not expired) has
+	// the same Key; then it returns that one and created=false.
+	Create(ctx context.Context, job tarport.Job) (live tarport.Job, created bool, err error)
+	// Get returns a job or a CodeNotFound error.
+	Get(ctx context.Context, id string) (tarport.Job, error)
+	// SetStatus moves a job on; a terminal job never changes again.
+	SetStatus(ctx context.Context, id string, status tarport.Status, jobErr *tarport.JobError) error
+	// AddProgress adds delta to one layer's done bytes.
+	AddProgress(ctx context.Context, id string, layer int, delta int64) error
+	// FinishLayer marks a layer done (its done bytes = size) once; it
+	// reports the layers still remaining and whether this call was the one
+	// that marked it, so a redelivered task never counts twice.
+	FinishLayer(ctx context.Context, id string, layer int) (remaining int, first bool, err error)
+}
+
+// Queue runs layer tasks, each at least once, somewhere.
+type Queue interface {
+	Enqueue(ctx context.Context, tasks []Task) error
+}
+
+// Signer makes time-limited download links for finished tars.
+type Signer interface {
+	Sign(ctx context.Context, key, fileName string, ttl time.Duration) (url string, err error)
+}

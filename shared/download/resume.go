@@ -1,0 +1,68 @@
+package download
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/regclient/regclient/types/descriptor"
+
+	"github.com/tarport/tarport/shared/tarport"
+)
+
+// Resume restarts jobs a stopped process left unfinished (local mode; on
+// AWS the queue keeps their tasks). A private job cannot resume: its
+// credentials were never stored, so it fails asking for a new request.
+func (s *Service) Resume(ctx context.Context, jobs []tarport.Job) error {
+	for _, job := range jobs {
+		if job.Private {
+			s.fail(ctx, job.ID, tarport.Errorf(tarport.CodeCredentialsGone, "the server restarted during this private download; request it again with your credentials"))
+			continue
+		}
+		if job.Remaining == 0 {
+			if err := s.stitch(ctx, job); err != nil {
+				s.log.Warn("resuming job", "job", job.ID, "err", err)
+			}
+			continue
+		}
+		tasks, err := s.unfinishedTasks(ctx, job)
+		if err != nil {
+			s.fail(ctx, job.ID, tarport.Wrap(err, tarport.CodeInternal, "the download could not resume after a restart; request it again"))
+			continue
+		}
+		if err := s.queue.Enqueue(ctx, tasks); err != nil {
+			return fmt.Errorf("resuming job %s: %w", job.ID, err)
+		}
+		s.log.Info("job resumed", "job", job.ID, "image", job.Ref, "layers", len(tasks))
+	}
+	return nil
+}
+
+func (s *Service) unfinishedTasks(ctx context.Context, job tarport.Job) ([]Task, error) {
+	raw, err := s.meta.GetMeta(ctx, job.Digest)
+	if err != nil {
+		return nil, fmt.Errorf("loading manifest %s: %w", job.Digest, err)
+	}
+	var m struct {
+		Layers []descriptor.Descriptor `json:"layers"`
+	}
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, fmt.Errorf("decoding manifest %s: %w", job.Digest, err)
+	}
+	byDigest := map[string]descriptor.Descriptor{}
+	for _, l := range m.Layers {
+		byDigest[l.Digest.String()] = l
+	}
+	var tasks []Task
+	for i, l := range job.Layers {
+		if l.Finished {
+			continue
+		}
+		d, ok := byDigest[l.Digest.String()]
+		if !ok {
+			return nil, fmt.Errorf("layer %s is not in manifest %s", l.Digest, job.Digest)
+		}
+		tasks = append(tasks, Task{JobID: job.ID, Layer: i, Ref: job.Ref, Desc: d})
+	}
+	return tasks, nil
+}

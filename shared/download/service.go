@@ -1,0 +1,523 @@
+package download
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base32"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/regclient/regclient/types/descriptor"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/tarport/tarport/shared/tarplan"
+	"github.com/tarport/tarport/shared/tarport"
+)
+
+// Task is one layer of one job. Credentials travel with the task in
+// memory only; they are never serialized (json:"-").
+type Task struct {
+	JobID string                `json:"job_id"`
+	Layer int                   `json:"layer"` // index into Job.Layers
+	Ref   string                `json:"ref"`
+	Desc  descriptor.Descriptor `json:"desc"`
+	Creds tarport.Credentials   `json:"-"`
+}
+
+// Config tunes a Service.
+type Config struct {
+	// LinkTTL is the lifetime of a download link.
+	LinkTTL time.Duration
+	// JobTTL is how long a finished job (and its tar) is kept.
+	JobTTL time.Duration
+	// Attempts is how often a layer is fetched before its job fails.
+	Attempts int
+	// ProgressEvery bounds how often a worker writes progress.
+	ProgressEvery time.Duration
+}
+
+// Service runs download jobs.
+type Service struct {
+	reg     Registry
+	objects Objects
+	meta    MetaStore
+	jobs    Jobs
+	queue   Queue
+	signer  Signer
+	cfg     Config
+	log     *slog.Logger
+	now     func() time.Time
+
+	// fetches shares one in-flight fetch of a layer between jobs.
+	fetches singleflight.Group
+}
+
+// New builds a Service. The queue may be set later with SetQueue, since a
+// local queue needs the service to run its tasks.
+func New(reg Registry, objects Objects, meta MetaStore, jobs Jobs, signer Signer, cfg Config, log *slog.Logger) *Service {
+	if cfg.LinkTTL <= 0 {
+		cfg.LinkTTL = time.Hour
+	}
+	if cfg.JobTTL <= 0 {
+		cfg.JobTTL = 24 * time.Hour
+	}
+	if cfg.Attempts <= 0 {
+		cfg.Attempts = 3
+	}
+	if cfg.ProgressEvery <= 0 {
+		cfg.ProgressEvery = 250 * time.Millisecond
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Service{reg: reg, objects: objects, meta: meta, jobs: jobs, signer: signer, cfg: cfg, log: log, now: time.Now}
+}
+
+// SetQueue sets where tasks go.
+func (s *Service) SetQueue(q Queue) { s.queue = q }
+
+// Request asks for one image for one platform.
+type Request struct {
+	Image    string
+	Platform string
+	Creds    tarport.Credentials
+}
+
+// View is a job as its user sees it, with a fresh link when ready.
+type View struct {
+	tarport.Job
+	URL       string
+	ExpiresAt time.Time
+}
+
+// Create resolves the image (authorizing the requester), plans the tar and
+// starts a job, or joins the live job for the same image, platform and tag.
+func (s *Service) Create(ctx context.Context, req Request) (View, error) {
+	r, err := tarport.ParseReference(req.Image)
+	if err != nil {
+		return View{}, err
+	}
+	p, err := tarport.ParsePlatform(req.Platform)
+	if err != nil {
+		return View{}, err
+	}
+	img, err := s.reg.Resolve(ctx, r, p, req.Creds)
+	if err != nil {
+		return View{}, err
+	}
+	in := img.PlanInput()
+	layout, err := tarplan.Plan(in)
+	if err != nil {
+		return View{}, tarport.Wrap(err, tarport.CodeUpstream, "%s has a manifest this server cannot lay out as a tar", r.CommonName())
+	}
+	if _, err := tarplan.Parts(layout, tarplan.S3Limits); err != nil {
+		return View{}, tarport.Wrap(err, tarport.CodeTooLarge, "%s has too many layers to assemble", r.CommonName())
+	}
+	now := s.now()
+	job := tarport.Job{
+		ID:           newID(),
+		Key:          jobKey(in.Name, in.RefName, layout.ManifestDigest, p),
+		Image:        displayName(img),
+		Ref:          r.CommonName(),
+		Platform:     p.String(),
+		Digest:       layout.ManifestDigest,
+		IndexDigest:  img.IndexDigest,
+		ConfigDigest: img.ConfigDigest,
+		RepoTags:     in.RepoTags,
+		RefName:      in.RefName,
+		Name:         in.Name,
+		Private:      !req.Creds.Anonymous(),
+		Status:       tarport.StatusQueued,
+		TotalBytes:   layout.Size,
+		FileName:     fileName(img, p),
+		CreatedAt:    now,
+		UpdatedAt:    now,
+		ExpiresAt:    now.Add(s.cfg.JobTTL),
+	}
+	job.TarKey = "tars/" + job.ID + ".tar"
+	var tasks []Task
+	for _, l := range distinctLayers(img.Layers) {
+		tasks = append(tasks, Task{JobID: job.ID, Layer: len(job.Layers), Ref: r.CommonName(), Desc: l, Creds: req.Creds})
+		job.Layers = append(job.Layers, tarport.LayerProgress{Digest: l.Digest, Size: l.Size})
+	}
+	job.Remaining = len(tasks)
+
+	live, created, err := s.jobs.Create(ctx, job)
+	if err != nil {
+		return View{}, fmt.Errorf("creating job for %s: %w", job.Ref, err)
+	}
+	if !created {
+		return s.view(ctx, live)
+	}
+	s.log.Info("job created", "job", job.ID, "image", job.Ref, "platform", job.Platform, "bytes", job.TotalBytes, "layers", len(tasks))
+	if len(tasks) == 0 {
+		if err := s.stitch(ctx, job); err != nil {
+			return View{}, err
+		}
+	} else if err := s.queue.Enqueue(ctx, tasks); err != nil {
+		s.fail(ctx, job.ID, tarport.Wrap(err, tarport.CodeUnavailable, "could not queue the download"))
+		return View{}, tarport.Wrap(err, tarport.CodeUnavailable, "could not queue the download; try again")
+	}
+	return s.Status(ctx, job.ID)
+}
+
+// Status returns a job with a freshly signed link when it is ready. Links
+// are signed at read time, never stored: a stored one would die with the
+// credentials that signed it.
+func (s *Service) Status(ctx context.Context, id string) (View, error) {
+	job, err := s.jobs.Get(ctx, id)
+	if err != nil {
+		return View{}, err
+	}
+	return s.view(ctx, job)
+}
+
+func (s *Service) view(ctx context.Context, job tarport.Job) (View, error) {
+	v := View{Job: job}
+	if job.Status != tarport.StatusReady {
+		return v, nil
+	}
+	url, err := s.signer.Sign(ctx, job.TarKey, job.FileName, s.cfg.LinkTTL)
+	if err != nil {
+		return View{}, fmt.Errorf("signing the link of job %s: %w", job.ID, err)
+	}
+	v.URL, v.ExpiresAt = url, s.now().Add(s.cfg.LinkTTL)
+	return v, nil
+}
+
+// Wait polls a job until it is terminal or wait has passed.
+func (s *Service) Wait(ctx context.Context, id string, wait time.Duration) (View, error) {
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		v, err := s.Status(ctx, id)
+		if err != nil || v.Status.Terminal() {
+			return v, err
+		}
+		select {
+		case <-ctx.Done():
+			return v, nil
+		case <-deadline.C:
+			return v, nil
+		case <-tick.C:
+		}
+	}
+}
+
+// RunTask fetches one layer into the entry store and stitches the tar if
+// it was the last one. It is idempotent: a redelivered task finds the
+// entry stored and the layer already counted.
+func (s *Service) RunTask(ctx context.Context, t Task) error {
+	job, err := s.jobs.Get(ctx, t.JobID)
+	if err != nil {
+		return fmt.Errorf("running task of job %s: %w", t.JobID, err)
+	}
+	if job.Status.Terminal() {
+		return nil
+	}
+	if job.Status == tarport.StatusQueued {
+		if err := s.jobs.SetStatus(ctx, job.ID, tarport.StatusFetching, nil); err != nil {
+			return fmt.Errorf("starting job %s: %w", job.ID, err)
+		}
+	}
+	if err := s.fetchEntry(ctx, t); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err() // shutting down: leave the task to be redone
+		}
+		s.fail(ctx, job.ID, err)
+		return nil
+	}
+	remaining, first, err := s.jobs.FinishLayer(ctx, job.ID, t.Layer)
+	if err != nil {
+		return fmt.Errorf("finishing layer %d of job %s: %w", t.Layer, job.ID, err)
+	}
+	if first && remaining == 0 {
+		if err := s.stitch(ctx, job); err != nil && ctx.Err() == nil {
+			return nil // stitch already failed the job
+		}
+		return ctx.Err()
+	}
+	return nil
+}
+
+// Abandon fails the job of a task that failed every delivery (the
+// dead-letter path), so the job ends with an error instead of hanging.
+func (s *Service) Abandon(ctx context.Context, t Task, err error) {
+	s.fail(ctx, t.JobID, tarport.Wrap(err, tarport.CodeInternal, "a worker could not finish layer %s; request the image again", t.Desc.Digest))
+}
+
+// EntryKey is where a blob's tar entry is stored.
+func EntryKey(d digest.Digest) string {
+	return "entries/" + d.Algorithm().String() + "/" + d.Encoded()
+}
+
+// fetchEntry makes sure the layer's entry is stored, fetching it unless it
+// already is. Concurrent fetches of one layer (two jobs sharing it) share
+// one download.
+func (s *Service) fetchEntry(ctx context.Context, t Task) error {
+	hdr, err := tarplan.Header(tarplan.BlobName(t.Desc.Digest), t.Desc.Size)
+	if err != nil {
+		return tarport.Wrap(err, tarport.CodeUpstream, "layer %s cannot be stored", t.Desc.Digest)
+	}
+	key := EntryKey(t.Desc.Digest)
+	want := tarplan.EntryLen(len(hdr), t.Desc.Size)
+	progress := newProgress(s, t)
+	defer progress.flush(context.WithoutCancel(ctx))
+	if n, err := s.objects.Size(ctx, key); err == nil && n == want {
+		progress.add(t.Desc.Size)
+		return nil
+	}
+	_, err, _ = s.fetches.Do(key, func() (any, error) {
+		if n, err := s.objects.Size(ctx, key); err == nil && n == want {
+			return nil, nil
+		}
+		return nil, s.fetchWithRetries(ctx, t, key, hdr, want, progress)
+	})
+	return err
+}
+
+func (s *Service) fetchWithRetries(ctx context.Context, t Task, key string, hdr []byte, want int64, progress *progress) error {
+	r, err := tarport.ParseReference(t.Ref)
+	if err != nil {
+		return err
+	}
+	var last error
+	for attempt := 1; attempt <= s.cfg.Attempts; attempt++ {
+		if attempt > 1 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(time.Duration(attempt*attempt) * 500 * time.Millisecond):
+			}
+		}
+		progress.reset()
+		body, err := s.reg.OpenBlob(ctx, r, t.Desc, t.Creds)
+		if err == nil {
+			entry := io.MultiReader(bytesReader(hdr), progress.reader(body), bytesReader(tarplan.Padding(t.Desc.Size)))
+			err = s.objects.Put(ctx, key, entry, want)
+			body.Close()
+		}
+		if err == nil {
+			return nil
+		}
+		last = err
+		if !retryable(err) {
+			break
+		}
+		s.log.Warn("layer fetch failed, retrying", "job", t.JobID, "layer", t.Desc.Digest, "attempt", attempt, "err", err)
+	}
+	return last
+}
+
+// retryable says whether another attempt may help: corrupt or broken
+// transfers may, a refusal from the registry will not.
+func retryable(err error) bool {
+	switch tarport.ErrorCode(err) {
+	case tarport.CodeDigestMismatch, tarport.CodeUpstream, tarport.CodeUpstreamTimeout, tarport.CodeRateLimited, tarport.CodeInternal:
+		return true
+	}
+	return false
+}
+
+// stitch assembles the tar of a job whose layers are all stored.
+func (s *Service) stitch(ctx context.Context, job tarport.Job) error {
+	if err := s.jobs.SetStatus(ctx, job.ID, tarport.StatusAssembling, nil); err != nil {
+		return fmt.Errorf("assembling job %s: %w", job.ID, err)
+	}
+	layout, err := s.replan(ctx, job)
+	if err == nil {
+		var parts []tarplan.Part
+		parts, err = tarplan.Parts(layout, tarplan.S3Limits)
+		if err == nil {
+			err = s.objects.Stitch(ctx, job.TarKey, parts, EntryKey, s.tail(layout))
+		}
+	}
+	if err != nil {
+		s.fail(ctx, job.ID, err)
+		return err
+	}
+	if err := s.jobs.SetStatus(ctx, job.ID, tarport.StatusReady, nil); err != nil {
+		return fmt.Errorf("finishing job %s: %w", job.ID, err)
+	}
+	s.log.Info("job ready", "job", job.ID, "image", job.Ref, "bytes", job.TotalBytes)
+	return nil
+}
+
+// replan rebuilds the job's layout from the cached manifest and config;
+// planning is pure, so it is the layout the job was created with.
+func (s *Service) replan(ctx context.Context, job tarport.Job) (tarplan.Layout, error) {
+	manifest, err := s.meta.GetMeta(ctx, job.Digest)
+	if err != nil {
+		return tarplan.Layout{}, fmt.Errorf("loading manifest %s: %w", job.Digest, err)
+	}
+	config, err := s.meta.GetMeta(ctx, job.ConfigDigest)
+	if err != nil {
+		return tarplan.Layout{}, fmt.Errorf("loading config %s: %w", job.ConfigDigest, err)
+	}
+	in, err := replanInput(job, manifest, config)
+	if err != nil {
+		return tarplan.Layout{}, err
+	}
+	layout, err := tarplan.Plan(in)
+	if err != nil {
+		return tarplan.Layout{}, err
+	}
+	if layout.Size != job.TotalBytes || layout.ManifestDigest != job.Digest {
+		return tarplan.Layout{}, fmt.Errorf("re-planning job %s: got %d bytes of %s, planned %d of %s", job.ID, layout.Size, layout.ManifestDigest, job.TotalBytes, job.Digest)
+	}
+	return layout, nil
+}
+
+func (s *Service) fail(ctx context.Context, id string, err error) {
+	jerr := &tarport.JobError{Code: tarport.ErrorCode(err), Message: tarport.ErrorMessage(err)}
+	s.log.Error("job failed", "job", id, "code", jerr.Code, "err", err)
+	if serr := s.jobs.SetStatus(context.WithoutCancel(ctx), id, tarport.StatusFailed, jerr); serr != nil {
+		s.log.Error("recording job failure", "job", id, "err", serr)
+	}
+}
+
+func newID() string {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		panic(fmt.Sprintf("reading random bytes: %v", err)) // crypto/rand never fails on Linux
+	}
+	return strings.ToLower(base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(b[:]))
+}
+
+// jobKey is what identical requests share: the same manifest, named the
+// same way, for the same platform.
+func jobKey(name, refName string, d digest.Digest, p tarport.Platform) string {
+	h := sha256.Sum256([]byte(strings.Join([]string{name, refName, d.String(), p.String()}, "\n")))
+	return hex.EncodeToString(h[:])
+}
+
+func displayName(img tarport.Image) string {
+	name := tarport.ShortName(img.Ref)
+	if img.Ref.Tag != "" {
+		return name + ":" + img.Ref.Tag
+	}
+	return name + "@" + img.Ref.Digest
+}
+
+var unsafeFileChars = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
+
+func fileName(img tarport.Image, p tarport.Platform) string {
+	tag := img.Ref.Tag
+	if tag == "" {
+		tag = strings.TrimPrefix(img.Ref.Digest, "sha256:")
+		if len(tag) > 12 {
+			tag = tag[:12]
+		}
+	}
+	base := strings.ReplaceAll(tarport.ShortName(img.Ref), "/", "_") + "_" + tag + "_" + strings.ReplaceAll(p.String(), "/", "_")
+	return unsafeFileChars.ReplaceAllString(base, "-") + ".tar"
+}
+
+func distinctLayers(layers []descriptor.Descriptor) []descriptor.Descriptor {
+	seen := map[digest.Digest]bool{}
+	var out []descriptor.Descriptor
+	for _, l := range layers {
+		if !seen[l.Digest] {
+			seen[l.Digest] = true
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// progress batches a task's byte counts into AddProgress writes.
+type progress struct {
+	s       *Service
+	t       Task
+	mu      sync.Mutex
+	pending int64
+	sent    int64
+	last    time.Time
+}
+
+func newProgress(s *Service, t Task) *progress { return &progress{s: s, t: t, last: time.Now()} }
+
+func (p *progress) add(n int64) {
+	p.mu.Lock()
+	p.pending += n
+	due := time.Since(p.last) >= p.s.cfg.ProgressEvery
+	p.mu.Unlock()
+	if due {
+		p.flush(context.Background())
+	}
+}
+
+// reset takes back what a failed attempt reported, so a retry does not
+// count bytes twice.
+func (p *progress) reset() {
+	p.mu.Lock()
+	p.pending = -p.sent // unsent bytes are dropped; sent ones taken back
+	p.mu.Unlock()
+}
+
+func (p *progress) flush(ctx context.Context) {
+	p.mu.Lock()
+	n := p.pending
+	p.pending = 0
+	p.sent += n
+	p.last = time.Now()
+	p.mu.Unlock()
+	if n == 0 {
+		return
+	}
+	if err := p.s.jobs.AddProgress(ctx, p.t.JobID, p.t.Layer, n); err != nil {
+		p.s.log.Warn("recording progress", "job", p.t.JobID, "err", err)
+	}
+}
+
+func (p *progress) reader(r io.Reader) io.Reader { return &countingReader{r: r, p: p} }
+
+type countingReader struct {
+	r io.Reader
+	p *progress
+}
+
+func (c *countingReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	if n > 0 {
+		c.p.add(int64(n))
+	}
+	return n, err
+}
+
+// replanInput is the planner input of a job, from its record and the
+// manifest and config it was planned from.
+func replanInput(job tarport.Job, manifest, config []byte) (tarplan.Image, error) {
+	var m struct {
+		MediaType string         `json:"mediaType"`
+		Layers    []tarplan.Blob `json:"layers"`
+	}
+	if err := json.Unmarshal(manifest, &m); err != nil {
+		return tarplan.Image{}, fmt.Errorf("decoding manifest %s: %w", job.Digest, err)
+	}
+	mt := m.MediaType
+	if mt == "" {
+		mt = "application/vnd.oci.image.manifest.v1+json"
+	}
+	return tarplan.Image{
+		Name:              job.Name,
+		RepoTags:          job.RepoTags,
+		RefName:           job.RefName,
+		Manifest:          manifest,
+		ManifestMediaType: mt,
+		Config:            config,
+		ConfigDigest:      job.ConfigDigest,
+		Layers:            m.Layers,
+	}, nil
+}

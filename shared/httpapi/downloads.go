@@ -1,0 +1,201 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/tarport/tarport/shared/download"
+	"github.com/tarport/tarport/shared/tarport"
+)
+
+// downloadRequest is the body of POST /api/downloads (and its seed
+// aliases). token is accepted as a synonym of password.
+type downloadRequest struct {
+	Image    string `json:"image"`
+	Platform string `json:"platform"`
+	Username string `json:"username"`
+	Password string `json:"password"`
+	Token    string `json:"token"`
+}
+
+// jobResponse is the job shape of DESIGN.md.
+type jobResponse struct {
+	ID         string            `json:"id"`
+	Image      string            `json:"image"`
+	Platform   string            `json:"platform"`
+	Digest     string            `json:"digest"`
+	Status     tarport.Status    `json:"status"`
+	TotalBytes int64             `json:"total_bytes"`
+	DoneBytes  int64             `json:"done_bytes"`
+	Layers     []layerResponse   `json:"layers"`
+	URL        string            `json:"url,omitempty"`
+	ExpiresAt  *time.Time        `json:"expires_at,omitempty"`
+	Error      *tarport.JobError `json:"error,omitempty"`
+	FileName   string            `json:"file_name,omitempty"`
+	CreatedAt  time.Time         `json:"created_at"`
+	UpdatedAt  time.Time         `json:"updated_at"`
+}
+
+type layerResponse struct {
+	Digest    string `json:"digest"`
+	Size      int64  `json:"size"`
+	DoneBytes int64  `json:"done_bytes"`
+}
+
+func toResponse(r *http.Request, v download.View) jobResponse {
+	out := jobResponse{
+		ID: v.ID, Image: v.Image, Platform: v.Platform, Digest: v.Digest.String(), Status: v.Status,
+		TotalBytes: v.TotalBytes, DoneBytes: v.DoneBytes(), Error: v.Error, FileName: v.FileName,
+		CreatedAt: v.CreatedAt, UpdatedAt: v.UpdatedAt, Layers: make([]layerResponse, 0, len(v.Layers)),
+	}
+	for _, l := range v.Layers {
+		out.Layers = append(out.Layers, layerResponse{Digest: l.Digest.String(), Size: l.Size, DoneBytes: l.DoneBytes})
+	}
+	if v.URL != "" {
+		out.URL = absoluteURL(r, v.URL)
+		exp := v.ExpiresAt.UTC()
+		out.ExpiresAt = &exp
+	}
+	return out
+}
+
+// absoluteURL makes a path-only link (local mode) absolute for the host
+// the client reached us by; S3 presigned URLs are absolute already.
+func absoluteURL(r *http.Request, u string) string {
+	if !strings.HasPrefix(u, "/") {
+		return u
+	}
+	scheme := "http"
+	if r.TLS != nil || r.Header.Get("X-Forwarded-Proto") == "https" {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host + u
+}
+
+func (a *API) createDownload(w http.ResponseWriter, r *http.Request) {
+	var body downloadRequest
+	if err := decodeBody(w, r, &body); err != nil {
+		writeError(w, r, a.log, err)
+		return
+	}
+	req, err := toRequest(body)
+	if err != nil {
+		writeError(w, r, a.log, err)
+		return
+	}
+	v, err := a.opts.Downloads.Create(r.Context(), req)
+	if err != nil {
+		writeError(w, r, a.log, err)
+		return
+	}
+	status := http.StatusAccepted
+	if v.Status == tarport.StatusReady {
+		status = http.StatusOK
+	}
+	w.Header().Set("Location", "/api/downloads/"+v.ID)
+	writeJSON(w, status, toResponse(r, v))
+}
+
+func (a *API) downloadStatus(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if len(id) == 0 || len(id) > 64 {
+		writeError(w, r, a.log, tarport.Errorf(tarport.CodeNotFound, "no download job %q", id))
+		return
+	}
+	v, err := a.opts.Downloads.Status(r.Context(), id)
+	if err != nil {
+		writeError(w, r, a.log, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, toResponse(r, v))
+}
+
+// pull is the curl one-liner: 303 to the tar when ready; while pending a
+// 503 with Retry-After, which `curl --retry` honours. Registry credentials
+// may come as HTTP basic auth (curl -u user:token).
+func (a *API) pull(w http.ResponseWriter, r *http.Request) {
+	body := downloadRequest{Image: r.PathValue("image"), Platform: r.URL.Query().Get("platform")}
+	if u, p, ok := r.BasicAuth(); ok {
+		body.Username, body.Password = u, p
+	}
+	req, err := toRequest(body)
+	if err != nil {
+		writeError(w, r, a.log, err)
+		return
+	}
+	v, err := a.opts.Downloads.Create(r.Context(), req)
+	if err == nil && !v.Status.Terminal() {
+		v, err = a.opts.Downloads.Wait(r.Context(), v.ID, a.opts.PullWait)
+	}
+	if err != nil {
+		writeError(w, r, a.log, err)
+		return
+	}
+	switch v.Status {
+	case tarport.StatusReady:
+		w.Header().Set("Location", absoluteURL(r, v.URL))
+		writeJSON(w, http.StatusSeeOther, toResponse(r, v))
+	case tarport.StatusFailed:
+		err := tarport.Errorf(v.Error.Code, "%s", v.Error.Message)
+		writeError(w, r, a.log, err)
+	default:
+		w.Header().Set("Retry-After", "3")
+		writeJSON(w, http.StatusServiceUnavailable, toResponse(r, v))
+	}
+}
+
+// Input bounds: generous for real use, small enough to refuse abuse.
+const (
+	maxPlatformLen = 64
+	maxUserLen     = 256
+	maxPasswordLen = 8192
+)
+
+func toRequest(b downloadRequest) (download.Request, error) {
+	if strings.TrimSpace(b.Image) == "" {
+		return download.Request{}, tarport.Errorf(tarport.CodeInvalid, `"image" is required, e.g. {"image":"nginx:1.27","platform":"linux/amd64"}`)
+	}
+	if len(b.Platform) > maxPlatformLen {
+		return download.Request{}, tarport.Errorf(tarport.CodeInvalidPlatform, "platform is longer than %d characters", maxPlatformLen)
+	}
+	pass := b.Password
+	if pass == "" {
+		pass = b.Token
+	}
+	if len(b.Username) > maxUserLen || len(pass) > maxPasswordLen {
+		return download.Request{}, tarport.Errorf(tarport.CodeInvalid, "username or password is too long")
+	}
+	if (b.Username == "") != (pass == "") {
+		return download.Request{}, tarport.Errorf(tarport.CodeInvalid, "give both username and password (or token), or neither")
+	}
+	return download.Request{
+		Image:    b.Image,
+		Platform: b.Platform,
+		Creds:    tarport.Credentials{Username: b.Username, Password: pass},
+	}, nil
+}
+
+// decodeBody reads one bounded JSON object. The Content-Type is not
+// checked: `curl -d '{...}'` labels JSON as a form, and that should work.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	if err := dec.Decode(v); err != nil {
+		var tooBig *http.MaxBytesError
+		switch {
+		case errors.As(err, &tooBig):
+			return tarport.Errorf(tarport.CodeTooLarge, "the body is over %d bytes", MaxBodyBytes)
+		case errors.Is(err, io.EOF):
+			return tarport.Errorf(tarport.CodeInvalid, "the body is empty; send a JSON object")
+		default:
+			return tarport.Wrap(err, tarport.CodeInvalid, `the body is not a valid JSON object, e.g. {"image":"nginx:1.27","platform":"linux/amd64"}`)
+		}
+	}
+	if dec.More() {
+		return tarport.Errorf(tarport.CodeInvalid, "the body must hold one JSON object")
+	}
+	return nil
+}

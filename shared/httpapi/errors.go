@@ -1,0 +1,76 @@
+package httpapi
+
+import (
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"strconv"
+
+	"github.com/tarport/tarport/shared/tarport"
+)
+
+// statusByCode is the one table from error codes to HTTP statuses.
+var statusByCode = map[tarport.Code]int{
+	tarport.CodeInvalid:          http.StatusBadRequest,
+	tarport.CodeInvalidReference: http.StatusBadRequest,
+	tarport.CodeInvalidPlatform:  http.StatusBadRequest,
+	tarport.CodeTooLarge:         http.StatusRequestEntityTooLarge,
+	tarport.CodeUnsupported:      http.StatusUnprocessableEntity,
+	tarport.CodeUnauthorized:     http.StatusUnauthorized,
+	tarport.CodeCredentialsGone:  http.StatusUnauthorized,
+	tarport.CodeForbidden:        http.StatusForbidden,
+	tarport.CodeBlockedAddress:   http.StatusForbidden,
+	tarport.CodeNotFound:         http.StatusNotFound,
+	tarport.CodePlatformNotFound: http.StatusNotFound,
+	tarport.CodeMethodNotAllowed: http.StatusMethodNotAllowed,
+	tarport.CodeNotReady:         http.StatusConflict,
+	tarport.CodeRateLimited:      http.StatusTooManyRequests,
+	tarport.CodeUpstream:         http.StatusBadGateway,
+	tarport.CodeDigestMismatch:   http.StatusBadGateway,
+	tarport.CodeUpstreamTimeout:  http.StatusGatewayTimeout,
+	tarport.CodeUnavailable:      http.StatusServiceUnavailable,
+	tarport.CodeInternal:         http.StatusInternalServerError,
+}
+
+// StatusOf returns the HTTP status for a code.
+func StatusOf(code tarport.Code) int {
+	if s, ok := statusByCode[code]; ok {
+		return s
+	}
+	return http.StatusInternalServerError
+}
+
+type errorBody struct {
+	Error errorDetail `json:"error"`
+}
+
+type errorDetail struct {
+	Code    tarport.Code `json:"code"`
+	Message string       `json:"message"`
+}
+
+// writeError answers with the error's code and safe message; internal
+// detail goes to the log only.
+func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+	code := tarport.ErrorCode(err)
+	status := StatusOf(code)
+	if status >= 500 {
+		log.Error("request failed", "method", r.Method, "path", r.URL.Path, "code", code, "err", err)
+	} else {
+		log.Info("request refused", "method", r.Method, "path", r.URL.Path, "code", code, "err", err)
+	}
+	var te *tarport.Error
+	if asErr(err, &te) && te.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(te.RetryAfter))
+	}
+	writeJSON(w, status, errorBody{Error: errorDetail{Code: code, Message: tarport.ErrorMessage(err)}})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
+}

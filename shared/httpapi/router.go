@@ -1,0 +1,99 @@
+// Package httpapi is the HTTP API of DESIGN.md: one net/http router that
+// serves the local server and, behind an API Gateway adapter, the Lambdas.
+// Every error leaves through one table of codes and statuses.
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"time"
+
+	"github.com/tarport/tarport/shared/download"
+	"github.com/tarport/tarport/shared/tarport"
+)
+
+// Downloads is what the API needs of the download service.
+type Downloads interface {
+	Create(ctx context.Context, req download.Request) (download.View, error)
+	Status(ctx context.Context, id string) (download.View, error)
+	Wait(ctx context.Context, id string, wait time.Duration) (download.View, error)
+}
+
+// Options configure the API.
+type Options struct {
+	Downloads Downloads
+	// RatePerMinute limits job-creating requests per client; 0 = 100.
+	RatePerMinute int
+	// PullWait is how long /api/pull holds a request for a job to finish
+	// before answering 503 + Retry-After (API Gateway allows ~30 s).
+	PullWait time.Duration
+	Logger   *slog.Logger
+}
+
+// API serves /api/*.
+type API struct {
+	opts    Options
+	log     *slog.Logger
+	limiter *limiter
+	mux     *http.ServeMux
+}
+
+// MaxBodyBytes bounds a request body.
+const MaxBodyBytes = 64 << 10
+
+// New builds the API handler.
+func New(opts Options) *API {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.RatePerMinute <= 0 {
+		opts.RatePerMinute = 100
+	}
+	if opts.PullWait <= 0 {
+		opts.PullWait = 20 * time.Second
+	}
+	a := &API{opts: opts, log: opts.Logger, limiter: newLimiter(opts.RatePerMinute, time.Minute), mux: http.NewServeMux()}
+	a.mux.HandleFunc("GET /api/health", a.health)
+	for _, p := range []string{"/api/downloads", "/api/download", "/api/download-stream"} {
+		a.mux.HandleFunc("POST "+p, a.limited(a.createDownload))
+	}
+	a.mux.HandleFunc("GET /api/downloads/{id}", a.downloadStatus)
+	a.mux.HandleFunc("GET /api/pull/{image...}", a.limited(a.pull))
+	a.mux.HandleFunc("/api/", a.notFound)
+	return a
+}
+
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	defer func() {
+		if v := recover(); v != nil {
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			a.log.Error("panic serving request", "path", r.URL.Path, "panic", v, "stack", string(debug.Stack()))
+			writeError(w, r, a.log, tarport.Errorf(tarport.CodeInternal, "internal error"))
+		}
+	}()
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	a.mux.ServeHTTP(w, r)
+}
+
+func (a *API) health(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// notFound answers unknown paths, and known paths with a wrong method
+// (ServeMux sends those here only when no pattern matches the path).
+func (a *API) notFound(w http.ResponseWriter, r *http.Request) {
+	_, pattern := a.mux.Handler(&http.Request{Method: http.MethodGet, URL: r.URL, Host: r.Host})
+	_, postPattern := a.mux.Handler(&http.Request{Method: http.MethodPost, URL: r.URL, Host: r.Host})
+	if pattern != "/api/" || postPattern != "/api/" {
+		writeError(w, r, a.log, tarport.Errorf(tarport.CodeMethodNotAllowed, "%s is not allowed on %s", r.Method, r.URL.Path))
+		return
+	}
+	writeError(w, r, a.log, tarport.Errorf(tarport.CodeNotFound, "no such endpoint: %s", r.URL.Path))
+}
+
+func asErr(err error, target **tarport.Error) bool { return errors.As(err, target) }

@@ -1,0 +1,53 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/regclient/regclient/types/errs"
+
+	"github.com/tarport/tarport/shared/netguard"
+	"github.com/tarport/tarport/shared/tarport"
+)
+
+// classify turns a regclient error into a coded error whose message is
+// safe to show; the original stays wrapped for logs. Docker Hub answers
+// 401 (not 404) for a repository that is missing or private, so the
+// message says both.
+func classify(err error, format string, args ...any) error {
+	what := fmt.Sprintf(format, args...)
+	var coded *tarport.Error
+	switch {
+	case errors.As(err, &coded):
+		return err
+	case errors.Is(err, netguard.ErrBlocked):
+		return tarport.Wrap(err, tarport.CodeBlockedAddress, "%s: the registry address is not public, and this server does not trust it", what)
+	case errors.Is(err, errs.ErrHTTPRateLimit):
+		e := tarport.Wrap(err, tarport.CodeRateLimited, "%s: the registry is rate limiting this server; try again later", what)
+		e.RetryAfter = 60
+		return e
+	case errors.Is(err, errs.ErrHTTPUnauthorized):
+		return tarport.Wrap(err, tarport.CodeUnauthorized, "%s: the registry refused access; the image may not exist, or it is private and needs (other) credentials", what)
+	case errors.Is(err, errs.ErrNotFound):
+		return tarport.Wrap(err, tarport.CodeNotFound, "%s: not found", what)
+	case errors.Is(err, errs.ErrDigestMismatch):
+		return tarport.Wrap(err, tarport.CodeDigestMismatch, "%s: the registry sent bytes that do not match their digest", what)
+	case errors.Is(err, errs.ErrShortRead), errors.Is(err, errs.ErrSizeLimitExceeded):
+		return tarport.Wrap(err, tarport.CodeDigestMismatch, "%s: the registry sent a blob of the wrong size", what)
+	case errors.Is(err, context.DeadlineExceeded):
+		return tarport.Wrap(err, tarport.CodeUpstreamTimeout, "%s: the registry did not answer in time", what)
+	case errors.Is(err, context.Canceled), errors.Is(err, errs.ErrCanceled):
+		return tarport.Wrap(err, tarport.CodeUnavailable, "%s: canceled", what)
+	}
+	var dnsErr *net.DNSError
+	if errors.As(err, &dnsErr) {
+		return tarport.Wrap(err, tarport.CodeNotFound, "%s: the registry host %q does not resolve", what, dnsErr.Name)
+	}
+	var netErr net.Error
+	if errors.As(err, &netErr) && netErr.Timeout() {
+		return tarport.Wrap(err, tarport.CodeUpstreamTimeout, "%s: the registry did not answer in time", what)
+	}
+	return tarport.Wrap(err, tarport.CodeUpstream, "%s: the registry failed", what)
+}

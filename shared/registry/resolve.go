@@ -1,0 +1,264 @@
+package registry
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/regclient/regclient"
+	"github.com/regclient/regclient/types/descriptor"
+	"github.com/regclient/regclient/types/manifest"
+	"github.com/regclient/regclient/types/mediatype"
+	"github.com/regclient/regclient/types/platform"
+	"github.com/regclient/regclient/types/ref"
+
+	"github.com/tarport/tarport/shared/tarport"
+)
+
+const (
+	maxManifestBytes = 4 << 20
+	maxConfigBytes   = 8 << 20
+	maxIndexDepth    = 4
+)
+
+// Resolve finds the manifest of platform p for r, authorizing creds
+// against the registry on every call (a HEAD at least), so a cached tar of
+// a private image is only handed to someone the registry lets pull it.
+func (c *Client) Resolve(ctx context.Context, r ref.Ref, p tarport.Platform, creds tarport.Credentials) (tarport.Image, error) {
+	rc := c.session(r.Registry, creds)
+	raw, mt, d, err := c.fetchManifest(ctx, rc, r, "")
+	if err != nil {
+		return tarport.Image{}, err
+	}
+	img := tarport.Image{Ref: r, Platform: p}
+	for depth := 0; isIndex(mt); depth++ {
+		if depth == maxIndexDepth {
+			return tarport.Image{}, tarport.Errorf(tarport.CodeUnsupported, "%s nests indexes more than %d deep", r.CommonName(), maxIndexDepth)
+		}
+		if img.IndexDigest == "" {
+			img.IndexDigest = d
+		}
+		desc, err := pickPlatform(r, raw, mt, p)
+		if err != nil {
+			return tarport.Image{}, err
+		}
+		raw, mt, d, err = c.fetchManifest(ctx, rc, r, desc.Digest)
+		if err != nil {
+			return tarport.Image{}, err
+		}
+	}
+	switch mt {
+	case mediatype.Docker2Manifest, mediatype.OCI1Manifest:
+	case mediatype.Docker1Manifest, mediatype.Docker1ManifestSigned:
+		return tarport.Image{}, tarport.Errorf(tarport.CodeUnsupported, "%s uses the Docker v2 schema 1 manifest format, which Docker removed; no runtime loads it any more", r.CommonName())
+	default:
+		return tarport.Image{}, tarport.Errorf(tarport.CodeUnsupported, "%s has a manifest of media type %q, which is not a container image", r.CommonName(), mt)
+	}
+	m, err := manifest.New(manifest.WithRaw(raw), manifest.WithDesc(descriptor.Descriptor{MediaType: mt, Digest: d, Size: int64(len(raw))}))
+	if err != nil {
+		return tarport.Image{}, tarport.Wrap(err, tarport.CodeUpstream, "the registry served a manifest for %s that does not parse", r.CommonName())
+	}
+	imager, ok := m.(manifest.Imager)
+	if !ok {
+		return tarport.Image{}, tarport.Errorf(tarport.CodeUnsupported, "%s is not an image manifest", r.CommonName())
+	}
+	cfgDesc, err := imager.GetConfig()
+	if err != nil {
+		return tarport.Image{}, tarport.Wrap(err, tarport.CodeUpstream, "reading the config descriptor of %s", r.CommonName())
+	}
+	switch cfgDesc.MediaType {
+	case mediatype.Docker2ImageConfig, mediatype.OCI1ImageConfig:
+	default:
+		return tarport.Image{}, tarport.Errorf(tarport.CodeUnsupported, "%s is an artifact with config type %q, not a container image", r.CommonName(), cfgDesc.MediaType)
+	}
+	layers, err := imager.GetLayers()
+	if err != nil {
+		return tarport.Image{}, tarport.Wrap(err, tarport.CodeUpstream, "reading the layers of %s", r.CommonName())
+	}
+	cfg, err := c.fetchConfig(ctx, rc, r, cfgDesc)
+	if err != nil {
+		return tarport.Image{}, err
+	}
+	if img.IndexDigest == "" {
+		// A single-platform image must still be the platform asked for:
+		// answering linux/arm64 with an amd64 image is the bug we replace.
+		got, err := configPlatform(cfg)
+		if err != nil {
+			return tarport.Image{}, tarport.Wrap(err, tarport.CodeUpstream, "reading the platform of %s", r.CommonName())
+		}
+		if !p.Matches(got) {
+			return tarport.Image{}, tarport.Errorf(tarport.CodePlatformNotFound, "%s has no %s image; available: %s", r.CommonName(), p, got.String())
+		}
+	}
+	img.Manifest, img.ManifestDigest, img.ManifestMediaType = raw, d, mt
+	img.Config, img.ConfigDigest = cfg, cfgDesc.Digest
+	img.Layers = layers
+	if max := c.opts.MaxImageBytes; max > 0 && img.TotalLayerBytes() > max {
+		return tarport.Image{}, tarport.Errorf(tarport.CodeTooLarge, "%s is %d bytes, over this server's limit of %d bytes", r.CommonName(), img.TotalLayerBytes(), max)
+	}
+	return img, nil
+}
+
+func isIndex(mt string) bool {
+	return mt == mediatype.OCI1ManifestList || mt == mediatype.Docker2ManifestList
+}
+
+// fetchManifest returns a verified manifest. With want empty it resolves
+// r's tag (or digest) by HEAD, then serves the body from the cache when it
+// can; a registry that omits the digest on HEAD gets a GET instead.
+func (c *Client) fetchManifest(ctx context.Context, rc *regclient.RegClient, r ref.Ref, want digest.Digest) ([]byte, string, digest.Digest, error) {
+	target := r
+	if want != "" {
+		target = r.SetDigest(want.String())
+	} else if r.Digest != "" {
+		want = digest.Digest(r.Digest)
+	} else {
+		head, err := rc.ManifestHead(ctx, r)
+		if err != nil {
+			return nil, "", "", classify(err, "looking up %s", r.CommonName())
+		}
+		want = head.GetDescriptor().Digest
+		if want != "" {
+			target = r.SetDigest(want.String())
+		}
+	}
+	if want != "" && c.opts.Cache != nil {
+		if raw, err := c.opts.Cache.GetMeta(ctx, want); err == nil && want.Validate() == nil && want.Algorithm().FromBytes(raw) == want {
+			return raw, sniffMediaType(raw), want, nil
+		}
+	}
+	m, err := rc.ManifestGet(ctx, target)
+	if err != nil {
+		return nil, "", "", classify(err, "fetching the manifest of %s", target.CommonName())
+	}
+	raw, err := m.RawBody()
+	if err != nil {
+		return nil, "", "", tarport.Wrap(err, tarport.CodeUpstream, "reading the manifest of %s", target.CommonName())
+	}
+	if len(raw) > maxManifestBytes {
+		return nil, "", "", tarport.Errorf(tarport.CodeUpstream, "the manifest of %s is over %d bytes", target.CommonName(), maxManifestBytes)
+	}
+	got := digest.FromBytes(raw)
+	if want != "" {
+		if err := want.Validate(); err != nil {
+			return nil, "", "", tarport.Wrap(err, tarport.CodeInvalidReference, "%s is not a valid digest", want)
+		}
+		got = want.Algorithm().FromBytes(raw)
+		if got != want {
+			return nil, "", "", tarport.Errorf(tarport.CodeDigestMismatch, "the registry served a manifest for %s whose digest is %s, not %s", target.CommonName(), got, want)
+		}
+	}
+	mt := m.GetDescriptor().MediaType
+	if c.opts.Cache != nil {
+		// Best effort: a failed cache write costs a GET next time, no more.
+		_ = c.opts.Cache.PutMeta(ctx, got, raw)
+	}
+	return raw, mt, got, nil
+}
+
+// sniffMediaType reads the mediaType field of a cached manifest; a Docker
+// schema2 or OCI manifest always has one except OCI manifests and indexes
+// written without it, which the field layout still tells apart.
+func sniffMediaType(raw []byte) string {
+	var probe struct {
+		SchemaVersion int               `json:"schemaVersion"`
+		MediaType     string            `json:"mediaType"`
+		Manifests     []json.RawMessage `json:"manifests"`
+	}
+	if json.Unmarshal(raw, &probe) != nil {
+		return ""
+	}
+	switch {
+	case probe.MediaType != "":
+		return probe.MediaType
+	case probe.SchemaVersion == 1:
+		return mediatype.Docker1Manifest
+	case probe.Manifests != nil:
+		return mediatype.OCI1ManifestList
+	}
+	return mediatype.OCI1Manifest
+}
+
+// pickPlatform returns the index entry for exactly p (attestations
+// skipped), or a platform_not_found error listing what the index has.
+func pickPlatform(r ref.Ref, raw []byte, mt string, p tarport.Platform) (descriptor.Descriptor, error) {
+	m, err := manifest.New(manifest.WithRaw(raw), manifest.WithDesc(descriptor.Descriptor{MediaType: mt}))
+	if err != nil {
+		return descriptor.Descriptor{}, tarport.Wrap(err, tarport.CodeUpstream, "the registry served an index for %s that does not parse", r.CommonName())
+	}
+	idx, ok := m.(manifest.Indexer)
+	if !ok {
+		return descriptor.Descriptor{}, tarport.Errorf(tarport.CodeUpstream, "%s: index without a manifest list", r.CommonName())
+	}
+	list, err := idx.GetManifestList()
+	if err != nil {
+		return descriptor.Descriptor{}, tarport.Wrap(err, tarport.CodeUpstream, "reading the index of %s", r.CommonName())
+	}
+	var available []string
+	for _, d := range list {
+		if d.Platform == nil || tarport.IsAttestation(d.Platform, d.Annotations) {
+			continue
+		}
+		if p.Matches(*d.Platform) {
+			return d, nil
+		}
+		available = append(available, d.Platform.String())
+	}
+	sort.Strings(available)
+	return descriptor.Descriptor{}, tarport.Errorf(tarport.CodePlatformNotFound, "%s has no %s image; available: %s", r.CommonName(), p, strings.Join(dedupe(available), ", "))
+}
+
+func dedupe(s []string) []string {
+	out := s[:0]
+	for i, v := range s {
+		if i == 0 || v != s[i-1] {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// fetchConfig returns the verified config blob, from the cache if there.
+func (c *Client) fetchConfig(ctx context.Context, rc *regclient.RegClient, r ref.Ref, d descriptor.Descriptor) ([]byte, error) {
+	if d.Size > maxConfigBytes {
+		return nil, tarport.Errorf(tarport.CodeUnsupported, "the config of %s is %d bytes, over %d", r.CommonName(), d.Size, maxConfigBytes)
+	}
+	if c.opts.Cache != nil {
+		if raw, err := c.opts.Cache.GetMeta(ctx, d.Digest); err == nil && d.Digest.Algorithm().FromBytes(raw) == d.Digest {
+			return raw, nil
+		}
+	}
+	br, err := rc.BlobGet(ctx, r, d)
+	if err != nil {
+		return nil, classify(err, "fetching the config of %s", r.CommonName())
+	}
+	defer br.Close()
+	raw, err := io.ReadAll(io.LimitReader(br, maxConfigBytes+1))
+	if err != nil {
+		return nil, classify(err, "reading the config of %s", r.CommonName())
+	}
+	if int64(len(raw)) != d.Size || d.Digest.Algorithm().FromBytes(raw) != d.Digest {
+		return nil, tarport.Errorf(tarport.CodeDigestMismatch, "the config of %s does not match its digest %s", r.CommonName(), d.Digest)
+	}
+	if c.opts.Cache != nil {
+		_ = c.opts.Cache.PutMeta(ctx, d.Digest, raw)
+	}
+	return raw, nil
+}
+
+func configPlatform(cfg []byte) (platform.Platform, error) {
+	var c struct {
+		OS           string `json:"os"`
+		Architecture string `json:"architecture"`
+		Variant      string `json:"variant"`
+		OSVersion    string `json:"os.version"`
+	}
+	if err := json.Unmarshal(cfg, &c); err != nil {
+		return platform.Platform{}, fmt.Errorf("decoding image config: %w", err)
+	}
+	return platform.Platform{OS: c.OS, Architecture: c.Architecture, Variant: c.Variant, OSVersion: c.OSVersion}, nil
+}

@@ -1,0 +1,100 @@
+// Package settings reads tarport's configuration from the environment,
+// with the names and defaults of DESIGN.md, the same everywhere.
+package settings
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Settings is the whole configuration.
+type Settings struct {
+	Addr               string        // TARPORT_ADDR
+	DataDir            string        // TARPORT_DATA_DIR
+	HubAPI             string        // TARPORT_HUB_API
+	DockerHubRegistry  string        // TARPORT_DOCKERHUB_REGISTRY
+	InsecureRegistries []string      // TARPORT_INSECURE_REGISTRIES
+	Bucket             string        // TARPORT_BUCKET
+	Table              string        // TARPORT_TABLE
+	QueueURL           string        // TARPORT_QUEUE_URL
+	PresignTTL         time.Duration // TARPORT_PRESIGN_TTL
+	MaxImageBytes      int64         // TARPORT_MAX_IMAGE_BYTES
+	RateLimitPerMinute int           // TARPORT_RATE_LIMIT_PER_MINUTE
+	DockerHubUsername  string        // TARPORT_DOCKERHUB_USERNAME
+	DockerHubToken     string        // TARPORT_DOCKERHUB_TOKEN
+	Workers            int           // TARPORT_WORKERS: layers fetched at once (local)
+	LogLevel           string        // TARPORT_LOG_LEVEL: debug, info, warn, error
+}
+
+// FromEnv reads the settings from the process environment.
+func FromEnv() (Settings, error) { return Parse(os.Getenv) }
+
+// Parse reads the settings through getenv, so tests need no environment.
+func Parse(getenv func(string) string) (Settings, error) {
+	get := func(name, def string) string {
+		if v := strings.TrimSpace(getenv(name)); v != "" {
+			return v
+		}
+		return def
+	}
+	s := Settings{
+		Addr:              get("TARPORT_ADDR", "127.0.0.1:8080"),
+		DataDir:           get("TARPORT_DATA_DIR", "./.data"),
+		HubAPI:            strings.TrimRight(get("TARPORT_HUB_API", "https://hub.docker.com"), "/"),
+		DockerHubRegistry: strings.TrimRight(get("TARPORT_DOCKERHUB_REGISTRY", "https://registry-1.docker.io"), "/"),
+		Bucket:            get("TARPORT_BUCKET", ""),
+		Table:             get("TARPORT_TABLE", ""),
+		QueueURL:          get("TARPORT_QUEUE_URL", ""),
+		DockerHubUsername: get("TARPORT_DOCKERHUB_USERNAME", ""),
+		DockerHubToken:    get("TARPORT_DOCKERHUB_TOKEN", ""),
+		LogLevel:          get("TARPORT_LOG_LEVEL", "info"),
+	}
+	for _, h := range strings.Split(getenv("TARPORT_INSECURE_REGISTRIES"), ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			s.InsecureRegistries = append(s.InsecureRegistries, strings.ToLower(h))
+		}
+	}
+	var err error
+	if s.PresignTTL, err = time.ParseDuration(get("TARPORT_PRESIGN_TTL", "1h")); err != nil || s.PresignTTL <= 0 {
+		return Settings{}, fmt.Errorf("TARPORT_PRESIGN_TTL: want a positive duration like 1h, got %q", getenv("TARPORT_PRESIGN_TTL"))
+	}
+	if s.MaxImageBytes, err = ParseBytes(get("TARPORT_MAX_IMAGE_BYTES", "64GiB")); err != nil {
+		return Settings{}, fmt.Errorf("TARPORT_MAX_IMAGE_BYTES: %w", err)
+	}
+	if s.RateLimitPerMinute, err = strconv.Atoi(get("TARPORT_RATE_LIMIT_PER_MINUTE", "100")); err != nil || s.RateLimitPerMinute <= 0 {
+		return Settings{}, fmt.Errorf("TARPORT_RATE_LIMIT_PER_MINUTE: want a positive integer, got %q", getenv("TARPORT_RATE_LIMIT_PER_MINUTE"))
+	}
+	if s.Workers, err = strconv.Atoi(get("TARPORT_WORKERS", "4")); err != nil || s.Workers <= 0 || s.Workers > 64 {
+		return Settings{}, fmt.Errorf("TARPORT_WORKERS: want 1..64, got %q", getenv("TARPORT_WORKERS"))
+	}
+	return s, nil
+}
+
+// ParseBytes reads sizes like 64GiB, 500MB, 1048576.
+func ParseBytes(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	units := []struct {
+		suffix string
+		mult   int64
+	}{
+		{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10},
+		{"TB", 1e12}, {"GB", 1e9}, {"MB", 1e6}, {"KB", 1e3}, {"B", 1},
+	}
+	for _, u := range units {
+		if strings.HasSuffix(s, u.suffix) {
+			n, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), 10, 64)
+			if err != nil || n <= 0 {
+				return 0, fmt.Errorf("want a size like 64GiB, got %q", s)
+			}
+			return n * u.mult, nil
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("want a size like 64GiB, got %q", s)
+	}
+	return n, nil
+}

@@ -1,0 +1,265 @@
+package tarplan
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// Blob is a content-addressed file fetched from a registry: a layer.
+type Blob struct {
+	Digest    digest.Digest `json:"digest"`
+	Size      int64         `json:"size"`
+	MediaType string        `json:"mediaType,omitempty"`
+}
+
+// Image is everything the planner needs, all of it known after resolving
+// the manifest and config: no layer byte is needed to plan the tar.
+type Image struct {
+	// Name is the fully qualified repository, e.g. docker.io/library/nginx.
+	Name string
+	// RepoTags are the docker-archive names, e.g. ["nginx:1.27"]; empty for
+	// an image asked for by digest only.
+	RepoTags []string
+	// RefName is the tag for org.opencontainers.image.ref.name, may be empty.
+	RefName string
+	// Manifest is the platform manifest exactly as the registry served it.
+	Manifest          []byte
+	ManifestMediaType string
+	// Config is the image config exactly as the registry served it.
+	Config       []byte
+	ConfigDigest digest.Digest
+	// Layers in manifest order, duplicates included.
+	Layers []Blob
+}
+
+// Entry is one file of the tar.
+type Entry struct {
+	Name   string
+	Size   int64 // content bytes
+	Offset int64 // offset of the header in the tar
+	Header []byte
+	// Digest is set for fetched blobs (layers): their content comes from
+	// the entry store. Inline files (metadata, config, manifest) carry
+	// their content instead.
+	Digest digest.Digest
+	Inline []byte
+}
+
+// Len is the whole entry: header, content and padding.
+func (e Entry) Len() int64 { return EntryLen(len(e.Header), e.Size) }
+
+// Fetched reports whether the entry's content is a blob to fetch.
+func (e Entry) Fetched() bool { return e.Inline == nil }
+
+// Layout is the complete plan of one tar.
+type Layout struct {
+	Entries []Entry
+	// Stored counts the leading entries copied whole from the entry store;
+	// everything from TailOffset on (small blobs, metadata, end of archive)
+	// is the tail, written in one stream.
+	Stored     int
+	TailOffset int64
+	Size       int64
+	// ManifestDigest is the digest of Image.Manifest.
+	ManifestDigest digest.Digest
+}
+
+// Tail returns the entries of the tail, in order.
+func (l Layout) Tail() []Entry { return l.Entries[l.Stored:] }
+
+// Blobs returns the distinct fetched blobs, biggest first.
+func (l Layout) Blobs() []Blob {
+	var out []Blob
+	for _, e := range l.Entries {
+		if e.Fetched() {
+			out = append(out, Blob{Digest: e.Digest, Size: e.Size})
+		}
+	}
+	slices.SortStableFunc(out, func(a, b Blob) int {
+		switch {
+		case a.Size > b.Size:
+			return -1
+		case a.Size < b.Size:
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// BigEntryMin is the smallest entry stored and copied on its own; smaller
+// ones ride in the tail. It is S3's minimum part size, so every stored
+// entry can be an UploadPartCopy source by itself.
+const BigEntryMin = 5 << 20
+
+// Plan lays out img's tar: stored entries (layers of BigEntryMin and more,
+// biggest first) then the tail (small layers, config, manifest, oci-layout,
+// index.json, manifest.json, end of archive). A layer listed twice is
+// stored once.
+func Plan(img Image) (Layout, error) {
+	if len(img.Manifest) == 0 || len(img.Config) == 0 {
+		return Layout{}, fmt.Errorf("planning %s: manifest and config are required", img.Name)
+	}
+	if err := img.ConfigDigest.Validate(); err != nil {
+		return Layout{}, fmt.Errorf("planning %s: config digest: %w", img.Name, err)
+	}
+	if got := img.ConfigDigest.Algorithm().FromBytes(img.Config); got != img.ConfigDigest {
+		return Layout{}, fmt.Errorf("planning %s: config bytes hash to %s, not %s", img.Name, got, img.ConfigDigest)
+	}
+	mDigest := digest.FromBytes(img.Manifest)
+
+	var big, small []Entry
+	seen := map[digest.Digest]bool{}
+	for _, l := range img.Layers {
+		if err := l.Digest.Validate(); err != nil {
+			return Layout{}, fmt.Errorf("planning %s: layer digest %q: %w", img.Name, l.Digest, err)
+		}
+		if l.Size < 0 {
+			return Layout{}, fmt.Errorf("planning %s: layer %s has negative size", img.Name, l.Digest)
+		}
+		if seen[l.Digest] {
+			continue
+		}
+		seen[l.Digest] = true
+		hdr, err := Header(BlobName(l.Digest), l.Size)
+		if err != nil {
+			return Layout{}, err
+		}
+		e := Entry{Name: BlobName(l.Digest), Size: l.Size, Header: hdr, Digest: l.Digest}
+		if e.Len() >= BigEntryMin {
+			big = append(big, e)
+		} else {
+			small = append(small, e)
+		}
+	}
+	bySizeDesc := func(a, b Entry) int {
+		switch {
+		case a.Size > b.Size:
+			return -1
+		case a.Size < b.Size:
+			return 1
+		}
+		return 0
+	}
+	slices.SortStableFunc(big, bySizeDesc)
+
+	meta, err := metadataFiles(img, mDigest)
+	if err != nil {
+		return Layout{}, err
+	}
+	entries := append(big, small...)
+	for _, f := range meta {
+		if seen[f.digest] && f.digest != "" {
+			continue // a blob that is also a layer (degenerate, but legal)
+		}
+		hdr, err := Header(f.name, int64(len(f.content)))
+		if err != nil {
+			return Layout{}, err
+		}
+		entries = append(entries, Entry{Name: f.name, Size: int64(len(f.content)), Header: hdr, Inline: f.content})
+	}
+
+	var off int64
+	tailOffset := int64(-1)
+	for i := range entries {
+		if i == len(big) {
+			tailOffset = off
+		}
+		entries[i].Offset = off
+		off += entries[i].Len()
+	}
+	if tailOffset < 0 {
+		tailOffset = off
+	}
+	return Layout{
+		Entries:        entries,
+		Stored:         len(big),
+		TailOffset:     tailOffset,
+		Size:           off + endOfArchive,
+		ManifestDigest: mDigest,
+	}, nil
+}
+
+type metaFile struct {
+	name    string
+	content []byte
+	digest  digest.Digest // for blobs, to skip a duplicate of a layer
+}
+
+// metadataFiles builds the config and manifest blobs and the three files
+// that make the tar both a docker-archive (manifest.json) and an OCI image
+// layout (oci-layout, index.json), as `docker save` does since Docker 25.
+func metadataFiles(img Image, mDigest digest.Digest) ([]metaFile, error) {
+	layerPaths := make([]string, 0, len(img.Layers))
+	for _, l := range img.Layers {
+		layerPaths = append(layerPaths, BlobName(l.Digest))
+	}
+	repoTags := img.RepoTags
+	if repoTags == nil {
+		repoTags = []string{}
+	}
+	manifestJSON, err := json.Marshal([]dockerManifest{{
+		Config:   BlobName(img.ConfigDigest),
+		RepoTags: repoTags,
+		Layers:   layerPaths,
+	}})
+	if err != nil {
+		return nil, fmt.Errorf("encoding manifest.json: %w", err)
+	}
+	annotations := map[string]string{}
+	if img.Name != "" {
+		name := img.Name + "@" + mDigest.String()
+		if img.RefName != "" {
+			// Plain name:tag: podman drops the tag of name:tag@digest.
+			name = img.Name + ":" + img.RefName
+			annotations["org.opencontainers.image.ref.name"] = img.RefName
+		}
+		annotations["io.containerd.image.name"] = name
+	}
+	mediaType := img.ManifestMediaType
+	if mediaType == "" {
+		mediaType = "application/vnd.oci.image.manifest.v1+json"
+	}
+	indexJSON, err := json.Marshal(ociIndex{
+		SchemaVersion: 2,
+		MediaType:     "application/vnd.oci.image.index.v1+json",
+		Manifests: []ociDescriptor{{
+			MediaType:   mediaType,
+			Digest:      mDigest,
+			Size:        int64(len(img.Manifest)),
+			Annotations: annotations,
+		}},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("encoding index.json: %w", err)
+	}
+	return []metaFile{
+		{name: BlobName(img.ConfigDigest), content: img.Config, digest: img.ConfigDigest},
+		{name: BlobName(mDigest), content: img.Manifest, digest: mDigest},
+		{name: "oci-layout", content: []byte(`{"imageLayoutVersion":"1.0.0"}`)},
+		{name: "index.json", content: indexJSON},
+		{name: "manifest.json", content: manifestJSON},
+	}, nil
+}
+
+type dockerManifest struct {
+	Config   string
+	RepoTags []string
+	Layers   []string
+}
+
+type ociIndex struct {
+	SchemaVersion int             `json:"schemaVersion"`
+	MediaType     string          `json:"mediaType"`
+	Manifests     []ociDescriptor `json:"manifests"`
+}
+
+type ociDescriptor struct {
+	MediaType   string            `json:"mediaType"`
+	Digest      digest.Digest     `json:"digest"`
+	Size        int64             `json:"size"`
+	Annotations map[string]string `json:"annotations,omitempty"`
+}

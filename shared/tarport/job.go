@@ -1,0 +1,82 @@
+package tarport
+
+import (
+	"time"
+
+	"github.com/opencontainers/go-digest"
+)
+
+// Status is where a download job stands.
+type Status string
+
+const (
+	StatusQueued     Status = "queued"
+	StatusFetching   Status = "fetching"
+	StatusAssembling Status = "assembling"
+	StatusReady      Status = "ready"
+	StatusFailed     Status = "failed"
+)
+
+// Terminal reports whether the job will not change any more.
+func (s Status) Terminal() bool { return s == StatusReady || s == StatusFailed }
+
+// Job is one image+platform+tag download. It holds no credentials, ever:
+// a private job's workers get them in memory from the request that made it.
+type Job struct {
+	ID  string // unguessable, handed to the client
+	Key string // what identical requests share (see JobKey)
+
+	Image    string // as the user should see it: nginx:1.27
+	Ref      string // fully qualified: docker.io/library/nginx:1.27
+	Platform string
+	// Digest is the platform manifest's; ConfigDigest its config's. With
+	// the cached manifest and config, they re-plan the tar exactly.
+	Digest       digest.Digest
+	IndexDigest  digest.Digest
+	ConfigDigest digest.Digest
+	RepoTags     []string
+	RefName      string
+	Name         string // fully qualified repository
+	Private      bool   // made with credentials: cannot resume without them
+
+	Status     Status
+	TotalBytes int64 // exact size of the tar
+	Layers     []LayerProgress
+	Remaining  int // layer tasks not yet done; the one that makes it 0 stitches
+	Error      *JobError
+
+	TarKey   string // object key of the finished tar
+	FileName string // suggested file name for the download
+
+	CreatedAt time.Time
+	UpdatedAt time.Time
+	ExpiresAt time.Time
+}
+
+// LayerProgress is one distinct layer of the image.
+type LayerProgress struct {
+	Digest    digest.Digest `json:"digest"`
+	Size      int64         `json:"size"`
+	DoneBytes int64         `json:"done_bytes"`
+	// Finished is set once, by the task that stored the layer's entry.
+	Finished bool `json:"finished"`
+}
+
+// JobError is what a failed job tells its user.
+type JobError struct {
+	Code    Code   `json:"code"`
+	Message string `json:"message"`
+}
+
+// DoneBytes is the tar bytes accounted for: the layers fetched so far, and
+// everything once the job is ready.
+func (j Job) DoneBytes() int64 {
+	if j.Status == StatusReady {
+		return j.TotalBytes
+	}
+	var n int64
+	for _, l := range j.Layers {
+		n += l.DoneBytes
+	}
+	return n
+}

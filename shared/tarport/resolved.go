@@ -1,0 +1,69 @@
+package tarport
+
+import (
+	"github.com/opencontainers/go-digest"
+	"github.com/regclient/regclient/types/descriptor"
+	"github.com/regclient/regclient/types/ref"
+
+	"github.com/tarport/tarport/shared/tarplan"
+)
+
+// Credentials are a requester's registry login, used for one request and
+// kept only in memory. Password may be a personal access token.
+type Credentials struct {
+	Username string
+	Password string
+}
+
+// Anonymous reports whether no credentials were given.
+func (c Credentials) Anonymous() bool { return c.Username == "" && c.Password == "" }
+
+// Image is a reference resolved to one platform's manifest and config.
+type Image struct {
+	Ref ref.Ref
+	// IndexDigest is the digest of the index or manifest list the platform
+	// was picked from, empty for a single-platform image.
+	IndexDigest digest.Digest
+	Platform    Platform
+	// Manifest and Config are exactly as served (their digests verified).
+	Manifest          []byte
+	ManifestDigest    digest.Digest
+	ManifestMediaType string
+	Config            []byte
+	ConfigDigest      digest.Digest
+	// Layers keep every field of the manifest's descriptors, including the
+	// URLs of Windows foreign layers.
+	Layers []descriptor.Descriptor
+}
+
+// TotalLayerBytes is the sum of the layer sizes (duplicates counted once).
+func (img Image) TotalLayerBytes() int64 {
+	seen := map[digest.Digest]bool{}
+	var n int64
+	for _, l := range img.Layers {
+		if !seen[l.Digest] {
+			seen[l.Digest] = true
+			n += l.Size
+		}
+	}
+	return n
+}
+
+// PlanInput turns the image into the planner's input, named by repoTags.
+func (img Image) PlanInput() tarplan.Image {
+	in := tarplan.Image{
+		Name:              FullName(img.Ref),
+		RefName:           img.Ref.Tag,
+		Manifest:          img.Manifest,
+		ManifestMediaType: img.ManifestMediaType,
+		Config:            img.Config,
+		ConfigDigest:      img.ConfigDigest,
+	}
+	if img.Ref.Tag != "" {
+		in.RepoTags = []string{ShortName(img.Ref) + ":" + img.Ref.Tag}
+	}
+	for _, l := range img.Layers {
+		in.Layers = append(in.Layers, tarplan.Blob{Digest: l.Digest, Size: l.Size, MediaType: l.MediaType})
+	}
+	return in
+}
