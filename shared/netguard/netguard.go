@@ -101,8 +101,8 @@ var nonPublic = []netip.Prefix{
 }
 
 // Transport is an HTTP transport for registry traffic under the policy.
-// Bodies that stall for idle, or break mid-way, end in io.ErrUnexpectedEOF:
-// that is the error on which regclient resumes a blob with a Range request.
+// A body that delivers no byte for idle is closed, so the reader sees an
+// error and can resume instead of hanging on a dead connection.
 func (p Policy) Transport(idle time.Duration) http.RoundTripper {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.DialContext = p.Dialer()
@@ -118,46 +118,35 @@ type resumableTransport struct {
 
 func (t *resumableTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := t.base.RoundTrip(req)
-	if err != nil || resp.Body == nil || req.Method == http.MethodHead {
+	if err != nil || resp.Body == nil || req.Method == http.MethodHead || t.idle <= 0 {
 		return resp, err
 	}
-	resp.Body = newWatchedBody(req.Context(), resp.Body, t.idle)
+	resp.Body = newWatchedBody(resp.Body, t.idle)
 	return resp, nil
 }
 
-// watchedBody closes a body that delivers no byte for idle, and reports any
-// mid-body failure other than the caller's own cancellation as an
-// unexpected EOF.
+// watchedBody closes a body that delivers no byte for idle.
 type watchedBody struct {
-	ctx   context.Context
 	body  io.ReadCloser
 	timer *time.Timer
 	idle  time.Duration
 }
 
-func newWatchedBody(ctx context.Context, body io.ReadCloser, idle time.Duration) *watchedBody {
-	w := &watchedBody{ctx: ctx, body: body, idle: idle}
-	if idle > 0 {
-		w.timer = time.AfterFunc(idle, func() { _ = body.Close() })
-	}
+func newWatchedBody(body io.ReadCloser, idle time.Duration) *watchedBody {
+	w := &watchedBody{body: body, idle: idle}
+	w.timer = time.AfterFunc(idle, func() { _ = body.Close() })
 	return w
 }
 
 func (w *watchedBody) Read(b []byte) (int, error) {
 	n, err := w.body.Read(b)
-	if w.timer != nil && n > 0 {
+	if n > 0 {
 		w.timer.Reset(w.idle)
 	}
-	if err == nil || err == io.EOF || w.ctx.Err() != nil {
-		return n, err
-	}
-	// regclient compares with ==, so the bare sentinel it is.
-	return n, io.ErrUnexpectedEOF
+	return n, err
 }
 
 func (w *watchedBody) Close() error {
-	if w.timer != nil {
-		w.timer.Stop()
-	}
+	w.timer.Stop()
 	return w.body.Close()
 }

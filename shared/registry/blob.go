@@ -2,39 +2,320 @@ package registry
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
 	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/opencontainers/go-digest"
+	"github.com/regclient/regclient/config"
 	"github.com/regclient/regclient/types/descriptor"
 	"github.com/regclient/regclient/types/ref"
 
 	"github.com/tarport/tarport/shared/tarport"
 )
 
-// OpenBlob streams one layer. The reader verifies size and digest as the
-// bytes pass (regclient's blob reader) and fails at EOF on a mismatch; a
-// body that breaks mid-way resumes with a Range request, also through the
-// CDN a registry redirects to. Foreign layers come from their URLs when
-// the registry does not have them.
+// Blobs are streamed by our own reader rather than regclient's: regclient
+// (v0.11.7) resumes only after a clean close, not after a reset; each of its
+// resumes holds one of its per-host connection slots for good, so a
+// long-lived client stalls after a few; it does not retry 503; and a token
+// the registry revokes early ends the pull. go-containerregistry's bearer
+// transport does the auth (token fetch, refresh on any 401 challenge, no
+// Authorization on redirects to another host); the resume loop is ours.
+
+const (
+	// blobFailures is how many failed requests in a row (without a byte of
+	// progress between them) end a blob read.
+	blobFailures = 8
+	maxBackoff   = 30 * time.Second
+)
+
+// OpenBlob streams one layer from the registry, or from the URLs of a
+// foreign layer that the registry does not have. A broken or stalled body
+// resumes with a Range request from the last byte received; the reader
+// checks size and sha256 and fails at the end on a mismatch, so a caller
+// that reads to io.EOF has verified bytes.
 func (c *Client) OpenBlob(ctx context.Context, r ref.Ref, d descriptor.Descriptor, creds tarport.Credentials) (io.ReadCloser, error) {
-	rc := c.session(r.Registry, creds)
-	br, err := rc.BlobGet(ctx, r, d)
+	if err := d.Digest.Validate(); err != nil {
+		return nil, tarport.Wrap(err, tarport.CodeUpstream, "layer digest %q is not valid", d.Digest)
+	}
+	if d.Digest.Algorithm() != digest.SHA256 {
+		return nil, tarport.Errorf(tarport.CodeUnsupported, "layer %s uses %s; only sha256 is supported", d.Digest, d.Digest.Algorithm())
+	}
+	rt, base, err := c.blobTransport(ctx, r, creds)
 	if err != nil {
-		return nil, classify(err, "fetching layer %s of %s", d.Digest, r.CommonName())
+		return nil, err
 	}
-	return &classifiedReader{ReadCloser: br, what: "reading layer " + d.Digest.String() + " of " + r.CommonName()}, nil
+	urls := []string{base + "/v2/" + r.Repository + "/blobs/" + d.Digest.String()}
+	for _, u := range d.URLs {
+		if pu, err := url.Parse(u); err == nil && (pu.Scheme == "https" || pu.Scheme == "http") {
+			urls = append(urls, u)
+		}
+	}
+	br := &blobReader{
+		ctx:  ctx,
+		http: &http.Client{Transport: rt},
+		urls: urls,
+		desc: d,
+		hash: sha256.New(),
+		what: "layer " + d.Digest.String() + " of " + r.CommonName(),
+	}
+	// Open now, so a missing blob or a refusal is an error of OpenBlob.
+	if err := br.open(); err != nil {
+		return nil, err
+	}
+	return br, nil
 }
 
-// classifiedReader gives read errors a code, so a job fails with a
-// message a user can act on.
-type classifiedReader struct {
-	io.ReadCloser
-	what string
+// blobTransport returns an authenticating transport for r's repository
+// and the registry's base URL, reusing one made for the same credentials.
+func (c *Client) blobTransport(ctx context.Context, r ref.Ref, creds tarport.Credentials) (http.RoundTripper, string, error) {
+	host, tls := r.Registry, config.TLSEnabled
+	if r.Registry == "docker.io" {
+		host, tls = c.dockerHost.Hostname, c.dockerHost.TLS
+		if creds.Anonymous() && c.opts.DockerHubUsername != "" {
+			creds = tarport.Credentials{Username: c.opts.DockerHubUsername, Password: c.opts.DockerHubToken}
+		}
+	} else if c.insecure(host) {
+		tls = config.TLSDisabled
+	}
+	var opts []name.Option
+	scheme := "https"
+	if tls == config.TLSDisabled {
+		opts, scheme = append(opts, name.Insecure), "http"
+	}
+	repo, err := name.NewRepository(host+"/"+r.Repository, opts...)
+	if err != nil {
+		return nil, "", tarport.Wrap(err, tarport.CodeInvalidReference, "%s is not a valid repository", r.CommonName())
+	}
+	sum := sha256.Sum256([]byte(host + "\x00" + r.Repository + "\x00" + creds.Username + "\x00" + creds.Password))
+	key := hex.EncodeToString(sum[:])
+	c.mu.Lock()
+	cached, ok := c.transports[key]
+	if ok && time.Since(cached.lastUsed) < sessionIdle {
+		cached.lastUsed = time.Now()
+		c.mu.Unlock()
+		return cached.rt, scheme + "://" + host, nil
+	}
+	c.mu.Unlock()
+
+	var auth authn.Authenticator = authn.Anonymous
+	if !creds.Anonymous() {
+		auth = &authn.Basic{Username: creds.Username, Password: creds.Password}
+	}
+	rt, err := transport.NewWithContext(ctx, repo.Registry, auth, c.http.Transport, []string{repo.Scope(transport.PullScope)})
+	if err != nil {
+		return nil, "", classify(err, "authorizing with %s", host)
+	}
+	c.mu.Lock()
+	c.transports[key] = &cachedTransport{rt: rt, lastUsed: time.Now()}
+	c.mu.Unlock()
+	return rt, scheme + "://" + host, nil
 }
 
-func (r *classifiedReader) Read(b []byte) (int, error) {
-	n, err := r.ReadCloser.Read(b)
-	if err != nil && err != io.EOF {
-		err = classify(err, "%s", r.what)
+type cachedTransport struct {
+	rt       http.RoundTripper
+	lastUsed time.Time
+}
+
+// blobReader reads a blob through any number of broken connections.
+type blobReader struct {
+	ctx      context.Context
+	http     *http.Client
+	urls     []string // the registry's blob URL, then foreign-layer URLs
+	urlIdx   int
+	desc     descriptor.Descriptor
+	hash     hash.Hash
+	what     string
+	body     io.ReadCloser
+	offset   int64 // verified bytes delivered so far
+	failures int   // failed requests since the last progress
+	lastErr  error
+	done     bool
+}
+
+func (b *blobReader) Read(p []byte) (int, error) {
+	for {
+		if b.done {
+			return 0, io.EOF
+		}
+		if b.body == nil {
+			if err := b.reopen(); err != nil {
+				return 0, err
+			}
+		}
+		if rest := b.desc.Size - b.offset; int64(len(p)) > rest+1 {
+			// Read at most one byte past the end: enough to catch a blob
+			// that is too long without buffering it.
+			p = p[:rest+1]
+		}
+		n, err := b.body.Read(p)
+		if n > 0 {
+			b.failures = 0
+			b.offset += int64(n)
+			b.hash.Write(p[:n])
+			if b.offset > b.desc.Size {
+				b.close()
+				return 0, tarport.Errorf(tarport.CodeDigestMismatch, "%s: the registry sent more than the %d bytes of the blob", b.what, b.desc.Size)
+			}
+		}
+		switch {
+		case err == nil:
+			return n, nil
+		case err == io.EOF && b.offset == b.desc.Size:
+			b.close()
+			b.done = true
+			if got := digest.NewDigestFromEncoded(digest.SHA256, hex.EncodeToString(b.hash.Sum(nil))); got != b.desc.Digest {
+				return n, tarport.Errorf(tarport.CodeDigestMismatch, "%s: the bytes received hash to %s", b.what, got)
+			}
+			return n, io.EOF
+		case b.ctx.Err() != nil:
+			b.close()
+			return n, b.ctx.Err()
+		}
+		// A short body, a reset, a stall cut by the idle timer: resume.
+		b.close()
+		b.lastErr = fmt.Errorf("body ended at byte %d of %d: %w", b.offset, b.desc.Size, err)
+		if n > 0 {
+			return n, nil
+		}
 	}
-	return n, err
+}
+
+// open makes the first request.
+func (b *blobReader) open() error { return b.reopen() }
+
+// reopen requests the blob from offset on, with backoff between failures
+// and a fallback through the foreign-layer URLs on 404.
+func (b *blobReader) reopen() error {
+	for {
+		if b.failures >= blobFailures {
+			return classify(b.lastErr, "%s: giving up after %d failed requests", b.what, b.failures)
+		}
+		if b.failures > 0 {
+			wait := min(time.Duration(1<<min(b.failures, 6))*250*time.Millisecond, maxBackoff)
+			var herr *httpStatusError
+			if errors.As(b.lastErr, &herr) && herr.retryAfter > 0 {
+				wait = min(herr.retryAfter, maxBackoff)
+			}
+			select {
+			case <-b.ctx.Done():
+				return b.ctx.Err()
+			case <-time.After(wait):
+			}
+		}
+		body, err := b.request()
+		if err == nil {
+			b.body = body
+			return nil
+		}
+		var herr *httpStatusError
+		if errors.As(err, &herr) && !herr.retryable() {
+			if herr.status == http.StatusNotFound && b.urlIdx+1 < len(b.urls) {
+				b.urlIdx++ // a foreign layer lives at its URLs
+				continue
+			}
+			return classify(err, "fetching %s", b.what)
+		}
+		if b.ctx.Err() != nil {
+			return b.ctx.Err()
+		}
+		b.failures++
+		b.lastErr = err
+	}
+}
+
+func (b *blobReader) request() (io.ReadCloser, error) {
+	req, err := http.NewRequestWithContext(b.ctx, http.MethodGet, b.urls[b.urlIdx], nil)
+	if err != nil {
+		return nil, err
+	}
+	if b.offset > 0 {
+		req.Header.Set("Range", "bytes="+strconv.FormatInt(b.offset, 10)+"-")
+	}
+	resp, err := b.http.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case resp.StatusCode == http.StatusOK:
+		if b.offset > 0 {
+			// The server ignored Range: skip what we already have.
+			if _, err := io.CopyN(io.Discard, resp.Body, b.offset); err != nil {
+				resp.Body.Close()
+				return nil, fmt.Errorf("skipping %d bytes of a full answer: %w", b.offset, err)
+			}
+		}
+		return resp.Body, nil
+	case resp.StatusCode == http.StatusPartialContent && b.offset > 0:
+		start, ok := contentRangeStart(resp.Header.Get("Content-Range"))
+		if !ok || start != b.offset {
+			resp.Body.Close()
+			return nil, fmt.Errorf("asked for bytes from %d, got Content-Range %q", b.offset, resp.Header.Get("Content-Range"))
+		}
+		return resp.Body, nil
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	e := &httpStatusError{status: resp.StatusCode}
+	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
+		e.retryAfter = time.Duration(s) * time.Second
+	}
+	return nil, e
+}
+
+func contentRangeStart(h string) (int64, bool) {
+	rest, ok := strings.CutPrefix(h, "bytes ")
+	if !ok {
+		return 0, false
+	}
+	start, _, ok := strings.Cut(rest, "-")
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(start, 10, 64)
+	return n, err == nil
+}
+
+func (b *blobReader) close() {
+	if b.body != nil {
+		b.body.Close()
+		b.body = nil
+	}
+}
+
+func (b *blobReader) Close() error {
+	b.close()
+	b.done = true
+	return nil
+}
+
+// httpStatusError is a registry or CDN answer other than 200/206.
+type httpStatusError struct {
+	status     int
+	retryAfter time.Duration
+}
+
+func (e *httpStatusError) Error() string {
+	return fmt.Sprintf("http %d %s", e.status, http.StatusText(e.status))
+}
+
+func (e *httpStatusError) retryable() bool {
+	switch e.status {
+	case http.StatusTooManyRequests, http.StatusRequestTimeout, http.StatusInternalServerError,
+		http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return true
+	}
+	// 401 here means the bearer transport's refresh failed as well.
+	return false
 }

@@ -58,8 +58,9 @@ type Client struct {
 	dockerHost config.Host
 	http       *http.Client
 
-	mu       sync.Mutex
-	sessions map[string]*session
+	mu         sync.Mutex
+	sessions   map[string]*session
+	transports map[string]*cachedTransport
 }
 
 // session is a regclient bound to one set of credentials; it keeps the
@@ -97,7 +98,8 @@ func New(opts Options) *Client {
 		http: &http.Client{
 			Transport: netguard.Policy{Trusted: trusted}.Transport(opts.IdleTimeout),
 		},
-		sessions: map[string]*session{},
+		sessions:   map[string]*session{},
+		transports: map[string]*cachedTransport{},
 	}
 }
 
@@ -113,6 +115,11 @@ func (c *Client) session(host string, creds tarport.Credentials) *regclient.RegC
 	for k, s := range c.sessions {
 		if now.Sub(s.lastUsed) > sessionIdle {
 			delete(c.sessions, k)
+		}
+	}
+	for k, t := range c.transports {
+		if now.Sub(t.lastUsed) > sessionIdle {
+			delete(c.transports, k)
 		}
 	}
 	if s, ok := c.sessions[key]; ok {

@@ -5,6 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/regclient/regclient/types/errs"
 
@@ -41,6 +45,14 @@ func classify(err error, format string, args ...any) error {
 	case errors.Is(err, context.Canceled), errors.Is(err, errs.ErrCanceled):
 		return tarport.Wrap(err, tarport.CodeUnavailable, "%s: canceled", what)
 	}
+	var status *httpStatusError
+	if errors.As(err, &status) {
+		return classifyStatus(err, status.status, status.retryAfter, what)
+	}
+	var terr *transport.Error
+	if errors.As(err, &terr) {
+		return classifyStatus(err, terr.StatusCode, 0, what)
+	}
 	var dnsErr *net.DNSError
 	if errors.As(err, &dnsErr) {
 		return tarport.Wrap(err, tarport.CodeNotFound, "%s: the registry host %q does not resolve", what, dnsErr.Name)
@@ -50,4 +62,23 @@ func classify(err error, format string, args ...any) error {
 		return tarport.Wrap(err, tarport.CodeUpstreamTimeout, "%s: the registry did not answer in time", what)
 	}
 	return tarport.Wrap(err, tarport.CodeUpstream, "%s: the registry failed", what)
+}
+
+// classifyStatus codes an HTTP status from a registry or its CDN.
+func classifyStatus(err error, status int, retryAfter time.Duration, what string) error {
+	switch {
+	case status == http.StatusUnauthorized:
+		return tarport.Wrap(err, tarport.CodeUnauthorized, "%s: the registry refused access; the image may not exist, or it is private and needs (other) credentials", what)
+	case status == http.StatusForbidden:
+		return tarport.Wrap(err, tarport.CodeForbidden, "%s: the registry forbids access", what)
+	case status == http.StatusNotFound:
+		return tarport.Wrap(err, tarport.CodeNotFound, "%s: not found", what)
+	case status == http.StatusTooManyRequests:
+		e := tarport.Wrap(err, tarport.CodeRateLimited, "%s: the registry is rate limiting this server; try again later", what)
+		e.RetryAfter = max(int(retryAfter.Seconds()), 60)
+		return e
+	case status == http.StatusGatewayTimeout || status == http.StatusRequestTimeout:
+		return tarport.Wrap(err, tarport.CodeUpstreamTimeout, "%s: the registry did not answer in time", what)
+	}
+	return tarport.Wrap(err, tarport.CodeUpstream, "%s: the registry failed (HTTP %d)", what, status)
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	"github.com/regclient/regclient"
@@ -28,7 +29,26 @@ const (
 // Resolve finds the manifest of platform p for r, authorizing creds
 // against the registry on every call (a HEAD at least), so a cached tar of
 // a private image is only handed to someone the registry lets pull it.
+// A failing registry (5xx, a dropped connection) is asked again a few
+// times within the seconds an API request may take.
 func (c *Client) Resolve(ctx context.Context, r ref.Ref, p tarport.Platform, creds tarport.Credentials) (tarport.Image, error) {
+	var err error
+	for attempt, wait := 0, 250*time.Millisecond; ; attempt, wait = attempt+1, wait*2 {
+		var img tarport.Image
+		img, err = c.resolve(ctx, r, p, creds)
+		code := tarport.ErrorCode(err)
+		if err == nil || attempt == 3 || (code != tarport.CodeUpstream && code != tarport.CodeUpstreamTimeout) {
+			return img, err
+		}
+		select {
+		case <-ctx.Done():
+			return tarport.Image{}, err
+		case <-time.After(wait):
+		}
+	}
+}
+
+func (c *Client) resolve(ctx context.Context, r ref.Ref, p tarport.Platform, creds tarport.Credentials) (tarport.Image, error) {
 	rc := c.session(r.Registry, creds)
 	raw, mt, d, err := c.fetchManifest(ctx, rc, r, "")
 	if err != nil {
