@@ -1,7 +1,7 @@
 // Package netguard owns the outbound HTTP transport of the download path:
 // it refuses connections to non-public addresses (SSRF) unless the operator
-// trusted the host, and it turns a stalled or broken blob body into an
-// unexpected EOF so the registry client resumes with a Range request.
+// trusted the host, and it closes bodies that stall, so a reader resumes
+// instead of hanging on a dead connection.
 package netguard
 
 import (
@@ -86,6 +86,7 @@ func Public(a netip.Addr) bool {
 // 6to4/Teredo/NAT64 wrappers that can smuggle private IPv4 addresses.
 var nonPublic = []netip.Prefix{
 	netip.MustParsePrefix("0.0.0.0/8"),
+	netip.MustParsePrefix("::/96"), // IPv4-compatible IPv6 (deprecated)
 	netip.MustParsePrefix("100.64.0.0/10"),
 	netip.MustParsePrefix("192.0.0.0/24"),
 	netip.MustParsePrefix("192.0.2.0/24"),

@@ -4,6 +4,7 @@ package settings
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -58,8 +59,9 @@ func Parse(getenv func(string) string) (Settings, error) {
 		}
 	}
 	var err error
-	if s.PresignTTL, err = time.ParseDuration(get("TARPORT_PRESIGN_TTL", "1h")); err != nil || s.PresignTTL <= 0 {
-		return Settings{}, fmt.Errorf("TARPORT_PRESIGN_TTL: want a positive duration like 1h, got %q", getenv("TARPORT_PRESIGN_TTL"))
+	// S3 presigned links live at most 7 days.
+	if s.PresignTTL, err = time.ParseDuration(get("TARPORT_PRESIGN_TTL", "1h")); err != nil || s.PresignTTL <= 0 || s.PresignTTL > 7*24*time.Hour {
+		return Settings{}, fmt.Errorf("TARPORT_PRESIGN_TTL: want a duration from 1s to 168h, like 1h, got %q", getenv("TARPORT_PRESIGN_TTL"))
 	}
 	if s.MaxImageBytes, err = ParseBytes(get("TARPORT_MAX_IMAGE_BYTES", "64GiB")); err != nil {
 		return Settings{}, fmt.Errorf("TARPORT_MAX_IMAGE_BYTES: %w", err)
@@ -86,7 +88,7 @@ func ParseBytes(s string) (int64, error) {
 	for _, u := range units {
 		if strings.HasSuffix(s, u.suffix) {
 			n, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(s, u.suffix)), 10, 64)
-			if err != nil || n <= 0 {
+			if err != nil || n <= 0 || n > math.MaxInt64/u.mult {
 				return 0, fmt.Errorf("want a size like 64GiB, got %q", s)
 			}
 			return n * u.mult, nil

@@ -90,6 +90,10 @@ func (l Layout) Blobs() []Blob {
 	return out
 }
 
+// MaxTarSize is the biggest tar planned: S3's object size limit (5 TiB).
+// It also keeps every offset far from int64 overflow.
+const MaxTarSize = 5 << 40
+
 // BigEntryMin is the smallest entry stored and copied on its own; smaller
 // ones ride in the tail. It is S3's minimum part size, so every stored
 // entry can be an UploadPartCopy source by itself.
@@ -117,8 +121,8 @@ func Plan(img Image) (Layout, error) {
 		if err := l.Digest.Validate(); err != nil {
 			return Layout{}, fmt.Errorf("planning %s: layer digest %q: %w", img.Name, l.Digest, err)
 		}
-		if l.Size < 0 {
-			return Layout{}, fmt.Errorf("planning %s: layer %s has negative size", img.Name, l.Digest)
+		if l.Size < 0 || l.Size > MaxTarSize {
+			return Layout{}, fmt.Errorf("planning %s: layer %s has size %d, outside 0..%d", img.Name, l.Digest, l.Size, int64(MaxTarSize))
 		}
 		if seen[l.Digest] {
 			continue
@@ -170,6 +174,9 @@ func Plan(img Image) (Layout, error) {
 		}
 		entries[i].Offset = off
 		off += entries[i].Len()
+		if off > MaxTarSize {
+			return Layout{}, fmt.Errorf("planning %s: the tar would be over %d bytes", img.Name, int64(MaxTarSize))
+		}
 	}
 	if tailOffset < 0 {
 		tailOffset = off

@@ -37,10 +37,19 @@ func (p Part) Copy() bool { return p.Digest != "" }
 // parts. Stored entries are at least BigEntryMin (= S3's MinPart), so with
 // S3Limits every part but the last obeys MinPart.
 func Parts(l Layout, lim Limits) ([]Part, error) {
-	if lim.MinPart <= 0 || lim.MaxPart < 2*lim.MinPart || lim.MaxParts < 1 {
+	if lim.MinPart <= 0 || lim.MaxPart/2 < lim.MinPart || lim.MaxParts < 1 {
 		return nil, fmt.Errorf("planning parts: unusable limits %+v", lim)
 	}
-	var parts []Part
+	// Count first: a hostile manifest must not make us build millions of
+	// parts only to refuse them.
+	count := pieces(l.Size-l.TailOffset, lim.MaxPart)
+	for _, e := range l.Entries[:l.Stored] {
+		count += pieces(e.Len(), lim.MaxPart)
+	}
+	if count > int64(lim.MaxParts) {
+		return nil, fmt.Errorf("planning parts: %d parts needed, more than the %d allowed", count, lim.MaxParts)
+	}
+	parts := make([]Part, 0, count)
 	add := func(offset, size int64, d digest.Digest, srcOffset int64) {
 		parts = append(parts, Part{Number: len(parts) + 1, Offset: offset, Size: size, Digest: d, SourceOffset: srcOffset})
 	}
@@ -56,9 +65,6 @@ func Parts(l Layout, lim Limits) ([]Part, error) {
 	for _, r := range split(tailLen, lim.MaxPart) {
 		add(l.TailOffset+r[0], r[1], "", r[0])
 	}
-	if len(parts) > lim.MaxParts {
-		return nil, fmt.Errorf("planning parts: %d parts needed, more than the %d allowed", len(parts), lim.MaxParts)
-	}
 	return parts, nil
 }
 
@@ -66,10 +72,10 @@ func Parts(l Layout, lim Limits) ([]Part, error) {
 // bytes, as {offset, size} pairs. Near-equal keeps every range at least
 // max/2, so none falls under a minimum that is at most half the maximum.
 func split(n, max int64) [][2]int64 {
-	if n <= 0 {
+	k := pieces(n, max)
+	if k == 0 {
 		return nil
 	}
-	k := (n + max - 1) / max
 	base, extra := n/k, n%k
 	out := make([][2]int64, 0, k)
 	var off int64
@@ -82,4 +88,16 @@ func split(n, max int64) [][2]int64 {
 		off += size
 	}
 	return out
+}
+
+// pieces is ceil(n/max) without overflow; 0 for n <= 0.
+func pieces(n, max int64) int64 {
+	if n <= 0 {
+		return 0
+	}
+	k := n / max
+	if n%max != 0 {
+		k++
+	}
+	return k
 }

@@ -25,6 +25,7 @@ type Pool struct {
 	handler  Handler
 	dead     DeadLetter
 	attempts int
+	backoff  func(attempt int) time.Duration
 	log      *slog.Logger
 	wg       sync.WaitGroup
 	ctx      context.Context
@@ -41,7 +42,8 @@ var _ download.Queue = (*Pool)(nil)
 // New starts workers goroutines running handler.
 func New(workers int, handler Handler, dead DeadLetter, log *slog.Logger) *Pool {
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &Pool{tasks: make(chan delivery, 4096), handler: handler, dead: dead, attempts: 5, log: log, ctx: ctx, cancel: cancel}
+	p := &Pool{tasks: make(chan delivery, 4096), handler: handler, dead: dead, attempts: 5, log: log, ctx: ctx, cancel: cancel,
+		backoff: func(attempt int) time.Duration { return time.Duration(attempt) * time.Second }}
 	for range workers {
 		p.wg.Add(1)
 		go p.work()
@@ -52,6 +54,11 @@ func New(workers int, handler Handler, dead DeadLetter, log *slog.Logger) *Pool 
 // Enqueue hands tasks to the pool without waiting for them to run.
 func (p *Pool) Enqueue(ctx context.Context, tasks []download.Task) error {
 	for _, t := range tasks {
+		// Checked first: select picks at random among ready cases, and a
+		// task queued after Close would never run.
+		if err := p.ctx.Err(); err != nil {
+			return err
+		}
 		select {
 		case p.tasks <- delivery{task: t, attempt: 1}:
 		case <-ctx.Done():
@@ -81,7 +88,7 @@ func (p *Pool) work() {
 			}
 			p.log.Warn("task failed, redelivering", "job", d.task.JobID, "layer", d.task.Layer, "attempt", d.attempt, "err", err)
 			d.attempt++
-			go p.redeliver(d, time.Duration(d.attempt)*time.Second)
+			go p.redeliver(d, p.backoff(d.attempt))
 		}
 	}
 }
