@@ -27,6 +27,7 @@ type Settings struct {
 	DockerHubUsername  string        // TARPORT_DOCKERHUB_USERNAME
 	DockerHubToken     string        // TARPORT_DOCKERHUB_TOKEN
 	Workers            int           // TARPORT_WORKERS: layers fetched at once (local)
+	BlobIdleTimeout    time.Duration // TARPORT_BLOB_IDLE_TIMEOUT: a silent blob body is cut and resumed
 	LogLevel           string        // TARPORT_LOG_LEVEL: debug, info, warn, error
 }
 
@@ -68,6 +69,9 @@ func Parse(getenv func(string) string) (Settings, error) {
 	}
 	if s.RateLimitPerMinute, err = strconv.Atoi(get("TARPORT_RATE_LIMIT_PER_MINUTE", "100")); err != nil || s.RateLimitPerMinute <= 0 {
 		return Settings{}, fmt.Errorf("TARPORT_RATE_LIMIT_PER_MINUTE: want a positive integer, got %q", getenv("TARPORT_RATE_LIMIT_PER_MINUTE"))
+	}
+	if s.BlobIdleTimeout, err = time.ParseDuration(get("TARPORT_BLOB_IDLE_TIMEOUT", "60s")); err != nil || s.BlobIdleTimeout <= 0 {
+		return Settings{}, fmt.Errorf("TARPORT_BLOB_IDLE_TIMEOUT: want a positive duration like 60s, got %q", getenv("TARPORT_BLOB_IDLE_TIMEOUT"))
 	}
 	if s.Workers, err = strconv.Atoi(get("TARPORT_WORKERS", "4")); err != nil || s.Workers <= 0 || s.Workers > 64 {
 		return Settings{}, fmt.Errorf("TARPORT_WORKERS: want 1..64, got %q", getenv("TARPORT_WORKERS"))

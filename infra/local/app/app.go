@@ -54,6 +54,7 @@ func New(ctx context.Context, s settings.Settings, log *slog.Logger) (*App, erro
 		DockerHubUsername: s.DockerHubUsername,
 		DockerHubToken:    s.DockerHubToken,
 		MaxImageBytes:     s.MaxImageBytes,
+		IdleTimeout:       s.BlobIdleTimeout,
 		Cache:             store,
 		Logger:            log,
 	})
