@@ -74,7 +74,7 @@ func (c *Client) resolve(ctx context.Context, r ref.Ref, p tarport.Platform, cre
 	switch mt {
 	case mediatype.Docker2Manifest, mediatype.OCI1Manifest:
 	case mediatype.Docker1Manifest, mediatype.Docker1ManifestSigned:
-		return tarport.Image{}, tarport.Errorf(tarport.CodeUnsupported, "%s uses the Docker v2 schema 1 manifest format, which Docker removed; no runtime loads it any more", r.CommonName())
+		return tarport.Image{}, errSchema1(r)
 	default:
 		return tarport.Image{}, tarport.Errorf(tarport.CodeUnsupported, "%s has a manifest of media type %q, which is not a container image", r.CommonName(), mt)
 	}
@@ -123,6 +123,14 @@ func (c *Client) resolve(ctx context.Context, r ref.Ref, p tarport.Platform, cre
 	return img, nil
 }
 
+func isSchema1(mt string) bool {
+	return mt == mediatype.Docker1Manifest || mt == mediatype.Docker1ManifestSigned
+}
+
+func errSchema1(r ref.Ref) error {
+	return tarport.Errorf(tarport.CodeUnsupported, "%s uses the Docker v2 schema 1 manifest format, which Docker removed; no runtime loads it any more", r.CommonName())
+}
+
 func isIndex(mt string) bool {
 	return mt == mediatype.OCI1ManifestList || mt == mediatype.Docker2ManifestList
 }
@@ -140,6 +148,9 @@ func (c *Client) fetchManifest(ctx context.Context, rc *regclient.RegClient, r r
 		head, err := rc.ManifestHead(ctx, r)
 		if err != nil {
 			return nil, "", "", classify(err, "looking up %s", r.CommonName())
+		}
+		if mt := head.GetDescriptor().MediaType; isSchema1(mt) {
+			return nil, "", "", errSchema1(r)
 		}
 		want = head.GetDescriptor().Digest
 		if want != "" {

@@ -29,6 +29,7 @@ func TestDefaults(t *testing.T) {
 		MaxImageBytes:      64 << 30,
 		RateLimitPerMinute: 100,
 		Workers:            4,
+		BlobIdleTimeout:    time.Minute,
 		LogLevel:           "info",
 	}
 	for _, tt := range []struct {
