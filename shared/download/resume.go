@@ -15,14 +15,14 @@ import (
 // credentials were never stored, so it fails asking for a new request.
 func (s *Service) Resume(ctx context.Context, jobs []tarport.Job) error {
 	for _, job := range jobs {
-		if job.Private {
-			s.fail(ctx, job.ID, tarport.Errorf(tarport.CodeCredentialsGone, "the server restarted during this private download; request it again with your credentials"))
-			continue
-		}
-		if job.Remaining == 0 {
+		if job.Remaining == 0 { // stitching needs no credentials
 			if err := s.stitch(ctx, job); err != nil {
 				s.log.Warn("resuming job", "job", job.ID, "err", err)
 			}
+			continue
+		}
+		if job.Private {
+			s.fail(ctx, job.ID, tarport.Errorf(tarport.CodeCredentialsGone, "the server restarted during this private download; request it again with your credentials"))
 			continue
 		}
 		tasks, err := s.unfinishedTasks(ctx, job)

@@ -7,6 +7,7 @@ import (
 	"encoding/base32"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -186,11 +187,16 @@ func (s *Service) view(ctx context.Context, job tarport.Job) (View, error) {
 	if job.Status != tarport.StatusReady {
 		return v, nil
 	}
-	url, err := s.signer.Sign(ctx, job.TarKey, job.FileName, s.cfg.LinkTTL)
+	// A link must not outlive the tar it points at.
+	ttl := min(s.cfg.LinkTTL, job.ExpiresAt.Sub(s.now()))
+	if ttl <= 0 {
+		return View{}, tarport.Errorf(tarport.CodeNotFound, "download job %q has expired", job.ID)
+	}
+	url, err := s.signer.Sign(ctx, job.TarKey, job.FileName, ttl)
 	if err != nil {
 		return View{}, fmt.Errorf("signing the link of job %s: %w", job.ID, err)
 	}
-	v.URL, v.ExpiresAt = url, s.now().Add(s.cfg.LinkTTL)
+	v.URL, v.ExpiresAt = url, s.now().Add(ttl)
 	return v, nil
 }
 
@@ -278,12 +284,20 @@ func (s *Service) fetchEntry(ctx context.Context, t Task) error {
 		progress.add(t.Desc.Size)
 		return nil
 	}
-	_, err, _ = s.fetches.Do(key, func() (any, error) {
-		if n, err := s.objects.Size(ctx, key); err == nil && n == want {
-			return nil, nil
+	// The shared fetch runs under the context of the task that started
+	// it; if that one is canceled while ours is not, start our own.
+	for range 3 {
+		_, err, _ = s.fetches.Do(key, func() (any, error) {
+			if n, err := s.objects.Size(ctx, key); err == nil && n == want {
+				return nil, nil
+			}
+			return nil, s.fetchWithRetries(ctx, t, key, hdr, want, progress)
+		})
+		canceledElsewhere := ctx.Err() == nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded))
+		if !canceledElsewhere {
+			return err
 		}
-		return nil, s.fetchWithRetries(ctx, t, key, hdr, want, progress)
-	})
+	}
 	return err
 }
 
@@ -344,6 +358,9 @@ func (s *Service) stitch(ctx context.Context, job tarport.Job) error {
 		}
 	}
 	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err() // shutting down: Resume stitches it next time
+		}
 		s.fail(ctx, job.ID, err)
 		return err
 	}

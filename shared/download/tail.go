@@ -26,7 +26,7 @@ func (s *Service) tail(layout tarplan.Layout) TailFunc {
 		segs = append(segs, segment{start: pos, size: eoa, open: func(context.Context) (io.ReadCloser, error) {
 			return io.NopCloser(bytes.NewReader(make([]byte, eoa))), nil
 		}})
-		if offset < 0 || size < 0 || offset+size > pos+eoa {
+		if total := pos + eoa; offset < 0 || size < 0 || offset > total || size > total-offset {
 			return nil, fmt.Errorf("tail range %d+%d outside the %d-byte tail", offset, size, pos+eoa)
 		}
 		return newSegmentReader(ctx, segs, offset, size), nil
@@ -68,6 +68,9 @@ func newSegmentReader(ctx context.Context, segs []segment, offset, size int64) *
 }
 
 func (r *segmentReader) Read(b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
 	for {
 		if r.pos >= r.end {
 			return 0, io.EOF

@@ -194,8 +194,14 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
 			return tarport.Wrap(err, tarport.CodeInvalid, `the body is not a valid JSON object, e.g. {"image":"nginx:1.27","platform":"linux/amd64"}`)
 		}
 	}
-	if dec.More() {
+	// Only whitespace may follow the object; reading on also catches a
+	// body that goes over the limit after it.
+	switch _, err := dec.Token(); {
+	case errors.Is(err, io.EOF):
+		return nil
+	case errors.As(err, new(*http.MaxBytesError)):
+		return tarport.Errorf(tarport.CodeTooLarge, "the body is over %d bytes", MaxBodyBytes)
+	default:
 		return tarport.Errorf(tarport.CodeInvalid, "the body must hold one JSON object")
 	}
-	return nil
 }

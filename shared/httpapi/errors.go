@@ -23,7 +23,6 @@ var statusByCode = map[tarport.Code]int{
 	tarport.CodeNotFound:         http.StatusNotFound,
 	tarport.CodePlatformNotFound: http.StatusNotFound,
 	tarport.CodeMethodNotAllowed: http.StatusMethodNotAllowed,
-	tarport.CodeNotReady:         http.StatusConflict,
 	tarport.CodeRateLimited:      http.StatusTooManyRequests,
 	tarport.CodeUpstream:         http.StatusBadGateway,
 	tarport.CodeDigestMismatch:   http.StatusBadGateway,

@@ -27,7 +27,6 @@ const (
 	CodeUpstream         Code = "upstream_error"       // registry failed or lied
 	CodeUpstreamTimeout  Code = "upstream_timeout"     // registry too slow
 	CodeDigestMismatch   Code = "digest_mismatch"      // bytes did not match their digest
-	CodeNotReady         Code = "not_ready"            // job still running
 	CodeMethodNotAllowed Code = "method_not_allowed"   // wrong HTTP method
 	CodeInternal         Code = "internal_error"       // our bug; details only in logs
 	CodeUnavailable      Code = "service_unavailable"  // shutting down, store offline

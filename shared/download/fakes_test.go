@@ -1,0 +1,750 @@
+package download
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/url"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/regclient/regclient/types/descriptor"
+	"github.com/regclient/regclient/types/ref"
+
+	"github.com/tarport/tarport/shared/tarplan"
+	"github.com/tarport/tarport/shared/tarport"
+)
+
+// In-memory fakes of the ports in ports.go. Each keeps the contract its
+// interface documents (and that the real adapters keep), counts its calls,
+// and lets a test override one behaviour with a func field.
+
+// fakeRegistry serves images and blobs from memory. Its blob streams verify
+// size and digest and fail at EOF with a digest_mismatch error, as the real
+// reader does.
+type fakeRegistry struct {
+	mu       sync.Mutex
+	images   map[string]tarport.Image // by ref.CommonName()
+	blobs    map[digest.Digest][]byte
+	resolves int
+	opens    map[digest.Digest]int
+	creds    []tarport.Credentials // of every OpenBlob
+
+	// resolveErr, when set, is what Resolve returns.
+	resolveErr error
+	// open, when set, replaces the default blob stream; attempt counts the
+	// OpenBlob calls for this digest, from 1.
+	open func(ctx context.Context, d descriptor.Descriptor, attempt int) (io.ReadCloser, error)
+}
+
+var _ Registry = (*fakeRegistry)(nil)
+
+func newFakeRegistry() *fakeRegistry {
+	return &fakeRegistry{images: map[string]tarport.Image{}, blobs: map[digest.Digest][]byte{}, opens: map[digest.Digest]int{}}
+}
+
+// add serves img under its reference, and its layers' bytes.
+func (f *fakeRegistry) add(img tarport.Image, blobs map[digest.Digest][]byte) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.images[img.Ref.CommonName()] = img
+	for d, b := range blobs {
+		f.blobs[d] = b
+	}
+}
+
+func (f *fakeRegistry) Resolve(_ context.Context, r ref.Ref, p tarport.Platform, _ tarport.Credentials) (tarport.Image, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.resolves++
+	if f.resolveErr != nil {
+		return tarport.Image{}, f.resolveErr
+	}
+	img, ok := f.images[r.CommonName()]
+	if !ok {
+		return tarport.Image{}, tarport.Errorf(tarport.CodeNotFound, "%s not found", r.CommonName())
+	}
+	img.Platform = p
+	return img, nil
+}
+
+func (f *fakeRegistry) OpenBlob(ctx context.Context, _ ref.Ref, d descriptor.Descriptor, creds tarport.Credentials) (io.ReadCloser, error) {
+	f.mu.Lock()
+	f.opens[d.Digest]++
+	attempt := f.opens[d.Digest]
+	f.creds = append(f.creds, creds)
+	open := f.open
+	b, ok := f.blobs[d.Digest]
+	f.mu.Unlock()
+	if open != nil {
+		return open(ctx, d, attempt)
+	}
+	if !ok {
+		return nil, tarport.Errorf(tarport.CodeNotFound, "blob %s not found", d.Digest)
+	}
+	return verifying(d, chunked(bytes.NewReader(b), 4096)), nil
+}
+
+func (f *fakeRegistry) openCount(d digest.Digest) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.opens[d]
+}
+
+func (f *fakeRegistry) totalOpens() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, c := range f.opens {
+		n += c
+	}
+	return n
+}
+
+// verifyingReader hashes and counts what passes and fails at EOF unless it
+// matches the descriptor.
+type verifyingReader struct {
+	r    io.Reader
+	d    descriptor.Descriptor
+	h    digest.Digester
+	n    int64
+	done bool
+}
+
+func verifying(d descriptor.Descriptor, r io.Reader) io.ReadCloser {
+	return &verifyingReader{r: r, d: d, h: digest.SHA256.Digester()}
+}
+
+func (v *verifyingReader) Read(b []byte) (int, error) {
+	n, err := v.r.Read(b)
+	v.h.Hash().Write(b[:n])
+	v.n += int64(n)
+	if err == io.EOF && !v.done {
+		v.done = true
+		if v.n != v.d.Size || v.h.Digest() != v.d.Digest {
+			return n, tarport.Errorf(tarport.CodeDigestMismatch, "blob %s: got %d bytes hashing to %s", v.d.Digest, v.n, v.h.Digest())
+		}
+	}
+	return n, err
+}
+
+func (v *verifyingReader) Close() error { return nil }
+
+// chunkedReader returns at most size bytes per Read, so progress is
+// reported in many small steps.
+type chunkedReader struct {
+	r    io.Reader
+	size int
+}
+
+func chunked(r io.Reader, size int) io.Reader { return &chunkedReader{r: r, size: size} }
+
+func (c *chunkedReader) Read(b []byte) (int, error) {
+	if len(b) > c.size {
+		b = b[:c.size]
+	}
+	return c.r.Read(b)
+}
+
+// failAtEOF streams b and then fails with err instead of io.EOF.
+type failAtEOF struct {
+	r   io.Reader
+	err error
+}
+
+func (f *failAtEOF) Read(b []byte) (int, error) {
+	n, err := f.r.Read(b)
+	if err == io.EOF {
+		return n, f.err
+	}
+	return n, err
+}
+
+func (f *failAtEOF) Close() error { return nil }
+
+// blockingReader blocks until its context ends, then fails with its error.
+type blockingReader struct{ ctx context.Context }
+
+func (b blockingReader) Read([]byte) (int, error) {
+	<-b.ctx.Done()
+	return 0, b.ctx.Err()
+}
+
+func (b blockingReader) Close() error { return nil }
+
+// fakeObjects is an object store in memory. Stitch builds the tar the way
+// S3 would from the parts: copy parts from the entry objects, each upload
+// part read from the tail on its own.
+type fakeObjects struct {
+	mu       sync.Mutex
+	objs     map[string][]byte
+	puts     map[string]int // successful puts per key
+	failed   int            // puts that did not store
+	gets     map[string]int
+	stitches []stitchCall
+
+	// onSize, when set, is called at the start of every Size.
+	onSize func(ctx context.Context, key string)
+	// stitch, when set, runs at the start of every Stitch; an error is
+	// returned from Stitch.
+	stitch func(ctx context.Context, key string) error
+}
+
+type stitchCall struct {
+	key   string
+	parts []tarplan.Part
+}
+
+var _ Objects = (*fakeObjects)(nil)
+
+func newFakeObjects() *fakeObjects {
+	return &fakeObjects{objs: map[string][]byte{}, puts: map[string]int{}, gets: map[string]int{}}
+}
+
+func notFoundErr(key string) error { return tarport.Errorf(tarport.CodeNotFound, "no object %s", key) }
+
+func (f *fakeObjects) Size(ctx context.Context, key string) (int64, error) {
+	if f.onSize != nil {
+		f.onSize(ctx, key)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	b, ok := f.objs[key]
+	if !ok {
+		return 0, notFoundErr(key)
+	}
+	return int64(len(b)), nil
+}
+
+func (f *fakeObjects) Put(_ context.Context, key string, r io.Reader, size int64) error {
+	var buf bytes.Buffer
+	buf.Grow(int(size) + 1)
+	_, err := buf.ReadFrom(r)
+	b := buf.Bytes()
+	if err == nil && int64(len(b)) != size {
+		err = fmt.Errorf("putting %s: got %d bytes, want %d", key, len(b), size)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err != nil {
+		f.failed++
+		return err
+	}
+	f.objs[key] = b
+	f.puts[key]++
+	return nil
+}
+
+func (f *fakeObjects) Get(_ context.Context, key string) (io.ReadCloser, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.gets[key]++
+	b, ok := f.objs[key]
+	if !ok {
+		return nil, notFoundErr(key)
+	}
+	return io.NopCloser(bytes.NewReader(b)), nil
+}
+
+func (f *fakeObjects) Stitch(ctx context.Context, key string, parts []tarplan.Part, entryKey func(digest.Digest) string, tail TailFunc) error {
+	f.mu.Lock()
+	f.stitches = append(f.stitches, stitchCall{key: key, parts: slices.Clone(parts)})
+	hook := f.stitch
+	f.mu.Unlock()
+	if hook != nil {
+		if err := hook(ctx, key); err != nil {
+			return err
+		}
+	}
+	var out bytes.Buffer
+	if len(parts) > 0 {
+		last := parts[len(parts)-1]
+		out.Grow(int(last.Offset + last.Size))
+	}
+	for i, p := range parts {
+		if p.Number != i+1 || p.Offset != int64(out.Len()) || p.Size <= 0 {
+			return fmt.Errorf("part %d of %s: number %d, offset %d (want %d), size %d", i, key, p.Number, p.Offset, out.Len(), p.Size)
+		}
+		if p.Copy() {
+			f.mu.Lock()
+			src, ok := f.objs[entryKey(p.Digest)]
+			f.mu.Unlock()
+			if !ok {
+				return notFoundErr(entryKey(p.Digest))
+			}
+			if p.SourceOffset < 0 || p.SourceOffset+p.Size > int64(len(src)) {
+				return fmt.Errorf("copy part %d reads [%d,%d) of a %d-byte entry", p.Number, p.SourceOffset, p.SourceOffset+p.Size, len(src))
+			}
+			out.Write(src[p.SourceOffset : p.SourceOffset+p.Size])
+			continue
+		}
+		rc, err := tail(ctx, p.SourceOffset, p.Size)
+		if err != nil {
+			return fmt.Errorf("upload part %d: %w", p.Number, err)
+		}
+		n, err := io.Copy(&out, rc)
+		rc.Close()
+		if err != nil {
+			return fmt.Errorf("upload part %d: %w", p.Number, err)
+		}
+		if n != p.Size {
+			return fmt.Errorf("upload part %d: tail gave %d bytes, want %d", p.Number, n, p.Size)
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.objs[key] = out.Bytes()
+	return nil
+}
+
+func (f *fakeObjects) object(key string) ([]byte, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	b, ok := f.objs[key]
+	return b, ok
+}
+
+func (f *fakeObjects) putCount(key string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.puts[key]
+}
+
+func (f *fakeObjects) stitchCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.stitches)
+}
+
+// fakeMeta is the manifest and config cache.
+type fakeMeta struct {
+	mu   sync.Mutex
+	meta map[digest.Digest][]byte
+}
+
+var _ MetaStore = (*fakeMeta)(nil)
+
+func newFakeMeta() *fakeMeta { return &fakeMeta{meta: map[digest.Digest][]byte{}} }
+
+func (f *fakeMeta) put(b []byte) digest.Digest {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	d := digest.FromBytes(b)
+	f.meta[d] = b
+	return d
+}
+
+func (f *fakeMeta) GetMeta(_ context.Context, d digest.Digest) ([]byte, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	b, ok := f.meta[d]
+	if !ok {
+		return nil, tarport.Errorf(tarport.CodeNotFound, "no meta %s", d)
+	}
+	return b, nil
+}
+
+// fakeJobs keeps the semantics of the bbolt store: create-if-no-live-key,
+// terminal jobs never change, progress clamped to [0, size] and ignored
+// after a layer finished, a layer finished once.
+type fakeJobs struct {
+	mu       sync.Mutex
+	jobs     map[string]tarport.Job
+	keys     map[string]string
+	now      func() time.Time
+	creates  int
+	statuses map[string][]tarport.Status // every SetStatus asked for, per job
+	deltas   map[string][]int64          // every AddProgress delta, per "id/layer"
+	finishes map[string]int              // FinishLayer calls, per "id/layer"
+
+	// createErr, when set, is what Create returns.
+	createErr error
+	// onGet, when set, is called by every Get after it read the job.
+	onGet func()
+}
+
+var _ Jobs = (*fakeJobs)(nil)
+
+func newFakeJobs() *fakeJobs {
+	return &fakeJobs{
+		jobs: map[string]tarport.Job{}, keys: map[string]string{}, now: time.Now,
+		statuses: map[string][]tarport.Status{}, deltas: map[string][]int64{}, finishes: map[string]int{},
+	}
+}
+
+func layerKey(id string, layer int) string { return fmt.Sprintf("%s/%d", id, layer) }
+
+// put stores job as is (for tests that start from a given record).
+func (f *fakeJobs) put(job tarport.Job) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if job.ExpiresAt.IsZero() {
+		job.ExpiresAt = time.Now().Add(24 * time.Hour)
+	}
+	f.jobs[job.ID] = cloneJob(job)
+	if job.Key != "" {
+		f.keys[job.Key] = job.ID
+	}
+}
+
+func cloneJob(j tarport.Job) tarport.Job {
+	j.Layers = slices.Clone(j.Layers)
+	j.RepoTags = slices.Clone(j.RepoTags)
+	if j.Error != nil {
+		e := *j.Error
+		j.Error = &e
+	}
+	return j
+}
+
+func (f *fakeJobs) Create(_ context.Context, job tarport.Job) (tarport.Job, bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.creates++
+	if f.createErr != nil {
+		return tarport.Job{}, false, f.createErr
+	}
+	if id, ok := f.keys[job.Key]; ok {
+		old := f.jobs[id]
+		if old.Status != tarport.StatusFailed && f.now().Before(old.ExpiresAt) {
+			return cloneJob(old), false, nil
+		}
+	}
+	f.jobs[job.ID] = cloneJob(job)
+	f.keys[job.Key] = job.ID
+	return cloneJob(job), true, nil
+}
+
+func (f *fakeJobs) Get(_ context.Context, id string) (tarport.Job, error) {
+	f.mu.Lock()
+	job, ok := f.jobs[id]
+	job = cloneJob(job)
+	f.mu.Unlock()
+	if f.onGet != nil {
+		f.onGet() // after the read: the caller acts on this snapshot
+	}
+	if !ok {
+		return tarport.Job{}, tarport.Errorf(tarport.CodeNotFound, "no download job %q", id)
+	}
+	return job, nil
+}
+
+func (f *fakeJobs) update(id string, fn func(*tarport.Job)) error {
+	job, ok := f.jobs[id]
+	if !ok {
+		return tarport.Errorf(tarport.CodeNotFound, "no download job %q", id)
+	}
+	fn(&job)
+	job.UpdatedAt = f.now()
+	f.jobs[id] = job
+	return nil
+}
+
+func (f *fakeJobs) SetStatus(_ context.Context, id string, status tarport.Status, jobErr *tarport.JobError) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.statuses[id] = append(f.statuses[id], status)
+	return f.update(id, func(job *tarport.Job) {
+		if !job.Status.Terminal() {
+			job.Status, job.Error = status, jobErr
+		}
+	})
+}
+
+func (f *fakeJobs) AddProgress(_ context.Context, id string, layer int, delta int64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.deltas[layerKey(id, layer)] = append(f.deltas[layerKey(id, layer)], delta)
+	return f.update(id, func(job *tarport.Job) {
+		if layer < 0 || layer >= len(job.Layers) || job.Layers[layer].Finished {
+			return
+		}
+		l := &job.Layers[layer]
+		l.DoneBytes = min(max(l.DoneBytes+delta, 0), l.Size)
+	})
+}
+
+func (f *fakeJobs) FinishLayer(_ context.Context, id string, layer int) (int, bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.finishes[layerKey(id, layer)]++
+	var remaining int
+	first := false
+	err := f.update(id, func(job *tarport.Job) {
+		if layer >= 0 && layer < len(job.Layers) && !job.Layers[layer].Finished {
+			job.Layers[layer].Finished = true
+			job.Layers[layer].DoneBytes = job.Layers[layer].Size
+			job.Remaining--
+			first = true
+		}
+		remaining = job.Remaining
+	})
+	return remaining, first, err
+}
+
+func (f *fakeJobs) job(t *testing.T, id string) tarport.Job {
+	t.Helper()
+	job, err := f.Get(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return job
+}
+
+func (f *fakeJobs) deltaSum(id string, layer int) (sum int64, calls int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, d := range f.deltas[layerKey(id, layer)] {
+		sum += d
+	}
+	return sum, len(f.deltas[layerKey(id, layer)])
+}
+
+func (f *fakeJobs) finishCount(id string, layer int) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.finishes[layerKey(id, layer)]
+}
+
+func (f *fakeJobs) statusCalls(id string) []tarport.Status {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.statuses[id])
+}
+
+func (f *fakeJobs) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.jobs)
+}
+
+// fakeQueue records the tasks it is given.
+type fakeQueue struct {
+	mu      sync.Mutex
+	batches [][]Task
+	err     error
+}
+
+var _ Queue = (*fakeQueue)(nil)
+
+func (f *fakeQueue) Enqueue(_ context.Context, tasks []Task) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return f.err
+	}
+	f.batches = append(f.batches, slices.Clone(tasks))
+	return nil
+}
+
+func (f *fakeQueue) tasks() []Task {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []Task
+	for _, b := range f.batches {
+		out = append(out, b...)
+	}
+	return out
+}
+
+func (f *fakeQueue) batchCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.batches)
+}
+
+// fakeSigner makes recognisable links.
+type fakeSigner struct {
+	mu    sync.Mutex
+	calls []signCall
+	err   error
+}
+
+type signCall struct {
+	key, fileName string
+	ttl           time.Duration
+}
+
+var _ Signer = (*fakeSigner)(nil)
+
+func (f *fakeSigner) Sign(_ context.Context, key, fileName string, ttl time.Duration) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return "", f.err
+	}
+	f.calls = append(f.calls, signCall{key, fileName, ttl})
+	return "https://signed.example/" + key + "?file=" + url.QueryEscape(fileName) + "&ttl=" + ttl.String(), nil
+}
+
+func (f *fakeSigner) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.calls)
+}
+
+// harness is a Service over fresh fakes.
+type harness struct {
+	svc    *Service
+	reg    *fakeRegistry
+	objs   *fakeObjects
+	meta   *fakeMeta
+	jobs   *fakeJobs
+	queue  *fakeQueue
+	signer *fakeSigner
+}
+
+func newHarness(t *testing.T, cfg Config) *harness {
+	t.Helper()
+	h := &harness{reg: newFakeRegistry(), objs: newFakeObjects(), meta: newFakeMeta(), jobs: newFakeJobs(), queue: &fakeQueue{}, signer: &fakeSigner{}}
+	h.svc = New(h.reg, h.objs, h.meta, h.jobs, h.signer, cfg, slog.New(slog.DiscardHandler))
+	h.svc.SetQueue(h.queue)
+	return h
+}
+
+// testImage is an image with its layers' bytes, as the registry adapter
+// would have resolved it (manifest and config in the meta cache).
+type testImage struct {
+	img   tarport.Image
+	blobs map[digest.Digest][]byte
+}
+
+// newTestImage builds an OCI image named ref whose layers have the given
+// sizes, with content from seed. A negative size repeats the layer at
+// index -size-1 (a duplicate layer in the manifest).
+func newTestImage(t *testing.T, refStr string, seed uint64, sizes ...int64) testImage {
+	t.Helper()
+	r, err := tarport.ParseReference(refStr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var key [32]byte
+	binary.LittleEndian.PutUint64(key[:], seed)
+	rng := rand.NewChaCha8(key)
+	blobs := map[digest.Digest][]byte{}
+	var layers []descriptor.Descriptor
+	for _, size := range sizes {
+		if size < 0 {
+			layers = append(layers, layers[-size-1])
+			continue
+		}
+		b := make([]byte, size)
+		_, _ = rng.Read(b)
+		d := digest.FromBytes(b)
+		blobs[d] = b
+		layers = append(layers, descriptor.Descriptor{MediaType: "application/vnd.oci.image.layer.v1.tar+gzip", Digest: d, Size: size})
+	}
+	config := []byte(fmt.Sprintf(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]},"seed":%d}`, seed))
+	configDigest := digest.FromBytes(config)
+	manifest, err := json.Marshal(map[string]any{
+		"schemaVersion": 2,
+		"mediaType":     "application/vnd.oci.image.manifest.v1+json",
+		"config":        descriptor.Descriptor{MediaType: "application/vnd.oci.image.config.v1+json", Digest: configDigest, Size: int64(len(config))},
+		"layers":        append([]descriptor.Descriptor{}, layers...),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return testImage{
+		img: tarport.Image{
+			Ref:               r,
+			Manifest:          manifest,
+			ManifestDigest:    digest.FromBytes(manifest),
+			ManifestMediaType: "application/vnd.oci.image.manifest.v1+json",
+			Config:            config,
+			ConfigDigest:      configDigest,
+			Layers:            layers,
+		},
+		blobs: blobs,
+	}
+}
+
+// serve makes the image resolvable and its manifest and config cached.
+func (h *harness) serve(ti testImage) {
+	h.reg.add(ti.img, ti.blobs)
+	h.meta.put(ti.img.Manifest)
+	h.meta.put(ti.img.Config)
+}
+
+// entryBytes is a blob's tar entry: header, content, padding.
+func entryBytes(t *testing.T, b []byte) []byte {
+	t.Helper()
+	d := digest.FromBytes(b)
+	hdr, err := tarplan.Header(tarplan.BlobName(d), int64(len(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := append(slices.Clone(hdr), b...)
+	return append(out, tarplan.Padding(int64(len(b)))...)
+}
+
+// expectedTar writes the tar of layout directly: every entry's header,
+// content and padding in order, then two zero blocks.
+func expectedTar(t *testing.T, layout tarplan.Layout, blobs map[digest.Digest][]byte) []byte {
+	t.Helper()
+	var out bytes.Buffer
+	out.Grow(int(layout.Size))
+	for _, e := range layout.Entries {
+		if int64(out.Len()) != e.Offset {
+			t.Fatalf("entry %s planned at %d, written at %d", e.Name, e.Offset, out.Len())
+		}
+		out.Write(e.Header)
+		if e.Fetched() {
+			b, ok := blobs[e.Digest]
+			if !ok {
+				t.Fatalf("no bytes for blob %s", e.Digest)
+			}
+			out.Write(b)
+		} else {
+			out.Write(e.Inline)
+		}
+		out.Write(tarplan.Padding(e.Size))
+	}
+	out.Write(make([]byte, 1024))
+	if int64(out.Len()) != layout.Size {
+		t.Fatalf("expected tar is %d bytes, layout says %d", out.Len(), layout.Size)
+	}
+	return out.Bytes()
+}
+
+func planOf(t *testing.T, img tarport.Image) tarplan.Layout {
+	t.Helper()
+	layout, err := tarplan.Plan(img.PlanInput())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return layout
+}
+
+// firstDiff describes where two byte slices first differ.
+func firstDiff(got, want []byte) string {
+	if bytes.Equal(got, want) {
+		return ""
+	}
+	for i := range min(len(got), len(want)) {
+		if got[i] != want[i] {
+			return fmt.Sprintf("first difference at byte %d of %d (want %d bytes); sha256 got %x want %x", i, len(got), len(want), sha256.Sum256(got), sha256.Sum256(want))
+		}
+	}
+	return fmt.Sprintf("got %d bytes, want %d (one is a prefix of the other)", len(got), len(want))
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

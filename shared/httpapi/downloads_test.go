@@ -1,0 +1,371 @@
+package httpapi
+
+import (
+	"context"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tarport/tarport/shared/download"
+	"github.com/tarport/tarport/shared/tarport"
+)
+
+// TestCreateBodies: what POST bodies are refused before the service sees
+// them, and how the accepted ones become a request.
+func TestCreateBodies(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		body   string
+		status int
+		code   tarport.Code
+		want   download.Request // for accepted bodies
+	}{
+		{name: "form, not JSON", body: "image=nginx", status: 400, code: tarport.CodeInvalid},
+		{name: "empty", body: "", status: 400, code: tarport.CodeInvalid},
+		{name: "whitespace only", body: " \n ", status: 400, code: tarport.CodeInvalid},
+		{name: "truncated", body: `{"image":"nginx"`, status: 400, code: tarport.CodeInvalid},
+		{name: "two objects", body: `{"image":"a"}{"image":"b"}`, status: 400, code: tarport.CodeInvalid},
+		{name: "trailing garbage", body: `{"image":"a"} x`, status: 400, code: tarport.CodeInvalid},
+		{name: "an array", body: `[{"image":"a"}]`, status: 400, code: tarport.CodeInvalid},
+		{name: "wrong type", body: `{"image":42}`, status: 400, code: tarport.CodeInvalid},
+		{name: "null", body: `null`, status: 400, code: tarport.CodeInvalid},
+		{name: "no image", body: `{"platform":"linux/amd64"}`, status: 400, code: tarport.CodeInvalid},
+		{name: "blank image", body: `{"image":"  "}`, status: 400, code: tarport.CodeInvalid},
+		{name: "oversized", body: `{"image":"` + strings.Repeat("x", MaxBodyBytes) + `"}`, status: 413, code: tarport.CodeTooLarge},
+		{name: "oversized unknown field", body: `{"image":"nginx","pad":"` + strings.Repeat("x", 2*MaxBodyBytes) + `"}`, status: 413, code: tarport.CodeTooLarge},
+		{name: "username without password", body: `{"image":"nginx","username":"bob"}`, status: 400, code: tarport.CodeInvalid},
+		{name: "password without username", body: `{"image":"nginx","password":"pw"}`, status: 400, code: tarport.CodeInvalid},
+		{name: "token without username", body: `{"image":"nginx","token":"pat"}`, status: 400, code: tarport.CodeInvalid},
+		{name: "username too long", body: `{"image":"nginx","username":"` + strings.Repeat("u", 257) + `","password":"p"}`, status: 400, code: tarport.CodeInvalid},
+		{name: "password too long", body: `{"image":"nginx","username":"u","password":"` + strings.Repeat("p", 8193) + `"}`, status: 400, code: tarport.CodeInvalid},
+		{name: "platform too long", body: `{"image":"nginx","platform":"` + strings.Repeat("l", 65) + `"}`, status: 400, code: tarport.CodeInvalidPlatform},
+
+		{name: "anonymous", body: `{"image":"nginx:1.27","platform":"linux/arm64"}`, status: 202,
+			want: download.Request{Image: "nginx:1.27", Platform: "linux/arm64"}},
+		{name: "default platform left to the service", body: `{"image":"nginx"}`, status: 202,
+			want: download.Request{Image: "nginx"}},
+		{name: "password", body: `{"image":"me/private:1","username":"me","password":"pw"}`, status: 202,
+			want: download.Request{Image: "me/private:1", Creds: tarport.Credentials{Username: "me", Password: "pw"}}},
+		{name: "token as password", body: `{"image":"me/private:1","username":"me","token":"dckr_pat_x"}`, status: 202,
+			want: download.Request{Image: "me/private:1", Creds: tarport.Credentials{Username: "me", Password: "dckr_pat_x"}}},
+		{name: "unknown fields ignored", body: `{"image":"nginx","extra":{"a":[1,2]}}`, status: 202,
+			want: download.Request{Image: "nginx"}},
+		{name: "trailing newline", body: "{\"image\":\"nginx\"}\n", status: 202,
+			want: download.Request{Image: "nginx"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			d := &fakeDownloads{}
+			api := newTestAPI(t, d, Options{})
+			res := do(t, api, post("/api/downloads", tc.body))
+			calls := d.createCalls()
+			if tc.code != "" {
+				checkError(t, res, tc.status, tc.code)
+				if len(calls) != 0 {
+					t.Errorf("the service was asked: %+v", calls)
+				}
+				return
+			}
+			if res.status != tc.status || len(calls) != 1 || calls[0] != tc.want {
+				t.Errorf("status %d, service asked %+v; want %d and %+v (body %s)", res.status, calls, tc.status, tc.want, res.raw)
+			}
+		})
+	}
+}
+
+// TestCreateBodiesThatAreNotOneObject: bodies the decoder lets through
+// although they are not one JSON object within the size limit.
+func TestCreateBodiesThatAreNotOneObject(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		body   string
+		status int
+		code   tarport.Code
+	}{
+		// Anything but whitespace after the object is refused.
+		{"stray closing brace", `{"image":"nginx"}}`, 400, tarport.CodeInvalid},
+		{"stray closing bracket", `{"image":"nginx"}]`, 400, tarport.CodeInvalid},
+		// The limit counts the whole body, not only the object.
+		{"oversized by trailing whitespace", `{"image":"nginx"}` + strings.Repeat(" ", 2*MaxBodyBytes), 413, tarport.CodeTooLarge},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			d := &fakeDownloads{}
+			res := do(t, newTestAPI(t, d, Options{}), post("/api/downloads", tc.body))
+			if res.status != tc.status {
+				t.Errorf("status %d (service asked %d times), want %d %s", res.status, len(d.createCalls()), tc.status, tc.code)
+			}
+		})
+	}
+}
+
+// TestCreateAnswers: 200 when ready, 202 while building, both with the
+// job's Location, on every alias of the endpoint.
+func TestCreateAnswers(t *testing.T) {
+	t.Parallel()
+	for _, path := range []string{"/api/downloads", "/api/download", "/api/download-stream"} {
+		for _, tc := range []struct {
+			view   download.View
+			status int
+		}{
+			{pendingView(), http.StatusAccepted},
+			{readyView("https://bucket.example/tars/x.tar?sig=1"), http.StatusOK},
+			{failedView(tarport.CodeDigestMismatch, "bad bytes"), http.StatusAccepted},
+		} {
+			d := &fakeDownloads{create: func(context.Context, download.Request) (download.View, error) { return tc.view, nil }}
+			res := do(t, newTestAPI(t, d, Options{}), post(path, `{"image":"nginx"}`))
+			if res.status != tc.status || res.header.Get("Location") != "/api/downloads/"+tc.view.ID {
+				t.Errorf("%s, %s job: %d, Location %q; want %d and the job's Location", path, tc.view.Status, res.status, res.header.Get("Location"), tc.status)
+			}
+			if res.body["id"] != tc.view.ID || res.header.Get("Cache-Control") != "no-store" {
+				t.Errorf("%s: body %s", path, res.raw)
+			}
+		}
+	}
+}
+
+var (
+	jobKeys      = []string{"id", "image", "platform", "digest", "status", "total_bytes", "done_bytes", "layers"}
+	optionalKeys = []string{"file_name", "created_at", "updated_at"} // documented in API.md's example
+)
+
+// checkJobShape: the keys of DESIGN.md's job, url and expires_at only when
+// ready, error only when failed, and nothing else.
+func checkJobShape(t *testing.T, body map[string]any, v download.View) {
+	t.Helper()
+	want := slices.Clone(jobKeys)
+	switch v.Status {
+	case tarport.StatusReady:
+		want = append(want, "url", "expires_at")
+	case tarport.StatusFailed:
+		want = append(want, "error")
+	}
+	got := keys(body)
+	for _, k := range want {
+		if !slices.Contains(got, k) {
+			t.Errorf("%s job: no %q in %v", v.Status, k, got)
+		}
+	}
+	for _, k := range got {
+		if !slices.Contains(want, k) && !slices.Contains(optionalKeys, k) {
+			t.Errorf("%s job: unexpected key %q", v.Status, k)
+		}
+	}
+	if body["id"] != v.ID || body["image"] != v.Image || body["platform"] != v.Platform || body["digest"] != v.Digest.String() || body["status"] != string(v.Status) {
+		t.Errorf("%s job: %v", v.Status, body)
+	}
+	if body["total_bytes"] != float64(v.TotalBytes) || body["done_bytes"] != float64(v.DoneBytes()) {
+		t.Errorf("%s job: total %v, done %v; want %d, %d", v.Status, body["total_bytes"], body["done_bytes"], v.TotalBytes, v.DoneBytes())
+	}
+	layers, _ := body["layers"].([]any)
+	if len(layers) != len(v.Layers) {
+		t.Fatalf("%s job: layers %v", v.Status, body["layers"])
+	}
+	for i, l := range layers {
+		m, _ := l.(map[string]any)
+		if len(m) != 3 || m["digest"] != v.Layers[i].Digest.String() || m["size"] != float64(v.Layers[i].Size) || m["done_bytes"] != float64(v.Layers[i].DoneBytes) {
+			t.Errorf("%s job: layer %d is %v; want exactly digest, size, done_bytes", v.Status, i, m)
+		}
+	}
+	if v.Status == tarport.StatusFailed {
+		e, _ := body["error"].(map[string]any)
+		if len(e) != 2 || e["code"] != string(v.Error.Code) || e["message"] != v.Error.Message {
+			t.Errorf("failed job: error %v", body["error"])
+		}
+	}
+	if v.Status == tarport.StatusReady {
+		exp, _ := body["expires_at"].(string)
+		if exp != v.ExpiresAt.UTC().Format(time.RFC3339) {
+			t.Errorf("ready job: expires_at %q, want %q", exp, v.ExpiresAt.UTC().Format(time.RFC3339))
+		}
+	}
+}
+
+// TestJobShape: GET /api/downloads/{id} in every state, with path-only
+// links made absolute for the host the client used.
+func TestJobShape(t *testing.T) {
+	t.Parallel()
+	s3URL := "https://bucket.s3.example/tars/x.tar?X-Amz-Signature=abc"
+	for _, tc := range []struct {
+		name    string
+		view    download.View
+		proto   string
+		wantURL string
+	}{
+		{"pending", pendingView(), "", ""},
+		{"queued", func() download.View { v := pendingView(); v.Status = tarport.StatusQueued; return v }(), "", ""},
+		{"failed", failedView(tarport.CodeDigestMismatch, "layer sha256:ab did not match its digest"), "", ""},
+		{"ready, presigned", readyView(s3URL), "", s3URL},
+		{"ready, local path", readyView("/files/tars/x.tar?sig=abc&exp=1"), "", "http://tarport.example:8443/files/tars/x.tar?sig=abc&exp=1"},
+		{"ready, local path behind TLS", readyView("/files/tars/x.tar?sig=abc"), "https", "https://tarport.example:8443/files/tars/x.tar?sig=abc"},
+		{"ready, no layers", func() download.View { v := readyView(s3URL); v.Layers = nil; return v }(), "", s3URL},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			d := &fakeDownloads{status: func(_ context.Context, id string) (download.View, error) { return tc.view, nil }}
+			r := httpGet("/api/downloads/" + tc.view.ID)
+			r.Host = "tarport.example:8443"
+			if tc.proto != "" {
+				r.Header.Set("X-Forwarded-Proto", tc.proto)
+			}
+			res := do(t, newTestAPI(t, d, Options{}), r)
+			if res.status != 200 {
+				t.Fatalf("status %d: %s", res.status, res.raw)
+			}
+			checkJobShape(t, res.body, tc.view)
+			if tc.wantURL != "" && res.body["url"] != tc.wantURL {
+				t.Errorf("url %v, want %s", res.body["url"], tc.wantURL)
+			}
+			if strings.Contains(res.raw, "secret-key") || strings.Contains(res.raw, "tars/obcrby") && tc.wantURL == "" {
+				t.Errorf("the answer shows internal fields: %s", res.raw)
+			}
+			if d.statusIDs[0] != tc.view.ID {
+				t.Errorf("asked for job %q", d.statusIDs[0])
+			}
+		})
+	}
+}
+
+func TestJobStatusRefusals(t *testing.T) {
+	t.Parallel()
+	d := &fakeDownloads{}
+	api := newTestAPI(t, d, Options{})
+	checkError(t, do(t, api, httpGet("/api/downloads/"+strings.Repeat("a", 65))), 404, tarport.CodeNotFound)
+	if len(d.statusIDs) != 0 {
+		t.Errorf("an over-long id reached the service")
+	}
+	checkError(t, do(t, api, httpGet("/api/downloads/unknown")), 404, tarport.CodeNotFound)
+}
+
+// TestPull: the curl one-liner's answers.
+func TestPull(t *testing.T) {
+	t.Parallel()
+	t.Run("credentials and platform", func(t *testing.T) {
+		t.Parallel()
+		d := &fakeDownloads{create: func(context.Context, download.Request) (download.View, error) { return readyView("/files/x.tar"), nil }}
+		r := httpGet("/api/pull/registry.example:5000/team/app:v1?platform=linux/arm/v7")
+		r.SetBasicAuth("bob", "dckr_pat_x")
+		do(t, newTestAPI(t, d, Options{}), r)
+		want := download.Request{Image: "registry.example:5000/team/app:v1", Platform: "linux/arm/v7", Creds: tarport.Credentials{Username: "bob", Password: "dckr_pat_x"}}
+		if calls := d.createCalls(); len(calls) != 1 || calls[0] != want {
+			t.Errorf("service asked %+v, want %+v", calls, want)
+		}
+	})
+	t.Run("ready redirects", func(t *testing.T) {
+		t.Parallel()
+		d := &fakeDownloads{create: func(context.Context, download.Request) (download.View, error) {
+			return readyView("/files/tars/x.tar?sig=1"), nil
+		}}
+		res := do(t, newTestAPI(t, d, Options{}), httpGet("/api/pull/nginx"))
+		if res.status != http.StatusSeeOther || res.header.Get("Location") != "http://tarport.example/files/tars/x.tar?sig=1" {
+			t.Errorf("%d, Location %q; want 303 to the absolute link", res.status, res.header.Get("Location"))
+		}
+		if len(d.waits) != 0 {
+			t.Errorf("waited for a ready job")
+		}
+	})
+	t.Run("pending then ready", func(t *testing.T) {
+		t.Parallel()
+		d := &fakeDownloads{wait: func(context.Context, string, time.Duration) (download.View, error) {
+			return readyView("https://bucket.example/x.tar?sig=2"), nil
+		}}
+		res := do(t, newTestAPI(t, d, Options{PullWait: 1234 * time.Millisecond}), httpGet("/api/pull/nginx"))
+		if res.status != http.StatusSeeOther || res.header.Get("Location") != "https://bucket.example/x.tar?sig=2" {
+			t.Errorf("%d, Location %q", res.status, res.header.Get("Location"))
+		}
+		if len(d.waits) != 1 || d.waits[0] != 1234*time.Millisecond {
+			t.Errorf("waits %v, want one of PullWait", d.waits)
+		}
+	})
+	t.Run("still pending", func(t *testing.T) {
+		t.Parallel()
+		d := &fakeDownloads{wait: func(context.Context, string, time.Duration) (download.View, error) { return pendingView(), nil }}
+		res := do(t, newTestAPI(t, d, Options{}), httpGet("/api/pull/nginx"))
+		if res.status != http.StatusServiceUnavailable || res.header.Get("Retry-After") != "3" || res.header.Get("Location") != "" {
+			t.Errorf("%d, Retry-After %q, Location %q; want 503 with Retry-After: 3", res.status, res.header.Get("Retry-After"), res.header.Get("Location"))
+		}
+		checkJobShape(t, res.body, pendingView())
+		if len(d.waits) != 1 || d.waits[0] != 20*time.Second {
+			t.Errorf("waits %v, want the default 20s", d.waits)
+		}
+	})
+	t.Run("failed", func(t *testing.T) {
+		t.Parallel()
+		for _, code := range []tarport.Code{tarport.CodeDigestMismatch, tarport.CodeUnauthorized, tarport.CodeCredentialsGone, tarport.CodeInternal} {
+			d := &fakeDownloads{wait: func(context.Context, string, time.Duration) (download.View, error) {
+				return failedView(code, "the job failed: "+string(code)), nil
+			}}
+			res := do(t, newTestAPI(t, d, Options{}), httpGet("/api/pull/nginx"))
+			if msg := checkError(t, res, StatusOf(code), code); msg != "the job failed: "+string(code) {
+				t.Errorf("%s: message %q", code, msg)
+			}
+		}
+	})
+	t.Run("failed at once", func(t *testing.T) {
+		t.Parallel()
+		d := &fakeDownloads{create: func(context.Context, download.Request) (download.View, error) {
+			return failedView(tarport.CodeUnsupported, "an artifact"), nil
+		}}
+		checkError(t, do(t, newTestAPI(t, d, Options{}), httpGet("/api/pull/nginx")), 422, tarport.CodeUnsupported)
+		if len(d.waits) != 0 {
+			t.Errorf("waited for a failed job")
+		}
+	})
+	t.Run("wait error", func(t *testing.T) {
+		t.Parallel()
+		d := &fakeDownloads{wait: func(context.Context, string, time.Duration) (download.View, error) {
+			return download.View{}, tarport.Errorf(tarport.CodeNotFound, "expired")
+		}}
+		checkError(t, do(t, newTestAPI(t, d, Options{}), httpGet("/api/pull/nginx")), 404, tarport.CodeNotFound)
+	})
+	t.Run("bad input", func(t *testing.T) {
+		t.Parallel()
+		d := &fakeDownloads{}
+		api := newTestAPI(t, d, Options{})
+		checkError(t, do(t, api, httpGet("/api/pull/")), 400, tarport.CodeInvalid)
+		checkError(t, do(t, api, httpGet("/api/pull/nginx?platform="+strings.Repeat("x", 65))), 400, tarport.CodeInvalidPlatform)
+		r := httpGet("/api/pull/nginx")
+		r.SetBasicAuth("bob", "")
+		checkError(t, do(t, api, r), 400, tarport.CodeInvalid)
+		if len(d.createCalls()) != 0 {
+			t.Errorf("bad input reached the service")
+		}
+	})
+}
+
+// TestRoutes: known paths with a wrong method are 405, unknown /api/ paths
+// 404, both in the error shape.
+func TestRoutes(t *testing.T) {
+	t.Parallel()
+	api := newTestAPI(t, &fakeDownloads{}, Options{})
+	res := do(t, api, httpGet("/api/health"))
+	if res.status != 200 || res.body["status"] != "ok" || !strings.HasPrefix(res.header.Get("Content-Type"), "application/json") {
+		t.Errorf("health: %d %s", res.status, res.raw)
+	}
+	for _, tc := range []struct {
+		method, path string
+		status       int
+		code         tarport.Code
+	}{
+		{"DELETE", "/api/downloads", 405, tarport.CodeMethodNotAllowed},
+		{"GET", "/api/downloads", 405, tarport.CodeMethodNotAllowed},
+		{"PUT", "/api/download", 405, tarport.CodeMethodNotAllowed},
+		{"GET", "/api/download-stream", 405, tarport.CodeMethodNotAllowed},
+		{"DELETE", "/api/downloads/abc", 405, tarport.CodeMethodNotAllowed},
+		{"POST", "/api/downloads/abc", 405, tarport.CodeMethodNotAllowed},
+		{"POST", "/api/pull/nginx", 405, tarport.CodeMethodNotAllowed},
+		{"POST", "/api/health", 405, tarport.CodeMethodNotAllowed},
+		{"GET", "/api/nothing", 404, tarport.CodeNotFound},
+		{"POST", "/api/nothing", 404, tarport.CodeNotFound},
+		{"GET", "/api/", 404, tarport.CodeNotFound},
+		{"GET", "/api/downloads/a/b", 404, tarport.CodeNotFound},
+		{"GET", "/api/healthz", 404, tarport.CodeNotFound},
+	} {
+		res := do(t, api, mustRequest(tc.method, tc.path))
+		t.Run(tc.method+" "+tc.path, func(t *testing.T) { checkError(t, res, tc.status, tc.code) })
+	}
+}

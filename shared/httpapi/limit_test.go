@@ -1,0 +1,140 @@
+package httpapi
+
+import (
+	"net/http"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tarport/tarport/shared/tarport"
+)
+
+// clock is a settable time for the limiter.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// TestLimiterRefills: a full bucket lets a burst of rate through, then one
+// token comes back every window/rate, never more than rate are saved up.
+func TestLimiterRefills(t *testing.T) {
+	t.Parallel()
+	c := &clock{t: time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)}
+	l := newLimiter(3, time.Minute) // a token every 20 s
+	l.now = c.now
+	type step struct {
+		advance time.Duration
+		ok      bool
+		wait    time.Duration // when refused
+	}
+	for i, s := range []step{
+		{0, true, 0}, {0, true, 0}, {0, true, 0}, // the burst
+		{0, false, 20 * time.Second},
+		{10 * time.Second, false, 10 * time.Second},
+		{10 * time.Second, true, 0},
+		{0, false, 20 * time.Second},
+		{time.Hour, true, 0}, // a long rest saves up rate tokens, no more
+		{0, true, 0},
+		{0, true, 0},
+		{0, false, 20 * time.Second},
+	} {
+		c.add(s.advance)
+		ok, wait := l.allow("192.0.2.1")
+		if ok != s.ok || (!ok && (wait < s.wait-time.Millisecond || wait > s.wait+time.Millisecond)) {
+			t.Fatalf("step %d: allow = %v, wait %v; want %v, %v", i, ok, wait, s.ok, s.wait)
+		}
+	}
+}
+
+// TestLimiterBucketsPerClient: one client's burst does not limit another.
+func TestLimiterBucketsPerClient(t *testing.T) {
+	t.Parallel()
+	c := &clock{t: time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)}
+	l := newLimiter(2, time.Minute)
+	l.now = c.now
+	for _, client := range []string{"192.0.2.1", "192.0.2.2", "2001:db8::1"} {
+		for i := range 2 {
+			if ok, _ := l.allow(client); !ok {
+				t.Fatalf("%s request %d refused", client, i+1)
+			}
+		}
+		if ok, _ := l.allow(client); ok {
+			t.Fatalf("%s: third request allowed", client)
+		}
+	}
+}
+
+func TestClientOf(t *testing.T) {
+	t.Parallel()
+	for addr, want := range map[string]string{
+		"192.0.2.1:1234":   "192.0.2.1",
+		"[2001:db8::1]:80": "2001:db8::1",
+		"192.0.2.9":        "192.0.2.9",
+	} {
+		r := httpGet("/api/health")
+		r.RemoteAddr = addr
+		if got := clientOf(r); got != want {
+			t.Errorf("clientOf(%q) = %q, want %q", addr, got, want)
+		}
+	}
+}
+
+// TestLimitedHandlers: job-creating requests over the limit answer 429
+// with Retry-After in the error shape; other clients and status reads go on.
+func TestLimitedHandlers(t *testing.T) {
+	t.Parallel()
+	d := &fakeDownloads{}
+	api := newTestAPI(t, d, Options{RatePerMinute: 2})
+	c := &clock{t: time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)}
+	api.limiter.now = c.now
+
+	from := func(r *http.Request, ip string) *http.Request { r.RemoteAddr = ip + ":5555"; return r }
+	// POST and pull share the client's bucket.
+	if res := do(t, api, from(post("/api/downloads", `{"image":"nginx"}`), "198.51.100.7")); res.status != 202 {
+		t.Fatalf("first request: %d", res.status)
+	}
+	if res := do(t, api, from(httpGet("/api/pull/nginx"), "198.51.100.7")); res.status == 429 {
+		t.Fatalf("second request limited")
+	}
+	for _, r := range []*http.Request{post("/api/downloads", `{"image":"nginx"}`), post("/api/download", `{}`), httpGet("/api/pull/nginx")} {
+		res := do(t, api, from(r, "198.51.100.7"))
+		checkError(t, res, http.StatusTooManyRequests, tarport.CodeRateLimited)
+		secs, err := strconv.Atoi(res.header.Get("Retry-After"))
+		if err != nil || secs < 30 || secs > 31 {
+			t.Errorf("%s: Retry-After %q, want about 30 s", r.URL.Path, res.header.Get("Retry-After"))
+		}
+	}
+	if n := len(d.createCalls()); n != 2 {
+		t.Errorf("the service was asked %d times, want 2", n)
+	}
+	// Another client, and status reads, are not limited.
+	if res := do(t, api, from(post("/api/downloads", `{"image":"nginx"}`), "198.51.100.8")); res.status != 202 {
+		t.Errorf("another client: %d", res.status)
+	}
+	for range 5 {
+		if res := do(t, api, from(httpGet("/api/downloads/abc"), "198.51.100.7")); res.status == 429 {
+			t.Fatalf("status reads are limited")
+		}
+		if res := do(t, api, from(httpGet("/api/health"), "198.51.100.7")); res.status != 200 {
+			t.Fatalf("health: %d", res.status)
+		}
+	}
+	// A token is back after window/rate.
+	c.add(30 * time.Second)
+	if res := do(t, api, from(post("/api/downloads", `{"image":"nginx"}`), "198.51.100.7")); res.status != 202 {
+		t.Errorf("after 30 s: %d, want the refilled token", res.status)
+	}
+}
