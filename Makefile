@@ -34,5 +34,12 @@ fuzz:
 	$(GO) test ./shared/tarplan -run '^$$' -fuzz FuzzParts -fuzztime 60s
 	$(GO) test ./shared/tarplan -run '^$$' -fuzz FuzzHeader -fuzztime 60s
 
+## bench: tarport local against crane, skopeo and regctl on a local registry;
+## rewrites the figures in docs/BENCHMARKS.md (e.g. BENCHFLAGS="-runs 5 -cases small,1g")
+bench:
+	./infra/dev/install-deps.sh
+	./infra/bench/install-peers.sh
+	GO=$(GO) $(GO) run ./infra/bench $(BENCHFLAGS)
+
 clean:
 	rm -rf bin .data

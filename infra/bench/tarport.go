@@ -1,0 +1,380 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// tarportTool runs the local server (built once) as its own process, so its CPU
+// and peak RSS are its own. Every cold case gets a fresh server and data
+// directory; a cached case runs on the server its cold case left behind.
+type tarportTool struct {
+	env     *environment
+	bin     string
+	serial  int
+	needed  map[string]bool    // cold cases whose server a cached case reuses
+	waiting map[string]*server // those servers, until their cached case has run
+	client  *http.Client
+}
+
+func newTarport(e *environment, cases []*benchCase) (*tarportTool, error) {
+	t := &tarportTool{
+		env:     e,
+		bin:     filepath.Join(e.work, "tarport"),
+		needed:  map[string]bool{},
+		waiting: map[string]*server{},
+		client:  &http.Client{Timeout: 30 * time.Second},
+	}
+	for _, c := range cases {
+		if c.cachedOf != "" {
+			t.needed[c.cachedOf] = true
+		}
+	}
+	logf("building tarport (./infra/local)")
+	goBin := os.Getenv("GO")
+	if goBin == "" {
+		goBin = "go"
+	}
+	cmd := exec.Command(goBin, "build", "-trimpath", "-o", t.bin, "./infra/local")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("building tarport: %w\n%s", err, out)
+	}
+	return t, nil
+}
+
+func (t *tarportTool) name() string { return "tarport" }
+func (t *tarportTool) oci() bool    { return true }
+
+// endRound stops servers kept for a cached case that was not run.
+func (t *tarportTool) endRound() {
+	for k, s := range t.waiting {
+		s.stop()
+		delete(t.waiting, k)
+	}
+}
+
+func (t *tarportTool) close() { t.endRound() }
+
+func (t *tarportTool) download(ctx context.Context, c *benchCase, out string) (result, error) {
+	var srv *server
+	if c.cachedOf != "" {
+		srv = t.waiting[c.cachedOf]
+		delete(t.waiting, c.cachedOf)
+		if srv == nil {
+			return result{}, fmt.Errorf("no server has downloaded %s yet", c.cachedOf)
+		}
+		// The peak of this case alone, not of the cold download before it.
+		if err := srv.resetPeak(); err != nil {
+			srv.stop()
+			return result{}, err
+		}
+	} else {
+		t.serial++
+		var err error
+		if srv, err = startServer(ctx, t.bin, filepath.Join(t.env.work, fmt.Sprintf("tarport-%d", t.serial)), t.env.registry.Host); err != nil {
+			return result{}, err
+		}
+	}
+	keep := false
+	defer func() {
+		if !keep {
+			srv.stop()
+		}
+	}()
+
+	r, err := t.measure(ctx, srv, c, out)
+	if err != nil {
+		return r, fmt.Errorf("%w\nserver log:\n%s", err, srv.logTail())
+	}
+	if t.needed[c.name] {
+		keep = true
+		t.waiting[c.name] = srv
+	}
+	return r, nil
+}
+
+// job is the part of the job JSON the benchmark reads.
+type job struct {
+	ID         string `json:"id"`
+	Status     string `json:"status"`
+	URL        string `json:"url"`
+	TotalBytes int64  `json:"total_bytes"`
+	Error      *struct {
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+func (t *tarportTool) measure(ctx context.Context, srv *server, c *benchCase, out string) (result, error) {
+	cpu0, err := srv.cpu()
+	if err != nil {
+		return result{}, err
+	}
+	start := time.Now()
+	body, _ := json.Marshal(map[string]string{"image": c.ref, "platform": "linux/amd64"})
+	j, err := t.call(ctx, http.MethodPost, srv.base+"/api/downloads", body)
+	if err != nil {
+		return result{}, err
+	}
+	// Poll often: the small and cached cases take a fraction of a second.
+	for j.Status != "ready" {
+		if j.Status == "failed" {
+			if j.Error != nil {
+				return result{}, fmt.Errorf("job %s failed: %s: %s", j.ID, j.Error.Code, j.Error.Message)
+			}
+			return result{}, fmt.Errorf("job %s failed", j.ID)
+		}
+		select {
+		case <-ctx.Done():
+			return result{}, ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+		if j, err = t.call(ctx, http.MethodGet, srv.base+"/api/downloads/"+j.ID, nil); err != nil {
+			return result{}, err
+		}
+	}
+	ready := time.Since(start)
+	if j.URL == "" {
+		return result{}, fmt.Errorf("job %s is ready without a url", j.ID)
+	}
+	link := j.URL
+	if strings.HasPrefix(link, "/") {
+		link = srv.base + link
+	}
+	u, err := t.env.timed(ctx, "curl", "-fsS", "--no-progress-meter", "-o", out, link)
+	if err != nil {
+		return result{}, err
+	}
+	wall := time.Since(start)
+	cpu1, err := srv.cpu()
+	if err != nil {
+		return result{}, err
+	}
+	peak, err := srv.peak()
+	if err != nil {
+		return result{}, err
+	}
+	fi, err := os.Stat(out)
+	if err != nil {
+		return result{}, fmt.Errorf("downloaded tar: %w", err)
+	}
+	if fi.Size() != j.TotalBytes {
+		return result{}, fmt.Errorf("downloaded tar has %d bytes, the job says %d", fi.Size(), j.TotalBytes)
+	}
+	return result{wall: wall, ready: ready, cpu: cpu1 - cpu0, client: u.cpu, peakRSS: peak}, nil
+}
+
+func (t *tarportTool) call(ctx context.Context, method, url string, body []byte) (job, error) {
+	var j job
+	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
+	if err != nil {
+		return j, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	raw, _, err := roundTripClient(t.client, req)
+	if err != nil {
+		return j, err
+	}
+	if err := json.Unmarshal(raw, &j); err != nil {
+		return j, fmt.Errorf("%s %s: decoding %q: %w", method, url, raw, err)
+	}
+	return j, nil
+}
+
+func roundTripClient(c *http.Client, req *http.Request) ([]byte, int, error) {
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer resp.Body.Close()
+	var buf bytes.Buffer
+	if _, err := buf.ReadFrom(resp.Body); err != nil {
+		return nil, resp.StatusCode, err
+	}
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusAccepted {
+		return nil, resp.StatusCode, fmt.Errorf("%s %s: %s: %s", req.Method, req.URL.Path, resp.Status, bytes.TrimSpace(buf.Bytes()))
+	}
+	return buf.Bytes(), resp.StatusCode, nil
+}
+
+// server is one running tarport local process.
+type server struct {
+	cmd     *exec.Cmd
+	base    string
+	dataDir string
+	logPath string
+	done    chan struct{}
+}
+
+func startServer(ctx context.Context, bin, dataDir, registryHost string) (*server, error) {
+	var lastErr error
+	for range 3 {
+		s, err := spawnServer(ctx, bin, dataDir, registryHost)
+		if err == nil {
+			return s, nil
+		}
+		lastErr = err
+		if !strings.Contains(err.Error(), "address already in use") {
+			break
+		}
+	}
+	return nil, lastErr
+}
+
+func spawnServer(ctx context.Context, bin, dataDir, registryHost string) (*server, error) {
+	os.RemoveAll(dataDir)
+	if err := os.MkdirAll(dataDir, 0o755); err != nil {
+		return nil, err
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	s := &server{base: "http://" + addr, dataDir: dataDir, logPath: dataDir + ".log", done: make(chan struct{})}
+	logFile, err := os.Create(s.logPath)
+	if err != nil {
+		return nil, err
+	}
+	defer logFile.Close()
+	// Not CommandContext: stop ends the server with SIGTERM, as an operator would.
+	s.cmd = exec.Command(bin)
+	s.cmd.Env = []string{
+		"PATH=" + os.Getenv("PATH"),
+		"HOME=" + dataDir,
+		"TARPORT_ADDR=" + addr,
+		"TARPORT_DATA_DIR=" + dataDir,
+		"TARPORT_INSECURE_REGISTRIES=" + registryHost,
+		"TARPORT_LOG_LEVEL=warn",
+	}
+	s.cmd.Stdout, s.cmd.Stderr = logFile, logFile
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := s.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting tarport: %w", err)
+	}
+	go func() {
+		s.cmd.Wait()
+		close(s.done)
+	}()
+	client := &http.Client{Timeout: time.Second}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := client.Get(s.base + "/api/health")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return s, nil
+			}
+		}
+		select {
+		case <-s.done:
+			return nil, fmt.Errorf("tarport exited during startup: %s", s.logTail())
+		case <-ctx.Done():
+			s.stop()
+			return nil, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			s.stop()
+			return nil, fmt.Errorf("tarport not healthy after 20s: %s", s.logTail())
+		}
+	}
+}
+
+func (s *server) stop() {
+	select {
+	case <-s.done:
+	default:
+		s.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-s.done:
+		case <-time.After(15 * time.Second):
+			s.cmd.Process.Kill()
+			<-s.done
+		}
+	}
+	os.RemoveAll(s.dataDir)
+}
+
+func (s *server) logTail() string {
+	b, _ := os.ReadFile(s.logPath)
+	if len(b) > 4000 {
+		b = b[len(b)-4000:]
+	}
+	return string(b)
+}
+
+// cpu is the server's user+sys time so far, from /proc/PID/stat: the server
+// lives across cases, so a case's CPU is the difference around it.
+func (s *server) cpu() (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.cmd.Process.Pid))
+	if err != nil {
+		return 0, fmt.Errorf("reading tarport's CPU time: %w", err)
+	}
+	// The command name may hold spaces: fields count from after its ")".
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, errors.New("reading tarport's CPU time: no ')' in stat")
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, errors.New("reading tarport's CPU time: short stat")
+	}
+	// Fields 14 and 15 of stat (utime, stime) in clock ticks of 1/100 s
+	// (USER_HZ is 100 on every Linux architecture Go supports here).
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err := errors.Join(err1, err2); err != nil {
+		return 0, fmt.Errorf("reading tarport's CPU time: %w", err)
+	}
+	return time.Duration(utime+stime) * 10 * time.Millisecond, nil
+}
+
+// peak is the server's peak resident set (VmHWM) in bytes.
+func (s *server) peak() (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.cmd.Process.Pid))
+	if err != nil {
+		return 0, fmt.Errorf("reading tarport's peak RSS: %w", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("reading tarport's peak RSS: %w", err)
+			}
+			return kb << 10, nil
+		}
+	}
+	return 0, errors.New("reading tarport's peak RSS: no VmHWM")
+}
+
+// resetPeak sets VmHWM back to the current RSS (proc(5), clear_refs "5").
+func (s *server) resetPeak() error {
+	if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", s.cmd.Process.Pid), []byte("5"), 0); err != nil {
+		return fmt.Errorf("resetting tarport's peak RSS: %w", err)
+	}
+	return nil
+}
+
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("finding a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
