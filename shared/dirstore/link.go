@@ -83,7 +83,60 @@ func (s *Store) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The content of a key never changes, so its key is a strong validator.
 	sum := sha256.Sum256([]byte(key))
 	w.Header().Set("ETag", `"`+hex.EncodeToString(sum[:16])+`"`)
+	if off, n, status, ok := simpleRange(r, obj.size); ok {
+		// The common cases (a whole file, or one range to resume) are
+		// written segment by segment from the files, so the kernel copies
+		// them (sendfile); http.ServeContent would copy through user space.
+		h := w.Header()
+		h.Set("Accept-Ranges", "bytes")
+		h.Set("Last-Modified", obj.modTime.UTC().Format(http.TimeFormat))
+		h.Set("Content-Length", strconv.FormatInt(n, 10))
+		if status == http.StatusPartialContent {
+			h.Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", off, off+n-1, obj.size))
+		}
+		w.WriteHeader(status)
+		if r.Method != http.MethodHead {
+			_ = obj.writeRange(w, off, n) // the client went away; nothing to tell it
+		}
+		return
+	}
 	http.ServeContent(w, r, "", obj.modTime, io.NewSectionReader(obj, 0, obj.size))
+}
+
+// simpleRange recognises a plain GET or HEAD (no conditions) of the whole
+// object or of one satisfiable range "bytes=a-" / "bytes=a-b". Everything
+// else (suffix and multiple ranges, conditional requests) is left to
+// http.ServeContent.
+func simpleRange(r *http.Request, size int64) (off, n int64, status int, ok bool) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return 0, 0, 0, false
+	}
+	for _, h := range []string{"If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since", "If-Range"} {
+		if r.Header.Get(h) != "" {
+			return 0, 0, 0, false
+		}
+	}
+	rng := r.Header.Get("Range")
+	if rng == "" {
+		return 0, size, http.StatusOK, true
+	}
+	spec, found := strings.CutPrefix(rng, "bytes=")
+	first, last, dash := strings.Cut(spec, "-")
+	if !found || !dash || strings.Contains(spec, ",") {
+		return 0, 0, 0, false
+	}
+	a, err := strconv.ParseInt(first, 10, 64)
+	if err != nil || a < 0 || a >= size {
+		return 0, 0, 0, false
+	}
+	b := size - 1
+	if last != "" {
+		if b, err = strconv.ParseInt(last, 10, 64); err != nil || b < a {
+			return 0, 0, 0, false
+		}
+		b = min(b, size-1)
+	}
+	return a, b - a + 1, http.StatusPartialContent, true
 }
 
 func linkError(w http.ResponseWriter, status int, code, msg string) {

@@ -108,3 +108,23 @@ func (o *object) Close() error {
 	}
 	return first
 }
+
+// writeRange writes [off, off+n) to w segment by segment, each as a
+// length-limited *os.File so net/http can hand it to sendfile.
+func (o *object) writeRange(w io.Writer, off, n int64) error {
+	end := off + n
+	for _, p := range o.parts {
+		if p.start+p.size <= off || p.start >= end {
+			continue
+		}
+		from := max(off, p.start)
+		to := min(end, p.start+p.size)
+		if _, err := p.f.Seek(p.off+from-p.start, io.SeekStart); err != nil {
+			return fmt.Errorf("seeking segment at %d: %w", p.start, err)
+		}
+		if _, err := io.Copy(w, &io.LimitedReader{R: p.f, N: to - from}); err != nil {
+			return err
+		}
+	}
+	return nil
+}

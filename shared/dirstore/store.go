@@ -110,7 +110,7 @@ func (s *Store) writeAtomic(ctx context.Context, dst string, r io.Reader, size i
 			os.Remove(tmp.Name())
 		}
 	}()
-	n, err := io.Copy(tmp, &ctxReader{ctx: ctx, r: r})
+	n, err := io.Copy(newWriteback(tmp), &ctxReader{ctx: ctx, r: r})
 	if err != nil {
 		return fmt.Errorf("writing %s: %w", filepath.Base(dst), err)
 	}
