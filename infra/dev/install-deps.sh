@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh Debian machine, and nothing that
-# is already there: Debian packages (skopeo, containerd, podman) and the CNCF
+# is already there: Debian packages (curl, skopeo, containerd, podman) and the CNCF
 # distribution registry (go install, into .tools/bin). Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -8,7 +8,7 @@ TOOLS="$PWD/.tools/bin"
 mkdir -p "$TOOLS"
 
 need_apt=()
-for pair in skopeo:skopeo containerd:containerd ctr:containerd podman:podman; do
+for pair in curl:curl skopeo:skopeo containerd:containerd ctr:containerd podman:podman; do
   bin=${pair%%:*} pkg=${pair##*:}
   command -v "$bin" >/dev/null 2>&1 || need_apt+=("$pkg")
 done

@@ -29,11 +29,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(s.LogLevel)); err != nil {
-		return err
-	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: s.LogLevel}))
 	slog.SetDefault(log)
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -55,7 +51,7 @@ func run() error {
 		IdleTimeout:       2 * time.Minute,
 		// No WriteTimeout: a 20 GB tar takes as long as the client's link.
 	}
-	log.Info("tarport listening", "url", "http://"+ln.Addr().String(), "data", s.DataDir, "dockerhub", s.DockerHubRegistry)
+	log.Info("tarport listening", "url", "http://"+ln.Addr().String(), "data", s.DataDir, "dockerhub", s.DockerHubRegistry) // settings refuse credentials in this URL
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
@@ -65,7 +61,8 @@ func run() error {
 		}
 	case <-ctx.Done():
 		log.Info("shutting down")
-		shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		// Longer than /api/pull's 20 s wait, so no handler outlives the stores.
+		shutdownCtx, cancel := context.WithTimeout(context.Background(), 25*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(shutdownCtx)
 	}

@@ -21,8 +21,9 @@ var (
 
 // Jobs is a bbolt-backed job store.
 type Jobs struct {
-	db  *bolt.DB
-	now func() time.Time
+	db         *bolt.DB
+	now        func() time.Time
+	joinMargin time.Duration
 }
 
 // Open opens (or creates) the job database at path.
@@ -43,7 +44,7 @@ func Open(path string) (*Jobs, error) {
 		db.Close()
 		return nil, fmt.Errorf("preparing job database %s: %w", path, err)
 	}
-	return &Jobs{db: db, now: time.Now}, nil
+	return &Jobs{db: db, now: time.Now, joinMargin: time.Hour}, nil
 }
 
 // Close closes the database.
@@ -53,14 +54,20 @@ func (j *Jobs) live(job tarport.Job) bool {
 	return job.Status != tarport.StatusFailed && j.now().Before(job.ExpiresAt)
 }
 
-// Create stores job unless a live job has its key.
+// joinable is live with joinMargin to spare: a requester should not be
+// handed a link to a tar about to be collected.
+func (j *Jobs) joinable(job tarport.Job) bool {
+	return j.live(job) && j.now().Add(j.joinMargin).Before(job.ExpiresAt)
+}
+
+// Create stores job unless a joinable job has its key.
 func (j *Jobs) Create(_ context.Context, job tarport.Job) (tarport.Job, bool, error) {
 	var live tarport.Job
 	created := false
 	err := j.db.Update(func(tx *bolt.Tx) error {
 		if id := tx.Bucket(keysBucket).Get([]byte(job.Key)); id != nil {
 			old, err := load(tx, string(id))
-			if err == nil && j.live(old) {
+			if err == nil && j.joinable(old) {
 				live = old
 				return nil
 			}
@@ -91,10 +98,11 @@ func (j *Jobs) Get(_ context.Context, id string) (tarport.Job, error) {
 	return job, err
 }
 
-// SetStatus moves a non-terminal job to status.
+// SetStatus moves a non-terminal job forward to status (a late,
+// redelivered task never moves it back) or to failed.
 func (j *Jobs) SetStatus(_ context.Context, id string, status tarport.Status, jobErr *tarport.JobError) error {
 	return j.update(id, func(job *tarport.Job) {
-		if job.Status.Terminal() {
+		if job.Status.Terminal() || (status != tarport.StatusFailed && status.Rank() < job.Status.Rank()) {
 			return
 		}
 		job.Status, job.Error = status, jobErr

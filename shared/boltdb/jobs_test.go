@@ -43,8 +43,58 @@ func openJobs(t *testing.T) (*Jobs, *clock, string) {
 	}
 	c := newClock()
 	j.now = c.now
+	j.joinMargin = 0 // the margin has its own test
 	t.Cleanup(func() { j.Close() })
 	return j, c, path
+}
+
+// TestCreateDoesNotJoinAJobAboutToExpire: with under the join margin left,
+// a request gets a new job rather than a link that dies in minutes.
+func TestCreateDoesNotJoinAJobAboutToExpire(t *testing.T) {
+	t.Parallel()
+	j, c, _ := openJobs(t)
+	j.joinMargin = time.Hour
+	old := job("old", "k", 10)
+	old.ExpiresAt = c.now().Add(30 * time.Minute)
+	if _, created, err := j.Create(context.Background(), old); err != nil || !created {
+		t.Fatalf("first Create: %v %v", created, err)
+	}
+	fresh := job("fresh", "k", 10)
+	fresh.ExpiresAt = c.now().Add(24 * time.Hour)
+	got, created, err := j.Create(context.Background(), fresh)
+	if err != nil || !created || got.ID != "fresh" {
+		t.Fatalf("Create next to a job with 30 min left = %s, %v, %v; want the new job", got.ID, created, err)
+	}
+	if _, err := j.Get(context.Background(), "old"); err != nil {
+		t.Fatalf("the old job is still readable until it expires: %v", err)
+	}
+}
+
+// TestSetStatusNeverMovesBack: a late redelivered task cannot move an
+// assembling job back to fetching; failing is always possible.
+func TestSetStatusNeverMovesBack(t *testing.T) {
+	t.Parallel()
+	j, c, _ := openJobs(t)
+	a := job("a", "k", 10)
+	a.ExpiresAt = c.now().Add(time.Hour)
+	if _, _, err := j.Create(context.Background(), a); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, st := range []tarport.Status{tarport.StatusAssembling, tarport.StatusFetching, tarport.StatusQueued} {
+		if err := j.SetStatus(ctx, "a", st, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, _ := j.Get(ctx, "a"); got.Status != tarport.StatusAssembling {
+		t.Fatalf("status %s, want assembling", got.Status)
+	}
+	if err := j.SetStatus(ctx, "a", tarport.StatusFailed, &tarport.JobError{Code: tarport.CodeInternal, Message: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := j.Get(ctx, "a"); got.Status != tarport.StatusFailed {
+		t.Fatalf("status %s, want failed", got.Status)
+	}
 }
 
 // job builds a queued job expiring an hour after t0 with one layer per size.
@@ -706,7 +756,7 @@ func TestSurvivesReopen(t *testing.T) {
 		t.Fatalf("reopening: %v", err)
 	}
 	t.Cleanup(func() { j2.Close() })
-	j2.now = c.now
+	j2.now, j2.joinMargin = c.now, 0
 	after := mustGet(t, j2, "j")
 	if !reflect.DeepEqual(after, before) {
 		t.Fatalf("job after reopen:\n got %+v\nwant %+v", after, before)

@@ -60,6 +60,11 @@ func (s *Store) signature(key, exp, name string) string {
 // ServeHTTP serves signed links with Range support, so `curl -C -` and
 // parallel ranged downloads work.
 func (s *Store) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		linkError(w, http.StatusMethodNotAllowed, "method_not_allowed", "download links answer GET and HEAD only")
+		return
+	}
 	key := strings.TrimPrefix(r.URL.Path, LinkPrefix)
 	q := r.URL.Query()
 	exp, name, sig := q.Get("exp"), q.Get("name"), q.Get("sig")

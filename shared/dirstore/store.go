@@ -6,6 +6,7 @@
 package dirstore
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -110,7 +111,13 @@ func (s *Store) writeAtomic(ctx context.Context, dst string, r io.Reader, size i
 			os.Remove(tmp.Name())
 		}
 	}()
-	n, err := io.Copy(newWriteback(tmp), &ctxReader{ctx: ctx, r: r})
+	src := io.Reader(&ctxReader{ctx: ctx, r: r})
+	if size >= 0 {
+		// One byte more than promised is enough to refuse a long body
+		// without writing all of it.
+		src = io.LimitReader(src, size+1)
+	}
+	n, err := io.Copy(newWriteback(tmp), src)
 	if err != nil {
 		return fmt.Errorf("writing %s: %w", filepath.Base(dst), err)
 	}
@@ -177,7 +184,7 @@ func (s *Store) PutMeta(ctx context.Context, d digest.Digest, b []byte) error {
 	if _, err := os.Stat(p); err == nil {
 		return nil
 	}
-	return s.writeAtomic(ctx, p, strings.NewReader(string(b)), int64(len(b)))
+	return s.writeAtomic(ctx, p, bytes.NewReader(b), int64(len(b)))
 }
 
 func metaKey(d digest.Digest) string {
@@ -244,7 +251,7 @@ func (s *Store) Stitch(ctx context.Context, key string, parts []tarplan.Part, en
 	if err != nil {
 		return err
 	}
-	return s.writeAtomic(ctx, p+recipeSuffix, strings.NewReader(string(b)), int64(len(b)))
+	return s.writeAtomic(ctx, p+recipeSuffix, bytes.NewReader(b), int64(len(b)))
 }
 
 func (s *Store) loadRecipe(key string) (recipe, error) {

@@ -44,6 +44,10 @@ type fakeRegistry struct {
 	// open, when set, replaces the default blob stream; attempt counts the
 	// OpenBlob calls for this digest, from 1.
 	open func(ctx context.Context, d descriptor.Descriptor, attempt int) (io.ReadCloser, error)
+	// checks counts CheckBlob calls; denied makes them refuse these
+	// credentials' usernames.
+	checks int
+	denied map[string]bool
 }
 
 var _ Registry = (*fakeRegistry)(nil)
@@ -92,6 +96,16 @@ func (f *fakeRegistry) OpenBlob(ctx context.Context, _ ref.Ref, d descriptor.Des
 		return nil, tarport.Errorf(tarport.CodeNotFound, "blob %s not found", d.Digest)
 	}
 	return verifying(d, chunked(bytes.NewReader(b), 4096)), nil
+}
+
+func (f *fakeRegistry) CheckBlob(_ context.Context, _ ref.Ref, d descriptor.Descriptor, creds tarport.Credentials) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.checks++
+	if f.denied[creds.Username] {
+		return tarport.Errorf(tarport.CodeUnauthorized, "%s may not read %s", creds.Username, d.Digest)
+	}
+	return nil
 }
 
 func (f *fakeRegistry) openCount(d digest.Digest) int {

@@ -24,6 +24,9 @@ type Registry interface {
 	// OpenBlob returns a stream that fails at EOF unless size and digest
 	// match d.
 	OpenBlob(ctx context.Context, r ref.Ref, d descriptor.Descriptor, creds tarport.Credentials) (io.ReadCloser, error)
+	// CheckBlob says whether creds may read d in r's repository, without
+	// reading it: the gate in front of a layer cached for someone else.
+	CheckBlob(ctx context.Context, r ref.Ref, d descriptor.Descriptor, creds tarport.Credentials) error
 }
 
 // Objects is the object store: layer entries, metadata and tars.

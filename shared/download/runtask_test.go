@@ -117,6 +117,27 @@ func TestRunTaskUsesTheCachedEntry(t *testing.T) {
 			t.Errorf("job %s, want ready", job.Status)
 		}
 	})
+	t.Run("cached for someone else, refused for this requester", func(t *testing.T) {
+		t.Parallel()
+		h := newHarness(t, Config{})
+		task, blob := oneLayerJob(t, h, 13, 3000)
+		entry := entryBytes(t, blob)
+		if err := h.objs.Put(context.Background(), EntryKey(task.Desc.Digest), bytes.NewReader(entry), int64(len(entry))); err != nil {
+			t.Fatal(err)
+		}
+		h.reg.denied = map[string]bool{"mallory": true}
+		task.Creds = tarport.Credentials{Username: "mallory", Password: "x"}
+		if err := h.svc.RunTask(context.Background(), task); err != nil {
+			t.Fatal(err)
+		}
+		job := h.jobs.job(t, task.JobID)
+		if job.Status != tarport.StatusFailed || job.Error == nil || job.Error.Code != tarport.CodeUnauthorized {
+			t.Fatalf("job %s %+v, want failed with unauthorized", job.Status, job.Error)
+		}
+		if h.reg.checks != 1 || h.reg.totalOpens() != 0 {
+			t.Errorf("%d checks, %d opens; want 1 check and no fetch", h.reg.checks, h.reg.totalOpens())
+		}
+	})
 	t.Run("wrong length", func(t *testing.T) {
 		t.Parallel()
 		h := newHarness(t, Config{})

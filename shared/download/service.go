@@ -111,14 +111,20 @@ func (s *Service) Create(ctx context.Context, req Request) (View, error) {
 	if err != nil {
 		return View{}, err
 	}
-	img, err := s.reg.Resolve(ctx, r, p, req.Creds)
+	// An API request must answer within API Gateway's ~30 s.
+	resolveCtx, cancel := context.WithTimeout(ctx, resolveTimeout)
+	img, err := s.reg.Resolve(resolveCtx, r, p, req.Creds)
+	cancel()
 	if err != nil {
 		return View{}, err
+	}
+	if n := len(distinctLayers(img.Layers)); n > MaxLayers {
+		return View{}, tarport.Errorf(tarport.CodeTooLarge, "%s has %d layers; at most %d are supported", r.CommonName(), n, MaxLayers)
 	}
 	in := img.PlanInput()
 	layout, err := tarplan.Plan(in)
 	if err != nil {
-		return View{}, tarport.Wrap(err, tarport.CodeUpstream, "%s has a manifest this server cannot lay out as a tar", r.CommonName())
+		return View{}, tarport.Wrap(err, tarport.CodeTooLarge, "%s cannot be laid out as a tar: its layers are too large", r.CommonName())
 	}
 	if _, err := tarplan.Parts(layout, tarplan.S3Limits); err != nil {
 		return View{}, tarport.Wrap(err, tarport.CodeTooLarge, "%s has too many layers to assemble", r.CommonName())
@@ -159,6 +165,9 @@ func (s *Service) Create(ctx context.Context, req Request) (View, error) {
 	if !created {
 		return s.view(ctx, live)
 	}
+	// The job exists now and others may join it: the requester going
+	// away must not leave it half queued.
+	ctx = context.WithoutCancel(ctx)
 	s.log.Info("job created", "job", job.ID, "image", job.Ref, "platform", job.Platform, "bytes", job.TotalBytes, "layers", len(tasks))
 	if len(tasks) == 0 {
 		if err := s.stitch(ctx, job); err != nil {
@@ -237,9 +246,18 @@ func (s *Service) RunTask(ctx context.Context, t Task) error {
 			return fmt.Errorf("starting job %s: %w", job.ID, err)
 		}
 	}
-	if err := s.fetchEntry(ctx, t); err != nil {
+	// A registry trickling bytes just fast enough to dodge the idle
+	// timeout must not hold a worker forever.
+	fetchCtx, cancel := context.WithTimeout(ctx, taskTimeout(t.Desc.Size))
+	err = s.fetchEntry(fetchCtx, t)
+	timedOut := errors.Is(fetchCtx.Err(), context.DeadlineExceeded)
+	cancel()
+	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err() // shutting down: leave the task to be redone
+		}
+		if timedOut {
+			err = tarport.Wrap(err, tarport.CodeUpstreamTimeout, "layer %s (%d bytes) took longer than %s to download", t.Desc.Digest, t.Desc.Size, taskTimeout(t.Desc.Size))
 		}
 		s.fail(ctx, job.ID, err)
 		return nil
@@ -250,7 +268,7 @@ func (s *Service) RunTask(ctx context.Context, t Task) error {
 	}
 	if first && remaining == 0 {
 		if err := s.stitch(ctx, job); err != nil && ctx.Err() == nil {
-			return nil // stitch already failed the job
+			return nil // stitch has failed the job; redoing the task cannot help
 		}
 		return ctx.Err()
 	}
@@ -263,6 +281,21 @@ func (s *Service) Abandon(ctx context.Context, t Task, err error) {
 	s.fail(ctx, t.JobID, tarport.Wrap(err, tarport.CodeInternal, "a worker could not finish layer %s; request the image again", t.Desc.Digest))
 }
 
+const (
+	// MaxLayers bounds the distinct layers of an image (runtimes stop at
+	// about 128; a hostile manifest may list tens of thousands).
+	MaxLayers = 1000
+	// resolveTimeout keeps Create within an API Gateway request.
+	resolveTimeout = 25 * time.Second
+	// minThroughput sets a layer task's deadline: 10 minutes plus the
+	// layer's size at 256 KiB/s.
+	minThroughput = 256 << 10
+)
+
+func taskTimeout(size int64) time.Duration {
+	return 10*time.Minute + time.Duration(size/minThroughput)*time.Second
+}
+
 // EntryKey is where a blob's tar entry is stored.
 func EntryKey(d digest.Digest) string {
 	return "entries/" + d.Algorithm().String() + "/" + d.Encoded()
@@ -270,7 +303,9 @@ func EntryKey(d digest.Digest) string {
 
 // fetchEntry makes sure the layer's entry is stored, fetching it unless it
 // already is. Concurrent fetches of one layer (two jobs sharing it) share
-// one download.
+// one download. An entry this task did not fetch itself was fetched for
+// someone else: the registry must first say this requester may read it
+// (a manifest anyone can write may name any digest).
 func (s *Service) fetchEntry(ctx context.Context, t Task) error {
 	hdr, err := tarplan.Header(tarplan.BlobName(t.Desc.Digest), t.Desc.Size)
 	if err != nil {
@@ -280,23 +315,43 @@ func (s *Service) fetchEntry(ctx context.Context, t Task) error {
 	want := tarplan.EntryLen(len(hdr), t.Desc.Size)
 	progress := newProgress(s, t)
 	defer progress.flush(context.WithoutCancel(ctx))
-	if n, err := s.objects.Size(ctx, key); err == nil && n == want {
+	checkCached := func() error {
+		r, err := tarport.ParseReference(t.Ref)
+		if err != nil {
+			return err
+		}
+		if err := s.reg.CheckBlob(ctx, r, t.Desc, t.Creds); err != nil {
+			return err
+		}
 		progress.add(t.Desc.Size)
 		return nil
 	}
+	if n, err := s.objects.Size(ctx, key); err == nil && n == want {
+		return checkCached()
+	}
 	// The shared fetch runs under the context of the task that started
-	// it; if that one is canceled while ours is not, start our own.
+	// it; if that one is canceled while ours is not, start our own. The
+	// key includes the size, so manifests disagreeing on it never share.
+	flight := fmt.Sprintf("%s/%d", key, want)
 	for range 3 {
-		_, err, _ = s.fetches.Do(key, func() (any, error) {
+		fetchedHere := false
+		_, err, _ = s.fetches.Do(flight, func() (any, error) {
 			if n, err := s.objects.Size(ctx, key); err == nil && n == want {
 				return nil, nil
 			}
+			fetchedHere = true
 			return nil, s.fetchWithRetries(ctx, t, key, hdr, want, progress)
 		})
 		canceledElsewhere := ctx.Err() == nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded))
-		if !canceledElsewhere {
+		switch {
+		case canceledElsewhere:
+			continue
+		case err != nil:
 			return err
+		case !fetchedHere:
+			return checkCached()
 		}
+		return nil
 	}
 	return err
 }
@@ -346,10 +401,11 @@ func retryable(err error) bool {
 
 // stitch assembles the tar of a job whose layers are all stored.
 func (s *Service) stitch(ctx context.Context, job tarport.Job) error {
-	if err := s.jobs.SetStatus(ctx, job.ID, tarport.StatusAssembling, nil); err != nil {
-		return fmt.Errorf("assembling job %s: %w", job.ID, err)
+	err := s.jobs.SetStatus(ctx, job.ID, tarport.StatusAssembling, nil)
+	var layout tarplan.Layout
+	if err == nil {
+		layout, err = s.replan(ctx, job)
 	}
-	layout, err := s.replan(ctx, job)
 	if err == nil {
 		var parts []tarplan.Part
 		parts, err = tarplan.Parts(layout, tarplan.S3Limits)
@@ -365,6 +421,9 @@ func (s *Service) stitch(ctx context.Context, job tarport.Job) error {
 		return err
 	}
 	if err := s.jobs.SetStatus(ctx, job.ID, tarport.StatusReady, nil); err != nil {
+		// Nobody else will stitch it (the last layer was counted once):
+		// fail it rather than leave it hanging.
+		s.fail(ctx, job.ID, err)
 		return fmt.Errorf("finishing job %s: %w", job.ID, err)
 	}
 	s.log.Info("job ready", "job", job.ID, "image", job.Ref, "bytes", job.TotalBytes)

@@ -140,7 +140,10 @@ func (a *API) pull(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Location", absoluteURL(r, v.URL))
 		writeJSON(w, http.StatusSeeOther, toResponse(r, v))
 	case tarport.StatusFailed:
-		err := tarport.Errorf(v.Error.Code, "%s", v.Error.Message)
+		err := tarport.Errorf(tarport.CodeInternal, "the download failed")
+		if v.Error != nil {
+			err = tarport.Errorf(v.Error.Code, "%s", v.Error.Message)
+		}
 		writeError(w, r, a.log, err)
 	default:
 		w.Header().Set("Retry-After", "3")

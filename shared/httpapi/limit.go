@@ -3,7 +3,6 @@ package httpapi
 import (
 	"net"
 	"net/http"
-	"strconv"
 	"sync"
 	"time"
 
@@ -70,7 +69,6 @@ func (a *API) limited(h http.HandlerFunc) http.HandlerFunc {
 			secs := int(wait.Seconds()) + 1
 			err := tarport.Errorf(tarport.CodeRateLimited, "too many requests from your address; try again in %d s", secs)
 			err.RetryAfter = secs
-			w.Header().Set("Retry-After", strconv.Itoa(secs))
 			writeError(w, r, a.log, err)
 			return
 		}

@@ -107,6 +107,9 @@ var nonPublic = []netip.Prefix{
 func (p Policy) Transport(idle time.Duration) http.RoundTripper {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.DialContext = p.Dialer()
+	// No proxy: the dial guard must see the real target, not a proxy that
+	// would fetch 169.254.169.254 for us.
+	t.Proxy = nil
 	t.MaxIdleConnsPerHost = 16
 	t.ResponseHeaderTimeout = 60 * time.Second
 	return &resumableTransport{base: t, idle: idle}

@@ -52,40 +52,69 @@ func (c *Client) OpenBlob(ctx context.Context, r ref.Ref, d descriptor.Descripto
 	if d.Digest.Algorithm() != digest.SHA256 {
 		return nil, tarport.Errorf(tarport.CodeUnsupported, "layer %s uses %s; only sha256 is supported", d.Digest, d.Digest.Algorithm())
 	}
-	rt, base, err := c.blobTransport(ctx, r, creds)
+	rt, base, err := c.blobTransport(ctx, r, c.pullCreds(r.Registry, creds))
 	if err != nil {
 		return nil, err
 	}
 	urls := []string{base + "/v2/" + r.Repository + "/blobs/" + d.Digest.String()}
+	refused := 0
 	for _, u := range d.URLs {
-		if pu, err := url.Parse(u); err == nil && (pu.Scheme == "https" || pu.Scheme == "http") {
+		// Foreign-layer URLs come from a manifest anyone can write: https
+		// only, unless the operator trusts the host.
+		pu, err := url.Parse(u)
+		if err == nil && (pu.Scheme == "https" || (pu.Scheme == "http" && c.insecure(pu.Host))) {
 			urls = append(urls, u)
+		} else {
+			refused++
 		}
 	}
 	br := &blobReader{
-		ctx:  ctx,
-		http: &http.Client{Transport: rt},
-		urls: urls,
-		desc: d,
-		hash: sha256.New(),
-		what: "layer " + d.Digest.String() + " of " + r.CommonName(),
+		ctx:     ctx,
+		http:    &http.Client{Transport: rt},
+		urls:    urls,
+		desc:    d,
+		hash:    sha256.New(),
+		what:    "layer " + d.Digest.String() + " of " + r.CommonName(),
+		refused: refused,
 	}
 	// Open now, so a missing blob or a refusal is an error of OpenBlob.
-	if err := br.open(); err != nil {
+	if err := br.reopen(); err != nil {
 		return nil, err
 	}
 	return br, nil
 }
 
+// CheckBlob asks the registry, with the requester's credentials, whether
+// they may read d in r's repository (a HEAD, no bytes), before a cached
+// copy of a layer first fetched for someone else is handed to them.
+func (c *Client) CheckBlob(ctx context.Context, r ref.Ref, d descriptor.Descriptor, creds tarport.Credentials) error {
+	rt, base, err := c.blobTransport(ctx, r, creds)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, base+"/v2/"+r.Repository+"/blobs/"+d.Digest.String(), nil)
+	if err != nil {
+		return tarport.Wrap(err, tarport.CodeInvalidReference, "%s is not a valid repository", r.CommonName())
+	}
+	resp, err := (&http.Client{Transport: rt}).Do(req)
+	if err != nil {
+		return classify(err, "checking layer %s of %s", d.Digest, r.CommonName())
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return classify(&httpStatusError{status: resp.StatusCode}, "checking layer %s of %s", d.Digest, r.CommonName())
+	}
+	return nil
+}
+
 // blobTransport returns an authenticating transport for r's repository
-// and the registry's base URL, reusing one made for the same credentials.
+// with creds and the registry's base URL. Transports of anonymous and
+// service-account logins are kept (they hold tokens, refreshed on expiry);
+// a requester's own are built per call and dropped.
 func (c *Client) blobTransport(ctx context.Context, r ref.Ref, creds tarport.Credentials) (http.RoundTripper, string, error) {
 	host, tls := r.Registry, config.TLSEnabled
 	if r.Registry == "docker.io" {
 		host, tls = c.dockerHost.Hostname, c.dockerHost.TLS
-		if creds.Anonymous() && c.opts.DockerHubUsername != "" {
-			creds = tarport.Credentials{Username: c.opts.DockerHubUsername, Password: c.opts.DockerHubToken}
-		}
 	} else if c.insecure(host) {
 		tls = config.TLSDisabled
 	}
@@ -94,21 +123,21 @@ func (c *Client) blobTransport(ctx context.Context, r ref.Ref, creds tarport.Cre
 	if tls == config.TLSDisabled {
 		opts, scheme = append(opts, name.Insecure), "http"
 	}
+	base := scheme + "://" + host
 	repo, err := name.NewRepository(host+"/"+r.Repository, opts...)
 	if err != nil {
 		return nil, "", tarport.Wrap(err, tarport.CodeInvalidReference, "%s is not a valid repository", r.CommonName())
 	}
-	sum := sha256.Sum256([]byte(host + "\x00" + r.Repository + "\x00" + creds.Username + "\x00" + creds.Password))
-	key := hex.EncodeToString(sum[:])
-	c.mu.Lock()
-	cached, ok := c.transports[key]
-	if ok && time.Since(cached.lastUsed) < sessionIdle {
-		cached.lastUsed = time.Now()
+	key := host + "/" + r.Repository + "\x00" + creds.Username
+	keep := c.keepable(creds)
+	if keep {
+		c.mu.Lock()
+		rt, ok := c.transports[key]
 		c.mu.Unlock()
-		return cached.rt, scheme + "://" + host, nil
+		if ok {
+			return rt, base, nil
+		}
 	}
-	c.mu.Unlock()
-
 	var auth authn.Authenticator = authn.Anonymous
 	if !creds.Anonymous() {
 		auth = &authn.Basic{Username: creds.Username, Password: creds.Password}
@@ -117,15 +146,12 @@ func (c *Client) blobTransport(ctx context.Context, r ref.Ref, creds tarport.Cre
 	if err != nil {
 		return nil, "", classify(err, "authorizing with %s", host)
 	}
-	c.mu.Lock()
-	c.transports[key] = &cachedTransport{rt: rt, lastUsed: time.Now()}
-	c.mu.Unlock()
-	return rt, scheme + "://" + host, nil
-}
-
-type cachedTransport struct {
-	rt       http.RoundTripper
-	lastUsed time.Time
+	if keep {
+		c.mu.Lock()
+		c.transports[key] = rt
+		c.mu.Unlock()
+	}
+	return rt, base, nil
 }
 
 // blobReader reads a blob through any number of broken connections.
@@ -138,8 +164,10 @@ type blobReader struct {
 	hash     hash.Hash
 	what     string
 	body     io.ReadCloser
+	progress bool  // the current body delivered at least one byte
 	offset   int64 // verified bytes delivered so far
-	failures int   // failed requests since the last progress
+	failures int   // failed requests and empty bodies since the last progress
+	refused  int   // foreign-layer URLs not tried (plain http to untrusted hosts)
 	lastErr  error
 	done     bool
 }
@@ -161,7 +189,7 @@ func (b *blobReader) Read(p []byte) (int, error) {
 		}
 		n, err := b.body.Read(p)
 		if n > 0 {
-			b.failures = 0
+			b.failures, b.progress = 0, true
 			b.offset += int64(n)
 			b.hash.Write(p[:n])
 			if b.offset > b.desc.Size {
@@ -184,6 +212,11 @@ func (b *blobReader) Read(p []byte) (int, error) {
 			return n, b.ctx.Err()
 		}
 		// A short body, a reset, a stall cut by the idle timer: resume.
+		// A body that brought nothing counts as a failure, so an endless
+		// run of empty answers backs off and ends.
+		if !b.progress {
+			b.failures++
+		}
 		b.close()
 		b.lastErr = fmt.Errorf("body ended at byte %d of %d: %w", b.offset, b.desc.Size, err)
 		if n > 0 {
@@ -191,9 +224,6 @@ func (b *blobReader) Read(p []byte) (int, error) {
 		}
 	}
 }
-
-// open makes the first request.
-func (b *blobReader) open() error { return b.reopen() }
 
 // reopen requests the blob from offset on, with backoff between failures
 // and a fallback through the foreign-layer URLs on 404.
@@ -216,7 +246,7 @@ func (b *blobReader) reopen() error {
 		}
 		body, err := b.request()
 		if err == nil {
-			b.body = body
+			b.body, b.progress = body, false
 			return nil
 		}
 		var herr *httpStatusError
@@ -224,6 +254,9 @@ func (b *blobReader) reopen() error {
 			if herr.status == http.StatusNotFound && b.urlIdx+1 < len(b.urls) {
 				b.urlIdx++ // a foreign layer lives at its URLs
 				continue
+			}
+			if herr.status == http.StatusNotFound && b.refused > 0 {
+				return tarport.Errorf(tarport.CodeBlockedAddress, "fetching %s: the registry does not have it, and its foreign-layer URLs use plain http to a host this server does not trust", b.what)
 			}
 			return classify(err, "fetching %s", b.what)
 		}

@@ -1,12 +1,11 @@
-// Package registry is the adapter to OCI registries (through regclient):
-// it resolves a reference and platform to one image manifest and config,
-// and opens layer blobs as streams that verify their digest and size.
+// Package registry is the adapter to OCI registries: it resolves a
+// reference and platform to one image manifest and config (through
+// regclient), and streams layer blobs with our own resumable reader that
+// verifies digest and size (over go-containerregistry's auth transport).
 package registry
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -52,6 +51,21 @@ type Options struct {
 	Logger      *slog.Logger
 }
 
+// DefaultDockerHubRegistry is where docker.io images come from unless
+// TARPORT_DOCKERHUB_REGISTRY says otherwise.
+const DefaultDockerHubRegistry = "https://registry-1.docker.io"
+
+// hostPort is u's host with its port, the scheme's default if none.
+func hostPort(u *url.URL) string {
+	if u.Port() != "" {
+		return u.Host
+	}
+	if u.Scheme == "http" {
+		return u.Host + ":80"
+	}
+	return u.Host + ":443"
+}
+
 // Client talks to registries. It is safe for concurrent use.
 type Client struct {
 	opts       Options
@@ -59,18 +73,9 @@ type Client struct {
 	http       *http.Client
 
 	mu         sync.Mutex
-	sessions   map[string]*session
-	transports map[string]*cachedTransport
+	sessions   map[string]*regclient.RegClient // anonymous and service-account logins
+	transports map[string]http.RoundTripper    // the same, for blob reads
 }
-
-// session is a regclient bound to one set of credentials; it keeps the
-// bearer tokens that regclient refreshes on its own when they expire.
-type session struct {
-	rc       *regclient.RegClient
-	lastUsed time.Time
-}
-
-const sessionIdle = 15 * time.Minute
 
 // New builds a Client.
 func New(opts Options) *Client {
@@ -88,8 +93,11 @@ func New(opts Options) *Client {
 			if u.Scheme == "http" {
 				hub.TLS = config.TLSDisabled
 			}
-			// The operator chose this host; it may be a private mirror.
-			trusted = append(trusted, u.Host)
+			// A mirror the operator configured may be on a private
+			// address; the default Docker Hub stays under the guard.
+			if opts.DockerHubRegistry != DefaultDockerHubRegistry {
+				trusted = append(trusted, hostPort(u))
+			}
 		}
 	}
 	return &Client{
@@ -98,53 +106,64 @@ func New(opts Options) *Client {
 		http: &http.Client{
 			Transport: netguard.Policy{Trusted: trusted}.Transport(opts.IdleTimeout),
 		},
-		sessions:   map[string]*session{},
-		transports: map[string]*cachedTransport{},
+		sessions:   map[string]*regclient.RegClient{},
+		transports: map[string]http.RoundTripper{},
 	}
 }
 
-// session returns the regclient for registry host and creds, reusing one
-// made for the same (host, creds) so tokens are not fetched per request.
-// The key is a hash: credentials never sit in a map key or a log line.
+// session returns a regclient for registry host that logs in with
+// exactly creds. Anonymous and service-account sessions are kept and
+// reused (regclient keeps their tokens); a requester's own credentials are
+// used for one call and dropped, never kept beyond their request.
 func (c *Client) session(host string, creds tarport.Credentials) *regclient.RegClient {
-	h := sha256.Sum256([]byte(host + "\x00" + creds.Username + "\x00" + creds.Password))
-	key := hex.EncodeToString(h[:])
+	build := func() *regclient.RegClient {
+		return regclient.New(
+			regclient.WithConfigHost(c.hostConfigs(host, creds)...),
+			regclient.WithRegOpts(reg.WithHTTPClient(c.http)),
+			// Few, short retries: a Resolve runs inside an API request
+			// (API Gateway answers within ~30 s); Resolve retries too.
+			regclient.WithRetryLimit(3),
+			regclient.WithRetryDelay(200*time.Millisecond, 2*time.Second),
+			regclient.WithUserAgent("tarport"),
+			regclient.WithSlog(c.opts.Logger),
+		)
+	}
+	if !c.keepable(creds) {
+		return build()
+	}
+	key := host + "\x00" + creds.Username
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	now := time.Now()
-	for k, s := range c.sessions {
-		if now.Sub(s.lastUsed) > sessionIdle {
-			delete(c.sessions, k)
-		}
-	}
-	for k, t := range c.transports {
-		if now.Sub(t.lastUsed) > sessionIdle {
-			delete(c.transports, k)
-		}
-	}
 	if s, ok := c.sessions[key]; ok {
-		s.lastUsed = now
-		return s.rc
+		return s
 	}
-	rc := regclient.New(
-		regclient.WithConfigHost(c.hostConfigs(host, creds)...),
-		regclient.WithRegOpts(reg.WithHTTPClient(c.http)),
-		regclient.WithRetryLimit(8),
-		regclient.WithRetryDelay(200*time.Millisecond, 30*time.Second),
-		regclient.WithUserAgent("tarport"),
-		regclient.WithSlog(c.opts.Logger),
-	)
-	c.sessions[key] = &session{rc: rc, lastUsed: now}
+	rc := build()
+	c.sessions[key] = rc
 	return rc
 }
 
+// keepable reports whether a login may be cached: none, or the operator's.
+func (c *Client) keepable(creds tarport.Credentials) bool {
+	return creds.Anonymous() || (creds.Username == c.opts.DockerHubUsername && creds.Password == c.opts.DockerHubToken)
+}
+
+// pullCreds are the credentials for reading after the requester was
+// authorized: theirs, or for an anonymous docker.io request the service's
+// own Docker Hub account when one is configured.
+func (c *Client) pullCreds(host string, creds tarport.Credentials) tarport.Credentials {
+	if host == "docker.io" && creds.Anonymous() && c.opts.DockerHubUsername != "" {
+		return tarport.Credentials{Username: c.opts.DockerHubUsername, Password: c.opts.DockerHubToken}
+	}
+	return creds
+}
+
+// hostConfigs configures the Docker Hub host (possibly a mirror), every
+// insecure host, and host itself, logging in to host with creds only.
 func (c *Client) hostConfigs(host string, creds tarport.Credentials) []config.Host {
 	hub := c.dockerHost
 	hub.ReqConcurrent = 8
-	if host == "docker.io" && !creds.Anonymous() {
+	if host == "docker.io" {
 		hub.User, hub.Pass = creds.Username, creds.Password
-	} else if c.opts.DockerHubUsername != "" {
-		hub.User, hub.Pass = c.opts.DockerHubUsername, c.opts.DockerHubToken
 	}
 	hosts := []config.Host{hub}
 	for _, h := range c.opts.Insecure {

@@ -16,11 +16,14 @@ import (
 	"github.com/tarport/tarport/shared/tarport"
 )
 
-// classify turns a regclient error into a coded error whose message is
+// classify turns a regclient, go-containerregistry or HTTP status error into a coded error whose message is
 // safe to show; the original stays wrapped for logs. Docker Hub answers
 // 401 (not 404) for a repository that is missing or private, so the
 // message says both.
 func classify(err error, format string, args ...any) error {
+	if err == nil {
+		return nil
+	}
 	what := fmt.Sprintf(format, args...)
 	var coded *tarport.Error
 	switch {

@@ -30,7 +30,7 @@ const (
 // against the registry on every call (a HEAD at least), so a cached tar of
 // a private image is only handed to someone the registry lets pull it.
 // A failing registry (5xx, a dropped connection) is asked again a few
-// times within the seconds an API request may take.
+// times, within the caller's deadline.
 func (c *Client) Resolve(ctx context.Context, r ref.Ref, p tarport.Platform, creds tarport.Credentials) (tarport.Image, error) {
 	var err error
 	for attempt, wait := 0, 250*time.Millisecond; ; attempt, wait = attempt+1, wait*2 {
@@ -49,8 +49,16 @@ func (c *Client) Resolve(ctx context.Context, r ref.Ref, p tarport.Platform, cre
 }
 
 func (c *Client) resolve(ctx context.Context, r ref.Ref, p tarport.Platform, creds tarport.Credentials) (tarport.Image, error) {
-	rc := c.session(r.Registry, creds)
-	raw, mt, d, err := c.fetchManifest(ctx, rc, r, "")
+	want, err := c.authorize(ctx, r, creds)
+	if err != nil {
+		return tarport.Image{}, err
+	}
+	// Past the check, reads may use the service's own Docker Hub account
+	// (a higher pull limit); the check itself never does.
+	rc := c.session(r.Registry, c.pullCreds(r.Registry, creds))
+	// The top manifest was just authorized; what the cache holds below it
+	// is checked against the requester's repository before use.
+	raw, mt, d, err := c.fetchManifest(ctx, rc, r, want, nil)
 	if err != nil {
 		return tarport.Image{}, err
 	}
@@ -66,7 +74,10 @@ func (c *Client) resolve(ctx context.Context, r ref.Ref, p tarport.Platform, cre
 		if err != nil {
 			return tarport.Image{}, err
 		}
-		raw, mt, d, err = c.fetchManifest(ctx, rc, r, desc.Digest)
+		raw, mt, d, err = c.fetchManifest(ctx, rc, r, desc.Digest, func() error {
+			_, err := c.session(r.Registry, creds).ManifestHead(ctx, r.SetDigest(desc.Digest.String()))
+			return classify(err, "looking up %s", r.SetDigest(desc.Digest.String()).CommonName())
+		})
 		if err != nil {
 			return tarport.Image{}, err
 		}
@@ -99,7 +110,12 @@ func (c *Client) resolve(ctx context.Context, r ref.Ref, p tarport.Platform, cre
 	if err != nil {
 		return tarport.Image{}, tarport.Wrap(err, tarport.CodeUpstream, "reading the layers of %s", r.CommonName())
 	}
-	cfg, err := c.fetchConfig(ctx, rc, r, cfgDesc)
+	for _, l := range layers {
+		if l.Digest.Validate() != nil || l.Digest.Algorithm() != digest.SHA256 {
+			return tarport.Image{}, tarport.Errorf(tarport.CodeUnsupported, "%s has a layer digest %q; only sha256 is supported", r.CommonName(), l.Digest)
+		}
+	}
+	cfg, err := c.fetchConfig(ctx, rc, r, cfgDesc, func() error { return c.CheckBlob(ctx, r, cfgDesc, creds) })
 	if err != nil {
 		return tarport.Image{}, err
 	}
@@ -135,30 +151,47 @@ func isIndex(mt string) bool {
 	return mt == mediatype.OCI1ManifestList || mt == mediatype.Docker2ManifestList
 }
 
-// fetchManifest returns a verified manifest. With want empty it resolves
-// r's tag (or digest) by HEAD, then serves the body from the cache when it
-// can; a registry that omits the digest on HEAD gets a GET instead.
-func (c *Client) fetchManifest(ctx context.Context, rc *regclient.RegClient, r ref.Ref, want digest.Digest) ([]byte, string, digest.Digest, error) {
+// authorize asks the registry, with the requester's own credentials, for
+// exactly what was requested (a HEAD: Docker Hub does not count it against
+// the pull limit). It runs on every request, by tag or by digest, before
+// anything is read from a cache: that is what keeps a cached private image
+// from anyone the registry would refuse. It returns the manifest's digest,
+// or "" when the registry does not say.
+func (c *Client) authorize(ctx context.Context, r ref.Ref, creds tarport.Credentials) (digest.Digest, error) {
+	head, err := c.session(r.Registry, creds).ManifestHead(ctx, r)
+	if err != nil {
+		return "", classify(err, "looking up %s", r.CommonName())
+	}
+	desc := head.GetDescriptor()
+	if isSchema1(desc.MediaType) {
+		return "", errSchema1(r)
+	}
+	want := desc.Digest
+	if r.Digest != "" {
+		asked := digest.Digest(r.Digest)
+		if want != "" && want != asked {
+			return "", tarport.Errorf(tarport.CodeDigestMismatch, "the registry answered %s for %s", want, r.CommonName())
+		}
+		want = asked
+	}
+	return want, nil
+}
+
+// fetchManifest returns a verified manifest: want's from the cache when
+// it is there (after check, if any, allows it), else by GET (of want, or
+// of r's tag when want is unknown).
+func (c *Client) fetchManifest(ctx context.Context, rc *regclient.RegClient, r ref.Ref, want digest.Digest, check func() error) ([]byte, string, digest.Digest, error) {
 	target := r
 	if want != "" {
 		target = r.SetDigest(want.String())
-	} else if r.Digest != "" {
-		want = digest.Digest(r.Digest)
-	} else {
-		head, err := rc.ManifestHead(ctx, r)
-		if err != nil {
-			return nil, "", "", classify(err, "looking up %s", r.CommonName())
-		}
-		if mt := head.GetDescriptor().MediaType; isSchema1(mt) {
-			return nil, "", "", errSchema1(r)
-		}
-		want = head.GetDescriptor().Digest
-		if want != "" {
-			target = r.SetDigest(want.String())
-		}
 	}
 	if want != "" && c.opts.Cache != nil {
 		if raw, err := c.opts.Cache.GetMeta(ctx, want); err == nil && want.Validate() == nil && want.Algorithm().FromBytes(raw) == want {
+			if check != nil {
+				if err := check(); err != nil {
+					return nil, "", "", err
+				}
+			}
 			return raw, sniffMediaType(raw), want, nil
 		}
 	}
@@ -253,13 +286,17 @@ func dedupe(s []string) []string {
 	return out
 }
 
-// fetchConfig returns the verified config blob, from the cache if there.
-func (c *Client) fetchConfig(ctx context.Context, rc *regclient.RegClient, r ref.Ref, d descriptor.Descriptor) ([]byte, error) {
+// fetchConfig returns the verified config blob, from the cache (after
+// check allows it) if there.
+func (c *Client) fetchConfig(ctx context.Context, rc *regclient.RegClient, r ref.Ref, d descriptor.Descriptor, check func() error) ([]byte, error) {
 	if d.Size > maxConfigBytes {
 		return nil, tarport.Errorf(tarport.CodeUnsupported, "the config of %s is %d bytes, over %d", r.CommonName(), d.Size, maxConfigBytes)
 	}
 	if c.opts.Cache != nil {
 		if raw, err := c.opts.Cache.GetMeta(ctx, d.Digest); err == nil && d.Digest.Algorithm().FromBytes(raw) == d.Digest {
+			if err := check(); err != nil {
+				return nil, err
+			}
 			return raw, nil
 		}
 	}

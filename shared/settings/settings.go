@@ -4,7 +4,9 @@ package settings
 
 import (
 	"fmt"
+	"log/slog"
 	"math"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -28,7 +30,7 @@ type Settings struct {
 	DockerHubToken     string        // TARPORT_DOCKERHUB_TOKEN
 	Workers            int           // TARPORT_WORKERS: layers fetched at once (local)
 	BlobIdleTimeout    time.Duration // TARPORT_BLOB_IDLE_TIMEOUT: a silent blob body is cut and resumed
-	LogLevel           string        // TARPORT_LOG_LEVEL: debug, info, warn, error
+	LogLevel           slog.Level    // TARPORT_LOG_LEVEL: debug, info, warn, error
 }
 
 // FromEnv reads the settings from the process environment.
@@ -52,12 +54,20 @@ func Parse(getenv func(string) string) (Settings, error) {
 		QueueURL:          get("TARPORT_QUEUE_URL", ""),
 		DockerHubUsername: get("TARPORT_DOCKERHUB_USERNAME", ""),
 		DockerHubToken:    get("TARPORT_DOCKERHUB_TOKEN", ""),
-		LogLevel:          get("TARPORT_LOG_LEVEL", "info"),
 	}
 	for _, h := range strings.Split(getenv("TARPORT_INSECURE_REGISTRIES"), ",") {
 		if h = strings.TrimSpace(h); h != "" {
+			if strings.Contains(h, "/") {
+				return Settings{}, fmt.Errorf("TARPORT_INSECURE_REGISTRIES: want host:port entries without a scheme or path, got %q", h)
+			}
 			s.InsecureRegistries = append(s.InsecureRegistries, strings.ToLower(h))
 		}
+	}
+	if u, err := url.Parse(s.DockerHubRegistry); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
+		return Settings{}, fmt.Errorf("TARPORT_DOCKERHUB_REGISTRY: want a URL like https://mirror.example.com (no credentials), got %q", s.DockerHubRegistry)
+	}
+	if err := s.LogLevel.UnmarshalText([]byte(get("TARPORT_LOG_LEVEL", "info"))); err != nil {
+		return Settings{}, fmt.Errorf("TARPORT_LOG_LEVEL: want debug, info, warn or error, got %q", getenv("TARPORT_LOG_LEVEL"))
 	}
 	var err error
 	// S3 presigned links live at most 7 days.

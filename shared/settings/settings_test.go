@@ -1,6 +1,7 @@
 package settings
 
 import (
+	"log/slog"
 	"reflect"
 	"strings"
 	"testing"
@@ -30,7 +31,7 @@ func TestDefaults(t *testing.T) {
 		RateLimitPerMinute: 100,
 		Workers:            4,
 		BlobIdleTimeout:    time.Minute,
-		LogLevel:           "info",
+		LogLevel:           slog.LevelInfo,
 	}
 	for _, tt := range []struct {
 		name   string
@@ -87,7 +88,7 @@ func TestOverrides(t *testing.T) {
 			return s.DockerHubUsername == "svc" && s.DockerHubToken == "dckr_pat_x"
 		}},
 		{"workers", []string{"TARPORT_WORKERS", "64"}, func(s Settings) bool { return s.Workers == 64 }},
-		{"log level", []string{"TARPORT_LOG_LEVEL", "debug"}, func(s Settings) bool { return s.LogLevel == "debug" }},
+		{"log level", []string{"TARPORT_LOG_LEVEL", "debug"}, func(s Settings) bool { return s.LogLevel == slog.LevelDebug }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -150,6 +151,13 @@ func TestInvalidValues(t *testing.T) {
 		{"TARPORT_WORKERS", "0"},
 		{"TARPORT_WORKERS", "65"},
 		{"TARPORT_WORKERS", "four"},
+		{"TARPORT_PRESIGN_TTL", "169h"}, // over S3's 7 days
+		{"TARPORT_BLOB_IDLE_TIMEOUT", "0s"},
+		{"TARPORT_DOCKERHUB_REGISTRY", "mirror.example.com"},
+		{"TARPORT_DOCKERHUB_REGISTRY", "ftp://mirror.example.com"},
+		{"TARPORT_DOCKERHUB_REGISTRY", "https://user:pw@mirror.example.com"},
+		{"TARPORT_INSECURE_REGISTRIES", "http://127.0.0.1:5000"},
+		{"TARPORT_LOG_LEVEL", "loud"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name+"="+tt.value, func(t *testing.T) {

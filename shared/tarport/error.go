@@ -1,7 +1,7 @@
 // Package tarport holds the domain of the product: coded errors, image
-// references and platforms, and download jobs. It depends only on the
-// standard library and regclient's leaf types, so everything built on it
-// (planning, assembling, the HTTP API) can be tested without a network.
+// references and platforms, resolved images and download jobs. It depends
+// on the standard library, regclient's leaf types and the pure planner
+// only, so everything built on it can be tested without a network.
 package tarport
 
 import (

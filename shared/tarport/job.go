@@ -17,6 +17,19 @@ const (
 	StatusFailed     Status = "failed"
 )
 
+// Rank orders the statuses a job moves through.
+func (s Status) Rank() int {
+	switch s {
+	case StatusQueued:
+		return 0
+	case StatusFetching:
+		return 1
+	case StatusAssembling:
+		return 2
+	}
+	return 3
+}
+
 // Terminal reports whether the job will not change any more.
 func (s Status) Terminal() bool { return s == StatusReady || s == StatusFailed }
 

@@ -1,6 +1,8 @@
 package tarport
 
 import (
+	"math"
+
 	"github.com/opencontainers/go-digest"
 	"github.com/regclient/regclient/types/descriptor"
 	"github.com/regclient/regclient/types/ref"
@@ -36,20 +38,25 @@ type Image struct {
 	Layers []descriptor.Descriptor
 }
 
-// TotalLayerBytes is the sum of the layer sizes (duplicates counted once).
+// TotalLayerBytes is the sum of the layer sizes (duplicates counted once),
+// saturating at math.MaxInt64 for hostile sizes.
 func (img Image) TotalLayerBytes() int64 {
 	seen := map[digest.Digest]bool{}
 	var n int64
 	for _, l := range img.Layers {
 		if !seen[l.Digest] {
 			seen[l.Digest] = true
+			if l.Size < 0 || l.Size > math.MaxInt64-n {
+				return math.MaxInt64
+			}
 			n += l.Size
 		}
 	}
 	return n
 }
 
-// PlanInput turns the image into the planner's input, named by repoTags.
+// PlanInput turns the image into the planner's input, named after the
+// reference (RepoTags name:tag, none for a digest-only reference).
 func (img Image) PlanInput() tarplan.Image {
 	in := tarplan.Image{
 		Name:              FullName(img.Ref),

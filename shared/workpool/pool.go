@@ -28,7 +28,7 @@ type Pool struct {
 	backoff  func(attempt int) time.Duration
 	log      *slog.Logger
 	wg       sync.WaitGroup
-	ctx      context.Context
+	closed   <-chan struct{} // closed by Close
 	cancel   context.CancelFunc
 }
 
@@ -42,11 +42,11 @@ var _ download.Queue = (*Pool)(nil)
 // New starts workers goroutines running handler.
 func New(workers int, handler Handler, dead DeadLetter, log *slog.Logger) *Pool {
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &Pool{tasks: make(chan delivery, 4096), handler: handler, dead: dead, attempts: 5, log: log, ctx: ctx, cancel: cancel,
+	p := &Pool{tasks: make(chan delivery, 4096), handler: handler, dead: dead, attempts: 5, log: log, closed: ctx.Done(), cancel: cancel,
 		backoff: func(attempt int) time.Duration { return time.Duration(attempt) * time.Second }}
 	for range workers {
 		p.wg.Add(1)
-		go p.work()
+		go p.work(ctx)
 	}
 	return p
 }
@@ -56,52 +56,55 @@ func (p *Pool) Enqueue(ctx context.Context, tasks []download.Task) error {
 	for _, t := range tasks {
 		// Checked first: select picks at random among ready cases, and a
 		// task queued after Close would never run.
-		if err := p.ctx.Err(); err != nil {
-			return err
+		select {
+		case <-p.closed:
+			return context.Canceled
+		default:
 		}
 		select {
 		case p.tasks <- delivery{task: t, attempt: 1}:
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-p.ctx.Done():
-			return p.ctx.Err()
+		case <-p.closed:
+			return context.Canceled
 		}
 	}
 	return nil
 }
 
-func (p *Pool) work() {
+// work runs tasks until ctx (the pool's life) ends.
+func (p *Pool) work(ctx context.Context) {
 	defer p.wg.Done()
 	for {
 		select {
-		case <-p.ctx.Done():
+		case <-ctx.Done():
 			return
 		case d := <-p.tasks:
-			err := p.handler(p.ctx, d.task)
-			if err == nil || p.ctx.Err() != nil {
+			err := p.handler(ctx, d.task)
+			if err == nil || ctx.Err() != nil {
 				continue
 			}
 			if d.attempt >= p.attempts {
 				p.log.Error("task failed every delivery", "job", d.task.JobID, "layer", d.task.Layer, "err", err)
-				p.dead(p.ctx, d.task, err)
+				p.dead(ctx, d.task, err)
 				continue
 			}
 			p.log.Warn("task failed, redelivering", "job", d.task.JobID, "layer", d.task.Layer, "attempt", d.attempt, "err", err)
 			d.attempt++
-			go p.redeliver(d, p.backoff(d.attempt))
+			go p.redeliver(ctx, d, p.backoff(d.attempt))
 		}
 	}
 }
 
-func (p *Pool) redeliver(d delivery, after time.Duration) {
+func (p *Pool) redeliver(ctx context.Context, d delivery, after time.Duration) {
 	select {
 	case <-time.After(after):
-	case <-p.ctx.Done():
+	case <-ctx.Done():
 		return
 	}
 	select {
 	case p.tasks <- d:
-	case <-p.ctx.Done():
+	case <-ctx.Done():
 	}
 }
 

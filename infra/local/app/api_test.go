@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -205,14 +206,38 @@ func TestLinkRangeAndResume(t *testing.T) {
 		t.Fatalf("resumed file differs (%d bytes, want %d)", len(got), len(want))
 	}
 
-	// A tampered or expired link is refused.
+	// A tampered link is refused.
 	u, _ := url.Parse(j.URL)
 	q := u.Query()
-	q.Set("exp", fmt.Sprint(time.Now().Add(-time.Minute).Unix()))
+	q.Set("exp", fmt.Sprint(time.Now().Add(3*time.Hour).Unix()))
 	u.RawQuery = q.Encode()
-	if resp, err := http.Get(u.String()); err != nil || resp.StatusCode != http.StatusForbidden {
-		t.Fatalf("tampered link: %v %v", resp.StatusCode, err)
+	if code := linkError(t, u.String()); code != "invalid_signature" {
+		t.Fatalf("tampered link: %q, want invalid_signature", code)
 	}
+
+	// A link signed for one second is refused once that second is over.
+	short := startServer(t, map[string]string{"TARPORT_INSECURE_REGISTRIES": reg.Host, "TARPORT_PRESIGN_TTL": "1s"})
+	_, sj := short.download(t, request{Image: reg.Ref("team/big", "v1")})
+	time.Sleep(2100 * time.Millisecond)
+	if code := linkError(t, sj.URL); code != "link_expired" {
+		t.Fatalf("expired link: %q, want link_expired", code)
+	}
+}
+
+// linkError fetches a link that must be refused with 403 and returns the
+// error code.
+func linkError(t *testing.T, link string) string {
+	t.Helper()
+	resp, err := http.Get(link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var e errorBody
+	if err := json.NewDecoder(resp.Body).Decode(&e); err != nil || resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("GET %s: %d, %v; want a 403 error", link, resp.StatusCode, err)
+	}
+	return e.Error.Code
 }
 
 // TestForeignLayer: a Windows image whose base layer lives at its URLs,
@@ -261,8 +286,14 @@ func TestRestartResumesJobs(t *testing.T) {
 	for {
 		var cur job
 		getJSON(t, h.srv.URL+"/api/downloads/"+j.ID, &cur)
-		if cur.DoneBytes > 0 || time.Now().After(deadline) {
+		if cur.Status == "ready" || cur.Status == "failed" {
+			t.Fatalf("the job was %s before the restart; nothing to resume", cur.Status)
+		}
+		if cur.DoneBytes > 0 { // mid-layer, held by the stall
 			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no progress within 30 s: %+v", cur)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

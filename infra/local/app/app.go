@@ -22,6 +22,18 @@ import (
 	"github.com/tarport/tarport/shared/workpool"
 )
 
+// The adapters satisfy the ports they are wired to.
+var (
+	_ download.Registry  = (*registry.Client)(nil)
+	_ download.Objects   = (*dirstore.Store)(nil)
+	_ download.MetaStore = (*dirstore.Store)(nil)
+	_ download.Signer    = (*dirstore.Store)(nil)
+	_ download.Jobs      = (*boltdb.Jobs)(nil)
+	_ download.Queue     = (*workpool.Pool)(nil)
+	_ registry.MetaCache = (*dirstore.Store)(nil)
+	_ httpapi.Downloads  = (*download.Service)(nil)
+)
+
 // App is a running local tarport.
 type App struct {
 	Store   *dirstore.Store

@@ -54,8 +54,13 @@ func (h *hub) pushApp(t *testing.T, repo, tag string) regtest.Image {
 	return p.Images[0]
 }
 
+// blobRequests counts blob GETs (HEADs fetch nothing) at the registry
+// and at the CDN, and the Range headers sent to the CDN.
 func (h *hub) blobRequests() (registry, cdn int, ranges []string) {
 	for _, r := range h.proxy.Requests() {
+		if r.Method != http.MethodGet {
+			continue
+		}
 		switch {
 		case r.Host == h.proxy.CDNHost():
 			cdn++
@@ -240,7 +245,7 @@ func TestCachedLayersCostNoRegistryTraffic(t *testing.T) {
 func TestPrivateImage(t *testing.T) {
 	t.Parallel()
 	h := startHub(t)
-	h.pushApp(t, "secret", "1")
+	img := h.pushApp(t, "secret", "1")
 	const user, pass = "alice", "pa55-word-never-stored"
 	h.proxy.RequireAuth(user, pass, "library/secret")
 
@@ -257,10 +262,14 @@ func TestPrivateImage(t *testing.T) {
 	path, _ := h.srv.download(t, request{Image: "secret:1", Username: user, Password: pass})
 	tarcheck.Structure(t, path)
 
-	// A cached private tar still needs the registry's yes.
+	// A cached private tar still needs the registry's yes, by tag or by
+	// digest, and so does any layer of it a foreign manifest names.
 	var e errorBody
 	if st := post(t, h.srv.URL+"/api/downloads", request{Image: "secret:1"}, &e); st != http.StatusUnauthorized {
 		t.Fatalf("anonymous request for a cached private image: %d, want 401", st)
+	}
+	if st := post(t, h.srv.URL+"/api/downloads", request{Image: "secret@" + img.Manifest.Digest}, &e); st != http.StatusUnauthorized {
+		t.Fatalf("anonymous request by digest for a cached private image: %d, want 401", st)
 	}
 	err := filepath.Walk(h.srv.dataDir, func(p string, fi os.FileInfo, err error) error {
 		if err != nil || fi.IsDir() {
@@ -278,4 +287,24 @@ func TestPrivateImage(t *testing.T) {
 	if strings.Contains(h.srv.logs.String(), pass) {
 		t.Error("the password is in the server log")
 	}
+}
+
+// TestServiceAccountDoesNotAuthorizeAnonymousUsers: the operator's Docker
+// Hub account raises the pull limit for anonymous users, but an anonymous
+// request is still checked anonymously: the account's private images stay
+// private.
+func TestServiceAccountDoesNotAuthorizeAnonymousUsers(t *testing.T) {
+	t.Parallel()
+	const user, pass = "operator", "service-token"
+	h := startHub(t, "TARPORT_DOCKERHUB_USERNAME", user, "TARPORT_DOCKERHUB_TOKEN", pass)
+	h.pushApp(t, "public", "1")
+	h.pushApp(t, "internal", "1")
+	h.proxy.RequireAuth(user, pass, "library/internal")
+
+	var e errorBody
+	if st := post(t, h.srv.URL+"/api/downloads", request{Image: "internal:1"}, &e); st != http.StatusUnauthorized {
+		t.Fatalf("anonymous request for the operator's private image: %d %+v, want 401", st, e)
+	}
+	path, _ := h.srv.download(t, request{Image: "public:1"})
+	tarcheck.Structure(t, path)
 }
