@@ -2,7 +2,6 @@ package download
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 
 	"github.com/regclient/regclient/types/descriptor"
@@ -43,11 +42,9 @@ func (s *Service) unfinishedTasks(ctx context.Context, job tarport.Job) ([]Task,
 	if err != nil {
 		return nil, fmt.Errorf("loading manifest %s: %w", job.Digest, err)
 	}
-	var m struct {
-		Layers []descriptor.Descriptor `json:"layers"`
-	}
-	if err := json.Unmarshal(raw, &m); err != nil {
-		return nil, fmt.Errorf("decoding manifest %s: %w", job.Digest, err)
+	m, err := decodeManifest(job, raw)
+	if err != nil {
+		return nil, err
 	}
 	byDigest := map[string]descriptor.Descriptor{}
 	for _, l := range m.Layers {

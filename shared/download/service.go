@@ -1,6 +1,7 @@
 package download
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -96,8 +97,8 @@ type Request struct {
 // View is a job as its user sees it, with a fresh link when ready.
 type View struct {
 	tarport.Job
-	URL       string
-	ExpiresAt time.Time
+	URL           string
+	LinkExpiresAt time.Time
 }
 
 // Create resolves the image (authorizing the requester), plans the tar and
@@ -205,7 +206,7 @@ func (s *Service) view(ctx context.Context, job tarport.Job) (View, error) {
 	if err != nil {
 		return View{}, fmt.Errorf("signing the link of job %s: %w", job.ID, err)
 	}
-	v.URL, v.ExpiresAt = url, s.now().Add(ttl)
+	v.URL, v.LinkExpiresAt = url, s.now().Add(ttl)
 	return v, nil
 }
 
@@ -373,7 +374,7 @@ func (s *Service) fetchWithRetries(ctx context.Context, t Task, key string, hdr 
 		progress.reset()
 		body, err := s.reg.OpenBlob(ctx, r, t.Desc, t.Creds)
 		if err == nil {
-			entry := io.MultiReader(bytesReader(hdr), progress.reader(body), bytesReader(tarplan.Padding(t.Desc.Size)))
+			entry := io.MultiReader(bytes.NewReader(hdr), progress.reader(body), bytes.NewReader(tarplan.Padding(t.Desc.Size)))
 			err = s.objects.Put(ctx, key, entry, want)
 			body.Close()
 		}
@@ -575,25 +576,37 @@ func (c *countingReader) Read(b []byte) (int, error) {
 // replanInput is the planner input of a job, from its record and the
 // manifest and config it was planned from.
 func replanInput(job tarport.Job, manifest, config []byte) (tarplan.Image, error) {
-	var m struct {
-		MediaType string         `json:"mediaType"`
-		Layers    []tarplan.Blob `json:"layers"`
+	m, err := decodeManifest(job, manifest)
+	if err != nil {
+		return tarplan.Image{}, err
 	}
-	if err := json.Unmarshal(manifest, &m); err != nil {
-		return tarplan.Image{}, fmt.Errorf("decoding manifest %s: %w", job.Digest, err)
-	}
-	mt := m.MediaType
-	if mt == "" {
-		mt = "application/vnd.oci.image.manifest.v1+json"
-	}
-	return tarplan.Image{
+	in := tarplan.Image{
 		Name:              job.Name,
 		RepoTags:          job.RepoTags,
 		RefName:           job.RefName,
 		Manifest:          manifest,
-		ManifestMediaType: mt,
+		ManifestMediaType: m.MediaType, // tarplan defaults an empty one to OCI
 		Config:            config,
 		ConfigDigest:      job.ConfigDigest,
-		Layers:            m.Layers,
-	}, nil
+	}
+	for _, l := range m.Layers {
+		in.Layers = append(in.Layers, tarplan.Blob{Digest: l.Digest, Size: l.Size, MediaType: l.MediaType})
+	}
+	return in, nil
+}
+
+// cachedManifest is what a job needs of its image manifest.
+type cachedManifest struct {
+	MediaType string                  `json:"mediaType"`
+	Layers    []descriptor.Descriptor `json:"layers"`
+}
+
+// decodeManifest reads a job's cached image manifest (Docker schema2 and
+// OCI manifests share these fields).
+func decodeManifest(job tarport.Job, raw []byte) (cachedManifest, error) {
+	var m cachedManifest
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return cachedManifest{}, fmt.Errorf("decoding manifest %s: %w", job.Digest, err)
+	}
+	return m, nil
 }

@@ -281,8 +281,8 @@ func TestStatusSignsReadyJobsOnly(t *testing.T) {
 		}
 		signed := h.signer.count() - before
 		if st != tarport.StatusReady {
-			if v.URL != "" || !v.ExpiresAt.IsZero() || signed != 0 {
-				t.Errorf("%s job: url %q, expires %v, %d signatures; want none", st, v.URL, v.ExpiresAt, signed)
+			if v.URL != "" || !v.LinkExpiresAt.IsZero() || signed != 0 {
+				t.Errorf("%s job: url %q, expires %v, %d signatures; want none", st, v.URL, v.LinkExpiresAt, signed)
 			}
 			continue
 		}
@@ -290,8 +290,8 @@ func TestStatusSignsReadyJobsOnly(t *testing.T) {
 		if signed != 1 || v.URL == "" || last.key != job.TarKey || last.fileName != job.FileName || last.ttl != 17*time.Minute {
 			t.Errorf("ready job: url %q, %d signatures, last %+v", v.URL, signed, last)
 		}
-		if !v.ExpiresAt.Equal(now.Add(17 * time.Minute)) {
-			t.Errorf("ready job: expires %v, want now+LinkTTL %v", v.ExpiresAt, now.Add(17*time.Minute))
+		if !v.LinkExpiresAt.Equal(now.Add(17 * time.Minute)) {
+			t.Errorf("ready job: expires %v, want now+LinkTTL %v", v.LinkExpiresAt, now.Add(17*time.Minute))
 		}
 		// Signed afresh at every read, never stored.
 		if _, err := h.svc.Status(context.Background(), id); err != nil || h.signer.count() != before+2 {
@@ -319,8 +319,8 @@ func TestStatusDefaultLinkTTL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v.ExpiresAt.Before(start.Add(time.Hour)) || v.ExpiresAt.After(time.Now().Add(time.Hour)) {
-		t.Errorf("expires %v, want about now+1h", v.ExpiresAt)
+	if v.LinkExpiresAt.Before(start.Add(time.Hour)) || v.LinkExpiresAt.After(time.Now().Add(time.Hour)) {
+		t.Errorf("expires %v, want about now+1h", v.LinkExpiresAt)
 	}
 }
 
@@ -334,8 +334,8 @@ func TestLinkNeverOutlivesTheTar(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v.ExpiresAt.After(time.Now().Add(10 * time.Minute)) {
-		t.Errorf("link expires %v, after the job's tar (in 10 min)", v.ExpiresAt)
+	if v.LinkExpiresAt.After(time.Now().Add(10 * time.Minute)) {
+		t.Errorf("link expires %v, after the job's tar (in 10 min)", v.LinkExpiresAt)
 	}
 	h.jobs.put(tarport.Job{ID: "gone", Status: tarport.StatusReady, TarKey: "tars/gone.tar", ExpiresAt: time.Now().Add(-time.Second)})
 	if _, err := h.svc.Status(context.Background(), "gone"); tarport.ErrorCode(err) != tarport.CodeNotFound {

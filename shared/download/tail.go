@@ -9,8 +9,6 @@ import (
 	"github.com/tarport/tarport/shared/tarplan"
 )
 
-func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
-
 // tail returns the reader of any byte range of the layout's tail: small
 // layer entries read from the entry store, metadata files from memory,
 // then the end-of-archive blocks. Entries are opened only when reached.

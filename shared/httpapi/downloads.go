@@ -57,7 +57,7 @@ func toResponse(r *http.Request, v download.View) jobResponse {
 	}
 	if v.URL != "" {
 		out.URL = absoluteURL(r, v.URL)
-		exp := v.ExpiresAt.UTC()
+		exp := v.LinkExpiresAt.UTC()
 		out.ExpiresAt = &exp
 	}
 	return out

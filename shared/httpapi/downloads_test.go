@@ -179,8 +179,8 @@ func checkJobShape(t *testing.T, body map[string]any, v download.View) {
 	}
 	if v.Status == tarport.StatusReady {
 		exp, _ := body["expires_at"].(string)
-		if exp != v.ExpiresAt.UTC().Format(time.RFC3339) {
-			t.Errorf("ready job: expires_at %q, want %q", exp, v.ExpiresAt.UTC().Format(time.RFC3339))
+		if exp != v.LinkExpiresAt.UTC().Format(time.RFC3339) {
+			t.Errorf("ready job: expires_at %q, want %q", exp, v.LinkExpiresAt.UTC().Format(time.RFC3339))
 		}
 	}
 }

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -59,7 +60,7 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 		log.Info("request refused", "method", r.Method, "path", r.URL.Path, "code", code, "err", err)
 	}
 	var te *tarport.Error
-	if asErr(err, &te) && te.RetryAfter > 0 {
+	if errors.As(err, &te) && te.RetryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(te.RetryAfter))
 	}
 	writeJSON(w, status, errorBody{Error: errorDetail{Code: code, Message: tarport.ErrorMessage(err)}})

@@ -108,7 +108,7 @@ func readyView(url string) download.View {
 	}
 	v.Remaining = 0
 	v.URL = url
-	v.ExpiresAt = testCreated.Add(time.Hour).In(time.FixedZone("CET", 3600))
+	v.LinkExpiresAt = testCreated.Add(time.Hour).In(time.FixedZone("CET", 3600))
 	return v
 }
 

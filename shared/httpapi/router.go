@@ -5,10 +5,10 @@ package httpapi
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"net/http"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/tarport/tarport/shared/download"
@@ -87,13 +87,16 @@ func (a *API) health(w http.ResponseWriter, _ *http.Request) {
 // notFound answers unknown paths, and known paths with a wrong method
 // (ServeMux sends those here only when no pattern matches the path).
 func (a *API) notFound(w http.ResponseWriter, r *http.Request) {
-	_, pattern := a.mux.Handler(&http.Request{Method: http.MethodGet, URL: r.URL, Host: r.Host})
-	_, postPattern := a.mux.Handler(&http.Request{Method: http.MethodPost, URL: r.URL, Host: r.Host})
-	if pattern != "/api/" || postPattern != "/api/" {
+	var allow []string
+	for _, m := range []string{http.MethodGet, http.MethodPost} {
+		if _, pattern := a.mux.Handler(&http.Request{Method: m, URL: r.URL, Host: r.Host}); pattern != "/api/" {
+			allow = append(allow, m)
+		}
+	}
+	if len(allow) > 0 {
+		w.Header().Set("Allow", strings.Join(allow, ", "))
 		writeError(w, r, a.log, tarport.Errorf(tarport.CodeMethodNotAllowed, "%s is not allowed on %s", r.Method, r.URL.Path))
 		return
 	}
 	writeError(w, r, a.log, tarport.Errorf(tarport.CodeNotFound, "no such endpoint: %s", r.URL.Path))
 }
-
-func asErr(err error, target **tarport.Error) bool { return errors.As(err, target) }

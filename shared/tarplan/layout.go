@@ -1,6 +1,7 @@
 package tarplan
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -78,15 +79,7 @@ func (l Layout) Blobs() []Blob {
 			out = append(out, Blob{Digest: e.Digest, Size: e.Size})
 		}
 	}
-	slices.SortStableFunc(out, func(a, b Blob) int {
-		switch {
-		case a.Size > b.Size:
-			return -1
-		case a.Size < b.Size:
-			return 1
-		}
-		return 0
-	})
+	slices.SortStableFunc(out, func(a, b Blob) int { return cmp.Compare(b.Size, a.Size) })
 	return out
 }
 
@@ -139,16 +132,7 @@ func Plan(img Image) (Layout, error) {
 			small = append(small, e)
 		}
 	}
-	bySizeDesc := func(a, b Entry) int {
-		switch {
-		case a.Size > b.Size:
-			return -1
-		case a.Size < b.Size:
-			return 1
-		}
-		return 0
-	}
-	slices.SortStableFunc(big, bySizeDesc)
+	slices.SortStableFunc(big, func(a, b Entry) int { return cmp.Compare(b.Size, a.Size) })
 
 	meta, err := metadataFiles(img, mDigest)
 	if err != nil {
