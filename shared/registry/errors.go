@@ -58,7 +58,11 @@ func classify(err error, format string, args ...any) error {
 	}
 	var dnsErr *net.DNSError
 	if errors.As(err, &dnsErr) {
-		return tarport.Wrap(err, tarport.CodeNotFound, "%s: the registry host %q does not resolve", what, dnsErr.Name)
+		if dnsErr.IsNotFound {
+			return tarport.Wrap(err, tarport.CodeNotFound, "%s: the registry host %q does not exist", what, dnsErr.Name)
+		}
+		// No network, or a DNS server that failed: not the user's fault.
+		return tarport.Wrap(err, tarport.CodeUpstream, "%s: cannot look up the registry host %q (is this server online?)", what, dnsErr.Name)
 	}
 	var netErr net.Error
 	if errors.As(err, &netErr) && netErr.Timeout() {
