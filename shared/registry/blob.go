@@ -22,6 +22,7 @@ import (
 	"github.com/regclient/regclient/types/descriptor"
 	"github.com/regclient/regclient/types/ref"
 
+	"github.com/tarport/tarport/shared/netguard"
 	"github.com/tarport/tarport/shared/tarport"
 )
 
@@ -200,7 +201,10 @@ func (b *blobReader) Read(p []byte) (int, error) {
 		switch {
 		case err == nil:
 			return n, nil
-		case err == io.EOF && b.offset == b.desc.Size:
+		case b.offset == b.desc.Size && (err == io.EOF || b.ctx.Err() == nil):
+			// Every byte is here: a body that then breaks instead of
+			// ending cleanly (a cut chunked trailer, the idle watchdog) is
+			// as good as EOF; asking for bytes=size- would get a 416.
 			b.close()
 			b.done = true
 			if got := digest.NewDigestFromEncoded(digest.SHA256, hex.EncodeToString(b.hash.Sum(nil))); got != b.desc.Digest {
@@ -262,6 +266,9 @@ func (b *blobReader) reopen() error {
 		}
 		if b.ctx.Err() != nil {
 			return b.ctx.Err()
+		}
+		if errors.Is(err, netguard.ErrBlocked) {
+			return classify(err, "fetching %s", b.what) // retrying cannot help
 		}
 		b.failures++
 		b.lastErr = err
