@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -15,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/tarport/tarport/shared/testkit/regtest"
 )
 
 // tarportTool runs the local server (built once) as its own process, so its CPU
@@ -241,7 +242,7 @@ func spawnServer(ctx context.Context, bin, dataDir, registryHost string) (*serve
 	if err := os.MkdirAll(dataDir, 0o755); err != nil {
 		return nil, err
 	}
-	addr, err := freeAddr()
+	addr, err := regtest.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
@@ -368,13 +369,4 @@ func (s *server) resetPeak() error {
 		return fmt.Errorf("resetting tarport's peak RSS: %w", err)
 	}
 	return nil
-}
-
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("finding a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
 }

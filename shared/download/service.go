@@ -119,8 +119,9 @@ func (s *Service) Create(ctx context.Context, req Request) (View, error) {
 	if err != nil {
 		return View{}, err
 	}
-	if n := len(distinctLayers(img.Layers)); n > MaxLayers {
-		return View{}, tarport.Errorf(tarport.CodeTooLarge, "%s has %d layers; at most %d are supported", r.CommonName(), n, MaxLayers)
+	layers := distinctLayers(img.Layers)
+	if len(layers) > MaxLayers {
+		return View{}, tarport.Errorf(tarport.CodeTooLarge, "%s has %d layers; at most %d are supported", r.CommonName(), len(layers), MaxLayers)
 	}
 	in := img.PlanInput()
 	layout, err := tarplan.Plan(in)
@@ -153,7 +154,7 @@ func (s *Service) Create(ctx context.Context, req Request) (View, error) {
 	}
 	job.TarKey = "tars/" + job.ID + ".tar"
 	var tasks []Task
-	for _, l := range distinctLayers(img.Layers) {
+	for _, l := range layers {
 		tasks = append(tasks, Task{JobID: job.ID, Layer: len(job.Layers), Ref: r.CommonName(), Desc: l, Creds: req.Creds})
 		job.Layers = append(job.Layers, tarport.LayerProgress{Digest: l.Digest, Size: l.Size})
 	}

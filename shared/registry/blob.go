@@ -149,6 +149,9 @@ func (c *Client) blobTransport(ctx context.Context, r ref.Ref, creds tarport.Cre
 	}
 	if keep {
 		c.mu.Lock()
+		if len(c.transports) >= maxCached {
+			clear(c.transports) // repositories come from users: keep it bounded
+		}
 		c.transports[key] = rt
 		c.mu.Unlock()
 	}

@@ -138,9 +138,15 @@ func (c *Client) session(host string, creds tarport.Credentials) *regclient.RegC
 		return s
 	}
 	rc := build()
+	if len(c.sessions) >= maxCached {
+		clear(c.sessions) // hosts come from users: keep the map bounded
+	}
 	c.sessions[key] = rc
 	return rc
 }
+
+// maxCached bounds the kept sessions and transports.
+const maxCached = 1024
 
 // keepable reports whether a login may be cached: none, or the operator's.
 func (c *Client) keepable(creds tarport.Credentials) bool {

@@ -1,13 +1,13 @@
 package tarplan_test
 
 import (
-	"github.com/opencontainers/go-digest"
-
 	"encoding/binary"
 	"math"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/opencontainers/go-digest"
 
 	"github.com/tarport/tarport/shared/tarplan"
 )

@@ -1,8 +1,6 @@
 package tarplan_test
 
 import (
-	"github.com/tarport/tarport/shared/testkit/regtest"
-
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
@@ -20,6 +18,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/tarport/tarport/shared/tarplan"
+	"github.com/tarport/tarport/shared/testkit/regtest"
 )
 
 // gzipLayer returns a real layer, a gzip-compressed tar of files (name to

@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,27 +24,9 @@ type server struct {
 	*httptest.Server
 	app     *app.App
 	dataDir string
-	logs    *syncBuffer
+	logs    *regtest.SyncBuffer
 }
 
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// startServer runs the local app over real TCP with env overrides.
 func startServer(t *testing.T, env map[string]string) *server {
 	t.Helper()
 	dataDir := t.TempDir()
@@ -63,7 +44,7 @@ func startServerAt(t *testing.T, dataDir string, env map[string]string) *server 
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &regtest.SyncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	a, err := app.New(t.Context(), s, log)
 	if err != nil {

@@ -50,7 +50,7 @@ type Registry struct {
 
 	bin    string
 	config string
-	log    *syncBuffer
+	log    *SyncBuffer
 
 	mu   sync.Mutex
 	proc *process
@@ -97,7 +97,7 @@ func Launch(ctx context.Context, bin, dir string, opts ...Option) (*Registry, er
 		Password: s.pass,
 		bin:      bin,
 		config:   filepath.Join(dir, "config.yml"),
-		log:      &syncBuffer{},
+		log:      &SyncBuffer{},
 	}
 	var htpasswd string
 	if s.user != "" {
@@ -111,7 +111,7 @@ func Launch(ctx context.Context, bin, dir string, opts ...Option) (*Registry, er
 	var err error
 	for range 3 {
 		var addr string
-		if addr, err = freeAddr(); err != nil {
+		if addr, err = FreeAddr(); err != nil {
 			return nil, err
 		}
 		if err = writeConfig(r.config, addr, filepath.Join(dir, "data"), htpasswd); err != nil {
@@ -293,7 +293,8 @@ func writeHtpasswd(path, user, pass string) error {
 	return nil
 }
 
-func freeAddr() (string, error) {
+// FreeAddr returns a loopback address with a port free right now.
+func FreeAddr() (string, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", fmt.Errorf("finding a free port: %w", err)
@@ -302,20 +303,20 @@ func freeAddr() (string, error) {
 	return l.Addr().String(), nil
 }
 
-// syncBuffer collects the registry's output; the exec package writes it from its own
-// goroutine while tests may read it.
-type syncBuffer struct {
+// SyncBuffer is a bytes.Buffer safe for one writer goroutine and concurrent
+// readers: a child process's or a logger's output that a test reads.
+type SyncBuffer struct {
 	mu  sync.Mutex
 	buf bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
+func (b *SyncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.Write(p)
 }
 
-func (b *syncBuffer) String() string {
+func (b *SyncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
