@@ -25,6 +25,7 @@ type Downloads interface {
 // Options configure the API.
 type Options struct {
 	Downloads Downloads
+	Discovery Discovery
 	// RatePerMinute limits job-creating requests per client; 0 = 100.
 	RatePerMinute int
 	// PullWait is how long /api/pull holds a request for a job to finish
@@ -62,6 +63,12 @@ func New(opts Options) *API {
 	}
 	a.mux.HandleFunc("GET /api/downloads/{id}", a.downloadStatus)
 	a.mux.HandleFunc("GET /api/pull/{image...}", a.limited(a.pull))
+	// Discovery: GET, and POST as the seed's UI sent it.
+	for _, m := range []string{"GET ", "POST "} {
+		a.mux.HandleFunc(m+"/api/search", a.limited(a.search))
+		a.mux.HandleFunc(m+"/api/image-details", a.limited(a.details))
+	}
+	a.mux.HandleFunc("GET /api/popular", a.popular)
 	a.mux.HandleFunc("/api/", a.notFound)
 	return a
 }

@@ -30,6 +30,7 @@ type Settings struct {
 	DockerHubToken     string        // TARPORT_DOCKERHUB_TOKEN
 	Workers            int           // TARPORT_WORKERS: layers fetched at once (local)
 	BlobIdleTimeout    time.Duration // TARPORT_BLOB_IDLE_TIMEOUT: a silent blob body is cut and resumed
+	WarmEvery          time.Duration // TARPORT_WARM_EVERY: local cache warming period, 0 = off
 	LogLevel           slog.Level    // TARPORT_LOG_LEVEL: debug, info, warn, error
 }
 
@@ -82,6 +83,9 @@ func Parse(getenv func(string) string) (Settings, error) {
 	}
 	if s.BlobIdleTimeout, err = time.ParseDuration(get("TARPORT_BLOB_IDLE_TIMEOUT", "60s")); err != nil || s.BlobIdleTimeout <= 0 {
 		return Settings{}, fmt.Errorf("TARPORT_BLOB_IDLE_TIMEOUT: want a positive duration like 60s, got %q", getenv("TARPORT_BLOB_IDLE_TIMEOUT"))
+	}
+	if s.WarmEvery, err = time.ParseDuration(get("TARPORT_WARM_EVERY", "1h")); err != nil || s.WarmEvery < 0 {
+		return Settings{}, fmt.Errorf("TARPORT_WARM_EVERY: want a duration like 1h, or 0 to turn warming off, got %q", getenv("TARPORT_WARM_EVERY"))
 	}
 	if s.Workers, err = strconv.Atoi(get("TARPORT_WORKERS", "4")); err != nil || s.Workers <= 0 || s.Workers > 64 {
 		return Settings{}, fmt.Errorf("TARPORT_WORKERS: want 1..64, got %q", getenv("TARPORT_WORKERS"))

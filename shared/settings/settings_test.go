@@ -31,6 +31,7 @@ func TestDefaults(t *testing.T) {
 		RateLimitPerMinute: 100,
 		Workers:            4,
 		BlobIdleTimeout:    time.Minute,
+		WarmEvery:          time.Hour,
 		LogLevel:           slog.LevelInfo,
 	}
 	for _, tt := range []struct {

@@ -6,6 +6,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -15,6 +16,8 @@ import (
 
 	"github.com/tarport/tarport/shared/boltdb"
 	"github.com/tarport/tarport/shared/dirstore"
+	"github.com/tarport/tarport/shared/discovery"
+	"github.com/tarport/tarport/shared/dockerhub"
 	"github.com/tarport/tarport/shared/download"
 	"github.com/tarport/tarport/shared/httpapi"
 	"github.com/tarport/tarport/shared/registry"
@@ -32,18 +35,24 @@ var (
 	_ download.Queue     = (*workpool.Pool)(nil)
 	_ registry.MetaCache = (*dirstore.Store)(nil)
 	_ httpapi.Downloads  = (*download.Service)(nil)
+	_ httpapi.Discovery  = (*discovery.Service)(nil)
+	_ discovery.Hub      = (*dockerhub.Client)(nil)
+	_ discovery.Cache    = (*boltdb.Cache)(nil)
 )
 
 // App is a running local tarport.
 type App struct {
-	Store   *dirstore.Store
-	Jobs    *boltdb.Jobs
-	Service *download.Service
-	pool    *workpool.Pool
-	handler http.Handler
-	log     *slog.Logger
-	stopGC  context.CancelFunc
-	gcDone  chan struct{}
+	Store     *dirstore.Store
+	Jobs      *boltdb.Jobs
+	Service   *download.Service
+	Discovery *discovery.Service
+	cache     *boltdb.Cache
+	pool      *workpool.Pool
+	handler   http.Handler
+	log       *slog.Logger
+	stopGC    context.CancelFunc
+	gcDone    chan struct{}
+	warmDone  chan struct{}
 }
 
 // New opens the data directory and starts the workers; unfinished jobs of
@@ -74,13 +83,22 @@ func New(ctx context.Context, s settings.Settings, log *slog.Logger) (*App, erro
 	pool := workpool.New(s.Workers, svc.RunTask, svc.Abandon, log)
 	svc.SetQueue(pool)
 
-	api := httpapi.New(httpapi.Options{Downloads: svc, RatePerMinute: s.RateLimitPerMinute, Logger: log})
+	cache, err := boltdb.OpenCache(filepath.Join(s.DataDir, "cache.db"))
+	if err != nil {
+		jobs.Close()
+		return nil, err
+	}
+	dcfg := discovery.DefaultConfig()
+	dcfg.Logger = log
+	disc := discovery.New(dockerhub.New(s.HubAPI, &http.Client{Timeout: 20 * time.Second}), cache, dcfg)
+
+	api := httpapi.New(httpapi.Options{Downloads: svc, Discovery: disc, RatePerMinute: s.RateLimitPerMinute, Logger: log})
 	mux := http.NewServeMux()
 	mux.Handle("/api/", api)
 	mux.Handle(dirstore.LinkPrefix, store)
 	mux.HandleFunc("GET /{$}", home)
 
-	a := &App{Store: store, Jobs: jobs, Service: svc, pool: pool, handler: mux, log: log, gcDone: make(chan struct{})}
+	a := &App{Store: store, Jobs: jobs, Service: svc, Discovery: disc, cache: cache, pool: pool, handler: mux, log: log, gcDone: make(chan struct{})}
 	unfinished, err := jobs.Unfinished(ctx)
 	if err != nil {
 		a.Close()
@@ -93,6 +111,10 @@ func New(ctx context.Context, s settings.Settings, log *slog.Logger) (*App, erro
 	gcCtx, stop := context.WithCancel(context.Background())
 	a.stopGC = stop
 	go a.collect(gcCtx, time.Hour)
+	if s.WarmEvery > 0 {
+		a.warmDone = make(chan struct{})
+		go a.warm(gcCtx, s.WarmEvery)
+	}
 	return a, nil
 }
 
@@ -105,9 +127,12 @@ func (a *App) Close() error {
 	if a.stopGC != nil {
 		a.stopGC()
 		<-a.gcDone
+		if a.warmDone != nil {
+			<-a.warmDone
+		}
 	}
 	a.pool.Close()
-	return a.Jobs.Close()
+	return errors.Join(a.cache.Close(), a.Jobs.Close())
 }
 
 // collect deletes expired jobs and their tars, as S3 lifecycle rules and
@@ -135,6 +160,26 @@ func (a *App) collect(ctx context.Context, every time.Duration) {
 			return
 		case <-t.C:
 		}
+	}
+}
+
+// warm refreshes the discovery caches (popular images and their details)
+// soon after start and then every period, as the EventBridge schedule does
+// on AWS.
+func (a *App) warm(ctx context.Context, every time.Duration) {
+	defer close(a.warmDone)
+	next := time.NewTimer(5 * time.Second)
+	defer next.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-next.C:
+		}
+		if err := a.Discovery.Warm(ctx); err != nil && ctx.Err() == nil {
+			a.log.Warn("warming the discovery cache", "err", err)
+		}
+		next.Reset(every)
 	}
 }
 

@@ -36,8 +36,11 @@ func startServer(t *testing.T, env map[string]string) *server {
 func startServerAt(t *testing.T, dataDir string, env map[string]string) *server {
 	t.Helper()
 	s, err := settings.Parse(func(k string) string {
-		if k == "TARPORT_DATA_DIR" {
+		switch {
+		case k == "TARPORT_DATA_DIR":
 			return dataDir
+		case k == "TARPORT_WARM_EVERY" && env[k] == "":
+			return "0" // tests warm explicitly
 		}
 		return env[k]
 	})
