@@ -11,6 +11,8 @@ import (
 
 	"golang.org/x/sync/singleflight"
 
+	"github.com/regclient/regclient/types/ref"
+
 	"github.com/tarport/tarport/shared/tarport"
 )
 
@@ -91,6 +93,12 @@ type Config struct {
 	WarmBudget   time.Duration
 	WarmMaxCalls int
 
+	// Registry answers details of images outside Docker Hub; nil leaves
+	// them unsupported. RegistryPlatformTags is how many of their tags get
+	// platforms (each costs manifest reads).
+	Registry             Registry
+	RegistryPlatformTags int
+
 	Now    func() time.Time
 	Logger *slog.Logger
 }
@@ -121,8 +129,10 @@ func DefaultConfig() Config {
 		WarmTop:         20,
 		WarmBudget:      2 * time.Minute,
 		WarmMaxCalls:    41,
-		Now:             time.Now,
-		Logger:          slog.Default(),
+		// Each costs a HEAD and a GET per platform (up to 80 reads).
+		RegistryPlatformTags: 10,
+		Now:                  time.Now,
+		Logger:               slog.Default(),
 	}
 }
 
@@ -148,6 +158,7 @@ func (c Config) withDefaults() Config {
 	setInt(&c.DetailsTags, d.DetailsTags)
 	setInt(&c.WarmTop, d.WarmTop)
 	setInt(&c.WarmMaxCalls, d.WarmMaxCalls)
+	setInt(&c.RegistryPlatformTags, d.RegistryPlatformTags)
 	if c.PopularNotable == nil {
 		c.PopularNotable = d.PopularNotable
 	}
@@ -161,6 +172,11 @@ func (c Config) withDefaults() Config {
 }
 
 // Service answers search, popular and details from the cache or Docker Hub.
+// Registry lists a repository's tags and platforms from the registry.
+type Registry interface {
+	Details(ctx context.Context, r ref.Ref, withPlatforms int) (tarport.RepoDetails, error)
+}
+
 type Service struct {
 	hub     Hub
 	cache   Cache

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/regclient/regclient/types/ref"
+
 	"github.com/tarport/tarport/shared/tarport"
 )
 
@@ -42,11 +44,30 @@ func (s *Service) Search(ctx context.Context, query string, page, limit int) (Re
 // Details returns a Docker Hub repository with its newest tags. image is
 // "nginx", "library/nginx", "bitnami/redis" or "docker.io/bitnami/redis".
 func (s *Service) Details(ctx context.Context, image string) (Result[tarport.RepoDetails], error) {
+	if r, err := tarport.ParseReference(image); err == nil && r.Registry != "docker.io" && s.cfg.Registry != nil {
+		return s.registryDetails(ctx, r)
+	}
 	namespace, name, err := hubRepository(image)
 	if err != nil {
 		return Result[tarport.RepoDetails]{}, err
 	}
 	return s.details(ctx, namespace, name, false)
+}
+
+// registryDetails answers for images outside Docker Hub from their
+// registry, cached like Hub details. The asked tag leads the list.
+func (s *Service) registryDetails(ctx context.Context, r ref.Ref) (Result[tarport.RepoDetails], error) {
+	key := fmt.Sprintf("%sdetails:%s/%s:%s", keyPrefix, r.Registry, r.Repository, r.Tag)
+	return fetch(ctx, s, key, s.cfg.DetailsTTL, false, func(ctx context.Context) (tarport.RepoDetails, error) {
+		d, err := s.cfg.Registry.Details(ctx, r, s.cfg.RegistryPlatformTags)
+		if err != nil {
+			return d, fmt.Errorf("listing %s/%s: %w", r.Registry, r.Repository, err)
+		}
+		if len(d.Tags) > s.cfg.DetailsTags {
+			d.Tags = d.Tags[:s.cfg.DetailsTags]
+		}
+		return d, nil
+	})
 }
 
 func (s *Service) details(ctx context.Context, namespace, name string, refresh bool) (Result[tarport.RepoDetails], error) {

@@ -38,6 +38,7 @@ var (
 	_ httpapi.Discovery  = (*discovery.Service)(nil)
 	_ discovery.Hub      = (*dockerhub.Client)(nil)
 	_ discovery.Cache    = (*boltdb.Cache)(nil)
+	_ discovery.Registry = (*registry.Client)(nil)
 )
 
 // App is a running local tarport.
@@ -90,6 +91,7 @@ func New(ctx context.Context, s settings.Settings, log *slog.Logger) (*App, erro
 	}
 	dcfg := discovery.DefaultConfig()
 	dcfg.Logger = log
+	dcfg.Registry = reg
 	disc := discovery.New(dockerhub.New(s.HubAPI, &http.Client{Timeout: 20 * time.Second}), cache, dcfg)
 
 	api := httpapi.New(httpapi.Options{Downloads: svc, Discovery: disc, RatePerMinute: s.RateLimitPerMinute, Logger: log})

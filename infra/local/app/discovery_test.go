@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/tarport/tarport/shared/testkit/fakehub"
+	"github.com/tarport/tarport/shared/testkit/regtest"
 )
 
 // TestDiscoveryEndpoints: search, popular and image details from the
@@ -136,4 +137,54 @@ func TestDiscoveryEndpoints(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestRegistryDetails: details of an image outside Docker Hub come from
+// its registry: tags, and each tag's platforms (attestations left out) with
+// compressed sizes; Hub-only facts are null, not invented.
+func TestRegistryDetails(t *testing.T) {
+	t.Parallel()
+	reg := regtest.Start(t)
+	multi := regtest.PushMultiArch(t, reg, "team/multi", "v1")
+	regtest.PushImage(t, reg, "team/multi", "v0.9", regtest.ImageSpec{Platform: "linux/arm/v6", Layers: make([]regtest.LayerSpec, 2)})
+	srv := startServer(t, registryEnv(reg.Host))
+
+	resp, err := http.Get(srv.URL + "/api/image-details?image=" + reg.Ref("team/multi", "v1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var d struct {
+		Name  string `json:"name"`
+		Stars *int64 `json:"stars"`
+		Pulls *int64 `json:"pulls"`
+		Tags  []struct {
+			Name      string `json:"name"`
+			Digest    string `json:"digest"`
+			Size      int64  `json:"size"`
+			Platforms []struct {
+				OS, Architecture, Variant, Digest string
+				Size                              int64
+			} `json:"platforms"`
+		} `json:"tags"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&d); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("%d: %v", resp.StatusCode, err)
+	}
+	if d.Name != reg.Host+"/team/multi" || d.Stars != nil || d.Pulls != nil || len(d.Tags) != 2 {
+		t.Fatalf("details %+v", d)
+	}
+	v1 := d.Tags[0]
+	if v1.Name != "v1" || v1.Digest != multi.Digest() || len(v1.Platforms) != len(regtest.MultiArchPlatforms) {
+		t.Fatalf("v1: %+v, want the index digest %s and %d platforms", v1, multi.Digest(), len(regtest.MultiArchPlatforms))
+	}
+	for _, p := range v1.Platforms {
+		img, ok := multi.Platform(strings.TrimSuffix(p.OS+"/"+p.Architecture+"/"+p.Variant, "/"))
+		if !ok || p.Digest != img.Manifest.Digest || p.Size <= 0 {
+			t.Errorf("platform %+v: not the pushed one (%+v) or no size", p, img.Manifest)
+		}
+	}
+	if d.Tags[1].Name != "v0.9" || len(d.Tags[1].Platforms) != 1 || d.Tags[1].Platforms[0].Variant != "v6" {
+		t.Fatalf("v0.9: %+v", d.Tags[1])
+	}
 }
