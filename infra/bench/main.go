@@ -36,6 +36,7 @@ type options struct {
 	doc     string
 	keep    bool
 	workDir string
+	search  bool
 }
 
 func parseFlags() (options, error) {
@@ -47,6 +48,7 @@ func parseFlags() (options, error) {
 	flag.StringVar(&o.doc, "doc", "docs/BENCHMARKS.md", "markdown file whose bench section is rewritten (empty: print only)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (registry storage, tars, server logs)")
 	flag.StringVar(&o.workDir, "dir", "", "work directory (default: a new one under $TMPDIR)")
+	flag.BoolVar(&o.search, "search", true, "also measure cached search latency (2,000 requests at concurrency 32)")
 	flag.Parse()
 	if o.runs < 1 {
 		return o, errors.New("-runs must be at least 1")
@@ -164,11 +166,32 @@ func run() error {
 
 	section := report(machine, env.versions(ctx, tools), cases, tools, results, o.runs)
 	fmt.Println(section)
-	if o.doc != "" {
+	if o.doc != "" && len(cases) > 0 {
 		if err := writeSection(o.doc, section); err != nil {
 			return err
 		}
 		logf("wrote %s", o.doc)
+	}
+	if o.search {
+		var bin string
+		for _, t := range tools {
+			if tt, ok := t.(*tarportTool); ok {
+				bin = tt.bin
+			}
+		}
+		if bin == "" {
+			return errors.New("-search needs the tarport tool")
+		}
+		s, err := searchBench(ctx, bin, work)
+		if err != nil {
+			return fmt.Errorf("search latency: %w", err)
+		}
+		fmt.Println(s)
+		if o.doc != "" {
+			if err := writeMarked(o.doc, searchBegin, searchEnd, s); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }

@@ -280,6 +280,11 @@ const (
 // writeSection replaces what lies between the bench markers of doc with section,
 // creating the file (or the markers, at its end) when missing.
 func writeSection(doc, section string) error {
+	return writeMarked(doc, beginMarker, endMarker, section)
+}
+
+// writeMarked replaces what lies between beginMarker and endMarker in doc.
+func writeMarked(doc, beginMarker, endMarker, section string) error {
 	old, err := os.ReadFile(doc)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return err

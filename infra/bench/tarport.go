@@ -222,10 +222,10 @@ type server struct {
 	done    chan struct{}
 }
 
-func startServer(ctx context.Context, bin, dataDir, registryHost string) (*server, error) {
+func startServer(ctx context.Context, bin, dataDir, registryHost string, extraEnv ...string) (*server, error) {
 	var lastErr error
 	for range 3 {
-		s, err := spawnServer(ctx, bin, dataDir, registryHost)
+		s, err := spawnServer(ctx, bin, dataDir, registryHost, extraEnv...)
 		if err == nil {
 			return s, nil
 		}
@@ -237,7 +237,7 @@ func startServer(ctx context.Context, bin, dataDir, registryHost string) (*serve
 	return nil, lastErr
 }
 
-func spawnServer(ctx context.Context, bin, dataDir, registryHost string) (*server, error) {
+func spawnServer(ctx context.Context, bin, dataDir, registryHost string, extraEnv ...string) (*server, error) {
 	os.RemoveAll(dataDir)
 	if err := os.MkdirAll(dataDir, 0o755); err != nil {
 		return nil, err
@@ -262,6 +262,7 @@ func spawnServer(ctx context.Context, bin, dataDir, registryHost string) (*serve
 		"TARPORT_INSECURE_REGISTRIES=" + registryHost,
 		"TARPORT_LOG_LEVEL=warn",
 	}
+	s.cmd.Env = append(s.cmd.Env, extraEnv...)
 	s.cmd.Stdout, s.cmd.Stderr = logFile, logFile
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := s.cmd.Start(); err != nil {
