@@ -48,7 +48,11 @@ func (c *Client) Details(ctx context.Context, r ref.Ref, withPlatforms int) (tar
 		t := tarport.TagInfo{Name: name, Platforms: []tarport.PlatformInfo{}}
 		if i < withPlatforms && budget > 0 {
 			if err := c.tagPlatforms(ctx, rc, r.SetTag(name), &t, &budget); err != nil {
-				return tarport.RepoDetails{}, err
+				// A tag deleted since the listing, or not an image, is
+				// listed without platforms; anything else fails the call.
+				if code := tarport.ErrorCode(err); code != tarport.CodeNotFound && code != tarport.CodeUnsupported {
+					return tarport.RepoDetails{}, err
+				}
 			}
 		}
 		d.Tags = append(d.Tags, t)
