@@ -25,19 +25,15 @@ import (
 	"github.com/tarport/tarport/shared/workpool"
 )
 
-// The adapters satisfy the ports they are wired to.
+// The adapters satisfy the ports they are wired to (those that do not
+// say so in their own package).
 var (
 	_ download.Registry  = (*registry.Client)(nil)
-	_ download.Objects   = (*dirstore.Store)(nil)
-	_ download.MetaStore = (*dirstore.Store)(nil)
-	_ download.Signer    = (*dirstore.Store)(nil)
 	_ download.Jobs      = (*boltdb.Jobs)(nil)
-	_ download.Queue     = (*workpool.Pool)(nil)
 	_ registry.MetaCache = (*dirstore.Store)(nil)
 	_ httpapi.Downloads  = (*download.Service)(nil)
 	_ httpapi.Discovery  = (*discovery.Service)(nil)
 	_ discovery.Hub      = (*dockerhub.Client)(nil)
-	_ discovery.Cache    = (*boltdb.Cache)(nil)
 	_ discovery.Registry = (*registry.Client)(nil)
 )
 
