@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh Debian machine, and nothing that
-# is already there: Debian packages (curl, skopeo, containerd, podman) and the CNCF
-# distribution registry (go install, into .tools/bin). Idempotent.
+# is already there: Debian packages (curl, skopeo, containerd, podman, node), the CNCF
+# distribution registry (go install, into .tools/bin) and the npm tools pinned in
+# infra/dev/node (dynalite, into .tools/node). Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 TOOLS="$PWD/.tools/bin"
 mkdir -p "$TOOLS"
 
 need_apt=()
-for pair in curl:curl skopeo:skopeo containerd:containerd ctr:containerd podman:podman; do
+for pair in curl:curl skopeo:skopeo containerd:containerd ctr:containerd podman:podman node:nodejs npm:npm; do
   bin=${pair%%:*} pkg=${pair##*:}
   command -v "$bin" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
@@ -23,4 +24,14 @@ fi
 if [ ! -x "$TOOLS/registry" ]; then
   echo "installing the CNCF distribution registry into $TOOLS"
   GOBIN="$TOOLS" go install github.com/distribution/distribution/v3/cmd/registry@v3.1.2
+fi
+
+# npm tools: reinstalled only when the pinned lock file changes. Install scripts
+# stay off (npm's default now): dynalite's leveldb binding ships prebuilt.
+NODE_DIR="$PWD/.tools/node"
+if ! cmp -s infra/dev/node/package-lock.json "$NODE_DIR/package-lock.json" || [ ! -d "$NODE_DIR/node_modules" ]; then
+  echo "installing npm test tools into $NODE_DIR"
+  rm -rf "$NODE_DIR" && mkdir -p "$NODE_DIR"
+  cp infra/dev/node/package.json infra/dev/node/package-lock.json "$NODE_DIR/"
+  (cd "$NODE_DIR" && npm ci --no-audit --no-fund --loglevel=error)
 fi

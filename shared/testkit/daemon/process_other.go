@@ -1,0 +1,9 @@
+//go:build !linux
+
+package daemon
+
+import "os/exec"
+
+// dieWithParent has no portable equivalent of Linux's Pdeathsig: elsewhere
+// the server is stopped only by the test's cleanup.
+func dieWithParent(*exec.Cmd) {}
