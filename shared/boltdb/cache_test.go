@@ -10,6 +10,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/tarport/tarport/shared/discovery"
+	"github.com/tarport/tarport/shared/discovery/cachetest"
 )
 
 func openCache(t *testing.T, path string) (*Cache, *clock) {
@@ -60,24 +61,18 @@ func TestCacheSurvivesRestart(t *testing.T) {
 	}
 }
 
-// TestCacheKeepsExpiredEntriesUntilDeleteAt: the service serves expired
-// entries stale, so the store must keep them; past DeleteAt they are gone.
-func TestCacheKeepsExpiredEntriesUntilDeleteAt(t *testing.T) {
+// TestCacheContract: the behaviour every discovery cache shares.
+func TestCacheContract(t *testing.T) {
 	t.Parallel()
-	ctx := context.Background()
-	c, clk := openCache(t, filepath.Join(t.TempDir(), "cache.db"))
-	e := entry("x", time.Minute, time.Hour)
-	if err := c.Set(ctx, "k", e); err != nil {
-		t.Fatal(err)
-	}
-	clk.advance(30 * time.Minute) // expired, retained
-	if got, found, err := c.Get(ctx, "k"); err != nil || !found || !equalEntry(got, e) {
-		t.Fatalf("expired entry: %+v %v %v", got, found, err)
-	}
-	clk.advance(31 * time.Minute) // past DeleteAt
-	if _, found, err := c.Get(ctx, "k"); found || err != nil {
-		t.Fatalf("entry past DeleteAt: found=%v err=%v", found, err)
-	}
+	cachetest.Run(t, func(t *testing.T, now func() time.Time) discovery.Cache {
+		c, err := OpenCache(filepath.Join(t.TempDir(), "cache.db"))
+		if err != nil {
+			t.Fatalf("OpenCache: %v", err)
+		}
+		c.now = now
+		t.Cleanup(func() { c.Close() })
+		return c
+	})
 }
 
 // TestCacheSweepsDeadEntries: a write after sweepInterval removes entries
