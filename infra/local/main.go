@@ -41,6 +41,17 @@ func run() error {
 	}
 	defer a.Close()
 
+	// kill -USR1 warms the discovery caches now (the schedule's job on AWS).
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
+	defer signal.Stop(usr1)
+	go func() {
+		for range usr1 {
+			log.Info("warming the discovery caches (SIGUSR1)")
+			a.WarmNow()
+		}
+	}()
+
 	ln, err := net.Listen("tcp", s.Addr)
 	if err != nil {
 		return err

@@ -50,6 +50,7 @@ type App struct {
 	stopGC    context.CancelFunc
 	gcDone    chan struct{}
 	warmDone  chan struct{}
+	warmKick  chan struct{}
 }
 
 // New opens the data directory and starts the workers; unfinished jobs of
@@ -109,10 +110,8 @@ func New(ctx context.Context, s settings.Settings, log *slog.Logger) (*App, erro
 	gcCtx, stop := context.WithCancel(context.Background())
 	a.stopGC = stop
 	go a.collect(gcCtx, time.Hour)
-	if s.WarmEvery > 0 {
-		a.warmDone = make(chan struct{})
-		go a.warm(gcCtx, s.WarmEvery)
-	}
+	a.warmKick, a.warmDone = make(chan struct{}, 1), make(chan struct{})
+	go a.warm(gcCtx, s.WarmEvery)
 	return a, nil
 }
 
@@ -125,9 +124,7 @@ func (a *App) Close() error {
 	if a.stopGC != nil {
 		a.stopGC()
 		<-a.gcDone
-		if a.warmDone != nil {
-			<-a.warmDone
-		}
+		<-a.warmDone
 	}
 	a.pool.Close()
 	return errors.Join(a.cache.Close(), a.Jobs.Close())
@@ -161,23 +158,43 @@ func (a *App) collect(ctx context.Context, every time.Duration) {
 	}
 }
 
+// WarmNow asks for one warm of the discovery caches as soon as the
+// running one (if any) ends; asks made meanwhile fold into that one.
+// `kill -USR1` of the local server calls it.
+func (a *App) WarmNow() {
+	select {
+	case a.warmKick <- struct{}{}:
+	default:
+	}
+}
+
 // warm refreshes the discovery caches (popular images and their details)
 // soon after start and then every period, as the EventBridge schedule does
-// on AWS.
+// on AWS, and whenever WarmNow asks. every 0 warms only when asked.
 func (a *App) warm(ctx context.Context, every time.Duration) {
 	defer close(a.warmDone)
+	// A stopped timer never fires: with every 0 only asks wake the loop.
 	next := time.NewTimer(5 * time.Second)
 	defer next.Stop()
+	if every <= 0 {
+		next.Stop()
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-next.C:
+		case <-a.warmKick:
 		}
+		start := time.Now()
 		if err := a.Discovery.Warm(ctx); err != nil && ctx.Err() == nil {
 			a.log.Warn("warming the discovery cache", "err", err)
+		} else if ctx.Err() == nil {
+			a.log.Info("warmed the discovery cache", "took", time.Since(start).Round(time.Millisecond))
 		}
-		next.Reset(every)
+		if every > 0 {
+			next.Reset(every)
+		}
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/tarport/tarport/shared/testkit/fakehub"
 	"github.com/tarport/tarport/shared/testkit/regtest"
@@ -186,5 +187,42 @@ func TestRegistryDetails(t *testing.T) {
 	}
 	if d.Tags[1].Name != "v0.9" || len(d.Tags[1].Platforms) != 1 || d.Tags[1].Platforms[0].Variant != "v6" {
 		t.Fatalf("v0.9: %+v", d.Tags[1])
+	}
+}
+
+// TestWarmNow: an explicit warm (what SIGUSR1 asks the local server for)
+// fills the popular list and the top images' details, so the next
+// visitors' answers are cache hits that cost Docker Hub nothing.
+func TestWarmNow(t *testing.T) {
+	t.Parallel()
+	hub := fakehub.New(t, "")
+	srv := startServer(t, map[string]string{"TARPORT_HUB_API": hub.URL})
+	if n := hub.TotalHits(); n != 0 {
+		t.Fatalf("%d upstream calls before any request or warm", n)
+	}
+	srv.app.WarmNow()
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(srv.logs.String(), "warmed the discovery cache") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no warm finished in 20 s; log:\n%s", srv.logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	hits := hub.TotalHits()
+	if hits == 0 {
+		t.Fatal("the warm made no upstream call")
+	}
+	for _, path := range []string{"/api/popular", "/api/image-details?image=nginx"} {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || resp.Header.Get("X-Cache") != "HIT" {
+			t.Errorf("GET %s after the warm: %d X-Cache %q, want a 200 HIT", path, resp.StatusCode, resp.Header.Get("X-Cache"))
+		}
+	}
+	if n := hub.TotalHits(); n != hits {
+		t.Fatalf("answers after the warm made %d upstream calls", n-hits)
 	}
 }
