@@ -57,7 +57,7 @@ func Start(t testing.TB) *Server {
 			return []string{cli, "--host", "127.0.0.1", "--port", port, "--path", dir, "--createTableMs", "0"}
 		},
 		Ready: func(ctx context.Context, addr string) error {
-			_, err := newClient("http://" + addr).ListTables(ctx, &dynamodb.ListTablesInput{})
+			_, err := newClient("http://"+addr).ListTables(ctx, &dynamodb.ListTablesInput{})
 			return err
 		},
 	})
