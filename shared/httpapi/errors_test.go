@@ -7,7 +7,9 @@ import (
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"regexp"
 	"strconv"
@@ -205,4 +207,37 @@ func TestAbortHandlerPanicsPassThrough(t *testing.T) {
 		}
 	}()
 	do(t, api, post("/api/downloads", `{"image":"nginx"}`))
+}
+
+// TestPartialRouters: a Lambda serving only one part of the API answers
+// the other part's paths 404 in the error shape (never a nil dereference).
+func TestPartialRouters(t *testing.T) {
+	t.Parallel()
+	log := slog.New(slog.DiscardHandler)
+	downloadsOnly := New(Options{Downloads: &fakeDownloads{}, Logger: log})
+	nothing := New(Options{Logger: log})
+	cases := []struct {
+		name   string
+		api    http.Handler
+		req    *http.Request
+		status int
+	}{
+		{"search without discovery", downloadsOnly, httptest.NewRequest("GET", "/api/search?q=nginx", nil), 404},
+		{"popular without discovery", downloadsOnly, httptest.NewRequest("GET", "/api/popular", nil), 404},
+		{"details without discovery", downloadsOnly, httptest.NewRequest("POST", "/api/image-details", strings.NewReader(`{"image":"nginx"}`)), 404},
+		{"downloads without downloads", nothing, post("/api/downloads", `{"image":"nginx"}`), 404},
+		{"pull without downloads", nothing, httptest.NewRequest("GET", "/api/pull/nginx", nil), 404},
+		{"health always", nothing, httptest.NewRequest("GET", "/api/health", nil), 200},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			res := do(t, c.api, c.req)
+			if res.status != c.status {
+				t.Fatalf("status %d, want %d: %s", res.status, c.status, res.raw)
+			}
+			if c.status == 404 && !strings.Contains(res.raw, `"code":"not_found"`) {
+				t.Fatalf("body %s", res.raw)
+			}
+		})
+	}
 }

@@ -24,6 +24,8 @@ type Downloads interface {
 
 // Options configure the API.
 type Options struct {
+	// Downloads and Discovery serve their routes; either may be nil (an
+	// untyped nil) for a server that does not offer that part.
 	Downloads Downloads
 	Discovery Discovery
 	// RatePerMinute limits job-creating requests per client; 0 = 100.
@@ -58,17 +60,23 @@ func New(opts Options) *API {
 	}
 	a := &API{opts: opts, log: opts.Logger, limiter: newLimiter(opts.RatePerMinute, time.Minute), mux: http.NewServeMux()}
 	a.mux.HandleFunc("GET /api/health", a.health)
-	for _, p := range []string{"/api/downloads", "/api/download", "/api/download-stream"} {
-		a.mux.HandleFunc("POST "+p, a.limited(a.createDownload))
+	// A Lambda serves only its share of the API (and holds only the
+	// permissions for it): the routes of a missing part answer 404.
+	if opts.Downloads != nil {
+		for _, p := range []string{"/api/downloads", "/api/download", "/api/download-stream"} {
+			a.mux.HandleFunc("POST "+p, a.limited(a.createDownload))
+		}
+		a.mux.HandleFunc("GET /api/downloads/{id}", a.downloadStatus)
+		a.mux.HandleFunc("GET /api/pull/{image...}", a.limited(a.pull))
 	}
-	a.mux.HandleFunc("GET /api/downloads/{id}", a.downloadStatus)
-	a.mux.HandleFunc("GET /api/pull/{image...}", a.limited(a.pull))
-	// Discovery: GET, and POST as the seed's UI sent it.
-	for _, m := range []string{"GET ", "POST "} {
-		a.mux.HandleFunc(m+"/api/search", a.limited(a.search))
-		a.mux.HandleFunc(m+"/api/image-details", a.limited(a.details))
+	if opts.Discovery != nil {
+		// GET, and POST as the seed's UI sent it.
+		for _, m := range []string{"GET ", "POST "} {
+			a.mux.HandleFunc(m+"/api/search", a.limited(a.search))
+			a.mux.HandleFunc(m+"/api/image-details", a.limited(a.details))
+		}
+		a.mux.HandleFunc("GET /api/popular", a.popular)
 	}
-	a.mux.HandleFunc("GET /api/popular", a.popular)
 	a.mux.HandleFunc("/api/", a.notFound)
 	return a
 }
