@@ -1,5 +1,5 @@
 // Package dynamo keeps tarport's state in one DynamoDB table
-// (TARPORT_TABLE): the discovery cache now, the jobs on AWS next.
+// (TARPORT_TABLE): the discovery cache and the download jobs on AWS.
 //
 // The table has a string partition key "pk", a string sort key "sk" and a
 // TTL on "expires_at" (Unix seconds). template.yaml declares exactly what

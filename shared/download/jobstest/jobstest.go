@@ -1,0 +1,788 @@
+// Package jobstest holds the behaviour every download.Jobs store must
+// have, as one suite that each implementation's tests run against a real
+// store: sharing jobs by key, status that never moves back, clamped
+// progress, and exactly one stitcher however workers race.
+package jobstest
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/tarport/tarport/shared/download"
+	"github.com/tarport/tarport/shared/tarport"
+)
+
+// T0 is the fake "now" each case starts at.
+var T0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+
+const (
+	// TTL is how long after T0 the jobs built by Job expire (the
+	// service's default job lifetime).
+	TTL = 24 * time.Hour
+	// JoinMargin is the time a job must have left for a new request to
+	// join it. Every store keeps this default, so the suite tests it
+	// rather than a knob each store would have to expose.
+	JoinMargin = time.Hour
+)
+
+// Clock is a settable time source safe for concurrent readers.
+type Clock struct{ ns atomic.Int64 }
+
+// NewClock returns a clock at T0.
+func NewClock() *Clock {
+	c := &Clock{}
+	c.Set(T0)
+	return c
+}
+
+func (c *Clock) Now() time.Time          { return time.Unix(0, c.ns.Load()).UTC() }
+func (c *Clock) Set(t time.Time)         { c.ns.Store(t.UnixNano()) }
+func (c *Clock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
+
+// Open returns a fresh, empty store that reads time from now and keeps
+// its default join margin (JoinMargin).
+type Open func(t *testing.T, now func() time.Time) download.Jobs
+
+// Run runs the suite as parallel subtests of t.
+func Run(t *testing.T, open Open) {
+	cases := []struct {
+		name string
+		run  func(*testing.T, fresh)
+	}{
+		{"RoundTrip", roundTrip},
+		{"GetMissing", getMissing},
+		{"GetExpiry", getExpiry},
+		{"CreateDistinctKeys", createDistinctKeys},
+		{"CreateSameJobTwice", createSameJobTwice},
+		{"CreateSharesLiveJobByKey", createSharesLiveJobByKey},
+		{"CreateDoesNotJoinAJobAboutToExpire", createDoesNotJoinAJobAboutToExpire},
+		{"CreateConcurrentSameKey", createConcurrentSameKey},
+		{"CreateConcurrentReplacesDeadJob", createConcurrentReplacesDeadJob},
+		{"SetStatus", setStatus},
+		{"SetStatusNeverMovesBack", setStatusNeverMovesBack},
+		{"MissingJob", missingJob},
+		{"AddProgress", addProgress},
+		{"AddProgressConcurrent", addProgressConcurrent},
+		{"FinishLayerSequential", finishLayerSequential},
+		{"FinishLayerConcurrentSameLayer", finishLayerConcurrentSameLayer},
+		{"FinishLayerStitchesExactlyOnce", finishLayerStitchesExactlyOnce},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			c.run(t, func(t *testing.T) (download.Jobs, *Clock) {
+				clk := NewClock()
+				return open(t, clk.Now), clk
+			})
+		})
+	}
+}
+
+// fresh opens an empty store with its own clock at T0.
+type fresh func(t *testing.T) (download.Jobs, *Clock)
+
+// Job builds a queued job created at T0, expiring TTL later, with one
+// layer per size.
+func Job(id, key string, sizes ...int64) tarport.Job {
+	j := tarport.Job{
+		ID:        id,
+		Key:       key,
+		Image:     "nginx:1.27",
+		Ref:       "docker.io/library/nginx:1.27",
+		Platform:  "linux/amd64",
+		Digest:    digest.FromString("manifest " + id),
+		Status:    tarport.StatusQueued,
+		RepoTags:  []string{"nginx:1.27"},
+		TarKey:    "tars/" + id + ".tar",
+		CreatedAt: T0,
+		UpdatedAt: T0,
+		ExpiresAt: T0.Add(TTL),
+	}
+	for i, s := range sizes {
+		j.Layers = append(j.Layers, tarport.LayerProgress{Digest: digest.FromString(fmt.Sprintf("%s layer %d", id, i)), Size: s})
+		j.TotalBytes += s
+	}
+	j.Remaining = len(sizes)
+	return j
+}
+
+// Equal reports whether two jobs have the same fields, times compared as
+// instants (a store may hand them back in another location).
+func Equal(a, b tarport.Job) bool {
+	return reflect.DeepEqual(utcTimes(a), utcTimes(b))
+}
+
+func utcTimes(j tarport.Job) tarport.Job {
+	j.CreatedAt, j.UpdatedAt, j.ExpiresAt = j.CreatedAt.UTC(), j.UpdatedAt.UTC(), j.ExpiresAt.UTC()
+	return j
+}
+
+func mustCreate(t *testing.T, s download.Jobs, j tarport.Job) {
+	t.Helper()
+	live, created, err := s.Create(context.Background(), j)
+	if err != nil || !created || !Equal(live, j) {
+		t.Fatalf("Create(%s) = (%s, created %v, %v); want the new job", j.ID, live.ID, created, err)
+	}
+}
+
+func mustGet(t *testing.T, s download.Jobs, id string) tarport.Job {
+	t.Helper()
+	got, err := s.Get(context.Background(), id)
+	if err != nil {
+		t.Fatalf("Get(%s): %v", id, err)
+	}
+	return got
+}
+
+func mustMiss(t *testing.T, s download.Jobs, id string) {
+	t.Helper()
+	got, err := s.Get(context.Background(), id)
+	if code := tarport.ErrorCode(err); code != tarport.CodeNotFound {
+		t.Fatalf("Get(%.40q) = (%s, %v) code %s, want not_found", id, got.ID, err, code)
+	}
+}
+
+// roundTrip: every field comes back as stored, nanoseconds included, and
+// absent slices and errors stay absent.
+func roundTrip(t *testing.T, open fresh) {
+	s, _ := open(t)
+	full := Job("full", "key-full", 100, 200, 300, 20<<30)
+	full.IndexDigest = digest.FromString("index")
+	full.ConfigDigest = digest.FromString("config")
+	full.RepoTags = []string{"nginx:1.27", "nginx:latest", "registry.example/ünï/code:v1"}
+	full.RefName, full.Name, full.Private = "1.27", "docker.io/library/nginx", true
+	full.FileName = "nginx_1.27_linux_amd64.tar"
+	full.Status = tarport.StatusFailed
+	full.Error = &tarport.JobError{Code: tarport.CodeDigestMismatch, Message: `layer "x" did not match ✗`}
+	full.Layers[0].DoneBytes = 40
+	full.Layers[1].DoneBytes, full.Layers[1].Finished = 200, true
+	full.Layers[3].DoneBytes = 10 << 30
+	full.Remaining = 3
+	full.CreatedAt = T0.Add(123)
+	full.UpdatedAt = T0.Add(time.Minute + 456)
+	full.ExpiresAt = T0.Add(TTL + 789)
+
+	bare := tarport.Job{ID: "bare", Key: "key-bare", Status: tarport.StatusQueued, ExpiresAt: T0.Add(TTL)}
+	empty := bare
+	empty.ID, empty.Key = "empty", "key-empty"
+	empty.RepoTags, empty.Layers, empty.Error = []string{}, []tarport.LayerProgress{}, &tarport.JobError{}
+
+	for _, want := range []tarport.Job{full, bare, empty} {
+		mustCreate(t, s, want)
+		if got := mustGet(t, s, want.ID); !Equal(got, want) {
+			t.Errorf("Get round trip of %s:\n got %+v\nwant %+v", want.ID, got, want)
+		}
+	}
+}
+
+func getMissing(t *testing.T, open fresh) {
+	s, _ := open(t)
+	mustCreate(t, s, Job("j", "k", 1))
+	for _, id := range []string{"nope", "", "k", "J", "j ", "jöb", strings.Repeat("j", 4096)} {
+		mustMiss(t, s, id)
+	}
+}
+
+// getExpiry: an expired job is gone, whether or not the store has
+// deleted it yet.
+func getExpiry(t *testing.T, open fresh) {
+	s, clk := open(t)
+	want := Job("j", "k", 1)
+	mustCreate(t, s, want)
+	clk.Set(want.ExpiresAt.Add(-time.Nanosecond))
+	if got := mustGet(t, s, "j"); !Equal(got, want) {
+		t.Fatalf("Get just before expiry = %+v, want %+v", got, want)
+	}
+	clk.Set(want.ExpiresAt)
+	mustMiss(t, s, "j")
+	clk.Advance(25 * time.Hour)
+	mustMiss(t, s, "j")
+}
+
+func createDistinctKeys(t *testing.T, open fresh) {
+	s, _ := open(t)
+	a, b := Job("a", "key-a", 1), Job("b", "key-b", 2)
+	mustCreate(t, s, a)
+	mustCreate(t, s, b)
+	for _, want := range []tarport.Job{a, b} {
+		if got := mustGet(t, s, want.ID); !Equal(got, want) {
+			t.Errorf("Get(%s) = %+v, want %+v", want.ID, got, want)
+		}
+	}
+}
+
+// createSameJobTwice: a repeated Create (a retried request) finds the job
+// it stored and shares it.
+func createSameJobTwice(t *testing.T, open fresh) {
+	s, _ := open(t)
+	j := Job("j", "k", 1)
+	mustCreate(t, s, j)
+	if err := s.SetStatus(context.Background(), "j", tarport.StatusFetching, nil); err != nil {
+		t.Fatal(err)
+	}
+	want := mustGet(t, s, "j")
+	live, created, err := s.Create(context.Background(), j)
+	if err != nil || created || !Equal(live, want) {
+		t.Fatalf("Create of a stored job = (%+v, created %v, %v), want the stored job shared", live, created, err)
+	}
+}
+
+// createSharesLiveJobByKey: a request joins the job with its key while
+// that job is live and has more than JoinMargin left; otherwise it gets a
+// new job, and the next request joins that one.
+func createSharesLiveJobByKey(t *testing.T, open fresh) {
+	moveTo := func(st tarport.Status, jerr *tarport.JobError) func(*testing.T, download.Jobs, *Clock) {
+		return func(t *testing.T, s download.Jobs, _ *Clock) {
+			if err := s.SetStatus(context.Background(), "first", st, jerr); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	at := func(d time.Duration) func(*testing.T, download.Jobs, *Clock) {
+		return func(_ *testing.T, _ download.Jobs, c *Clock) { c.Set(T0.Add(d)) }
+	}
+	tests := []struct {
+		name string
+		// prepare moves the first job (and the clock) on.
+		prepare     []func(*testing.T, download.Jobs, *Clock)
+		wantCreated bool
+	}{
+		{name: "queued job is shared"},
+		{name: "fetching job is shared", prepare: ops(moveTo(tarport.StatusFetching, nil))},
+		{name: "assembling job is shared", prepare: ops(moveTo(tarport.StatusAssembling, nil))},
+		{name: "ready job is shared with more than the margin left", prepare: ops(moveTo(tarport.StatusReady, nil), at(TTL-JoinMargin-time.Nanosecond))},
+		{name: "ready job with exactly the margin left is replaced", prepare: ops(moveTo(tarport.StatusReady, nil), at(TTL-JoinMargin)), wantCreated: true},
+		{name: "fetching job with under the margin left is replaced", prepare: ops(moveTo(tarport.StatusFetching, nil), at(TTL-time.Minute)), wantCreated: true},
+		{name: "failed job is replaced", prepare: ops(moveTo(tarport.StatusFailed, &tarport.JobError{Code: tarport.CodeUpstream, Message: "boom"})), wantCreated: true},
+		{name: "job expiring exactly now is replaced", prepare: ops(at(TTL)), wantCreated: true},
+		{name: "expired job is replaced", prepare: ops(at(TTL + time.Second)), wantCreated: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			s, clk := open(t)
+			mustCreate(t, s, Job("first", "k", 10))
+			for _, p := range tt.prepare {
+				p(t, s, clk)
+			}
+			var before tarport.Job
+			if clk.Now().Before(T0.Add(TTL)) {
+				before = mustGet(t, s, "first")
+			}
+
+			second := Job("second", "k", 10)
+			second.CreatedAt, second.UpdatedAt, second.ExpiresAt = clk.Now(), clk.Now(), clk.Now().Add(TTL)
+			live, created, err := s.Create(ctx, second)
+			if err != nil {
+				t.Fatalf("second Create: %v", err)
+			}
+			if created != tt.wantCreated {
+				t.Fatalf("second Create: created = %v, want %v", created, tt.wantCreated)
+			}
+			want := before
+			if tt.wantCreated {
+				want = second
+				// The job it replaced is left as it was, to be read until it expires.
+				if !before.ExpiresAt.IsZero() {
+					if got := mustGet(t, s, "first"); !Equal(got, before) {
+						t.Fatalf("replaced job changed:\n got %+v\nwant %+v", got, before)
+					}
+				}
+			} else {
+				mustMiss(t, s, "second") // nothing of a joined request is stored
+			}
+			if !Equal(live, want) {
+				t.Fatalf("second Create returned\n %+v\nwant %+v", live, want)
+			}
+
+			// A third request for the key finds whichever job is live now.
+			third := Job("third", "k", 10)
+			third.ExpiresAt = clk.Now().Add(TTL)
+			live, created, err = s.Create(ctx, third)
+			if err != nil || created || live.ID != want.ID {
+				t.Fatalf("third Create = (%q, created %v, %v), want (%q, false, nil)", live.ID, created, err, want.ID)
+			}
+			mustMiss(t, s, "third")
+		})
+	}
+}
+
+func ops(fs ...func(*testing.T, download.Jobs, *Clock)) []func(*testing.T, download.Jobs, *Clock) {
+	return fs
+}
+
+// createDoesNotJoinAJobAboutToExpire: with under the join margin left, a
+// request gets a new job rather than a link that dies in minutes; a
+// store's first job is stored whatever its expiry.
+func createDoesNotJoinAJobAboutToExpire(t *testing.T, open fresh) {
+	s, clk := open(t)
+	ctx := context.Background()
+	old := Job("old", "k", 10)
+	old.ExpiresAt = clk.Now().Add(30 * time.Minute)
+	mustCreate(t, s, old)
+	mustCreate(t, s, Job("fresh", "k", 10))
+	if got := mustGet(t, s, "old"); !Equal(got, old) {
+		t.Fatalf("the old job is still readable until it expires: got %+v", got)
+	}
+	live, created, err := s.Create(ctx, Job("third", "k", 10))
+	if err != nil || created || live.ID != "fresh" {
+		t.Fatalf("third Create = (%q, created %v, %v), want the fresh job shared", live.ID, created, err)
+	}
+}
+
+// createConcurrentSameKey is the conditional put: of many concurrent
+// identical requests exactly one makes the job, all get that one, and
+// nothing of the others is left stored.
+func createConcurrentSameKey(t *testing.T, open fresh) {
+	s, clk := open(t)
+	winner := raceCreates(t, s, clk, "same", 50)
+	for i := range 50 {
+		if id := fmt.Sprintf("job-%d", i); id != winner.ID {
+			mustMiss(t, s, id)
+		}
+	}
+}
+
+// createConcurrentReplacesDeadJob: many requests racing to replace a
+// failed or expired job make exactly one new job and all share it.
+func createConcurrentReplacesDeadJob(t *testing.T, open fresh) {
+	for _, dead := range []string{"failed", "expired"} {
+		t.Run(dead, func(t *testing.T) {
+			t.Parallel()
+			s, clk := open(t)
+			mustCreate(t, s, Job("dead", "same", 5))
+			if dead == "failed" {
+				if err := s.SetStatus(context.Background(), "dead", tarport.StatusFailed, &tarport.JobError{Code: tarport.CodeInternal, Message: "x"}); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				clk.Set(T0.Add(TTL))
+			}
+			if winner := raceCreates(t, s, clk, "same", 50); winner.ID == "dead" {
+				t.Fatalf("the %s job was shared", dead)
+			}
+		})
+	}
+}
+
+// raceCreates runs n concurrent Creates of jobs job-<i> with key, made
+// now, and returns the one job they all got.
+func raceCreates(t *testing.T, s download.Jobs, clk *Clock, key string, n int) tarport.Job {
+	t.Helper()
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	lives := make([]tarport.Job, n)
+	var createdCount atomic.Int32
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			jb := Job(fmt.Sprintf("job-%d", i), key, 5)
+			jb.CreatedAt, jb.UpdatedAt, jb.ExpiresAt = clk.Now(), clk.Now(), clk.Now().Add(TTL)
+			live, created, err := s.Create(context.Background(), jb)
+			if err != nil {
+				t.Errorf("Create %d: %v", i, err)
+				return
+			}
+			if created {
+				createdCount.Add(1)
+			}
+			lives[i] = live
+		})
+	}
+	close(start)
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	if got := createdCount.Load(); got != 1 {
+		t.Fatalf("%d of %d concurrent Creates reported created=true, want exactly 1", got, n)
+	}
+	for i, live := range lives {
+		if !Equal(live, lives[0]) {
+			t.Fatalf("Create %d returned job %q, Create 0 returned %q: want one shared job", i, live.ID, lives[0].ID)
+		}
+	}
+	if got := mustGet(t, s, lives[0].ID); !Equal(got, lives[0]) {
+		t.Fatalf("the shared job as stored:\n got %+v\nwant %+v", got, lives[0])
+	}
+	return lives[0]
+}
+
+func setStatus(t *testing.T, open fresh) {
+	jobErr := &tarport.JobError{Code: tarport.CodeDigestMismatch, Message: "layer bytes did not match"}
+	tests := []struct {
+		name    string
+		from    tarport.Status
+		fromErr *tarport.JobError
+		to      tarport.Status
+		toErr   *tarport.JobError
+		want    tarport.Status
+		wantErr *tarport.JobError
+	}{
+		{name: "queued to fetching", from: tarport.StatusQueued, to: tarport.StatusFetching, want: tarport.StatusFetching},
+		{name: "queued to ready", from: tarport.StatusQueued, to: tarport.StatusReady, want: tarport.StatusReady},
+		{name: "fetching to fetching", from: tarport.StatusFetching, to: tarport.StatusFetching, want: tarport.StatusFetching},
+		{name: "fetching to assembling", from: tarport.StatusFetching, to: tarport.StatusAssembling, want: tarport.StatusAssembling},
+		{name: "assembling to ready", from: tarport.StatusAssembling, to: tarport.StatusReady, want: tarport.StatusReady},
+		{name: "assembling not back to fetching", from: tarport.StatusAssembling, to: tarport.StatusFetching, want: tarport.StatusAssembling},
+		{name: "fetching not back to queued", from: tarport.StatusFetching, to: tarport.StatusQueued, want: tarport.StatusFetching},
+		{name: "queued to failed", from: tarport.StatusQueued, to: tarport.StatusFailed, toErr: jobErr, want: tarport.StatusFailed, wantErr: jobErr},
+		{name: "fetching to failed", from: tarport.StatusFetching, to: tarport.StatusFailed, toErr: jobErr, want: tarport.StatusFailed, wantErr: jobErr},
+		{name: "assembling to failed", from: tarport.StatusAssembling, to: tarport.StatusFailed, toErr: jobErr, want: tarport.StatusFailed, wantErr: jobErr},
+		{name: "ready stays ready", from: tarport.StatusReady, to: tarport.StatusFailed, toErr: jobErr, want: tarport.StatusReady},
+		{name: "ready is not requeued", from: tarport.StatusReady, to: tarport.StatusFetching, want: tarport.StatusReady},
+		{name: "failed stays failed", from: tarport.StatusFailed, fromErr: jobErr, to: tarport.StatusReady, want: tarport.StatusFailed, wantErr: jobErr},
+		{name: "failed keeps its first error", from: tarport.StatusFailed, fromErr: jobErr, to: tarport.StatusFailed, toErr: &tarport.JobError{Code: tarport.CodeInternal, Message: "later"}, want: tarport.StatusFailed, wantErr: jobErr},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			s, clk := open(t)
+			jb := Job("j", "k", 10)
+			jb.Status, jb.Error = tt.from, tt.fromErr
+			mustCreate(t, s, jb)
+			clk.Advance(time.Minute)
+			if err := s.SetStatus(ctx, "j", tt.to, tt.toErr); err != nil {
+				t.Fatalf("SetStatus: %v", err)
+			}
+			got := mustGet(t, s, "j")
+			if got.Status != tt.want || !reflect.DeepEqual(got.Error, tt.wantErr) {
+				t.Fatalf("after SetStatus(%s): status %s error %+v, want %s %+v", tt.to, got.Status, got.Error, tt.want, tt.wantErr)
+			}
+			if got.Status != tt.from && !got.UpdatedAt.Equal(clk.Now()) {
+				t.Errorf("UpdatedAt = %s after a change at %s", got.UpdatedAt, clk.Now())
+			}
+			// Nothing else moves.
+			want := jb
+			want.Status, want.Error, want.UpdatedAt = got.Status, got.Error, got.UpdatedAt
+			if !Equal(got, want) {
+				t.Errorf("SetStatus changed more than the status:\n got %+v\nwant %+v", got, want)
+			}
+		})
+	}
+}
+
+// setStatusNeverMovesBack: late redelivered tasks cannot move an
+// assembling job back; failing is always possible, and then final.
+func setStatusNeverMovesBack(t *testing.T, open fresh) {
+	s, _ := open(t)
+	ctx := context.Background()
+	mustCreate(t, s, Job("a", "k", 10))
+	steps := []struct {
+		to   tarport.Status
+		want tarport.Status
+	}{
+		{tarport.StatusFetching, tarport.StatusFetching},
+		{tarport.StatusAssembling, tarport.StatusAssembling},
+		{tarport.StatusFetching, tarport.StatusAssembling},
+		{tarport.StatusQueued, tarport.StatusAssembling},
+		{tarport.StatusFailed, tarport.StatusFailed},
+		{tarport.StatusReady, tarport.StatusFailed},
+		{tarport.StatusQueued, tarport.StatusFailed},
+	}
+	for i, st := range steps {
+		if err := s.SetStatus(ctx, "a", st.to, nil); err != nil {
+			t.Fatalf("step %d SetStatus(%s): %v", i, st.to, err)
+		}
+		if got := mustGet(t, s, "a"); got.Status != st.want {
+			t.Fatalf("step %d SetStatus(%s): status %s, want %s", i, st.to, got.Status, st.want)
+		}
+	}
+}
+
+// missingJob: every operation on a job that is not there says so.
+func missingJob(t *testing.T, open fresh) {
+	s, _ := open(t)
+	ctx := context.Background()
+	mustCreate(t, s, Job("j", "k", 10))
+	for _, id := range []string{"nope", "", strings.Repeat("j", 4096)} {
+		checks := map[string]error{
+			"SetStatus":         s.SetStatus(ctx, id, tarport.StatusFetching, nil),
+			"SetStatus(failed)": s.SetStatus(ctx, id, tarport.StatusFailed, &tarport.JobError{Code: tarport.CodeInternal, Message: "x"}),
+			"AddProgress":       s.AddProgress(ctx, id, 0, 1),
+			"AddProgress(-1)":   s.AddProgress(ctx, id, -1, 1),
+		}
+		_, _, checks["FinishLayer"] = s.FinishLayer(ctx, id, 0)
+		_, _, checks["FinishLayer(-1)"] = s.FinishLayer(ctx, id, -1)
+		for op, err := range checks {
+			if code := tarport.ErrorCode(err); code != tarport.CodeNotFound {
+				t.Errorf("%s(%.20q) err = %v (code %s), want not_found", op, id, err, code)
+			}
+		}
+		mustMiss(t, s, id) // and nothing was made up
+	}
+}
+
+type add struct {
+	layer int
+	delta int64
+}
+
+func addProgress(t *testing.T, open fresh) {
+	tests := []struct {
+		name   string
+		finish bool // finish layer 1 first
+		adds   []add
+		want   []int64 // done bytes of layers 0 and 1 (sizes 100, 50)
+	}{
+		{name: "within size", adds: []add{{0, 40}, {0, 20}, {1, 5}}, want: []int64{60, 5}},
+		{name: "up to size exactly", adds: []add{{0, 60}, {0, 40}, {1, 50}}, want: []int64{100, 50}},
+		{name: "clamped to size", adds: []add{{0, 90}, {0, 90}}, want: []int64{100, 0}},
+		{name: "clamped to size then taken back", adds: []add{{0, 90}, {0, 90}, {0, -30}}, want: []int64{70, 0}},
+		{name: "one huge delta", adds: []add{{1, 1 << 40}}, want: []int64{0, 50}},
+		{name: "negative delta undoes a retry", adds: []add{{0, 70}, {0, -30}}, want: []int64{40, 0}},
+		{name: "clamped to zero", adds: []add{{0, 10}, {0, -50}}, want: []int64{0, 0}},
+		{name: "clamped to zero then counted again", adds: []add{{0, 10}, {0, -50}, {0, 20}}, want: []int64{20, 0}},
+		{name: "one huge negative delta", adds: []add{{0, 10}, {0, -1 << 40}}, want: []int64{0, 0}},
+		{name: "zero delta", adds: []add{{0, 0}}, want: []int64{0, 0}},
+		{name: "layer out of range ignored", adds: []add{{-1, 10}, {2, 10}, {99, 10}}, want: []int64{0, 0}},
+		{name: "finished layer ignored", finish: true, adds: []add{{1, -20}, {1, 10}}, want: []int64{0, 50}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			s, _ := open(t)
+			mustCreate(t, s, Job("j", "k", 100, 50))
+			if tt.finish {
+				if _, _, err := s.FinishLayer(ctx, "j", 1); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, a := range tt.adds {
+				if err := s.AddProgress(ctx, "j", a.layer, a.delta); err != nil {
+					t.Fatalf("AddProgress(%d, %d): %v", a.layer, a.delta, err)
+				}
+			}
+			got := mustGet(t, s, "j")
+			for i, w := range tt.want {
+				if got.Layers[i].DoneBytes != w {
+					t.Errorf("layer %d done bytes = %d, want %d", i, got.Layers[i].DoneBytes, w)
+				}
+			}
+			if d := got.DoneBytes(); d != tt.want[0]+tt.want[1] {
+				t.Errorf("job done bytes = %d, want %d", d, tt.want[0]+tt.want[1])
+			}
+			wantRemaining := 2
+			if tt.finish {
+				wantRemaining = 1
+			}
+			if got.Layers[0].Finished || got.Layers[1].Finished != tt.finish || got.Remaining != wantRemaining {
+				t.Errorf("AddProgress moved the finish state: %+v remaining %d", got.Layers, got.Remaining)
+			}
+		})
+	}
+}
+
+// addProgressConcurrent: concurrent adds are all counted, and the clamp
+// holds under contention.
+func addProgressConcurrent(t *testing.T, open fresh) {
+	s, _ := open(t)
+	ctx := context.Background()
+	mustCreate(t, s, Job("j", "k", 1000, 100))
+	const n = 50
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for range n {
+		wg.Go(func() {
+			<-start
+			if err := s.AddProgress(ctx, "j", 0, 7); err != nil {
+				t.Errorf("AddProgress: %v", err)
+			}
+			if err := s.AddProgress(ctx, "j", 1, 3); err != nil {
+				t.Errorf("AddProgress: %v", err)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	got := mustGet(t, s, "j")
+	if got.Layers[0].DoneBytes != 7*n || got.Layers[1].DoneBytes != 100 {
+		t.Fatalf("done bytes after %d concurrent adds = %d, %d; want %d, 100", n, got.Layers[0].DoneBytes, got.Layers[1].DoneBytes, 7*n)
+	}
+	// Taking back more than is there stops at zero, however it interleaves.
+	for range n {
+		wg.Go(func() {
+			if err := s.AddProgress(ctx, "j", 1, -3); err != nil {
+				t.Errorf("AddProgress: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	if got := mustGet(t, s, "j"); got.Layers[1].DoneBytes != 0 {
+		t.Fatalf("done bytes after taking back %d = %d, want 0", 3*n, got.Layers[1].DoneBytes)
+	}
+}
+
+func finishLayerSequential(t *testing.T, open fresh) {
+	s, clk := open(t)
+	ctx := context.Background()
+	mustCreate(t, s, Job("j", "k", 10, 20, 30))
+	if err := s.AddProgress(ctx, "j", 2, 7); err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		layer         int
+		wantRemaining int
+		wantFirst     bool
+	}{
+		{layer: 2, wantRemaining: 2, wantFirst: true},
+		{layer: 2, wantRemaining: 2, wantFirst: false}, // a redelivered task
+		{layer: -1, wantRemaining: 2, wantFirst: false},
+		{layer: 3, wantRemaining: 2, wantFirst: false},
+		{layer: 0, wantRemaining: 1, wantFirst: true},
+		{layer: 1, wantRemaining: 0, wantFirst: true},
+		{layer: 1, wantRemaining: 0, wantFirst: false},
+		{layer: 0, wantRemaining: 0, wantFirst: false},
+	}
+	for i, st := range steps {
+		clk.Advance(time.Second)
+		rem, first, err := s.FinishLayer(ctx, "j", st.layer)
+		if err != nil || rem != st.wantRemaining || first != st.wantFirst {
+			t.Fatalf("step %d FinishLayer(%d) = (%d, %v, %v), want (%d, %v, nil)", i, st.layer, rem, first, err, st.wantRemaining, st.wantFirst)
+		}
+		if st.wantFirst {
+			if got := mustGet(t, s, "j"); !got.UpdatedAt.Equal(clk.Now()) {
+				t.Errorf("step %d: UpdatedAt = %s after a change at %s", i, got.UpdatedAt, clk.Now())
+			}
+		}
+	}
+	got := mustGet(t, s, "j")
+	for i, l := range got.Layers {
+		if !l.Finished || l.DoneBytes != l.Size {
+			t.Errorf("layer %d = %+v, want finished with done bytes = size", i, l)
+		}
+	}
+	if got.Remaining != 0 || got.DoneBytes() != got.TotalBytes {
+		t.Errorf("job after all layers: remaining %d, done %d of %d", got.Remaining, got.DoneBytes(), got.TotalBytes)
+	}
+}
+
+// finishLayerConcurrentSameLayer: a layer redelivered to many workers at
+// once is counted once.
+func finishLayerConcurrentSameLayer(t *testing.T, open fresh) {
+	s, _ := open(t)
+	ctx := context.Background()
+	mustCreate(t, s, Job("j", "k", 10, 20, 30))
+	const n = 50
+	var firsts atomic.Int32
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for range n {
+		wg.Go(func() {
+			<-start
+			rem, first, err := s.FinishLayer(ctx, "j", 1)
+			if err != nil {
+				t.Errorf("FinishLayer: %v", err)
+				return
+			}
+			if rem != 2 {
+				t.Errorf("remaining = %d, want 2", rem)
+			}
+			if first {
+				firsts.Add(1)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	if got := firsts.Load(); got != 1 {
+		t.Fatalf("%d of %d concurrent FinishLayer calls reported first, want 1", got, n)
+	}
+	got := mustGet(t, s, "j")
+	if got.Remaining != 2 || !got.Layers[1].Finished || got.Layers[1].DoneBytes != 20 {
+		t.Fatalf("after the race: remaining %d, layer 1 %+v; want 2 and finished", got.Remaining, got.Layers[1])
+	}
+	if got.Layers[0].Finished || got.Layers[2].Finished {
+		t.Fatalf("other layers finished: %+v", got.Layers)
+	}
+}
+
+// finishLayerStitchesExactlyOnce races every layer's (redelivered) tasks,
+// with progress writes in between: exactly one call sees remaining == 0
+// as the first finisher of its layer, and that is the one that stitches.
+func finishLayerStitchesExactlyOnce(t *testing.T, open fresh) {
+	tests := []struct {
+		layers, callsPerLayer int
+	}{
+		{layers: 1, callsPerLayer: 50},
+		{layers: 5, callsPerLayer: 10},
+		{layers: 25, callsPerLayer: 2},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%d layers x %d", tt.layers, tt.callsPerLayer), func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			s, _ := open(t)
+			sizes := make([]int64, tt.layers)
+			for i := range sizes {
+				sizes[i] = int64(i + 1)
+			}
+			mustCreate(t, s, Job("j", "k", sizes...))
+			var (
+				mu        sync.Mutex
+				stitchers int
+				firsts    = make([]int, tt.layers)
+				remSeen   []int
+			)
+			var wg sync.WaitGroup
+			start := make(chan struct{})
+			for l := range tt.layers {
+				for range tt.callsPerLayer {
+					wg.Go(func() {
+						<-start
+						if err := s.AddProgress(ctx, "j", l, 1); err != nil {
+							t.Errorf("AddProgress(%d): %v", l, err)
+						}
+						rem, first, err := s.FinishLayer(ctx, "j", l)
+						if err != nil {
+							t.Errorf("FinishLayer(%d): %v", l, err)
+							return
+						}
+						mu.Lock()
+						defer mu.Unlock()
+						if first {
+							firsts[l]++
+							remSeen = append(remSeen, rem)
+						}
+						if rem == 0 && first {
+							stitchers++
+						}
+					})
+				}
+			}
+			close(start)
+			wg.Wait()
+			if stitchers != 1 {
+				t.Fatalf("%d calls saw remaining==0 && first, want exactly 1", stitchers)
+			}
+			for l, n := range firsts {
+				if n != 1 {
+					t.Errorf("layer %d: %d first finishers, want 1", l, n)
+				}
+			}
+			// The first finishers saw every count from layers-1 down to 0 once.
+			slices.Sort(remSeen)
+			for i, r := range remSeen {
+				if r != i {
+					t.Fatalf("remaining counts seen by first finishers = %v, want 0..%d", remSeen, tt.layers-1)
+				}
+			}
+			got := mustGet(t, s, "j")
+			if got.Remaining != 0 || got.DoneBytes() != got.TotalBytes {
+				t.Fatalf("job after all layers: remaining %d, done %d of %d", got.Remaining, got.DoneBytes(), got.TotalBytes)
+			}
+		})
+	}
+}

@@ -1,0 +1,243 @@
+package dynamo
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/tarport/tarport/shared/tarport"
+)
+
+// encodeJob is a job's item, laid out as jobs.go describes. Absent
+// slices and errors stay absent, so they read back as nil, as stored.
+func encodeJob(job tarport.Job) map[string]types.AttributeValue {
+	item := jobItemKey(job.ID)
+	str := func(name, v string) { item[name] = &types.AttributeValueMemberS{Value: v} }
+	str(attrJobID, job.ID)
+	str(attrJobKey, job.Key)
+	str(attrJobImage, job.Image)
+	str(attrJobRef, job.Ref)
+	str(attrJobPlatform, job.Platform)
+	str(attrJobDigest, job.Digest.String())
+	str(attrJobIndexDigest, job.IndexDigest.String())
+	str(attrJobConfigDigest, job.ConfigDigest.String())
+	str(attrJobRefName, job.RefName)
+	str(attrJobName, job.Name)
+	str(attrJobStatus, string(job.Status))
+	str(attrJobTarKey, job.TarKey)
+	str(attrJobFileName, job.FileName)
+	item[attrJobPrivate] = &types.AttributeValueMemberBOOL{Value: job.Private}
+	item[attrJobTotal] = num(job.TotalBytes)
+	item[attrJobRemaining] = num(int64(job.Remaining))
+	item[attrJobCreated] = nanos(job.CreatedAt)
+	item[attrJobUpdated] = nanos(job.UpdatedAt)
+	item[attrJobExpires] = nanos(job.ExpiresAt)
+	if ttl, ok := ttlSeconds(job.ExpiresAt); ok {
+		item[AttrTTL] = ttl
+	}
+	if job.RepoTags != nil {
+		tags := make([]types.AttributeValue, len(job.RepoTags))
+		for i, t := range job.RepoTags {
+			tags[i] = &types.AttributeValueMemberS{Value: t}
+		}
+		item[attrJobRepoTags] = &types.AttributeValueMemberL{Value: tags}
+	}
+	if job.Layers != nil {
+		layers := make([]types.AttributeValue, len(job.Layers))
+		for i, l := range job.Layers {
+			// One-letter names: 1000 layers must fit in one item.
+			layers[i] = &types.AttributeValueMemberM{Value: map[string]types.AttributeValue{
+				"d": &types.AttributeValueMemberS{Value: l.Digest.String()},
+				"s": num(l.Size),
+			}}
+			done, left, fin := layerAttrs(i)
+			item[done] = num(l.DoneBytes)
+			item[left] = num(l.Size - l.DoneBytes)
+			if l.Finished {
+				item[fin] = &types.AttributeValueMemberBOOL{Value: true}
+			}
+		}
+		item[attrJobLayers] = &types.AttributeValueMemberL{Value: layers}
+	}
+	if job.Error != nil {
+		item[attrJobError] = encodeJobError(job.Error)
+	}
+	return item
+}
+
+func encodeJobError(e *tarport.JobError) types.AttributeValue {
+	return &types.AttributeValueMemberM{Value: map[string]types.AttributeValue{
+		"code":    &types.AttributeValueMemberS{Value: string(e.Code)},
+		"message": &types.AttributeValueMemberS{Value: e.Message},
+	}}
+}
+
+// decodeJob reads a job's item back.
+func decodeJob(item map[string]types.AttributeValue) (tarport.Job, error) {
+	d := itemDecoder{item: item}
+	if _, ok := item[attrJobID]; !ok {
+		return tarport.Job{}, fmt.Errorf("item has no %q attribute", attrJobID)
+	}
+	job := tarport.Job{
+		ID:           d.str(attrJobID),
+		Key:          d.str(attrJobKey),
+		Image:        d.str(attrJobImage),
+		Ref:          d.str(attrJobRef),
+		Platform:     d.str(attrJobPlatform),
+		Digest:       digest.Digest(d.str(attrJobDigest)),
+		IndexDigest:  digest.Digest(d.str(attrJobIndexDigest)),
+		ConfigDigest: digest.Digest(d.str(attrJobConfigDigest)),
+		RefName:      d.str(attrJobRefName),
+		Name:         d.str(attrJobName),
+		Private:      d.boolean(attrJobPrivate),
+		Status:       tarport.Status(d.str(attrJobStatus)),
+		TotalBytes:   d.num(attrJobTotal),
+		Remaining:    int(d.num(attrJobRemaining)),
+		TarKey:       d.str(attrJobTarKey),
+		FileName:     d.str(attrJobFileName),
+		CreatedAt:    d.time(attrJobCreated),
+		UpdatedAt:    d.time(attrJobUpdated),
+		ExpiresAt:    d.time(attrJobExpires),
+	}
+	if tags, ok := d.list(attrJobRepoTags); ok {
+		job.RepoTags = make([]string, len(tags))
+		for i, t := range tags {
+			job.RepoTags[i] = d.strValue(attrJobRepoTags, t)
+		}
+	}
+	if layers, ok := d.list(attrJobLayers); ok {
+		job.Layers = make([]tarport.LayerProgress, len(layers))
+		for i, av := range layers {
+			m, ok := av.(*types.AttributeValueMemberM)
+			if !ok {
+				d.fail(attrJobLayers, "an element is not a map")
+				break
+			}
+			l := itemDecoder{item: m.Value}
+			done, _, fin := layerAttrs(i)
+			lp := tarport.LayerProgress{
+				Digest:    digest.Digest(l.str("d")),
+				Size:      l.num("s"),
+				DoneBytes: d.num(done),
+				Finished:  d.boolean(fin),
+			}
+			if l.err != nil {
+				d.fail(attrJobLayers, l.err.Error())
+			}
+			if lp.Finished {
+				lp.DoneBytes = lp.Size
+			}
+			job.Layers[i] = lp
+		}
+	}
+	if av, ok := item[attrJobError]; ok {
+		m, ok := av.(*types.AttributeValueMemberM)
+		if !ok {
+			d.fail(attrJobError, "not a map")
+		} else {
+			e := itemDecoder{item: m.Value}
+			job.Error = &tarport.JobError{Code: tarport.Code(e.str("code")), Message: e.str("message")}
+			if e.err != nil {
+				d.fail(attrJobError, e.err.Error())
+			}
+		}
+	}
+	return job, d.err
+}
+
+// intAttr reads one number attribute that must be there.
+func intAttr(item map[string]types.AttributeValue, name string) (int64, error) {
+	if _, ok := item[name]; !ok {
+		return 0, fmt.Errorf("item has no %q attribute", name)
+	}
+	d := itemDecoder{item: item}
+	n := d.num(name)
+	return n, d.err
+}
+
+// itemDecoder reads attributes, absent ones as zero values, and keeps the
+// first attribute of a wrong type as its error.
+type itemDecoder struct {
+	item map[string]types.AttributeValue
+	err  error
+}
+
+func (d *itemDecoder) fail(name, why string) {
+	if d.err == nil {
+		d.err = fmt.Errorf("attribute %s: %s", name, why)
+	}
+}
+
+func (d *itemDecoder) str(name string) string {
+	av, ok := d.item[name]
+	if !ok {
+		return ""
+	}
+	return d.strValue(name, av)
+}
+
+func (d *itemDecoder) strValue(name string, av types.AttributeValue) string {
+	s, ok := av.(*types.AttributeValueMemberS)
+	if !ok {
+		d.fail(name, "not a string")
+		return ""
+	}
+	return s.Value
+}
+
+func (d *itemDecoder) num(name string) int64 {
+	av, ok := d.item[name]
+	if !ok {
+		return 0
+	}
+	n, ok := av.(*types.AttributeValueMemberN)
+	if !ok {
+		d.fail(name, "not a number")
+		return 0
+	}
+	v, err := strconv.ParseInt(n.Value, 10, 64)
+	if err != nil {
+		d.fail(name, err.Error())
+	}
+	return v
+}
+
+func (d *itemDecoder) boolean(name string) bool {
+	av, ok := d.item[name]
+	if !ok {
+		return false
+	}
+	b, ok := av.(*types.AttributeValueMemberBOOL)
+	if !ok {
+		d.fail(name, "not a boolean")
+	}
+	return ok && b.Value
+}
+
+func (d *itemDecoder) time(name string) time.Time {
+	av, ok := d.item[name]
+	if !ok {
+		return time.Time{}
+	}
+	t, err := fromNanos(av)
+	if err != nil {
+		d.fail(name, err.Error())
+	}
+	return t
+}
+
+func (d *itemDecoder) list(name string) ([]types.AttributeValue, bool) {
+	av, ok := d.item[name]
+	if !ok {
+		return nil, false
+	}
+	l, ok := av.(*types.AttributeValueMemberL)
+	if !ok {
+		d.fail(name, "not a list")
+		return nil, false
+	}
+	return l.Value, true
+}
