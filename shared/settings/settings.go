@@ -32,6 +32,19 @@ type Settings struct {
 	BlobIdleTimeout    time.Duration // TARPORT_BLOB_IDLE_TIMEOUT: a silent blob body is cut and resumed
 	WarmEvery          time.Duration // TARPORT_WARM_EVERY: local cache warming period, 0 = off
 	LogLevel           slog.Level    // TARPORT_LOG_LEVEL: debug, info, warn, error
+
+	// On AWS (set by template.yaml):
+	DLQARN             string     // TARPORT_DLQ_ARN: the task queue's dead-letter queue
+	TaskKeySecretARN   string     // TARPORT_TASK_KEY_SECRET_ARN: seals private jobs' credentials in queue messages
+	TaskKey            string     // TARPORT_TASK_KEY: that key given directly (tests, setups without Secrets Manager)
+	DockerHubSecretARN string     // TARPORT_DOCKERHUB_SECRET_ARN: {"username","token"} of the service's Docker Hub account
+	HotImages          []HotImage // TARPORT_HOT_IMAGES: "image platform" entries, comma-separated, pre-fetched by the warm
+}
+
+// HotImage is an image whose layers the warm keeps in the layer cache.
+type HotImage struct {
+	Image    string
+	Platform string
 }
 
 // FromEnv reads the settings from the process environment.
@@ -46,15 +59,31 @@ func Parse(getenv func(string) string) (Settings, error) {
 		return def
 	}
 	s := Settings{
-		Addr:              get("TARPORT_ADDR", "127.0.0.1:8080"),
-		DataDir:           get("TARPORT_DATA_DIR", "./.data"),
-		HubAPI:            strings.TrimRight(get("TARPORT_HUB_API", "https://hub.docker.com"), "/"),
-		DockerHubRegistry: strings.TrimRight(get("TARPORT_DOCKERHUB_REGISTRY", "https://registry-1.docker.io"), "/"),
-		Bucket:            get("TARPORT_BUCKET", ""),
-		Table:             get("TARPORT_TABLE", ""),
-		QueueURL:          get("TARPORT_QUEUE_URL", ""),
-		DockerHubUsername: get("TARPORT_DOCKERHUB_USERNAME", ""),
-		DockerHubToken:    get("TARPORT_DOCKERHUB_TOKEN", ""),
+		Addr:               get("TARPORT_ADDR", "127.0.0.1:8080"),
+		DataDir:            get("TARPORT_DATA_DIR", "./.data"),
+		HubAPI:             strings.TrimRight(get("TARPORT_HUB_API", "https://hub.docker.com"), "/"),
+		DockerHubRegistry:  strings.TrimRight(get("TARPORT_DOCKERHUB_REGISTRY", "https://registry-1.docker.io"), "/"),
+		Bucket:             get("TARPORT_BUCKET", ""),
+		Table:              get("TARPORT_TABLE", ""),
+		QueueURL:           get("TARPORT_QUEUE_URL", ""),
+		DockerHubUsername:  get("TARPORT_DOCKERHUB_USERNAME", ""),
+		DockerHubToken:     get("TARPORT_DOCKERHUB_TOKEN", ""),
+		DLQARN:             get("TARPORT_DLQ_ARN", ""),
+		TaskKeySecretARN:   get("TARPORT_TASK_KEY_SECRET_ARN", ""),
+		TaskKey:            get("TARPORT_TASK_KEY", ""),
+		DockerHubSecretARN: get("TARPORT_DOCKERHUB_SECRET_ARN", ""),
+	}
+	for _, entry := range strings.Split(getenv("TARPORT_HOT_IMAGES"), ",") {
+		fields := strings.Fields(entry)
+		switch len(fields) {
+		case 0:
+		case 1:
+			s.HotImages = append(s.HotImages, HotImage{Image: fields[0], Platform: "linux/amd64"})
+		case 2:
+			s.HotImages = append(s.HotImages, HotImage{Image: fields[0], Platform: fields[1]})
+		default:
+			return Settings{}, fmt.Errorf("TARPORT_HOT_IMAGES: want comma-separated \"image [platform]\" entries like \"nginx:1.27 linux/arm64\", got %q", entry)
+		}
 	}
 	for _, h := range strings.Split(getenv("TARPORT_INSECURE_REGISTRIES"), ",") {
 		if h = strings.TrimSpace(h); h != "" {

@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"reflect"
 	"strings"
+	"slices"
 	"testing"
 	"time"
 )
@@ -90,6 +91,13 @@ func TestOverrides(t *testing.T) {
 		}},
 		{"workers", []string{"TARPORT_WORKERS", "64"}, func(s Settings) bool { return s.Workers == 64 }},
 		{"log level", []string{"TARPORT_LOG_LEVEL", "debug"}, func(s Settings) bool { return s.LogLevel == slog.LevelDebug }},
+		{"aws secrets and dlq", []string{"TARPORT_DLQ_ARN", "arn:aws:sqs:us-east-1:1:dlq", "TARPORT_TASK_KEY_SECRET_ARN", "arn:sm:k", "TARPORT_DOCKERHUB_SECRET_ARN", "arn:sm:h", "TARPORT_TASK_KEY", "k"}, func(s Settings) bool {
+			return s.DLQARN == "arn:aws:sqs:us-east-1:1:dlq" && s.TaskKeySecretARN == "arn:sm:k" && s.DockerHubSecretARN == "arn:sm:h" && s.TaskKey == "k"
+		}},
+		{"hot images", []string{"TARPORT_HOT_IMAGES", " nginx:1.27 linux/arm64 ,redis,, ghcr.io/o/r@sha256:abc\tlinux/arm/v7"}, func(s Settings) bool {
+			want := []HotImage{{"nginx:1.27", "linux/arm64"}, {"redis", "linux/amd64"}, {"ghcr.io/o/r@sha256:abc", "linux/arm/v7"}}
+			return slices.Equal(s.HotImages, want)
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -145,6 +153,7 @@ func TestInvalidValues(t *testing.T) {
 		{"TARPORT_MAX_IMAGE_BYTES", "-1GiB"},
 		{"TARPORT_MAX_IMAGE_BYTES", "1.5GiB"},
 		{"TARPORT_MAX_IMAGE_BYTES", "64XB"},
+		{"TARPORT_HOT_IMAGES", "nginx linux/amd64 extra"},
 		{"TARPORT_RATE_LIMIT_PER_MINUTE", "many"},
 		{"TARPORT_RATE_LIMIT_PER_MINUTE", "0"},
 		{"TARPORT_RATE_LIMIT_PER_MINUTE", "-5"},
