@@ -3,8 +3,8 @@ package settings
 import (
 	"log/slog"
 	"reflect"
-	"strings"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )

@@ -29,6 +29,10 @@ type Spec struct {
 	Ready func(ctx context.Context, addr string) error
 	// StartTimeout bounds the wait for Ready (default 30 s).
 	StartTimeout time.Duration
+	// KillGroup runs the server in its own process group and kills the
+	// whole group on Stop, for servers that start children of their own
+	// (the Lambda emulator runs the function's bootstrap).
+	KillGroup bool
 }
 
 // Daemon is one running server.
@@ -89,6 +93,9 @@ func (d *Daemon) run(ctx context.Context, spec Spec) error {
 	cmd.Stdout, cmd.Stderr = &d.log, &d.log
 	cmd.WaitDelay = 5 * time.Second
 	dieWithParent(cmd)
+	if spec.KillGroup {
+		killGroup(cmd)
+	}
 	if err := cmd.Start(); err != nil {
 		cancel()
 		return fmt.Errorf("running %s: %w", spec.Bin, err)

@@ -1,0 +1,189 @@
+package s3store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/tarport/tarport/shared/registry"
+	"github.com/tarport/tarport/shared/tarport"
+	"github.com/tarport/tarport/shared/testkit/s3test"
+)
+
+// The registry client caches manifests in the store; the assertion lives
+// here so the adapter itself does not import another adapter.
+var _ registry.MetaCache = (*Store)(nil)
+
+// testPartSize is S3's smallest part: multipart uploads with little data.
+const testPartSize = 5 << 20
+
+// env is a store on a fresh bucket of a running versitygw.
+type env struct {
+	srv    *s3test.Server
+	bucket string
+	store  *Store
+}
+
+// newEnv makes a bucket on srv and a store of it; wrap, when set, stands
+// between the store and the server (to inject faults or watch calls).
+func newEnv(t *testing.T, srv *s3test.Server, opts Options, wrap func(Client) Client) env {
+	t.Helper()
+	bucket := srv.CreateBucket(t)
+	c := srv.Client()
+	var client Client = c
+	if wrap != nil {
+		client = wrap(c)
+	}
+	return env{srv: srv, bucket: bucket, store: New(client, s3.NewPresignClient(c), bucket, opts)}
+}
+
+// eachServer runs test against versitygw over plain HTTP (the SDK hashes
+// bodies) and over TLS (the SDK streams aws-chunked with a trailing CRC32,
+// as against real S3), each its own server.
+func eachServer(t *testing.T, test func(t *testing.T, srv *s3test.Server)) {
+	t.Helper()
+	for _, tt := range []struct {
+		name string
+		opts []s3test.Option
+	}{
+		{"http", nil},
+		{"https", []s3test.Option{s3test.TLS()}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			test(t, s3test.Start(t, tt.opts...))
+		})
+	}
+}
+
+func randomBytes(seed uint64, n int) []byte {
+	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+func readAll(t *testing.T, s *Store, key string) []byte {
+	t.Helper()
+	rc, err := s.Get(context.Background(), key)
+	if err != nil {
+		t.Fatalf("Get(%s): %v", key, err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatalf("reading %s: %v", key, err)
+	}
+	return b
+}
+
+func firstDiff(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	return min(len(a), len(b))
+}
+
+// assertSame compares an object's bytes with what they must be.
+func assertSame(t *testing.T, what string, got, want []byte) {
+	t.Helper()
+	if !bytes.Equal(got, want) {
+		t.Fatalf("%s: got %d bytes, want %d; first difference at %d", what, len(got), len(want), firstDiff(got, want))
+	}
+}
+
+// assertAbsent: key is not an object and no multipart upload of it is
+// left open: nothing unverified was published, nothing half-done kept.
+func assertAbsent(t *testing.T, e env, key string) {
+	t.Helper()
+	_, err := e.store.Size(context.Background(), key)
+	if tarport.ErrorCode(err) != tarport.CodeNotFound {
+		t.Errorf("Size(%s) after a failure = %v, want a not_found error", key, err)
+	}
+	if ups := e.srv.Uploads(t, e.bucket); slices.Contains(ups, key) {
+		t.Errorf("multipart upload of %s left open (open: %q)", key, ups)
+	}
+}
+
+func TestMissingObject(t *testing.T) {
+	t.Parallel()
+	eachServer(t, func(t *testing.T, srv *s3test.Server) {
+		e := newEnv(t, srv, Options{}, nil)
+		ctx := context.Background()
+		_, err := e.store.Size(ctx, "entries/sha256/nope")
+		if tarport.ErrorCode(err) != tarport.CodeNotFound || !strings.Contains(err.Error(), "entries/sha256/nope") {
+			t.Errorf("Size of a missing object = %v, want not_found naming the key", err)
+		}
+		if rc, err := e.store.Get(ctx, "tars/nope.tar"); tarport.ErrorCode(err) != tarport.CodeNotFound {
+			if rc != nil {
+				rc.Close()
+			}
+			t.Errorf("Get of a missing object = %v, want not_found", err)
+		}
+		if _, err := e.store.GetMeta(ctx, digest.FromString("nope")); tarport.ErrorCode(err) != tarport.CodeNotFound {
+			t.Errorf("GetMeta of a missing digest = %v, want not_found", err)
+		}
+	})
+}
+
+// TestMeta: manifests and configs round trip under dirstore's keys.
+func TestMeta(t *testing.T) {
+	t.Parallel()
+	eachServer(t, func(t *testing.T, srv *s3test.Server) {
+		e := newEnv(t, srv, Options{}, nil)
+		ctx := context.Background()
+		blobs := [][]byte{[]byte(`{"schemaVersion":2}`), {}, randomBytes(7, 100_000)}
+		var wantKeys []string
+		for _, b := range blobs {
+			d := digest.FromBytes(b)
+			if err := e.store.PutMeta(ctx, d, b); err != nil {
+				t.Fatalf("PutMeta(%s): %v", d, err)
+			}
+			if err := e.store.PutMeta(ctx, d, b); err != nil {
+				t.Fatalf("PutMeta(%s) again: %v", d, err)
+			}
+			got, err := e.store.GetMeta(ctx, d)
+			if err != nil {
+				t.Fatalf("GetMeta(%s): %v", d, err)
+			}
+			assertSame(t, "GetMeta", got, b)
+			wantKeys = append(wantKeys, "meta/sha256/"+d.Encoded())
+		}
+		keys := srv.Keys(t, e.bucket)
+		slices.Sort(keys)
+		slices.Sort(wantKeys)
+		if !slices.Equal(keys, wantKeys) {
+			t.Errorf("keys = %q, want %q (dirstore's layout)", keys, wantKeys)
+		}
+	})
+}
+
+func TestNewDefaults(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		in, want Options
+	}{
+		{Options{}, Options{PartSize: DefaultPartSize, PartsInFlight: DefaultPartsInFlight, CopyConcurrency: DefaultCopyConcurrency}},
+		{Options{PartSize: 1, PartsInFlight: 1, CopyConcurrency: 2}, Options{PartSize: 5 << 20, PartsInFlight: 1, CopyConcurrency: 2}},
+		{Options{PartSize: 10 << 30, PartsInFlight: -1}, Options{PartSize: 5 << 30, PartsInFlight: DefaultPartsInFlight, CopyConcurrency: DefaultCopyConcurrency}},
+	}
+	for _, tt := range tests {
+		if got := New(nil, nil, "b", tt.in).opts; got != tt.want {
+			t.Errorf("New(%+v) options = %+v, want %+v", tt.in, got, tt.want)
+		}
+	}
+}
+
+var errBroken = errors.New("broken on purpose")
