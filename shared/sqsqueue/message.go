@@ -1,0 +1,210 @@
+package sqsqueue
+
+import (
+	"bytes"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/tarport/tarport/shared/download"
+	"github.com/tarport/tarport/shared/tarport"
+)
+
+// MessageVersion is the version of the message body written here; Decode
+// reads this version only, so a newer producer's message fails (and is
+// redelivered) rather than running half understood.
+const MessageVersion = 1
+
+// KeySize is the length of a sealing key (AES-256).
+const KeySize = 32
+
+// DefaultCredsTTL is how long sealed credentials can be opened by default:
+// far longer than a layer waits in the queue, far shorter than SQS keeps a
+// message (4 days).
+const DefaultCredsTTL = 6 * time.Hour
+
+var (
+	// ErrUndecodable marks a message body that is not a task message of
+	// MessageVersion.
+	ErrUndecodable = errors.New("undecodable task message")
+	// ErrNoKey: credentials cannot be sealed or opened without a key.
+	ErrNoKey = errors.New("no key configured for task credentials")
+	// ErrCredsExpired: sealed credentials outlived their TTL.
+	ErrCredsExpired = errors.New("task credentials expired")
+	// ErrCredsInvalid: sealed credentials were altered, moved to another
+	// task, or sealed with another key.
+	ErrCredsInvalid = errors.New("task credentials do not open")
+)
+
+// body is a task message. The task's own fields are as download.Task
+// writes them (Creds is json:"-"); credentials travel only sealed.
+type body struct {
+	V int `json:"v"`
+	download.Task
+	Sealed string `json:"creds,omitempty"`
+}
+
+// sealed is the plaintext of a sealed blob; the expiry is inside, so it is
+// authenticated with the credentials.
+type sealed struct {
+	Username string `json:"u"`
+	Password string `json:"p"`
+	Expires  int64  `json:"exp"` // Unix seconds
+}
+
+// sealVersion leads every blob, so the scheme can change without guessing.
+const sealVersion byte = 1
+
+// Codec turns tasks into message bodies and back. Credentials are sealed
+// with AES-256-GCM under a random nonce; the additional data binds the blob
+// to the message version, job id, layer, reference and layer digest, so it
+// opens only in the task it was sealed for: moved onto another task (or
+// with the task pointed at another registry) it does not open.
+type Codec struct {
+	aead cipher.AEAD // nil without a key
+	ttl  time.Duration
+	now  func() time.Time
+}
+
+// NewCodec returns a codec sealing with key (KeySize bytes; empty for none:
+// then tasks with credentials cannot be encoded) for ttl (DefaultCredsTTL
+// when 0).
+func NewCodec(key []byte, ttl time.Duration) (*Codec, error) {
+	if ttl < 0 {
+		return nil, fmt.Errorf("configuring task messages: negative credentials TTL %s", ttl)
+	}
+	if ttl == 0 {
+		ttl = DefaultCredsTTL
+	}
+	c := &Codec{ttl: ttl, now: time.Now}
+	if len(key) == 0 {
+		return c, nil
+	}
+	if len(key) != KeySize {
+		return nil, fmt.Errorf("configuring task messages: the key has %d bytes, want %d", len(key), KeySize)
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, fmt.Errorf("configuring task messages: %w", err)
+	}
+	if c.aead, err = cipher.NewGCM(block); err != nil {
+		return nil, fmt.Errorf("configuring task messages: %w", err)
+	}
+	return c, nil
+}
+
+// DecodeKey reads a key written as standard base64, as it is kept in a
+// secret or an environment variable.
+func DecodeKey(s string) ([]byte, error) {
+	key, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		return nil, fmt.Errorf("decoding the task credentials key: %w", err)
+	}
+	if len(key) != KeySize {
+		return nil, fmt.Errorf("decoding the task credentials key: %d bytes, want %d", len(key), KeySize)
+	}
+	return key, nil
+}
+
+// Encode returns the message body of t.
+func (c *Codec) Encode(t download.Task) (string, error) {
+	b := body{V: MessageVersion, Task: t}
+	if !t.Creds.Anonymous() {
+		if c.aead == nil {
+			return "", fmt.Errorf("encoding layer %d of job %s: %w", t.Layer, t.JobID, ErrNoKey)
+		}
+		plain, err := json.Marshal(sealed{Username: t.Creds.Username, Password: t.Creds.Password, Expires: c.now().Add(c.ttl).Unix()})
+		if err != nil {
+			return "", fmt.Errorf("encoding layer %d of job %s: %w", t.Layer, t.JobID, err)
+		}
+		ns := c.aead.NonceSize()
+		blob := make([]byte, 1+ns, 1+ns+len(plain)+c.aead.Overhead())
+		blob[0] = sealVersion
+		if _, err := rand.Read(blob[1:]); err != nil {
+			return "", fmt.Errorf("encoding layer %d of job %s: %w", t.Layer, t.JobID, err)
+		}
+		blob = c.aead.Seal(blob, blob[1:], plain, additionalData(t))
+		b.Sealed = base64.RawURLEncoding.EncodeToString(blob)
+	}
+	out, err := json.Marshal(b)
+	if err != nil {
+		return "", fmt.Errorf("encoding layer %d of job %s: %w", t.Layer, t.JobID, err)
+	}
+	return string(out), nil
+}
+
+// Decode reads a message body. A body that is no task message fails with
+// ErrUndecodable. Credentials that do not open (expired, altered, moved, no
+// key) leave the task without them and fail with a CodeCredentialsGone
+// error wrapping ErrCredsExpired, ErrCredsInvalid or ErrNoKey: the task is
+// returned all the same, so its job can be failed.
+func (c *Codec) Decode(s string) (download.Task, error) {
+	var b body
+	d := json.NewDecoder(bytes.NewReader([]byte(s)))
+	if err := d.Decode(&b); err != nil {
+		return download.Task{}, fmt.Errorf("decoding task message: %w (%w)", ErrUndecodable, err)
+	}
+	if d.More() {
+		return download.Task{}, fmt.Errorf("decoding task message: %w (data after the message)", ErrUndecodable)
+	}
+	switch {
+	case b.V != MessageVersion:
+		return download.Task{}, fmt.Errorf("decoding task message: %w (version %d, want %d)", ErrUndecodable, b.V, MessageVersion)
+	case b.JobID == "" || b.Layer < 0 || b.Ref == "":
+		return download.Task{}, fmt.Errorf("decoding task message: %w (no job, layer or reference)", ErrUndecodable)
+	}
+	if err := b.Desc.Digest.Validate(); err != nil {
+		return download.Task{}, fmt.Errorf("decoding task message: %w (%w)", ErrUndecodable, err)
+	}
+	t := b.Task
+	if b.Sealed == "" {
+		return t, nil
+	}
+	creds, err := c.open(t, b.Sealed)
+	if err != nil {
+		return t, tarport.Wrap(err, tarport.CodeCredentialsGone, "the registry credentials of download %s could not be used for layer %s; request the image again", t.JobID, t.Desc.Digest)
+	}
+	t.Creds = creds
+	return t, nil
+}
+
+func (c *Codec) open(t download.Task, s string) (tarport.Credentials, error) {
+	if c.aead == nil {
+		return tarport.Credentials{}, ErrNoKey
+	}
+	blob, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil || len(blob) < 1+c.aead.NonceSize() || blob[0] != sealVersion {
+		return tarport.Credentials{}, ErrCredsInvalid
+	}
+	nonce := blob[1 : 1+c.aead.NonceSize()]
+	plain, err := c.aead.Open(nil, nonce, blob[1+c.aead.NonceSize():], additionalData(t))
+	if err != nil {
+		return tarport.Credentials{}, ErrCredsInvalid
+	}
+	var p sealed
+	if err := json.Unmarshal(plain, &p); err != nil {
+		return tarport.Credentials{}, ErrCredsInvalid
+	}
+	if !c.now().Before(time.Unix(p.Expires, 0)) {
+		return tarport.Credentials{}, ErrCredsExpired
+	}
+	return tarport.Credentials{Username: p.Username, Password: p.Password}, nil
+}
+
+// additionalData is what a sealed blob is bound to, each field length
+// prefixed so no two tasks share it.
+func additionalData(t download.Task) []byte {
+	var b []byte
+	for _, f := range []string{"tarport sqs task creds", strconv.Itoa(MessageVersion), string(sealVersion), t.JobID, strconv.Itoa(t.Layer), t.Ref, t.Desc.Digest.String()} {
+		b = binary.AppendUvarint(b, uint64(len(f)))
+		b = append(b, f...)
+	}
+	return b
+}
