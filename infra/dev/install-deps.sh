@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh Debian machine, and nothing that
-# is already there: Debian packages (curl, skopeo, containerd, podman, node), the CNCF
-# distribution registry (go install, into .tools/bin) and the npm tools pinned in
-# infra/dev/node (dynalite, into .tools/node). Idempotent.
+# is already there: Debian packages (curl, skopeo, containerd, podman, node, make), Go
+# tools (the CNCF registry, versitygw, the Lambda emulator; go install, into .tools/bin)
+# and the npm tools pinned in infra/dev/node (dynalite, into .tools/node). Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 TOOLS="$PWD/.tools/bin"
 mkdir -p "$TOOLS"
 
 need_apt=()
-for pair in curl:curl skopeo:skopeo containerd:containerd ctr:containerd podman:podman node:nodejs npm:npm; do
+for pair in curl:curl skopeo:skopeo containerd:containerd ctr:containerd podman:podman node:nodejs npm:npm make:make; do
   bin=${pair%%:*} pkg=${pair##*:}
   command -v "$bin" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
@@ -21,10 +21,17 @@ if ((${#need_apt[@]})); then
   $SUDO apt-get install -y -qq --no-install-recommends $(printf '%s\n' "${need_apt[@]}" | sort -u) >/dev/null
 fi
 
-if [ ! -x "$TOOLS/registry" ]; then
-  echo "installing the CNCF distribution registry into $TOOLS"
-  GOBIN="$TOOLS" go install github.com/distribution/distribution/v3/cmd/registry@v3.1.2
-fi
+# Go tools, pinned: the CNCF registry, versitygw (a real S3 API; about 3
+# minutes to build the first time) and the AWS Lambda Runtime Interface Emulator.
+go_tool() { # name module@version
+  if [ ! -x "$TOOLS/$1" ]; then
+    echo "installing $1 into $TOOLS"
+    GOBIN="$TOOLS" go install "$2"
+  fi
+}
+go_tool registry github.com/distribution/distribution/v3/cmd/registry@v3.1.2
+go_tool versitygw github.com/versity/versitygw/cmd/versitygw@v1.8.0
+go_tool aws-lambda-rie github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie@v0.0.0-20261030222936-bef5c4ba774d
 
 # npm tools: reinstalled only when the pinned lock file changes. Install scripts
 # stay off (npm's default now): dynalite's leveldb binding ships prebuilt.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
+	"strings"
 	"testing"
 	"time"
 
@@ -497,5 +498,18 @@ func TestAbandonFailsTheJob(t *testing.T) {
 	}
 	if bytes.Contains([]byte(job.Error.Message), []byte("0xdeadbeef")) {
 		t.Errorf("job error leaks internals: %q", job.Error.Message)
+	}
+}
+
+// TestAbandonKeepsCredentialsGone: a task whose sealed credentials expired
+// fails its job with credentials_required, which tells the user what to do.
+func TestAbandonKeepsCredentialsGone(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, Config{})
+	task, _ := oneLayerJob(t, h, 23, 100)
+	h.svc.Abandon(context.Background(), task, tarport.Wrap(errors.New("sealed 7h ago"), tarport.CodeCredentialsGone, "the registry credentials of this download expired; request it again with them"))
+	job := h.jobs.job(t, task.JobID)
+	if job.Error == nil || job.Error.Code != tarport.CodeCredentialsGone || strings.Contains(job.Error.Message, "7h ago") {
+		t.Fatalf("job error %+v", job.Error)
 	}
 }

@@ -277,9 +277,15 @@ func (s *Service) RunTask(ctx context.Context, t Task) error {
 	return nil
 }
 
-// Abandon fails the job of a task that failed every delivery (the
-// dead-letter path), so the job ends with an error instead of hanging.
+// Abandon fails the job of a task that cannot run (it failed every
+// delivery, or its credentials are gone), so the job ends with an error
+// instead of hanging. Lost credentials keep their own code: the user's
+// remedy is to ask again with them.
 func (s *Service) Abandon(ctx context.Context, t Task, err error) {
+	if tarport.ErrorCode(err) == tarport.CodeCredentialsGone {
+		s.fail(ctx, t.JobID, err)
+		return
+	}
 	s.fail(ctx, t.JobID, tarport.Wrap(err, tarport.CodeInternal, "a worker could not finish layer %s; request the image again", t.Desc.Digest))
 }
 
