@@ -29,9 +29,9 @@ type Spec struct {
 	Ready func(ctx context.Context, addr string) error
 	// StartTimeout bounds the wait for Ready (default 30 s).
 	StartTimeout time.Duration
-	// KillGroup runs the server in its own process group and kills the
-	// whole group on Stop, for servers that start children of their own
-	// (the Lambda emulator runs the function's bootstrap).
+	// KillGroup kills the server's children with it on Stop, for servers
+	// that start processes of their own (the Lambda emulator runs the
+	// function's bootstrap).
 	KillGroup bool
 }
 

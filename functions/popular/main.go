@@ -1,0 +1,15 @@
+// Command popular is the Lambda behind /api/popular: popular images,
+// cached in DynamoDB.
+package main
+
+import (
+	"context"
+
+	"github.com/tarport/tarport/infra/lambdaapp"
+)
+
+func main() {
+	lambdaapp.Main(func(ctx context.Context, a *lambdaapp.App) (any, error) {
+		return a.HTTP(ctx, lambdaapp.Discovery)
+	})
+}

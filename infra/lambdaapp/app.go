@@ -1,0 +1,314 @@
+// Package lambdaapp wires tarport's adapters for AWS Lambda: S3 objects,
+// the DynamoDB table, the SQS task queue and Secrets Manager, from the
+// environment template.yaml sets. Each functions/<name>/main.go is one
+// call to Main with the handler it serves; the local server's twin is
+// infra/local/app.
+package lambdaapp
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-lambda-go/events"
+	"github.com/aws/aws-lambda-go/lambda"
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+
+	"github.com/tarport/tarport/shared/discovery"
+	"github.com/tarport/tarport/shared/dockerhub"
+	"github.com/tarport/tarport/shared/download"
+	"github.com/tarport/tarport/shared/dynamo"
+	"github.com/tarport/tarport/shared/httpapi"
+	"github.com/tarport/tarport/shared/lambdahttp"
+	"github.com/tarport/tarport/shared/registry"
+	"github.com/tarport/tarport/shared/s3store"
+	"github.com/tarport/tarport/shared/settings"
+	"github.com/tarport/tarport/shared/sqsqueue"
+)
+
+// App is what every function starts from: settings, a logger and the AWS
+// configuration (credentials, region, and endpoints such as
+// AWS_ENDPOINT_URL_S3 in tests).
+type App struct {
+	Settings settings.Settings
+	Log      *slog.Logger
+	AWS      aws.Config
+
+	taskKeyOnce sync.Once
+	taskKeyVal  []byte
+	taskKeyErr  error
+}
+
+// Main builds a function's handler with build and serves it; a function
+// that cannot start logs why and exits, which Lambda reports as an init
+// error.
+func Main(build func(ctx context.Context, a *App) (any, error)) {
+	ctx := context.Background()
+	a, err := New(ctx)
+	if err == nil {
+		var h any
+		if h, err = build(ctx, a); err == nil {
+			lambda.Start(h)
+			return
+		}
+	}
+	slog.New(slog.NewJSONHandler(os.Stdout, nil)).Error("starting the function", "err", err)
+	os.Exit(1)
+}
+
+// New reads the settings and the AWS configuration.
+func New(ctx context.Context) (*App, error) {
+	s, err := settings.FromEnv()
+	if err != nil {
+		return nil, err
+	}
+	// Lambda sends stdout to the function's log group; JSON is what its
+	// LogFormat JSON and Logs Insights read.
+	log := slog.New(slog.NewJSONHandler(os.Stdout, &slog.HandlerOptions{Level: s.LogLevel}))
+	cfg, err := config.LoadDefaultConfig(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("loading the AWS configuration: %w", err)
+	}
+	return &App{Settings: s, Log: log, AWS: cfg}, nil
+}
+
+// Parts says which part of the HTTP API a function serves.
+type Parts int
+
+const (
+	Discovery Parts = 1 << iota // search, image details, popular
+	Downloads                   // jobs, status, pull
+)
+
+// HTTPHandler is an API Gateway HTTP API (payload 2.0) handler.
+type HTTPHandler = func(ctx context.Context, ev events.APIGatewayV2HTTPRequest) (events.APIGatewayV2HTTPResponse, error)
+
+// HTTP returns the handler of an API function: the router the local
+// server runs, with only the parts this function serves (and holds
+// permissions for).
+func (a *App) HTTP(ctx context.Context, parts Parts) (HTTPHandler, error) {
+	opts := httpapi.Options{RatePerMinute: a.Settings.RateLimitPerMinute, Logger: a.Log}
+	if parts&Downloads != 0 {
+		svc, err := a.downloads(ctx)
+		if err != nil {
+			return nil, err
+		}
+		opts.Downloads = svc
+	}
+	if parts&Discovery != 0 {
+		disc, err := a.discovery(ctx)
+		if err != nil {
+			return nil, err
+		}
+		opts.Discovery = disc
+	}
+	return lambdahttp.Handler(httpapi.New(opts), a.Log), nil
+}
+
+// Assemble returns the handler of the task queue and its dead-letter
+// queue: each record is one layer task; the last one stitches the tar.
+func (a *App) Assemble(ctx context.Context) (func(ctx context.Context, ev events.SQSEvent) (events.SQSEventResponse, error), error) {
+	svc, err := a.downloads(ctx)
+	if err != nil {
+		return nil, err
+	}
+	key, err := a.taskKey(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if a.Settings.DLQARN == "" {
+		return nil, fmt.Errorf("TARPORT_DLQ_ARN is not set: dead-lettered tasks could not fail their jobs")
+	}
+	return sqsqueue.Handler(svc.RunTask, svc.Abandon, sqsqueue.HandlerOptions{
+		Key:           key,
+		DeadLetterARN: a.Settings.DLQARN,
+		Log:           a.Log,
+	}), nil
+}
+
+// Warm returns the scheduled handler: it refreshes the discovery caches
+// and starts jobs for the hot images, whose layers then sit in the entry
+// cache when people ask for them.
+func (a *App) Warm(ctx context.Context) (func(ctx context.Context, ev events.EventBridgeEvent) error, error) {
+	disc, err := a.discovery(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var svc *download.Service
+	if len(a.Settings.HotImages) > 0 {
+		if svc, err = a.downloads(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return func(ctx context.Context, _ events.EventBridgeEvent) error {
+		start := time.Now()
+		err := disc.Warm(ctx)
+		if err != nil {
+			a.Log.Warn("warming the discovery cache", "err", err)
+		}
+		for _, hot := range a.Settings.HotImages {
+			v, cerr := svc.Create(ctx, download.Request{Image: hot.Image, Platform: hot.Platform})
+			if cerr != nil {
+				a.Log.Warn("pre-fetching a hot image", "image", hot.Image, "platform", hot.Platform, "err", cerr)
+				continue
+			}
+			a.Log.Info("pre-fetching a hot image", "image", hot.Image, "platform", hot.Platform, "job", v.ID, "status", v.Status)
+		}
+		a.Log.Info("warm done", "took", time.Since(start).Round(time.Millisecond))
+		// Only the cache refresh failing is worth a failed invocation (and
+		// an alarm): a hot image may come and go.
+		return err
+	}, nil
+}
+
+func (a *App) requireAWS(names ...string) error {
+	values := map[string]string{
+		"TARPORT_BUCKET":    a.Settings.Bucket,
+		"TARPORT_TABLE":     a.Settings.Table,
+		"TARPORT_QUEUE_URL": a.Settings.QueueURL,
+	}
+	var missing []string
+	for _, n := range names {
+		if values[n] == "" {
+			missing = append(missing, n)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%s not set (template.yaml sets them)", strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+// downloads builds the download service on S3, DynamoDB and SQS.
+func (a *App) downloads(ctx context.Context) (*download.Service, error) {
+	if err := a.requireAWS("TARPORT_BUCKET", "TARPORT_TABLE", "TARPORT_QUEUE_URL"); err != nil {
+		return nil, err
+	}
+	s3c := s3.NewFromConfig(a.AWS)
+	store := s3store.New(s3c, s3.NewPresignClient(s3c), a.Settings.Bucket, s3store.Options{})
+	reg, err := a.registry(ctx, store)
+	if err != nil {
+		return nil, err
+	}
+	jobs := dynamo.NewJobs(dynamodb.NewFromConfig(a.AWS), a.Settings.Table)
+	svc := download.New(reg, store, store, jobs, store, download.Config{
+		LinkTTL: a.Settings.PresignTTL,
+		// Each progress write is a DynamoDB write of the whole job item.
+		ProgressEvery: time.Second,
+	}, a.Log)
+	key, err := a.taskKey(ctx)
+	if err != nil {
+		return nil, err
+	}
+	q, err := sqsqueue.New(sqs.NewFromConfig(a.AWS), a.Settings.QueueURL, sqsqueue.Options{Key: key})
+	if err != nil {
+		return nil, err
+	}
+	svc.SetQueue(q)
+	return svc, nil
+}
+
+func (a *App) registry(ctx context.Context, cache registry.MetaCache) (*registry.Client, error) {
+	user, token, err := a.dockerHubAccount(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return registry.New(registry.Options{
+		DockerHubRegistry: a.Settings.DockerHubRegistry,
+		Insecure:          a.Settings.InsecureRegistries,
+		DockerHubUsername: user,
+		DockerHubToken:    token,
+		MaxImageBytes:     a.Settings.MaxImageBytes,
+		IdleTimeout:       a.Settings.BlobIdleTimeout,
+		Cache:             cache,
+		Logger:            a.Log,
+	}), nil
+}
+
+// discovery builds the discovery service with its cache in the table.
+// Image details of other registries read them directly (no meta cache:
+// this function holds no bucket permissions).
+func (a *App) discovery(ctx context.Context) (*discovery.Service, error) {
+	if err := a.requireAWS("TARPORT_TABLE"); err != nil {
+		return nil, err
+	}
+	reg, err := a.registry(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	cfg := discovery.DefaultConfig()
+	cfg.Logger = a.Log
+	cfg.Registry = reg
+	cache := dynamo.NewCache(dynamodb.NewFromConfig(a.AWS), a.Settings.Table)
+	hub := dockerhub.New(a.Settings.HubAPI, &http.Client{Timeout: 20 * time.Second})
+	return discovery.New(hub, cache, cfg), nil
+}
+
+func (a *App) secret(ctx context.Context, arn string) (string, error) {
+	out, err := secretsmanager.NewFromConfig(a.AWS).GetSecretValue(ctx, &secretsmanager.GetSecretValueInput{SecretId: aws.String(arn)})
+	if err != nil {
+		return "", fmt.Errorf("reading secret %s: %w", arn, err)
+	}
+	if out.SecretString == nil {
+		return "", fmt.Errorf("reading secret %s: it holds no string", arn)
+	}
+	return *out.SecretString, nil
+}
+
+// taskKey is the key that seals private jobs' credentials in queue
+// messages: the SHA-256 of the secret (template.yaml generates a random
+// string), or of TARPORT_TASK_KEY where no Secrets Manager is at hand.
+// With neither, private images cannot be downloaded (anonymous ones can).
+func (a *App) taskKey(ctx context.Context) ([]byte, error) {
+	a.taskKeyOnce.Do(func() { a.taskKeyVal, a.taskKeyErr = a.readTaskKey(ctx) })
+	return a.taskKeyVal, a.taskKeyErr
+}
+
+func (a *App) readTaskKey(ctx context.Context) ([]byte, error) {
+	material := a.Settings.TaskKey
+	if arn := a.Settings.TaskKeySecretARN; arn != "" {
+		var err error
+		if material, err = a.secret(ctx, arn); err != nil {
+			return nil, err
+		}
+	}
+	if material == "" {
+		return nil, nil
+	}
+	sum := sha256.Sum256([]byte(material))
+	return sum[:], nil
+}
+
+// dockerHubAccount is the service's own Docker Hub account, from its
+// secret ({"username","token"}) or the plain settings.
+func (a *App) dockerHubAccount(ctx context.Context) (user, token string, err error) {
+	arn := a.Settings.DockerHubSecretARN
+	if arn == "" {
+		return a.Settings.DockerHubUsername, a.Settings.DockerHubToken, nil
+	}
+	raw, err := a.secret(ctx, arn)
+	if err != nil {
+		return "", "", err
+	}
+	var acct struct {
+		Username string `json:"username"`
+		Token    string `json:"token"`
+	}
+	if err := json.Unmarshal([]byte(raw), &acct); err != nil || acct.Username == "" || acct.Token == "" {
+		// Never the secret's text in an error.
+		return "", "", fmt.Errorf("reading secret %s: want JSON {\"username\":...,\"token\":...}", arn)
+	}
+	return acct.Username, acct.Token, nil
+}

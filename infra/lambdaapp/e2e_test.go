@@ -1,0 +1,296 @@
+package lambdaapp_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-lambda-go/events"
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+
+	"github.com/tarport/tarport/shared/dynamo"
+	"github.com/tarport/tarport/shared/testkit/dynalite"
+	"github.com/tarport/tarport/shared/testkit/fakehub"
+	"github.com/tarport/tarport/shared/testkit/fakesqs"
+	"github.com/tarport/tarport/shared/testkit/lambdatest"
+	"github.com/tarport/tarport/shared/testkit/regtest"
+	"github.com/tarport/tarport/shared/testkit/s3test"
+	"github.com/tarport/tarport/shared/testkit/tarcheck"
+)
+
+// stack is tarport deployed the AWS way on loopback: the functions built
+// by the Makefile's SAM targets and run under the Lambda emulator, S3 by
+// versitygw, DynamoDB by dynalite, SQS by the fake (no stand-in runs
+// here), the test playing API Gateway and the SQS event source mappings.
+type stack struct {
+	t        *testing.T
+	reg      *regtest.Registry
+	s3       *s3test.Server
+	sqs      *fakesqs.Server
+	hub      *fakehub.Hub
+	bucket   string
+	env      []string
+	tasksURL string
+	dlqURL   string
+
+	mu        sync.Mutex
+	functions map[string]*lambdatest.Function // logical id -> running function
+}
+
+func newStack(t *testing.T) *stack {
+	t.Helper()
+	st := &stack{t: t, functions: map[string]*lambdatest.Function{}}
+	st.reg = regtest.Start(t)
+	db := dynalite.Start(t)
+	table := db.CreateTable(t, dynamo.Schema())
+	st.s3 = s3test.Start(t)
+	st.bucket = st.s3.CreateBucket(t)
+	st.sqs = fakesqs.New(t)
+	st.hub = fakehub.New(t, "")
+	st.dlqURL = st.createQueue("tarport-dlq", nil)
+	st.tasksURL = st.createQueue("tarport-tasks", map[string]string{
+		"VisibilityTimeout": "960",
+		"RedrivePolicy":     fmt.Sprintf(`{"deadLetterTargetArn":%q,"maxReceiveCount":"3"}`, fakesqs.QueueARN("tarport-dlq")),
+	})
+
+	st.env = append(append(db.Env(), st.s3.Env()...),
+		"AWS_ENDPOINT_URL_SQS="+st.sqs.URL,
+		"TARPORT_TABLE="+table,
+		"TARPORT_BUCKET="+st.bucket,
+		"TARPORT_QUEUE_URL="+st.tasksURL,
+		"TARPORT_DLQ_ARN="+fakesqs.QueueARN("tarport-dlq"),
+		"TARPORT_TASK_KEY=test-task-key",
+		"TARPORT_INSECURE_REGISTRIES="+st.reg.Host,
+		"TARPORT_HUB_API="+st.hub.URL,
+		"TARPORT_LOG_LEVEL=debug",
+	)
+	return st
+}
+
+func (st *stack) createQueue(name string, attrs map[string]string) string {
+	st.t.Helper()
+	out, err := st.sqs.Client().CreateQueue(context.Background(), &sqs.CreateQueueInput{QueueName: aws.String(name), Attributes: attrs})
+	if err != nil {
+		st.t.Fatal(err)
+	}
+	return *out.QueueUrl
+}
+
+// start runs (or restarts) the function logicalID under the emulator.
+func (st *stack) start(logicalID string, timeout time.Duration) *lambdatest.Function {
+	st.t.Helper()
+	f := lambdatest.Start(st.t, lambdatest.Build(st.t, logicalID), lambdatest.Options{Env: st.env, Timeout: timeout, Name: logicalID})
+	st.mu.Lock()
+	st.functions[logicalID] = f
+	st.mu.Unlock()
+	st.t.Cleanup(func() {
+		if st.t.Failed() {
+			st.t.Logf("%s output:\n%s", logicalID, f.Log())
+		}
+	})
+	return f
+}
+
+func (st *stack) function(logicalID string) *lambdatest.Function {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.functions[logicalID]
+}
+
+// api plays API Gateway: one HTTP API (payload 2.0) event to the function.
+func (st *stack) api(logicalID, method, target, body string) events.APIGatewayV2HTTPResponse {
+	st.t.Helper()
+	path, query, _ := strings.Cut(target, "?")
+	ev := events.APIGatewayV2HTTPRequest{
+		Version:        "2.0",
+		RouteKey:       "$default",
+		RawPath:        path,
+		RawQueryString: query,
+		Headers:        map[string]string{"content-type": "application/json", "host": "api.test", "x-forwarded-proto": "https"},
+		Body:           body,
+		RequestContext: events.APIGatewayV2HTTPRequestContext{
+			DomainName: "api.test",
+			HTTP:       events.APIGatewayV2HTTPRequestContextHTTPDescription{Method: method, Path: path, SourceIP: "198.51.100.7"},
+		},
+	}
+	var res events.APIGatewayV2HTTPResponse
+	if err := st.function(logicalID).Invoke(context.Background(), ev, &res); err != nil {
+		st.t.Fatalf("%s %s %s: %v", logicalID, method, target, err)
+	}
+	return res
+}
+
+// mapping plays the SQS event source mapping of queueURL to the assemble
+// function running at the time of each poll.
+func (st *stack) mapping(queueURL string, batch int32) *fakesqs.Mapping {
+	return &fakesqs.Mapping{
+		Client:    st.sqs.Client(),
+		QueueURL:  queueURL,
+		BatchSize: batch,
+		Timeout:   2 * time.Minute,
+		Invoke: func(ctx context.Context, ev events.SQSEvent) (events.SQSEventResponse, error) {
+			var out events.SQSEventResponse
+			err := st.function("AssembleFunction").Invoke(ctx, ev, &out)
+			return out, err
+		},
+	}
+}
+
+type jobView struct {
+	ID         string `json:"id"`
+	Status     string `json:"status"`
+	TotalBytes int64  `json:"total_bytes"`
+	DoneBytes  int64  `json:"done_bytes"`
+	URL        string `json:"url"`
+	Error      *struct {
+		Code, Message string
+	} `json:"error"`
+}
+
+func decodeJob(t *testing.T, res events.APIGatewayV2HTTPResponse) jobView {
+	t.Helper()
+	var j jobView
+	if err := json.Unmarshal([]byte(res.Body), &j); err != nil {
+		t.Fatalf("%d %q: %v", res.StatusCode, res.Body, err)
+	}
+	return j
+}
+
+// fetch downloads a presigned link with plain HTTP, as a browser or curl.
+func (st *stack) fetch(url string) string {
+	st.t.Helper()
+	resp, err := st.s3.HTTPClient().Get(url)
+	if err != nil {
+		st.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		st.t.Fatalf("GET link: %s %s", resp.Status, b)
+	}
+	path := filepath.Join(st.t.TempDir(), "image.tar")
+	f, err := os.Create(path)
+	if err != nil {
+		st.t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		st.t.Fatal(err)
+	}
+	return path
+}
+
+// TestDownloadOnLambda: a multi-layer image from the local registry, asked
+// for through API Gateway, fanned out over SQS to the assemble function,
+// stitched in S3, ends as a presigned link whose tar skopeo verifies.
+func TestDownloadOnLambda(t *testing.T) {
+	t.Parallel()
+	st := newStack(t)
+	pushed := regtest.PushImage(t, st.reg, "team/app", "v1", regtest.ImageSpec{Layers: []regtest.LayerSpec{
+		{Size: 12 << 20, Random: true}, // a stored entry over S3's 5 MiB part minimum
+		{Size: 7 << 20, Random: true},
+		{},
+		{Empty: true},
+	}})
+	st.start("DownloadFunction", 29*time.Second)
+	st.start("AssembleFunction", 2*time.Minute)
+
+	res := st.api("DownloadFunction", "POST", "/api/downloads", fmt.Sprintf(`{"image":%q,"platform":"linux/amd64"}`, pushed.Ref))
+	job := decodeJob(t, res)
+	if res.StatusCode != http.StatusAccepted || job.ID == "" || job.Status != "queued" {
+		t.Fatalf("create: %d %s", res.StatusCode, res.Body)
+	}
+	if n, err := st.sqs.Drain(context.Background(), st.mapping(st.tasksURL, 10), st.mapping(st.dlqURL, 10)); err != nil || n == 0 {
+		t.Fatalf("draining the task queue: %d invocations, %v", n, err)
+	}
+	res = st.api("DownloadFunction", "GET", "/api/downloads/"+job.ID, "")
+	job = decodeJob(t, res)
+	if job.Status != "ready" || job.URL == "" || job.DoneBytes != job.TotalBytes {
+		t.Fatalf("after the queue drained: %s", res.Body)
+	}
+	path := st.fetch(job.URL)
+	c := tarcheck.Structure(t, path)
+	if c.Size != job.TotalBytes || c.ManifestDigest != pushed.Images[0].Manifest.Digest {
+		t.Fatalf("tar of %d bytes with manifest %s; want %d bytes of %s", c.Size, c.ManifestDigest, job.TotalBytes, pushed.Images[0].Manifest.Digest)
+	}
+	tarcheck.Skopeo(t, path)
+	tarcheck.GGCR(t, path)
+
+	// Asked again, through the curl one-liner: it joins the ready job and
+	// redirects to a fresh link at once.
+	res = st.api("DownloadFunction", "GET", "/api/pull/"+pushed.Ref+"?platform=linux/amd64", "")
+	if res.StatusCode != http.StatusSeeOther || !strings.Contains(res.Headers["Location"], "X-Amz-Signature") {
+		t.Fatalf("pull of a ready image: %d %v %s", res.StatusCode, res.Headers, res.Body)
+	}
+}
+
+// TestWorkerKilledMidLayer: the assemble function dies while a layer is
+// half in S3; SQS redelivers its message after the visibility timeout, a
+// new instance redoes the layer and the job still ends with a correct tar.
+func TestWorkerKilledMidLayer(t *testing.T) {
+	t.Parallel()
+	st := newStack(t)
+	pushed := regtest.PushImage(t, st.reg, "team/big", "v1", regtest.ImageSpec{Layers: []regtest.LayerSpec{
+		{Size: 200 << 20, Random: true},
+	}})
+	st.start("DownloadFunction", 29*time.Second)
+	st.start("AssembleFunction", 2*time.Minute)
+	res := st.api("DownloadFunction", "POST", "/api/downloads", fmt.Sprintf(`{"image":%q}`, pushed.Ref))
+	job := decodeJob(t, res)
+	if res.StatusCode != http.StatusAccepted {
+		t.Fatalf("create: %d %s", res.StatusCode, res.Body)
+	}
+
+	tasks := st.mapping(st.tasksURL, 1)
+	round := make(chan fakesqs.Round, 1)
+	go func() {
+		r, err := tasks.Poll(context.Background())
+		if err != nil {
+			t.Error(err)
+		}
+		round <- r
+	}()
+	// Kill it once a multipart upload of the entry is under way.
+	deadline := time.Now().Add(time.Minute)
+	for len(st.s3.Uploads(t, st.bucket)) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no multipart upload began within a minute")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	st.function("AssembleFunction").Stop()
+	if r := <-round; r.Err == nil || len(r.Deleted) != 0 {
+		t.Fatalf("the killed invocation: %+v", r)
+	}
+	if ups := st.s3.Uploads(t, st.bucket); len(ups) != 1 {
+		t.Fatalf("uploads after the kill: %v, want the killed worker's one", ups)
+	}
+	if _, inFlight, _ := st.sqs.Depth("tarport-tasks"); inFlight != 1 {
+		t.Fatalf("the task message is not in flight after the kill (in flight: %d)", inFlight)
+	}
+
+	st.start("AssembleFunction", 2*time.Minute)
+	if _, err := st.sqs.Drain(context.Background(), tasks, st.mapping(st.dlqURL, 10)); err != nil {
+		t.Fatal(err)
+	}
+	job = decodeJob(t, st.api("DownloadFunction", "GET", "/api/downloads/"+job.ID, ""))
+	if job.Status != "ready" {
+		t.Fatalf("after redelivery: %+v", job)
+	}
+	path := st.fetch(job.URL)
+	tarcheck.Skopeo(t, path)
+	// The killed worker's upload stays until the bucket's lifecycle rule
+	// aborts it (a day): no process was left to abort it.
+	if ups := st.s3.Uploads(t, st.bucket); len(ups) != 1 {
+		t.Fatalf("multipart uploads left: %v, want only the killed worker's", ups)
+	}
+}

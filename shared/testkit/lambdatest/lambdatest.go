@@ -1,0 +1,202 @@
+// Package lambdatest builds a function the way `sam build` does (the
+// Makefile's build-<LogicalId> target) and runs it under the AWS Lambda
+// Runtime Interface Emulator, so a test invokes the real bootstrap
+// through the real Runtime API.
+package lambdatest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tarport/tarport/shared/testkit/daemon"
+	"github.com/tarport/tarport/shared/testkit/regtest"
+)
+
+var (
+	buildMu sync.Mutex
+	builds  = map[string]string{} // logical id -> bootstrap, once per test binary
+	buildTo string
+)
+
+// Build runs `make build-<logicalID>` as SAM's makefile builder does, for
+// this machine's architecture (SAM builds arm64; the emulator runs what
+// the host runs), and returns the bootstrap's path. Each function is built
+// once per test binary.
+func Build(t testing.TB, logicalID string) string {
+	t.Helper()
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if p, ok := builds[logicalID]; ok {
+		return p
+	}
+	root, err := regtest.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if buildTo == "" {
+		// Not t.TempDir: the build outlives the test that made it.
+		if buildTo, err = os.MkdirTemp("", "tarport-lambda-build-"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir := filepath.Join(buildTo, logicalID)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("make", "--no-print-directory", "-C", root, "build-"+logicalID,
+		"ARTIFACTS_DIR="+dir, "LAMBDA_GOARCH="+runtime.GOARCH)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("make build-%s: %v\n%s", logicalID, err, out)
+	}
+	p := filepath.Join(dir, "bootstrap")
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("make build-%s wrote no bootstrap: %v\n%s", logicalID, err, out)
+	}
+	builds[logicalID] = p
+	return p
+}
+
+// Function is one function running under the emulator.
+type Function struct {
+	d      *daemon.Daemon
+	client *http.Client
+}
+
+// Options for Start.
+type Options struct {
+	// Env is the function's configuration (KEY=value); the emulator's own
+	// variables are added.
+	Env []string
+	// Timeout is the function's timeout (default 60 s).
+	Timeout time.Duration
+	// Name is AWS_LAMBDA_FUNCTION_NAME (default "function").
+	Name string
+}
+
+// Start runs bootstrap under aws-lambda-rie for t and stops it when t ends.
+// A missing emulator skips t, or fails it under TARPORT_REQUIRE_TOOLS=1.
+func Start(t testing.TB, bootstrap string, opts Options) *Function {
+	t.Helper()
+	rie := regtest.Binary(t, "aws-lambda-rie")
+	f, err := Launch(context.Background(), rie, bootstrap, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.Stop)
+	return f
+}
+
+// Launch is Start without a testing.TB.
+func Launch(ctx context.Context, rie, bootstrap string, opts Options) (*Function, error) {
+	if opts.Timeout == 0 {
+		opts.Timeout = 60 * time.Second
+	}
+	if opts.Name == "" {
+		opts.Name = "function"
+	}
+	// The emulator's Runtime API listens on a fixed port unless told
+	// otherwise: each function gets its own.
+	apiAddr, err := regtest.FreeAddr()
+	if err != nil {
+		return nil, err
+	}
+	env := append([]string{
+		"PATH=" + os.Getenv("PATH"),
+		"HOME=" + os.Getenv("HOME"),
+		"TMPDIR=" + os.TempDir(),
+		"AWS_LAMBDA_FUNCTION_NAME=" + opts.Name,
+		"AWS_LAMBDA_FUNCTION_TIMEOUT=" + strconv.Itoa(int(opts.Timeout/time.Second)),
+		"AWS_LAMBDA_FUNCTION_MEMORY_SIZE=1024",
+		"LOG_LEVEL=warn",
+	}, opts.Env...)
+	d, err := daemon.Start(ctx, daemon.Spec{
+		Name: "aws-lambda-rie " + opts.Name,
+		Bin:  rie,
+		Args: func(addr string) []string {
+			return []string{"--runtime-interface-emulator-address", addr, "--runtime-api-address", apiAddr, bootstrap}
+		},
+		Env:       env,
+		Dir:       filepath.Dir(bootstrap),
+		KillGroup: true,
+		Ready: func(ctx context.Context, addr string) error {
+			c, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+			if err == nil {
+				c.Close()
+			}
+			return err
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Function{d: d, client: &http.Client{Timeout: opts.Timeout + 30*time.Second}}, nil
+}
+
+// Stop kills the emulator and the function with it (a crashed worker).
+func (f *Function) Stop() { f.d.Stop() }
+
+// Log is what the emulator and the function printed.
+func (f *Function) Log() string { return f.d.Log() }
+
+// FunctionError is an invocation the function itself failed (an error
+// returned by the handler, or a crash).
+type FunctionError struct {
+	Type, Message string
+}
+
+func (e *FunctionError) Error() string {
+	return fmt.Sprintf("function error %s: %s", e.Type, e.Message)
+}
+
+// Invoke sends event (marshaled to JSON) as one synchronous invocation and
+// decodes the function's result into out (if not nil).
+func (f *Function) Invoke(ctx context.Context, event, out any) error {
+	body, err := json.Marshal(event)
+	if err != nil {
+		return fmt.Errorf("encoding event: %w", err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+f.d.Addr+"/2015-03-31/functions/function/invocations", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	resp, err := f.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("invoking: %w", err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("reading the invocation's result: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("invoking: %s: %s", resp.Status, strings.TrimSpace(string(raw)))
+	}
+	var fe struct {
+		Type    string `json:"errorType"`
+		Message string `json:"errorMessage"`
+	}
+	if json.Unmarshal(raw, &fe) == nil && fe.Type != "" {
+		return &FunctionError{Type: fe.Type, Message: fe.Message}
+	}
+	if out != nil {
+		if err := json.Unmarshal(raw, out); err != nil {
+			return fmt.Errorf("decoding the result %.200q: %w", raw, err)
+		}
+	}
+	return nil
+}
