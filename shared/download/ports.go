@@ -29,6 +29,43 @@ type Registry interface {
 	CheckBlob(ctx context.Context, r ref.Ref, d descriptor.Descriptor, creds tarport.Credentials) error
 }
 
+// RangeRegistry reads a byte range of a blob, for a layer split across
+// tasks. The bytes are not verified (a range cannot be hashed alone): the
+// split layer's whole entry is hashed in order before anyone uses it.
+type RangeRegistry interface {
+	OpenBlobRange(ctx context.Context, r ref.Ref, d descriptor.Descriptor, offset, length int64, creds tarport.Credentials) (io.ReadCloser, error)
+}
+
+// PartedObjects writes one object in parts put by several workers (an S3
+// multipart upload); the object appears only when FinishParts completes
+// it, and is used only once its bytes were checked.
+type PartedObjects interface {
+	// BeginParts starts writing the object key and returns the upload id.
+	BeginParts(ctx context.Context, key string) (uploadID string, err error)
+	// PutPart stores part n (1-based) of exactly size bytes from r, which
+	// must end there; putting a part again replaces it. Every part but the
+	// last is at least 5 MiB.
+	PutPart(ctx context.Context, key, uploadID string, n int, r io.Reader, size int64) error
+	// FinishParts makes the object from parts 1..count. Called again
+	// after it succeeded (the upload gone, the object there), it succeeds.
+	FinishParts(ctx context.Context, key, uploadID string, count int) error
+	// AbortParts drops an unfinished upload and its parts.
+	AbortParts(ctx context.Context, key, uploadID string) error
+	// Move makes the object from (size bytes) the object to, server-side,
+	// and then deletes from. Moving again once from is gone, with to in
+	// place at that size, succeeds.
+	Move(ctx context.Context, from, to string, size int64) error
+	Delete(ctx context.Context, key string) error
+}
+
+// PartedJobs counts the finished parts of split layers; a job's split
+// layers carry their part counts (LayerProgress.Parts).
+type PartedJobs interface {
+	// FinishPart marks part n (1-based) of a layer done once; it reports
+	// how many parts of the layer remain and whether this call marked it.
+	FinishPart(ctx context.Context, id string, layer, part int) (remaining int, first bool, err error)
+}
+
 // Objects is the object store: layer entries, metadata and tars.
 type Objects interface {
 	// Size returns an object's size, or a CodeNotFound error.

@@ -73,6 +73,9 @@ type LayerProgress struct {
 	DoneBytes int64         `json:"done_bytes"`
 	// Finished is set once, by the task that stored the layer's entry.
 	Finished bool `json:"finished"`
+	// Parts is how many range tasks fetch a layer split for its size (0:
+	// one task fetches it whole).
+	Parts int `json:"parts,omitempty"`
 }
 
 // JobError is what a failed job tells its user.
