@@ -48,6 +48,10 @@ type fakeRegistry struct {
 	// credentials' usernames.
 	checks int
 	denied map[string]bool
+	// ranges counts OpenBlobRange calls; corrupt flips a byte of every
+	// range read of these blobs.
+	ranges  int
+	corrupt map[digest.Digest]bool
 }
 
 var _ Registry = (*fakeRegistry)(nil)
@@ -211,6 +215,11 @@ type fakeObjects struct {
 	// stitch, when set, runs at the start of every Stitch; an error is
 	// returned from Stitch.
 	stitch func(ctx context.Context, key string) error
+
+	uploads   map[string]*upload // parted objects being written, by id
+	uploadSeq int
+	partPuts  int
+	moves     int
 }
 
 type stitchCall struct {
@@ -384,6 +393,8 @@ type fakeJobs struct {
 	createErr error
 	// onGet, when set, is called by every Get after it read the job.
 	onGet func()
+	// partsDone: the finished parts of split layers, per "id/layer".
+	partsDone map[string]map[int]bool
 }
 
 var _ Jobs = (*fakeJobs)(nil)

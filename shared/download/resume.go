@@ -55,6 +55,10 @@ func (s *Service) unfinishedTasks(ctx context.Context, job tarport.Job) ([]Task,
 		if l.Finished {
 			continue
 		}
+		if l.Parts > 0 {
+			// Its staging upload's parts are not tracked across a restart.
+			return nil, fmt.Errorf("layer %s was split into parts, which cannot resume", l.Digest)
+		}
 		d, ok := byDigest[l.Digest.String()]
 		if !ok {
 			return nil, fmt.Errorf("layer %s is not in manifest %s", l.Digest, job.Digest)

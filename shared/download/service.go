@@ -33,6 +33,16 @@ type Task struct {
 	Ref   string                `json:"ref"`
 	Desc  descriptor.Descriptor `json:"desc"`
 	Creds tarport.Credentials   `json:"-"`
+
+	// A split layer's tasks (see split.go) carry its staging upload: a
+	// range task puts entry bytes [Offset, Offset+Length) as part Part of
+	// Parts; the verify task checks and stores the entry once all are in.
+	Part     int    `json:"part,omitempty"`
+	Parts    int    `json:"parts,omitempty"`
+	UploadID string `json:"upload_id,omitempty"`
+	Offset   int64  `json:"offset,omitempty"`
+	Length   int64  `json:"length,omitempty"`
+	Verify   bool   `json:"verify,omitempty"`
 }
 
 // Config tunes a Service.
@@ -45,6 +55,11 @@ type Config struct {
 	Attempts int
 	// ProgressEvery bounds how often a worker writes progress.
 	ProgressEvery time.Duration
+	// SplitAbove splits a layer whose tar entry is larger into range tasks
+	// of RangeSize bytes (0: never), where the registry, objects and jobs
+	// adapters can do it (RangeRegistry, PartedObjects, PartedJobs).
+	SplitAbove int64
+	RangeSize  int64
 }
 
 // Service runs download jobs.
@@ -78,6 +93,11 @@ func New(reg Registry, objects Objects, meta MetaStore, jobs Jobs, signer Signer
 	if cfg.ProgressEvery <= 0 {
 		cfg.ProgressEvery = 250 * time.Millisecond
 	}
+	if cfg.RangeSize <= 0 {
+		cfg.RangeSize = DefaultRangeSize
+	}
+	// S3's rules: parts of 5 MiB to 5 GiB.
+	cfg.RangeSize = min(max(cfg.RangeSize, tarplan.S3Limits.MinPart), tarplan.S3Limits.MaxPart)
 	if log == nil {
 		log = slog.Default()
 	}
@@ -156,7 +176,7 @@ func (s *Service) Create(ctx context.Context, req Request) (View, error) {
 	var tasks []Task
 	for _, l := range layers {
 		tasks = append(tasks, Task{JobID: job.ID, Layer: len(job.Layers), Ref: r.CommonName(), Desc: l, Creds: req.Creds})
-		job.Layers = append(job.Layers, tarport.LayerProgress{Digest: l.Digest, Size: l.Size})
+		job.Layers = append(job.Layers, tarport.LayerProgress{Digest: l.Digest, Size: l.Size, Parts: s.shouldSplit(ctx, l)})
 	}
 	job.Remaining = len(tasks)
 
@@ -171,6 +191,10 @@ func (s *Service) Create(ctx context.Context, req Request) (View, error) {
 	// away must not leave it half queued.
 	ctx = context.WithoutCancel(ctx)
 	s.log.Info("job created", "job", job.ID, "image", job.Ref, "platform", job.Platform, "bytes", job.TotalBytes, "layers", len(tasks))
+	if tasks, err = s.splitTasks(ctx, job, tasks); err != nil {
+		s.fail(ctx, job.ID, tarport.Wrap(err, tarport.CodeUnavailable, "could not start the download"))
+		return View{}, tarport.Wrap(err, tarport.CodeUnavailable, "could not start the download; try again")
+	}
 	if len(tasks) == 0 {
 		if err := s.stitch(ctx, job); err != nil {
 			return View{}, err
@@ -248,6 +272,12 @@ func (s *Service) RunTask(ctx context.Context, t Task) error {
 			return fmt.Errorf("starting job %s: %w", job.ID, err)
 		}
 	}
+	switch {
+	case t.Verify:
+		return s.runVerify(ctx, job, t)
+	case t.Parts > 0:
+		return s.runRange(ctx, job, t)
+	}
 	// A registry trickling bytes just fast enough to dodge the idle
 	// timeout must not hold a worker forever.
 	fetchCtx, cancel := context.WithTimeout(ctx, taskTimeout(t.Desc.Size))
@@ -264,9 +294,15 @@ func (s *Service) RunTask(ctx context.Context, t Task) error {
 		s.fail(ctx, job.ID, err)
 		return nil
 	}
-	remaining, first, err := s.jobs.FinishLayer(ctx, job.ID, t.Layer)
+	return s.finishLayer(ctx, job, t.Layer)
+}
+
+// finishLayer counts a stored layer once; the call that leaves none
+// remaining stitches the tar.
+func (s *Service) finishLayer(ctx context.Context, job tarport.Job, layer int) error {
+	remaining, first, err := s.jobs.FinishLayer(ctx, job.ID, layer)
 	if err != nil {
-		return fmt.Errorf("finishing layer %d of job %s: %w", t.Layer, job.ID, err)
+		return fmt.Errorf("finishing layer %d of job %s: %w", layer, job.ID, err)
 	}
 	if first && remaining == 0 {
 		if err := s.stitch(ctx, job); err != nil && ctx.Err() == nil {
@@ -275,6 +311,35 @@ func (s *Service) RunTask(ctx context.Context, t Task) error {
 		return ctx.Err()
 	}
 	return nil
+}
+
+// splitTasks replaces the task of each layer the job splits by its range
+// tasks, starting their staging uploads.
+func (s *Service) splitTasks(ctx context.Context, job tarport.Job, tasks []Task) ([]Task, error) {
+	var out []Task
+	for _, t := range tasks {
+		parts := job.Layers[t.Layer].Parts
+		if parts == 0 {
+			out = append(out, t)
+			continue
+		}
+		rts, err := s.rangeTasks(ctx, t, parts)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, rts...)
+	}
+	return out, nil
+}
+
+// sleep waits before retry attempt n (1-based) of a fetch.
+func sleep(ctx context.Context, attempt int) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(time.Duration(attempt*attempt) * 500 * time.Millisecond):
+		return nil
+	}
 }
 
 // Abandon fails the job of a task that cannot run (it failed every
@@ -372,10 +437,8 @@ func (s *Service) fetchWithRetries(ctx context.Context, t Task, key string, hdr 
 	var last error
 	for attempt := 1; attempt <= s.cfg.Attempts; attempt++ {
 		if attempt > 1 {
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(time.Duration(attempt*attempt) * 500 * time.Millisecond):
+			if err := sleep(ctx, attempt); err != nil {
+				return err
 			}
 		}
 		progress.reset()

@@ -1,0 +1,283 @@
+package download
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/regclient/regclient/types/descriptor"
+
+	"github.com/tarport/tarport/shared/tarplan"
+	"github.com/tarport/tarport/shared/tarport"
+)
+
+// A layer too big for one task (a Lambda lives 15 minutes) is split: its
+// entry is written as the parts of one upload to a staging key, each part
+// a range task of its own that reads its byte range from the registry.
+// A range cannot be verified alone, so when the last part is in, a verify
+// task completes the upload, hashes the whole entry in order, and only
+// then moves it to the entry key where any job may use it.
+
+// DefaultRangeSize is the bytes of a split layer's entry one range task
+// puts: a buffered S3 part (memory per task) that fetches in seconds.
+const DefaultRangeSize = 64 << 20
+
+// splitter is what splitting needs beyond the plain ports.
+type splitter struct {
+	reg     RangeRegistry
+	objects PartedObjects
+	jobs    PartedJobs
+}
+
+// splitting returns the adapters that split layers, or false when
+// splitting is off or an adapter cannot do it.
+func (s *Service) splitting() (splitter, bool) {
+	if s.cfg.SplitAbove <= 0 {
+		return splitter{}, false
+	}
+	reg, ok1 := s.reg.(RangeRegistry)
+	objects, ok2 := s.objects.(PartedObjects)
+	jobs, ok3 := s.jobs.(PartedJobs)
+	return splitter{reg, objects, jobs}, ok1 && ok2 && ok3
+}
+
+// StagingKey is where a split layer's entry is assembled for one job.
+func StagingKey(jobID string, d digest.Digest) string {
+	return "staging/" + jobID + "/" + d.Algorithm().String() + "/" + d.Encoded()
+}
+
+// entryLen is the length of d's tar entry.
+func entryLen(d descriptor.Descriptor) (int64, []byte, error) {
+	hdr, err := tarplan.Header(tarplan.BlobName(d.Digest), d.Size)
+	if err != nil {
+		return 0, nil, tarport.Wrap(err, tarport.CodeUpstream, "layer %s cannot be stored", d.Digest)
+	}
+	return tarplan.EntryLen(len(hdr), d.Size), hdr, nil
+}
+
+// shouldSplit says whether layer d is fetched by range tasks, and into how
+// many parts. A layer already in the entry cache is not: its one task
+// only checks the requester may read it.
+func (s *Service) shouldSplit(ctx context.Context, d descriptor.Descriptor) int {
+	if _, ok := s.splitting(); !ok {
+		return 0
+	}
+	n, _, err := entryLen(d)
+	if err != nil || n <= s.cfg.SplitAbove {
+		return 0
+	}
+	if size, err := s.objects.Size(ctx, EntryKey(d.Digest)); err == nil && size == n {
+		return 0
+	}
+	return int((n + s.cfg.RangeSize - 1) / s.cfg.RangeSize)
+}
+
+// rangeTasks starts the staging upload of a split layer and returns its
+// range tasks.
+func (s *Service) rangeTasks(ctx context.Context, t Task, parts int) ([]Task, error) {
+	sp, _ := s.splitting()
+	n, _, err := entryLen(t.Desc)
+	if err != nil {
+		return nil, err
+	}
+	id, err := sp.objects.BeginParts(ctx, StagingKey(t.JobID, t.Desc.Digest))
+	if err != nil {
+		return nil, fmt.Errorf("starting the upload of split layer %s: %w", t.Desc.Digest, err)
+	}
+	tasks := make([]Task, 0, parts)
+	for p := 1; p <= parts; p++ {
+		rt := t
+		rt.Part, rt.Parts, rt.UploadID = p, parts, id
+		rt.Offset = int64(p-1) * s.cfg.RangeSize
+		rt.Length = min(s.cfg.RangeSize, n-rt.Offset)
+		tasks = append(tasks, rt)
+	}
+	return tasks, nil
+}
+
+// runRange puts one part of a split layer's entry; the call that leaves no
+// part remaining queues the verify task (again on a redelivery, since a
+// verify task lost to a failed send would leave the job hanging; verify
+// is idempotent).
+func (s *Service) runRange(ctx context.Context, job tarport.Job, t Task) error {
+	sp, ok := s.splitting()
+	if !ok {
+		s.fail(ctx, job.ID, tarport.Errorf(tarport.CodeInternal, "layer %s was split, but this server cannot fetch split layers", t.Desc.Digest))
+		return nil
+	}
+	fetchCtx, cancel := context.WithTimeout(ctx, taskTimeout(t.Length))
+	err := s.putRange(fetchCtx, sp, t)
+	cancel()
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		s.fail(ctx, job.ID, err)
+		return nil
+	}
+	remaining, _, err := sp.jobs.FinishPart(ctx, job.ID, t.Layer, t.Part)
+	if err != nil {
+		return fmt.Errorf("finishing part %d of layer %d of job %s: %w", t.Part, t.Layer, job.ID, err)
+	}
+	if remaining > 0 {
+		return nil
+	}
+	v := Task{JobID: t.JobID, Layer: t.Layer, Ref: t.Ref, Desc: t.Desc, Parts: t.Parts, UploadID: t.UploadID, Verify: true}
+	if err := s.queue.Enqueue(ctx, []Task{v}); err != nil {
+		return fmt.Errorf("queueing the check of layer %s of job %s: %w", t.Desc.Digest, job.ID, err)
+	}
+	return nil
+}
+
+// putRange fetches the task's range of the entry and puts it as its part,
+// retrying broken fetches.
+func (s *Service) putRange(ctx context.Context, sp splitter, t Task) error {
+	r, err := tarport.ParseReference(t.Ref)
+	if err != nil {
+		return err
+	}
+	n, hdr, err := entryLen(t.Desc)
+	if err != nil {
+		return err
+	}
+	if t.Offset < 0 || t.Length <= 0 || t.Offset+t.Length > n {
+		return tarport.Errorf(tarport.CodeInternal, "part %d of layer %s covers bytes %d+%d of a %d-byte entry", t.Part, t.Desc.Digest, t.Offset, t.Length, n)
+	}
+	// The part's bytes: some of the header, a range of the blob, some of
+	// the zero padding.
+	hlen := int64(len(hdr))
+	start, end := t.Offset, t.Offset+t.Length
+	blobFrom, blobTo := max(start, hlen)-hlen, min(end, hlen+t.Desc.Size)-hlen
+	padFrom, padTo := max(start, hlen+t.Desc.Size), end
+	progress := newProgress(s, t)
+	defer progress.flush(context.WithoutCancel(ctx))
+	var last error
+	for attempt := 1; attempt <= s.cfg.Attempts; attempt++ {
+		if attempt > 1 {
+			if err := sleep(ctx, attempt); err != nil {
+				return err
+			}
+		}
+		progress.reset()
+		readers := []io.Reader{}
+		if start < hlen {
+			readers = append(readers, bytes.NewReader(hdr[start:min(end, hlen)]))
+		}
+		var body io.ReadCloser
+		if blobTo > blobFrom {
+			body, err = sp.reg.OpenBlobRange(ctx, r, t.Desc, blobFrom, blobTo-blobFrom, t.Creds)
+			if err != nil {
+				last = err
+				if !retryable(err) {
+					break
+				}
+				continue
+			}
+			readers = append(readers, progress.reader(body))
+		}
+		if padTo > padFrom {
+			readers = append(readers, bytes.NewReader(make([]byte, padTo-padFrom)))
+		}
+		err = sp.objects.PutPart(ctx, StagingKey(t.JobID, t.Desc.Digest), t.UploadID, t.Part, io.MultiReader(readers...), t.Length)
+		if body != nil {
+			body.Close()
+		}
+		if err == nil {
+			return nil
+		}
+		last = err
+		if !retryable(err) {
+			break
+		}
+		s.log.Warn("layer range fetch failed, retrying", "job", t.JobID, "layer", t.Desc.Digest, "part", t.Part, "attempt", attempt, "err", err)
+	}
+	return last
+}
+
+// runVerify completes a split layer's staging upload, hashes the entry in
+// order and moves it to the entry key; then the layer counts as done. It
+// is idempotent: a redelivered or duplicate verify finds the entry moved.
+func (s *Service) runVerify(ctx context.Context, job tarport.Job, t Task) error {
+	sp, ok := s.splitting()
+	if !ok {
+		s.fail(ctx, job.ID, tarport.Errorf(tarport.CodeInternal, "layer %s was split, but this server cannot fetch split layers", t.Desc.Digest))
+		return nil
+	}
+	want, hdr, err := entryLen(t.Desc)
+	if err != nil {
+		s.fail(ctx, job.ID, err)
+		return nil
+	}
+	key, staging := EntryKey(t.Desc.Digest), StagingKey(t.JobID, t.Desc.Digest)
+	if n, err := s.objects.Size(ctx, key); err != nil || n != want {
+		if err := sp.objects.FinishParts(ctx, staging, t.UploadID, t.Parts); err != nil {
+			if size, serr := s.objects.Size(ctx, key); serr != nil || size != want {
+				return fmt.Errorf("completing split layer %s of job %s: %w", t.Desc.Digest, job.ID, err)
+			}
+			// A duplicate verify moved it meanwhile.
+		} else {
+			if err := s.checkEntry(ctx, staging, t.Desc, hdr, want); err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				if tarport.ErrorCode(err) == tarport.CodeDigestMismatch {
+					_ = sp.objects.Delete(ctx, staging)
+					s.fail(ctx, job.ID, err)
+					return nil
+				}
+				return err
+			}
+			if err := sp.objects.Move(ctx, staging, key, want); err != nil {
+				return fmt.Errorf("storing split layer %s of job %s: %w", t.Desc.Digest, job.ID, err)
+			}
+		}
+	}
+	return s.finishLayer(ctx, job, t.Layer)
+}
+
+// checkEntry reads a stored entry in order and checks it is the entry of
+// d: the expected header, then bytes hashing to d's digest, then zeros.
+func (s *Service) checkEntry(ctx context.Context, key string, d descriptor.Descriptor, hdr []byte, want int64) error {
+	rc, err := s.objects.Get(ctx, key)
+	if err != nil {
+		return fmt.Errorf("reading split layer %s: %w", d.Digest, err)
+	}
+	defer rc.Close()
+	mismatch := func(format string, args ...any) error {
+		return tarport.Errorf(tarport.CodeDigestMismatch, "layer %s: "+format, append([]any{d.Digest}, args...)...)
+	}
+	gotHdr := make([]byte, len(hdr))
+	if _, err := io.ReadFull(rc, gotHdr); err != nil {
+		return fmt.Errorf("reading split layer %s: %w", d.Digest, err)
+	}
+	if !bytes.Equal(gotHdr, hdr) {
+		return mismatch("the stored entry's header is not the layer's")
+	}
+	h := sha256.New()
+	if _, err := io.CopyN(h, rc, d.Size); err != nil {
+		return fmt.Errorf("reading split layer %s: %w", d.Digest, err)
+	}
+	if got := digest.NewDigestFromEncoded(digest.SHA256, hex.EncodeToString(h.Sum(nil))); got != d.Digest {
+		return mismatch("the bytes the registry sent hash to %s", got)
+	}
+	pad := make([]byte, want-int64(len(hdr))-d.Size)
+	if _, err := io.ReadFull(rc, pad); err != nil {
+		return fmt.Errorf("reading split layer %s: %w", d.Digest, err)
+	}
+	if !bytes.Equal(pad, make([]byte, len(pad))) {
+		return mismatch("the stored entry's padding is not zeros")
+	}
+	var one [1]byte
+	switch n, err := io.ReadFull(rc, one[:]); {
+	case n > 0:
+		return mismatch("the stored entry is longer than %d bytes", want)
+	case !errors.Is(err, io.EOF):
+		return fmt.Errorf("reading split layer %s: %w", d.Digest, err)
+	}
+	return nil
+}

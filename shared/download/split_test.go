@@ -1,0 +1,197 @@
+package download
+
+import (
+	"bytes"
+	"context"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/tarport/tarport/shared/tarport"
+)
+
+// splitConfig splits layers over 6 MiB into 5 MiB ranges (S3's minimum
+// part, the smallest range the service allows).
+func splitConfig() Config {
+	return Config{SplitAbove: 6 << 20, RangeSize: 1, ProgressEvery: time.Nanosecond}
+}
+
+// runQueued runs queued tasks, new ones included, until none is left: in a
+// random order, some of them twice (at-least-once delivery), and reports
+// how many ran.
+func runQueued(t *testing.T, h *harness, seed uint64, twice bool) int {
+	t.Helper()
+	rng := rand.New(rand.NewPCG(seed, seed))
+	done := 0
+	for {
+		tasks := h.queue.tasks()[done:]
+		if len(tasks) == 0 {
+			return done
+		}
+		done += len(tasks)
+		rng.Shuffle(len(tasks), func(i, j int) { tasks[i], tasks[j] = tasks[j], tasks[i] })
+		for _, task := range tasks {
+			runs := 1
+			if twice && rng.IntN(2) == 0 {
+				runs = 2
+			}
+			for range runs {
+				if err := h.svc.RunTask(context.Background(), task); err != nil {
+					t.Fatalf("RunTask(%+v): %v", task, err)
+				}
+			}
+		}
+	}
+}
+
+// TestSplitLayer: a layer over the threshold becomes range tasks; run in
+// any order and redelivered, they leave the verified entry in the cache
+// and the tar byte-identical to a directly written one.
+func TestSplitLayer(t *testing.T) {
+	t.Parallel()
+	for _, twice := range []bool{false, true} {
+		h := newHarness(t, splitConfig())
+		// 12 MiB + 700 bytes: header, 3 ranges (5, 5, 2 MiB+), a ragged end.
+		ti := newTestImage(t, "registry.example/team/huge:v1", 41, 12<<20+700, 1000)
+		h.serve(ti)
+		v, tasks := create(t, h, Request{Image: "registry.example/team/huge:v1"})
+		big := ti.img.Layers[0]
+		if got := v.Layers[0].Parts; got != 3 {
+			t.Fatalf("layer of %d bytes split into %d parts, want 3", big.Size, got)
+		}
+		if len(tasks) != 4 || v.Layers[1].Parts != 0 {
+			t.Fatalf("%d tasks, small layer parts %d; want 3 ranges + 1 whole layer", len(tasks), v.Layers[1].Parts)
+		}
+		var covered int64
+		for _, task := range tasks[:3] {
+			if task.Offset != covered || task.UploadID == "" || task.Parts != 3 {
+				t.Fatalf("range task %+v, want offset %d", task, covered)
+			}
+			covered += task.Length
+		}
+		if want, _, _ := entryLen(big); covered != want {
+			t.Fatalf("ranges cover %d bytes, the entry has %d", covered, want)
+		}
+
+		runQueued(t, h, 7, twice)
+		job := h.jobs.job(t, v.ID)
+		if job.Status != tarport.StatusReady || job.Remaining != 0 {
+			t.Fatalf("job %s, %d remaining", job.Status, job.Remaining)
+		}
+		tar, _ := h.objs.object(job.TarKey)
+		if d := firstDiff(tar, expectedTar(t, planOf(t, ti.img), ti.blobs)); d != "" {
+			t.Fatalf("twice=%v: tar differs: %s", twice, d)
+		}
+		entry, _ := h.objs.object(EntryKey(big.Digest))
+		if !bytes.Equal(entry, entryBytes(t, ti.blobs[big.Digest])) {
+			t.Fatal("the cached entry is not the layer's entry")
+		}
+		if _, ok := h.objs.object(StagingKey(job.ID, big.Digest)); ok || h.objs.openUploads() != 0 {
+			t.Fatalf("staging left: objects %v, %d uploads", h.objs.keys(), h.objs.openUploads())
+		}
+		if n := h.jobs.finishCount(job.ID, 0); !twice && n != 1 {
+			t.Fatalf("the split layer was finished %d times", n)
+		}
+		if !twice { // a redelivered range reports its bytes again (the store clamps)
+			checkProgress(t, h, Task{JobID: job.ID, Layer: 0, Desc: big})
+		} else if l := job.Layers[0]; l.DoneBytes != l.Size || !l.Finished {
+			t.Fatalf("split layer done %d of %d, finished %v", l.DoneBytes, l.Size, l.Finished)
+		}
+		if h.objs.stitchCount() != 1 {
+			t.Fatalf("%d stitches", h.objs.stitchCount())
+		}
+	}
+}
+
+// TestSplitLayerCorrupt: a registry sending wrong bytes for a range fails
+// the job with digest_mismatch once the whole entry is hashed; nothing
+// unverified reaches the entry cache.
+func TestSplitLayerCorrupt(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, splitConfig())
+	ti := newTestImage(t, "registry.example/team/huge:v1", 42, 11<<20)
+	h.serve(ti)
+	big := ti.img.Layers[0]
+	h.reg.corrupt = map[digest.Digest]bool{big.Digest: true}
+	v, _ := create(t, h, Request{Image: "registry.example/team/huge:v1"})
+	runQueued(t, h, 1, false)
+	job := h.jobs.job(t, v.ID)
+	if job.Status != tarport.StatusFailed || job.Error == nil || job.Error.Code != tarport.CodeDigestMismatch {
+		t.Fatalf("job %s %+v, want failed digest_mismatch", job.Status, job.Error)
+	}
+	for _, k := range h.objs.keys() {
+		if k == EntryKey(big.Digest) || k == StagingKey(job.ID, big.Digest) {
+			t.Fatalf("%s stored after a mismatch", k)
+		}
+	}
+}
+
+// TestSplitSkipsCachedLayers: a layer already in the entry cache is not
+// fetched again, split or not: its one task checks access only.
+func TestSplitSkipsCachedLayers(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, splitConfig())
+	ti := newTestImage(t, "registry.example/team/huge:v1", 43, 7<<20)
+	h.serve(ti)
+	big := ti.img.Layers[0]
+	if err := h.objs.Put(context.Background(), EntryKey(big.Digest), bytes.NewReader(entryBytes(t, ti.blobs[big.Digest])), int64(len(entryBytes(t, ti.blobs[big.Digest])))); err != nil {
+		t.Fatal(err)
+	}
+	v, tasks := create(t, h, Request{Image: "registry.example/team/huge:v1"})
+	if len(tasks) != 1 || tasks[0].Parts != 0 || v.Layers[0].Parts != 0 {
+		t.Fatalf("tasks %+v", tasks)
+	}
+	runQueued(t, h, 1, false)
+	if job := h.jobs.job(t, v.ID); job.Status != tarport.StatusReady || h.reg.ranges != 0 || h.reg.totalOpens() != 0 {
+		t.Fatalf("job %s, %d range reads, %d blob reads", job.Status, h.reg.ranges, h.reg.totalOpens())
+	}
+}
+
+// TestSplitVerifyRacing: duplicate verify tasks racing each other (a
+// redelivered last range queues another) count the layer once and stitch
+// once.
+func TestSplitVerifyRacing(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, splitConfig())
+	ti := newTestImage(t, "registry.example/team/huge:v1", 44, 11<<20)
+	h.serve(ti)
+	v, tasks := create(t, h, Request{Image: "registry.example/team/huge:v1"})
+	for _, task := range tasks {
+		if err := h.svc.RunTask(context.Background(), task); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all := h.queue.tasks()
+	verify := all[len(all)-1]
+	if !verify.Verify {
+		t.Fatalf("the last queued task is not a verify task: %+v", verify)
+	}
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			if err := h.svc.RunTask(context.Background(), verify); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	job := h.jobs.job(t, v.ID)
+	if job.Status != tarport.StatusReady || h.objs.stitchCount() != 1 || job.Remaining != 0 {
+		t.Fatalf("job %s, %d stitches, %d remaining", job.Status, h.objs.stitchCount(), job.Remaining)
+	}
+}
+
+// TestSplitOffByDefault: without SplitAbove every layer is one task.
+func TestSplitOffByDefault(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, Config{})
+	ti := newTestImage(t, "registry.example/team/huge:v1", 45, 11<<20)
+	h.serve(ti)
+	v, tasks := create(t, h, Request{Image: "registry.example/team/huge:v1"})
+	if len(tasks) != 1 || tasks[0].Parts != 0 || v.Layers[0].Parts != 0 {
+		t.Fatalf("tasks %+v", tasks)
+	}
+}
