@@ -207,6 +207,10 @@ func (a *App) downloads(ctx context.Context) (*download.Service, error) {
 		LinkTTL: a.Settings.PresignTTL,
 		// Each progress write is a DynamoDB write of the whole job item.
 		ProgressEvery: time.Second,
+		// A task must end within Lambda's 15 minutes: big layers are
+		// fetched by range tasks, in parallel.
+		SplitAbove: a.Settings.SplitAbove,
+		RangeSize:  a.Settings.RangeSize,
 	}, a.Log)
 	key, err := a.taskKey(ctx)
 	if err != nil {

@@ -233,6 +233,49 @@ func TestDownloadOnLambda(t *testing.T) {
 	}
 }
 
+// TestSplitLayerOnLambda: a layer over TARPORT_SPLIT_ABOVE is fetched by
+// range tasks in parallel invocations, checked whole by a verify task and
+// only then cached; the tar is still exact.
+func TestSplitLayerOnLambda(t *testing.T) {
+	t.Parallel()
+	st := newStack(t)
+	st.env = append(st.env, "TARPORT_SPLIT_ABOVE=8MiB", "TARPORT_RANGE_SIZE=5MiB")
+	pushed := regtest.PushImage(t, st.reg, "team/split", "v1", regtest.ImageSpec{Layers: []regtest.LayerSpec{
+		{Size: 23 << 20, Random: true}, // 5 parts of 5 MiB
+		{Size: 1 << 20, Random: true},
+	}})
+	st.start("DownloadFunction", 29*time.Second)
+	st.start("AssembleFunction", 2*time.Minute)
+	res := st.api("DownloadFunction", "POST", "/api/downloads", fmt.Sprintf(`{"image":%q}`, pushed.Ref))
+	job := decodeJob(t, res)
+	if res.StatusCode != http.StatusAccepted {
+		t.Fatalf("create: %d %s", res.StatusCode, res.Body)
+	}
+	if visible, _, _ := st.sqs.Depth("tarport-tasks"); visible < 6 {
+		t.Fatalf("%d task messages, want 5 ranges and a whole layer at least", visible)
+	}
+	if _, err := st.sqs.Drain(context.Background(), st.mapping(st.tasksURL, 3), st.mapping(st.dlqURL, 10)); err != nil {
+		t.Fatal(err)
+	}
+	job = decodeJob(t, st.api("DownloadFunction", "GET", "/api/downloads/"+job.ID, ""))
+	if job.Status != "ready" {
+		t.Fatalf("after the queue drained: %+v", job)
+	}
+	path := st.fetch(job.URL)
+	tarcheck.Skopeo(t, path)
+	if c := tarcheck.Structure(t, path); c.ManifestDigest != pushed.Images[0].Manifest.Digest {
+		t.Fatalf("manifest %s", c.ManifestDigest)
+	}
+	for _, k := range st.s3.Keys(t, st.bucket) {
+		if strings.HasPrefix(k, "staging/") {
+			t.Fatalf("staging object left: %s", k)
+		}
+	}
+	if ups := st.s3.Uploads(t, st.bucket); len(ups) != 0 {
+		t.Fatalf("uploads left: %v", ups)
+	}
+}
+
 // TestWorkerKilledMidLayer: the assemble function dies while a layer is
 // half in S3; SQS redelivers its message after the visibility timeout, a
 // new instance redoes the layer and the job still ends with a correct tar.

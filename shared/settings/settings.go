@@ -39,6 +39,8 @@ type Settings struct {
 	TaskKey            string     // TARPORT_TASK_KEY: that key given directly (tests, setups without Secrets Manager)
 	DockerHubSecretARN string     // TARPORT_DOCKERHUB_SECRET_ARN: {"username","token"} of the service's Docker Hub account
 	HotImages          []HotImage // TARPORT_HOT_IMAGES: "image platform" entries, comma-separated, pre-fetched by the warm
+	SplitAbove         int64      // TARPORT_SPLIT_ABOVE: layers bigger than this are fetched by range tasks
+	RangeSize          int64      // TARPORT_RANGE_SIZE: the bytes of one range task (a buffered S3 part)
 }
 
 // HotImage is an image whose layers the warm keeps in the layer cache.
@@ -115,6 +117,13 @@ func Parse(getenv func(string) string) (Settings, error) {
 	}
 	if s.WarmEvery, err = time.ParseDuration(get("TARPORT_WARM_EVERY", "1h")); err != nil || s.WarmEvery < 0 {
 		return Settings{}, fmt.Errorf("TARPORT_WARM_EVERY: want a duration like 1h, or 0 to turn warming off, got %q", getenv("TARPORT_WARM_EVERY"))
+	}
+	if s.SplitAbove, err = ParseBytes(get("TARPORT_SPLIT_ABOVE", "1GiB")); err != nil {
+		return Settings{}, fmt.Errorf("TARPORT_SPLIT_ABOVE: %w", err)
+	}
+	// S3 parts are 5 MiB to 5 GiB; a range is held in memory while it uploads.
+	if s.RangeSize, err = ParseBytes(get("TARPORT_RANGE_SIZE", "64MiB")); err != nil || s.RangeSize < 5<<20 || s.RangeSize > 1<<30 {
+		return Settings{}, fmt.Errorf("TARPORT_RANGE_SIZE: want a size from 5MiB to 1GiB, got %q", getenv("TARPORT_RANGE_SIZE"))
 	}
 	if s.Workers, err = strconv.Atoi(get("TARPORT_WORKERS", "4")); err != nil || s.Workers <= 0 || s.Workers > 64 {
 		return Settings{}, fmt.Errorf("TARPORT_WORKERS: want 1..64, got %q", getenv("TARPORT_WORKERS"))

@@ -34,6 +34,8 @@ func TestDefaults(t *testing.T) {
 		BlobIdleTimeout:    time.Minute,
 		WarmEvery:          time.Hour,
 		LogLevel:           slog.LevelInfo,
+		SplitAbove:         1 << 30,
+		RangeSize:          64 << 20,
 	}
 	for _, tt := range []struct {
 		name   string
@@ -93,6 +95,9 @@ func TestOverrides(t *testing.T) {
 		{"log level", []string{"TARPORT_LOG_LEVEL", "debug"}, func(s Settings) bool { return s.LogLevel == slog.LevelDebug }},
 		{"aws secrets and dlq", []string{"TARPORT_DLQ_ARN", "arn:aws:sqs:us-east-1:1:dlq", "TARPORT_TASK_KEY_SECRET_ARN", "arn:sm:k", "TARPORT_DOCKERHUB_SECRET_ARN", "arn:sm:h", "TARPORT_TASK_KEY", "k"}, func(s Settings) bool {
 			return s.DLQARN == "arn:aws:sqs:us-east-1:1:dlq" && s.TaskKeySecretARN == "arn:sm:k" && s.DockerHubSecretARN == "arn:sm:h" && s.TaskKey == "k"
+		}},
+		{"split", []string{"TARPORT_SPLIT_ABOVE", "8MiB", "TARPORT_RANGE_SIZE", "5MiB"}, func(s Settings) bool {
+			return s.SplitAbove == 8<<20 && s.RangeSize == 5<<20
 		}},
 		{"hot images", []string{"TARPORT_HOT_IMAGES", " nginx:1.27 linux/arm64 ,redis,, ghcr.io/o/r@sha256:abc\tlinux/arm/v7"}, func(s Settings) bool {
 			want := []HotImage{{"nginx:1.27", "linux/arm64"}, {"redis", "linux/amd64"}, {"ghcr.io/o/r@sha256:abc", "linux/arm/v7"}}
@@ -154,6 +159,9 @@ func TestInvalidValues(t *testing.T) {
 		{"TARPORT_MAX_IMAGE_BYTES", "1.5GiB"},
 		{"TARPORT_MAX_IMAGE_BYTES", "64XB"},
 		{"TARPORT_HOT_IMAGES", "nginx linux/amd64 extra"},
+		{"TARPORT_SPLIT_ABOVE", "big"},
+		{"TARPORT_RANGE_SIZE", "1MiB"},
+		{"TARPORT_RANGE_SIZE", "2GiB"},
 		{"TARPORT_RATE_LIMIT_PER_MINUTE", "many"},
 		{"TARPORT_RATE_LIMIT_PER_MINUTE", "0"},
 		{"TARPORT_RATE_LIMIT_PER_MINUTE", "-5"},
