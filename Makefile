@@ -43,3 +43,59 @@ bench:
 
 clean:
 	rm -rf bin .data
+
+# ---- AWS (docs/DEPLOY.md) ----
+
+# sam build (template.yaml: BuildMethod makefile, CodeUri .) runs
+# `make build-<LogicalId>` with ARTIFACTS_DIR set; each target writes one
+# function's $(ARTIFACTS_DIR)/bootstrap for provided.al2023. Tests set
+# LAMBDA_GOARCH=amd64 to run a bootstrap under the Lambda emulator here.
+LAMBDA_GOARCH ?= arm64
+# make deploy: the stack and region of samconfig.toml unless given.
+STACK_NAME ?= $(or $(shell sed -n 's/^stack_name *= *"\(.*\)"/\1/p' samconfig.toml | head -n1),tarport)
+DEPLOY_REGION ?= $(or $(shell sed -n 's/^region *= *"\(.*\)"/\1/p' samconfig.toml | head -n1),us-east-1)
+
+.PHONY: build-SearchFunction build-DetailsFunction build-PopularFunction build-DownloadFunction build-AssembleFunction build-WarmFunction deploy
+
+# lambda-bootstrap builds ./functions/$(1) as $(ARTIFACTS_DIR)/bootstrap.
+define lambda-bootstrap
+	@if [ -z "$(ARTIFACTS_DIR)" ]; then echo "$@: ARTIFACTS_DIR is not set (sam build sets it; by hand: make $@ ARTIFACTS_DIR=dir)" >&2; exit 1; fi
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(LAMBDA_GOARCH) $(GO) build -trimpath -tags lambda.norpc -ldflags="-s -w" -o "$(ARTIFACTS_DIR)/bootstrap" ./functions/$(1)
+endef
+
+## build-SearchFunction, build-DetailsFunction, build-PopularFunction, build-DownloadFunction,
+## build-AssembleFunction, build-WarmFunction: one Lambda's $(ARTIFACTS_DIR)/bootstrap (sam build runs these)
+build-SearchFunction:
+	$(call lambda-bootstrap,search)
+
+build-DetailsFunction:
+	$(call lambda-bootstrap,details)
+
+build-PopularFunction:
+	$(call lambda-bootstrap,popular)
+
+build-DownloadFunction:
+	$(call lambda-bootstrap,download)
+
+build-AssembleFunction:
+	$(call lambda-bootstrap,assemble)
+
+build-WarmFunction:
+	$(call lambda-bootstrap,warm)
+
+## deploy: sam build + sam deploy, then web/ to the web bucket and a CloudFront invalidation
+## (needs sam, aws and AWS credentials; STACK_NAME, DEPLOY_REGION default to samconfig.toml's)
+deploy:
+	@command -v sam >/dev/null 2>&1 || { echo "make deploy: the AWS SAM CLI (sam) is not installed; see docs/DEPLOY.md" >&2; exit 1; }
+	@command -v aws >/dev/null 2>&1 || { echo "make deploy: the AWS CLI (aws) is not installed; see docs/DEPLOY.md" >&2; exit 1; }
+	sam build
+	sam deploy --stack-name "$(STACK_NAME)" --region "$(DEPLOY_REGION)" $(SAM_DEPLOY_FLAGS)
+	@set -euo pipefail; \
+	output() { aws cloudformation describe-stacks --region "$(DEPLOY_REGION)" --stack-name "$(STACK_NAME)" \
+		--query "Stacks[0].Outputs[?OutputKey=='$$1'].OutputValue" --output text; }; \
+	bucket=$$(output WebBucketName); dist=$$(output DistributionId); site=$$(output SiteUrl); \
+	if [ -z "$$bucket" ] || [ "$$bucket" = None ] || [ -z "$$dist" ] || [ "$$dist" = None ]; then \
+		echo "make deploy: stack $(STACK_NAME) has no WebBucketName/DistributionId outputs" >&2; exit 1; fi; \
+	aws s3 sync web/ "s3://$$bucket/" --delete --exclude README.md --region "$(DEPLOY_REGION)"; \
+	aws cloudfront create-invalidation --distribution-id "$$dist" --paths '/*' --output text --query Invalidation.Id; \
+	echo "tarport is at $$site"
