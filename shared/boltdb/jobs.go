@@ -7,17 +7,26 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/bits"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/tarport/tarport/shared/download"
 	"github.com/tarport/tarport/shared/tarport"
 )
 
 var (
-	jobsBucket = []byte("jobs") // id -> JSON job
+	jobsBucket = []byte("jobs") // id -> JSON record
 	keysBucket = []byte("keys") // job key -> id of the live job
 )
+
+// record is a job as stored: the job and, per split layer (by index),
+// a bitmap of its finished parts (bit n-1 for part n).
+type record struct {
+	tarport.Job
+	PartsDone map[int]partBitmap `json:"parts_done,omitempty"`
+}
 
 // Jobs is a bbolt-backed job store.
 type Jobs struct {
@@ -25,6 +34,11 @@ type Jobs struct {
 	now        func() time.Time
 	joinMargin time.Duration
 }
+
+var (
+	_ download.Jobs       = (*Jobs)(nil)
+	_ download.PartedJobs = (*Jobs)(nil)
+)
 
 // Open opens (or creates) the job database at path.
 func Open(path string) (*Jobs, error) {
@@ -67,12 +81,12 @@ func (j *Jobs) Create(_ context.Context, job tarport.Job) (tarport.Job, bool, er
 	err := j.db.Update(func(tx *bolt.Tx) error {
 		if id := tx.Bucket(keysBucket).Get([]byte(job.Key)); id != nil {
 			old, err := load(tx, string(id))
-			if err == nil && j.joinable(old) {
-				live = old
+			if err == nil && j.joinable(old.Job) {
+				live = old.Job
 				return nil
 			}
 		}
-		if err := save(tx, job); err != nil {
+		if err := save(tx, record{Job: job}); err != nil {
 			return err
 		}
 		created, live = true, job
@@ -88,8 +102,8 @@ func (j *Jobs) Create(_ context.Context, job tarport.Job) (tarport.Job, bool, er
 func (j *Jobs) Get(_ context.Context, id string) (tarport.Job, error) {
 	var job tarport.Job
 	err := j.db.View(func(tx *bolt.Tx) error {
-		var err error
-		job, err = load(tx, id)
+		rec, err := load(tx, id)
+		job = rec.Job
 		return err
 	})
 	if err == nil && !j.now().Before(job.ExpiresAt) {
@@ -134,6 +148,72 @@ func (j *Jobs) FinishLayer(_ context.Context, id string, layer int) (int, bool, 
 		remaining = job.Remaining
 	})
 	return remaining, first, err
+}
+
+// FinishPart marks part n of a split layer done once, in the layer's
+// bitmap of finished parts; the job's Remaining and the layer's Finished
+// are FinishLayer's.
+func (j *Jobs) FinishPart(_ context.Context, id string, layer, part int) (int, bool, error) {
+	var remaining int
+	first := false
+	err := j.db.Update(func(tx *bolt.Tx) error {
+		rec, err := load(tx, id)
+		if err != nil {
+			return err
+		}
+		if !j.now().Before(rec.ExpiresAt) {
+			return errNotFound(id)
+		}
+		if layer < 0 || layer >= len(rec.Layers) || rec.Layers[layer].Parts <= 0 {
+			return tarport.Errorf(tarport.CodeInternal, "layer %d of job %s is not split (or there is no such layer)", layer, id)
+		}
+		parts := rec.Layers[layer].Parts
+		if part < 1 || part > parts {
+			return tarport.Errorf(tarport.CodeInternal, "layer %d of job %s has parts 1..%d, not %d", layer, id, parts, part)
+		}
+		done := rec.PartsDone[layer]
+		if !done.has(part - 1) {
+			if rec.PartsDone == nil {
+				rec.PartsDone = map[int]partBitmap{}
+			}
+			done = done.with(part-1, parts)
+			rec.PartsDone[layer] = done
+			rec.UpdatedAt = j.now()
+			if err := save(tx, rec); err != nil {
+				return err
+			}
+			first = true
+		}
+		remaining = parts - done.count()
+		return nil
+	})
+	if err != nil {
+		return 0, false, fmt.Errorf("finishing part %d of layer %d of job %s: %w", part, layer, id, err)
+	}
+	return remaining, first, nil
+}
+
+// partBitmap is a set of part indexes, one bit each: 10,000 parts (S3's
+// most) take 1,250 bytes.
+type partBitmap []byte
+
+func (b partBitmap) has(i int) bool { return i/8 < len(b) && b[i/8]&(1<<(i%8)) != 0 }
+
+// with returns b with bit i set, grown to hold n bits.
+func (b partBitmap) with(i, n int) partBitmap {
+	if need := (n + 7) / 8; len(b) < need {
+		b = append(b, make([]byte, need-len(b))...)
+	}
+	b[i/8] |= 1 << (i % 8)
+	return b
+}
+
+func (b partBitmap) count() int {
+	n := 0
+	for _, x := range b {
+		n += bits.OnesCount8(x)
+	}
+	return n
 }
 
 // Unfinished lists live jobs that are not terminal, for resuming them
@@ -190,13 +270,13 @@ func (j *Jobs) Delete(_ context.Context, job tarport.Job) error {
 
 func (j *Jobs) update(id string, fn func(*tarport.Job)) error {
 	err := j.db.Update(func(tx *bolt.Tx) error {
-		job, err := load(tx, id)
+		rec, err := load(tx, id)
 		if err != nil {
 			return err
 		}
-		fn(&job)
-		job.UpdatedAt = j.now()
-		return save(tx, job)
+		fn(&rec.Job)
+		rec.UpdatedAt = j.now()
+		return save(tx, rec)
 	})
 	if err != nil {
 		return fmt.Errorf("updating job %s: %w", id, err)
@@ -204,24 +284,24 @@ func (j *Jobs) update(id string, fn func(*tarport.Job)) error {
 	return nil
 }
 
-func load(tx *bolt.Tx, id string) (tarport.Job, error) {
+func load(tx *bolt.Tx, id string) (record, error) {
 	v := tx.Bucket(jobsBucket).Get([]byte(id))
 	if v == nil {
-		return tarport.Job{}, errNotFound(id)
+		return record{}, errNotFound(id)
 	}
-	var job tarport.Job
-	if err := json.Unmarshal(v, &job); err != nil {
-		return tarport.Job{}, fmt.Errorf("decoding job %s: %w", id, err)
+	var rec record
+	if err := json.Unmarshal(v, &rec); err != nil {
+		return record{}, fmt.Errorf("decoding job %s: %w", id, err)
 	}
-	return job, nil
+	return rec, nil
 }
 
-func save(tx *bolt.Tx, job tarport.Job) error {
-	v, err := json.Marshal(job)
+func save(tx *bolt.Tx, rec record) error {
+	v, err := json.Marshal(rec)
 	if err != nil {
-		return fmt.Errorf("encoding job %s: %w", job.ID, err)
+		return fmt.Errorf("encoding job %s: %w", rec.ID, err)
 	}
-	return tx.Bucket(jobsBucket).Put([]byte(job.ID), v)
+	return tx.Bucket(jobsBucket).Put([]byte(rec.ID), v)
 }
 
 func errNotFound(id string) error {

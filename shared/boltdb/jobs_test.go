@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tarport/tarport/shared/download"
 	"github.com/tarport/tarport/shared/download/jobstest"
 	"github.com/tarport/tarport/shared/tarport"
 )
@@ -17,7 +16,7 @@ import (
 // TestJobsContract: the behaviour every job store shares.
 func TestJobsContract(t *testing.T) {
 	t.Parallel()
-	jobstest.Run(t, func(t *testing.T, now func() time.Time) download.Jobs {
+	jobstest.Run(t, func(t *testing.T, now func() time.Time) jobstest.Store {
 		j, err := Open(filepath.Join(t.TempDir(), "jobs.db"))
 		if err != nil {
 			t.Fatalf("Open: %v", err)

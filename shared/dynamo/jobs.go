@@ -32,8 +32,9 @@ type JobsAPI interface {
 // count and, per layer i, done_<i> and left_<i> (done and size-done
 // bytes, changed together so a condition on either clamps progress to
 // [0, size] without reading the size) and fin_<i> (present once
-// finished). The layers' digests and sizes never change and sit in one
-// list. Times are Unix nanoseconds; expires_at is the TTL.
+// finished). The layers' digests, sizes and part counts never change and
+// sit in one list; a split layer also counts its parts (jobs_parts.go).
+// Times are Unix nanoseconds; expires_at is the TTL.
 //
 // A job key's item, pk "key#<key>", sk "key", names the job requests with
 // that key join (job_id); Create changes it only by conditional puts.

@@ -49,10 +49,16 @@ func encodeJob(job tarport.Job) map[string]types.AttributeValue {
 		layers := make([]types.AttributeValue, len(job.Layers))
 		for i, l := range job.Layers {
 			// One-letter names: 1000 layers must fit in one item.
-			layers[i] = &types.AttributeValueMemberM{Value: map[string]types.AttributeValue{
+			m := map[string]types.AttributeValue{
 				"d": &types.AttributeValueMemberS{Value: l.Digest.String()},
 				"s": num(l.Size),
-			}}
+			}
+			if l.Parts > 0 {
+				m[attrLayerParts] = num(int64(l.Parts))
+				partsLeft, _ := partAttrs(i)
+				item[partsLeft] = num(int64(l.Parts))
+			}
+			layers[i] = &types.AttributeValueMemberM{Value: m}
 			done, left, fin := layerAttrs(i)
 			item[done] = num(l.DoneBytes)
 			item[left] = num(l.Size - l.DoneBytes)
@@ -123,6 +129,7 @@ func decodeJob(item map[string]types.AttributeValue) (tarport.Job, error) {
 				Size:      l.num("s"),
 				DoneBytes: d.num(done),
 				Finished:  d.boolean(fin),
+				Parts:     int(l.num(attrLayerParts)),
 			}
 			if l.err != nil {
 				d.fail(attrJobLayers, l.err.Error())

@@ -31,7 +31,7 @@ func newJobs(t *testing.T, db *dynalite.Server, now func() time.Time) *Jobs {
 func TestJobsContract(t *testing.T) {
 	t.Parallel()
 	db := dynalite.Start(t)
-	jobstest.Run(t, func(t *testing.T, now func() time.Time) download.Jobs {
+	jobstest.Run(t, func(t *testing.T, now func() time.Time) jobstest.Store {
 		return newJobs(t, db, now)
 	})
 }

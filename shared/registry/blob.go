@@ -47,6 +47,26 @@ const (
 // checks size and sha256 and fails at the end on a mismatch, so a caller
 // that reads to io.EOF has verified bytes.
 func (c *Client) OpenBlob(ctx context.Context, r ref.Ref, d descriptor.Descriptor, creds tarport.Credentials) (io.ReadCloser, error) {
+	return c.openBlob(ctx, r, d, creds, 0, d.Size, false)
+}
+
+// OpenBlobRange streams the bytes [offset, offset+length) of a layer, for a
+// layer split across tasks, from where OpenBlob would read it and with the
+// same retries. Each request asks for bytes=from-(offset+length-1), from the
+// last byte received on; the reader ends with io.EOF after exactly length
+// bytes. The bytes are not verified: a range cannot be hashed alone, so the
+// caller hashes the whole layer in order once all its ranges are stored.
+func (c *Client) OpenBlobRange(ctx context.Context, r ref.Ref, d descriptor.Descriptor, offset, length int64, creds tarport.Credentials) (io.ReadCloser, error) {
+	// length > d.Size-offset, not offset+length > d.Size: no overflow.
+	if offset < 0 || length <= 0 || offset > d.Size || length > d.Size-offset {
+		return nil, tarport.Errorf(tarport.CodeInternal, "bytes %d+%d are not a range of the %d-byte layer %s", offset, length, d.Size, d.Digest)
+	}
+	return c.openBlob(ctx, r, d, creds, offset, offset+length, true)
+}
+
+// openBlob opens a blobReader for the bytes [start, end) of d: the whole
+// blob, verified, or a range of it.
+func (c *Client) openBlob(ctx context.Context, r ref.Ref, d descriptor.Descriptor, creds tarport.Credentials, start, end int64, ranged bool) (io.ReadCloser, error) {
 	if err := d.Digest.Validate(); err != nil {
 		return nil, tarport.Wrap(err, tarport.CodeUpstream, "layer digest %q is not valid", d.Digest)
 	}
@@ -74,9 +94,18 @@ func (c *Client) OpenBlob(ctx context.Context, r ref.Ref, d descriptor.Descripto
 		http:    &http.Client{Transport: rt},
 		urls:    urls,
 		desc:    d,
-		hash:    sha256.New(),
+		start:   start,
+		end:     end,
+		ranged:  ranged,
+		offset:  start,
+		backoff: c.blobBackoff,
 		what:    "layer " + d.Digest.String() + " of " + r.CommonName(),
 		refused: refused,
+	}
+	if ranged {
+		br.what = fmt.Sprintf("bytes %d-%d of %s", start, end-1, br.what)
+	} else {
+		br.hash = sha256.New()
 	}
 	// Open now, so a missing blob or a refusal is an error of OpenBlob.
 	if err := br.reopen(); err != nil {
@@ -158,18 +187,23 @@ func (c *Client) blobTransport(ctx context.Context, r ref.Ref, creds tarport.Cre
 	return rt, base, nil
 }
 
-// blobReader reads a blob through any number of broken connections.
+// blobReader reads the bytes [start, end) of a blob through any number of
+// broken connections: the whole blob, whose digest it checks, or a range.
 type blobReader struct {
 	ctx      context.Context
 	http     *http.Client
 	urls     []string // the registry's blob URL, then foreign-layer URLs
 	urlIdx   int
 	desc     descriptor.Descriptor
+	start    int64 // the first byte wanted: 0 for the whole blob
+	end      int64 // one past the last byte wanted: desc.Size for the whole blob
+	ranged   bool  // a range: every request says where it ends, nothing is hashed
 	hash     hash.Hash
+	backoff  time.Duration // the first wait after a failure is twice this
 	what     string
 	body     io.ReadCloser
 	progress bool  // the current body delivered at least one byte
-	offset   int64 // verified bytes delivered so far
+	offset   int64 // the blob offset of the next byte: start + bytes delivered
 	failures int   // failed requests and empty bodies since the last progress
 	refused  int   // foreign-layer URLs not tried (plain http to untrusted hosts)
 	lastErr  error
@@ -186,7 +220,7 @@ func (b *blobReader) Read(p []byte) (int, error) {
 				return 0, err
 			}
 		}
-		if rest := b.desc.Size - b.offset; int64(len(p)) > rest+1 {
+		if rest := b.end - b.offset; int64(len(p)) > rest+1 {
 			// Read at most one byte past the end: enough to catch a blob
 			// that is too long without buffering it.
 			p = p[:rest+1]
@@ -195,21 +229,29 @@ func (b *blobReader) Read(p []byte) (int, error) {
 		if n > 0 {
 			b.failures, b.progress = 0, true
 			b.offset += int64(n)
-			b.hash.Write(p[:n])
-			if b.offset > b.desc.Size {
+			if b.hash != nil {
+				b.hash.Write(p[:n])
+			}
+			if b.offset > b.end {
 				b.close()
+				if b.ranged {
+					return 0, tarport.Errorf(tarport.CodeUpstream, "%s: the registry sent more than the %d bytes asked for", b.what, b.end-b.start)
+				}
 				return 0, tarport.Errorf(tarport.CodeDigestMismatch, "%s: the registry sent more than the %d bytes of the blob", b.what, b.desc.Size)
 			}
 		}
 		switch {
 		case err == nil:
 			return n, nil
-		case b.offset == b.desc.Size && (err == io.EOF || b.ctx.Err() == nil):
+		case b.offset == b.end && (err == io.EOF || b.ctx.Err() == nil):
 			// Every byte is here: a body that then breaks instead of
 			// ending cleanly (a cut chunked trailer, the idle watchdog) is
 			// as good as EOF; asking for bytes=size- would get a 416.
 			b.close()
 			b.done = true
+			if b.hash == nil {
+				return n, io.EOF // a range: the caller verifies the whole blob
+			}
 			if got := digest.NewDigestFromEncoded(digest.SHA256, hex.EncodeToString(b.hash.Sum(nil))); got != b.desc.Digest {
 				return n, tarport.Errorf(tarport.CodeDigestMismatch, "%s: the bytes received hash to %s", b.what, got)
 			}
@@ -225,7 +267,7 @@ func (b *blobReader) Read(p []byte) (int, error) {
 			b.failures++
 		}
 		b.close()
-		b.lastErr = fmt.Errorf("body ended at byte %d of %d: %w", b.offset, b.desc.Size, err)
+		b.lastErr = fmt.Errorf("body ended at byte %d of %d: %w", b.offset, b.end, err)
 		if n > 0 {
 			return n, nil
 		}
@@ -240,7 +282,7 @@ func (b *blobReader) reopen() error {
 			return classify(b.lastErr, "%s: giving up after %d failed requests", b.what, b.failures)
 		}
 		if b.failures > 0 {
-			wait := min(time.Duration(1<<min(b.failures, 6))*250*time.Millisecond, maxBackoff)
+			wait := min(time.Duration(1<<min(b.failures, 6))*b.backoff, maxBackoff)
 			var herr *httpStatusError
 			if errors.As(b.lastErr, &herr) && herr.retryAfter > 0 {
 				wait = min(herr.retryAfter, maxBackoff)
@@ -283,7 +325,10 @@ func (b *blobReader) request() (io.ReadCloser, error) {
 	if err != nil {
 		return nil, err
 	}
-	if b.offset > 0 {
+	switch {
+	case b.ranged:
+		req.Header.Set("Range", "bytes="+strconv.FormatInt(b.offset, 10)+"-"+strconv.FormatInt(b.end-1, 10))
+	case b.offset > 0:
 		req.Header.Set("Range", "bytes="+strconv.FormatInt(b.offset, 10)+"-")
 	}
 	resp, err := b.http.Do(req)
@@ -293,14 +338,24 @@ func (b *blobReader) request() (io.ReadCloser, error) {
 	switch {
 	case resp.StatusCode == http.StatusOK:
 		if b.offset > 0 {
-			// The server ignored Range: skip what we already have.
+			// The server ignored Range: skip what we already have (or, for
+			// a range, everything before it: those bytes cost a download
+			// each time, but a server without Range leaves no other way).
 			if _, err := io.CopyN(io.Discard, resp.Body, b.offset); err != nil {
 				resp.Body.Close()
 				return nil, fmt.Errorf("skipping %d bytes of a full answer: %w", b.offset, err)
 			}
 		}
+		if b.end < b.desc.Size {
+			// The rest of the blob is not ours: end the body at the
+			// range's end (closing it drops the connection).
+			return struct {
+				io.Reader
+				io.Closer
+			}{io.LimitReader(resp.Body, b.end-b.offset), resp.Body}, nil
+		}
 		return resp.Body, nil
-	case resp.StatusCode == http.StatusPartialContent && b.offset > 0:
+	case resp.StatusCode == http.StatusPartialContent && req.Header.Get("Range") != "":
 		start, ok := contentRangeStart(resp.Header.Get("Content-Range"))
 		if !ok || start != b.offset {
 			resp.Body.Close()

@@ -68,9 +68,10 @@ func hostPort(u *url.URL) string {
 
 // Client talks to registries. It is safe for concurrent use.
 type Client struct {
-	opts       Options
-	dockerHost config.Host
-	http       *http.Client
+	opts        Options
+	dockerHost  config.Host
+	http        *http.Client
+	blobBackoff time.Duration // half the first wait of a blob read after a failure
 
 	mu         sync.Mutex
 	sessions   map[string]*regclient.RegClient // anonymous and service-account logins
@@ -101,8 +102,9 @@ func New(opts Options) *Client {
 		}
 	}
 	return &Client{
-		opts:       opts,
-		dockerHost: *hub,
+		opts:        opts,
+		dockerHost:  *hub,
+		blobBackoff: 250 * time.Millisecond,
 		http: &http.Client{
 			Transport: netguard.Policy{Trusted: trusted}.Transport(opts.IdleTimeout),
 		},

@@ -28,6 +28,9 @@ type upload struct {
 	key string
 	id  *string
 	crc bool // parts carry CRC32 checksums
+	// copyIfMatch, when set, is the ETag every copied part's source must
+	// still have.
+	copyIfMatch string
 
 	mu    sync.Mutex
 	parts []types.CompletedPart
@@ -97,16 +100,20 @@ func (u *upload) send(ctx context.Context, number int32, body io.ReadSeeker, siz
 
 // copy makes part number from bytes [off, off+size) of the object src.
 func (u *upload) copy(ctx context.Context, number int32, src string, off, size int64) error {
-	out, err := u.s.client.UploadPartCopy(ctx, &s3.UploadPartCopyInput{
+	in := &s3.UploadPartCopyInput{
 		Bucket:          aws.String(u.s.bucket),
 		Key:             aws.String(u.key),
 		UploadId:        u.id,
 		PartNumber:      aws.Int32(number),
 		CopySource:      aws.String(copySource(u.s.bucket, src)),
 		CopySourceRange: aws.String(fmt.Sprintf("bytes=%d-%d", off, off+size-1)),
-	})
+	}
+	if u.copyIfMatch != "" {
+		in.CopySourceIfMatch = aws.String(u.copyIfMatch)
+	}
+	out, err := u.s.client.UploadPartCopy(ctx, in)
 	if err != nil {
-		return fmt.Errorf("copying part %d from %s: %w", number, src, classify(src, err))
+		return fmt.Errorf("copying part %d from %s: %w", number, src, classifyCopy(src, err))
 	}
 	if out.CopyPartResult == nil {
 		return fmt.Errorf("copying part %d from %s: no result", number, src)

@@ -3,9 +3,11 @@
 // objects by multipart upload with memory bounded by the parts in flight,
 // publishes an object only once every promised byte arrived and its source
 // ended cleanly (aborting the upload otherwise), stitches tars server-side
-// from ranges of stored entries (UploadPartCopy) plus an uploaded tail, and
-// signs time-limited download links. It is the S3 twin of dirstore: same
-// keys, same semantics.
+// from ranges of stored entries (UploadPartCopy) plus an uploaded tail,
+// lets several workers put the parts of one object (a layer split by byte
+// ranges) and moves it into place once checked, and signs time-limited
+// download links. It is the S3 twin of dirstore: same keys, same
+// semantics.
 package s3store
 
 import (
@@ -37,6 +39,8 @@ type Client interface {
 	CompleteMultipartUpload(ctx context.Context, in *s3.CompleteMultipartUploadInput, opts ...func(*s3.Options)) (*s3.CompleteMultipartUploadOutput, error)
 	AbortMultipartUpload(ctx context.Context, in *s3.AbortMultipartUploadInput, opts ...func(*s3.Options)) (*s3.AbortMultipartUploadOutput, error)
 	ListParts(ctx context.Context, in *s3.ListPartsInput, opts ...func(*s3.Options)) (*s3.ListPartsOutput, error)
+	CopyObject(ctx context.Context, in *s3.CopyObjectInput, opts ...func(*s3.Options)) (*s3.CopyObjectOutput, error)
+	DeleteObject(ctx context.Context, in *s3.DeleteObjectInput, opts ...func(*s3.Options)) (*s3.DeleteObjectOutput, error)
 }
 
 // Presigner signs GET requests; *s3.PresignClient has it.
@@ -55,8 +59,9 @@ type Options struct {
 	// 4). A Put holds at most PartsInFlight x PartSize bytes, or one part
 	// when an object needs parts bigger than that.
 	PartsInFlight int
-	// CopyConcurrency bounds the parts of one Stitch sent at once (default
-	// 16). Copy parts run inside S3 and cost no memory here.
+	// CopyConcurrency bounds the parts of one Stitch, or of one Move of an
+	// object over 5 GiB, sent at once (default 16). Copy parts run inside
+	// S3 and cost no memory here.
 	CopyConcurrency int
 }
 
@@ -77,12 +82,17 @@ type Store struct {
 	// allocated, when set, is told of every part buffer allocated: the
 	// tests' window on the memory bound.
 	allocated func(n int64)
+	// copyMax is the biggest object Move copies in one CopyObject, and
+	// copyPart the range of a part of a bigger one's multipart copy: S3's
+	// 5 GiB for both, lowered by tests that cannot write 5 GiB.
+	copyMax, copyPart int64
 }
 
 var (
-	_ download.Objects   = (*Store)(nil)
-	_ download.MetaStore = (*Store)(nil)
-	_ download.Signer    = (*Store)(nil)
+	_ download.Objects       = (*Store)(nil)
+	_ download.MetaStore     = (*Store)(nil)
+	_ download.Signer        = (*Store)(nil)
+	_ download.PartedObjects = (*Store)(nil)
 )
 
 // New returns a store of bucket. Wire it with the same client twice:
@@ -98,7 +108,10 @@ func New(client Client, presign Presigner, bucket string, opts Options) *Store {
 	if opts.CopyConcurrency <= 0 {
 		opts.CopyConcurrency = DefaultCopyConcurrency
 	}
-	return &Store{client: client, presign: presign, bucket: bucket, opts: opts}
+	return &Store{
+		client: client, presign: presign, bucket: bucket, opts: opts,
+		copyMax: tarplan.S3Limits.MaxPart, copyPart: tarplan.S3Limits.MaxPart,
+	}
 }
 
 // Size returns an object's size, or a CodeNotFound error.

@@ -1,7 +1,8 @@
-// Package jobstest holds the behaviour every download.Jobs store must
-// have, as one suite that each implementation's tests run against a real
-// store: sharing jobs by key, status that never moves back, clamped
-// progress, and exactly one stitcher however workers race.
+// Package jobstest holds the behaviour every job store (download.Jobs and
+// download.PartedJobs) must have, as one suite that each implementation's
+// tests run against a real store: sharing jobs by key, status that never
+// moves back, clamped progress, each split layer's parts counted once, and
+// exactly one stitcher however workers race.
 package jobstest
 
 import (
@@ -48,9 +49,15 @@ func (c *Clock) Now() time.Time          { return time.Unix(0, c.ns.Load()).UTC(
 func (c *Clock) Set(t time.Time)         { c.ns.Store(t.UnixNano()) }
 func (c *Clock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
 
+// Store is a job store: both stores count split layers' parts too.
+type Store interface {
+	download.Jobs
+	download.PartedJobs
+}
+
 // Open returns a fresh, empty store that reads time from now and keeps
 // its default join margin (JoinMargin).
-type Open func(t *testing.T, now func() time.Time) download.Jobs
+type Open func(t *testing.T, now func() time.Time) Store
 
 // Run runs the suite as parallel subtests of t.
 func Run(t *testing.T, open Open) {
@@ -75,11 +82,18 @@ func Run(t *testing.T, open Open) {
 		{"FinishLayerSequential", finishLayerSequential},
 		{"FinishLayerConcurrentSameLayer", finishLayerConcurrentSameLayer},
 		{"FinishLayerStitchesExactlyOnce", finishLayerStitchesExactlyOnce},
+		{"FinishPartSequential", finishPartSequential},
+		{"FinishPartRedelivered", finishPartRedelivered},
+		{"FinishPartConcurrentSamePart", finishPartConcurrentSamePart},
+		{"FinishPartEachLayerOnce", finishPartEachLayerOnce},
+		{"FinishPartErrors", finishPartErrors},
+		{"FinishPartExpiredJob", finishPartExpiredJob},
+		{"FinishPartTerminalJob", finishPartTerminalJob},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			c.run(t, func(t *testing.T) (download.Jobs, *Clock) {
+			c.run(t, func(t *testing.T) (Store, *Clock) {
 				clk := NewClock()
 				return open(t, clk.Now), clk
 			})
@@ -88,7 +102,7 @@ func Run(t *testing.T, open Open) {
 }
 
 // fresh opens an empty store with its own clock at T0.
-type fresh func(t *testing.T) (download.Jobs, *Clock)
+type fresh func(t *testing.T) (Store, *Clock)
 
 // Job builds a queued job created at T0, expiring TTL later, with one
 // layer per size.
@@ -166,6 +180,7 @@ func roundTrip(t *testing.T, open fresh) {
 	full.Layers[0].DoneBytes = 40
 	full.Layers[1].DoneBytes, full.Layers[1].Finished = 200, true
 	full.Layers[3].DoneBytes = 10 << 30
+	full.Layers[3].Parts = 4096 // split for its size
 	full.Remaining = 3
 	full.CreatedAt = T0.Add(123)
 	full.UpdatedAt = T0.Add(time.Minute + 456)
@@ -515,6 +530,9 @@ func missingJob(t *testing.T, open fresh) {
 		}
 		_, _, checks["FinishLayer"] = s.FinishLayer(ctx, id, 0)
 		_, _, checks["FinishLayer(-1)"] = s.FinishLayer(ctx, id, -1)
+		_, _, checks["FinishPart"] = s.FinishPart(ctx, id, 0, 1)
+		_, _, checks["FinishPart(-1, 0)"] = s.FinishPart(ctx, id, -1, 0)
+		_, _, checks["FinishPart(0, 0)"] = s.FinishPart(ctx, id, 0, 0)
 		for op, err := range checks {
 			if code := tarport.ErrorCode(err); code != tarport.CodeNotFound {
 				t.Errorf("%s(%.20q) err = %v (code %s), want not_found", op, id, err, code)
@@ -782,6 +800,331 @@ func finishLayerStitchesExactlyOnce(t *testing.T, open fresh) {
 			got := mustGet(t, s, "j")
 			if got.Remaining != 0 || got.DoneBytes() != got.TotalBytes {
 				t.Fatalf("job after all layers: remaining %d, done %d of %d", got.Remaining, got.DoneBytes(), got.TotalBytes)
+			}
+		})
+	}
+}
+
+// SplitJob builds Job(id, key, sizes...) with layer i split into parts[i]
+// range tasks (0: fetched whole).
+func SplitJob(id, key string, sizes []int64, parts []int) tarport.Job {
+	j := Job(id, key, sizes...)
+	for i, p := range parts {
+		j.Layers[i].Parts = p
+	}
+	return j
+}
+
+type partStep struct {
+	layer, part   int
+	wantRemaining int
+	wantFirst     bool
+}
+
+// runPartSteps calls FinishPart for each step, a second apart, and checks
+// its answer and that only a first call moves UpdatedAt.
+func runPartSteps(t *testing.T, s Store, clk *Clock, id string, steps []partStep) {
+	t.Helper()
+	ctx := context.Background()
+	for i, st := range steps {
+		before := mustGet(t, s, id).UpdatedAt
+		clk.Advance(time.Second)
+		rem, first, err := s.FinishPart(ctx, id, st.layer, st.part)
+		if err != nil || rem != st.wantRemaining || first != st.wantFirst {
+			t.Fatalf("step %d FinishPart(%d, %d) = (%d, %v, %v), want (%d, %v, nil)", i, st.layer, st.part, rem, first, err, st.wantRemaining, st.wantFirst)
+		}
+		want := before
+		if st.wantFirst {
+			want = clk.Now()
+		}
+		if got := mustGet(t, s, id).UpdatedAt; !got.Equal(want) {
+			t.Errorf("step %d FinishPart(%d, %d): UpdatedAt = %s, want %s", i, st.layer, st.part, got, want)
+		}
+	}
+}
+
+// finishPartSequential counts a split layer's parts down in any order to
+// 0, other layers apart, and leaves the layer's finish and the job's
+// remaining count to FinishLayer; other writes in between keep the
+// finished parts.
+func finishPartSequential(t *testing.T, open fresh) {
+	s, clk := open(t)
+	ctx := context.Background()
+	want := SplitJob("j", "k", []int64{10, 20 << 30, 30, 40 << 30}, []int{0, 4, 0, 3})
+	mustCreate(t, s, want)
+	runPartSteps(t, s, clk, "j", []partStep{
+		{layer: 1, part: 3, wantRemaining: 3, wantFirst: true},
+		{layer: 3, part: 3, wantRemaining: 2, wantFirst: true}, // the last part first
+		{layer: 1, part: 1, wantRemaining: 2, wantFirst: true},
+	})
+	// Other writes keep the finished parts.
+	if err := s.AddProgress(ctx, "j", 1, 5<<30); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetStatus(ctx, "j", tarport.StatusFetching, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.FinishLayer(ctx, "j", 0); err != nil {
+		t.Fatal(err)
+	}
+	runPartSteps(t, s, clk, "j", []partStep{
+		{layer: 1, part: 3, wantRemaining: 2, wantFirst: false},
+		{layer: 1, part: 4, wantRemaining: 1, wantFirst: true},
+		{layer: 3, part: 1, wantRemaining: 1, wantFirst: true},
+		{layer: 1, part: 2, wantRemaining: 0, wantFirst: true},
+		{layer: 1, part: 2, wantRemaining: 0, wantFirst: false},
+		{layer: 3, part: 2, wantRemaining: 0, wantFirst: true},
+	})
+	got := mustGet(t, s, "j")
+	want.Status, want.UpdatedAt = tarport.StatusFetching, got.UpdatedAt
+	want.Layers[0].Finished, want.Layers[0].DoneBytes = true, 10
+	want.Layers[1].DoneBytes = 5 << 30
+	want.Remaining = 3
+	if !Equal(got, want) {
+		t.Fatalf("FinishPart changed more than the parts:\n got %+v\nwant %+v", got, want)
+	}
+	// The split layer is finished as any other, once.
+	for i, wantRem := range []int{2, 1} {
+		layer := []int{1, 3}[i]
+		if rem, first, err := s.FinishLayer(ctx, "j", layer); err != nil || !first || rem != wantRem {
+			t.Fatalf("FinishLayer(%d) = (%d, %v, %v), want (%d, true, nil)", layer, rem, first, err, wantRem)
+		}
+	}
+	if rem, first, err := s.FinishPart(ctx, "j", 1, 4); err != nil || first || rem != 0 {
+		t.Fatalf("FinishPart of a finished layer = (%d, %v, %v), want (0, false, nil)", rem, first, err)
+	}
+}
+
+// finishPartRedelivered: a part's task delivered again, before or after
+// the layer's other parts, is never counted twice, and a one-part layer
+// counts like any other.
+func finishPartRedelivered(t *testing.T, open fresh) {
+	s, clk := open(t)
+	mustCreate(t, s, SplitJob("j", "k", []int64{30 << 20, 1 << 20}, []int{3, 1}))
+	runPartSteps(t, s, clk, "j", []partStep{
+		{layer: 0, part: 2, wantRemaining: 2, wantFirst: true},
+		{layer: 0, part: 2, wantRemaining: 2, wantFirst: false},
+		{layer: 0, part: 2, wantRemaining: 2, wantFirst: false},
+		{layer: 0, part: 1, wantRemaining: 1, wantFirst: true},
+		{layer: 0, part: 2, wantRemaining: 1, wantFirst: false},
+		{layer: 0, part: 1, wantRemaining: 1, wantFirst: false},
+		{layer: 0, part: 3, wantRemaining: 0, wantFirst: true},
+		{layer: 0, part: 3, wantRemaining: 0, wantFirst: false},
+		{layer: 0, part: 1, wantRemaining: 0, wantFirst: false},
+		{layer: 1, part: 1, wantRemaining: 0, wantFirst: true},
+		{layer: 1, part: 1, wantRemaining: 0, wantFirst: false},
+	})
+}
+
+// finishPartConcurrentSamePart: a part redelivered to many workers at
+// once is counted once.
+func finishPartConcurrentSamePart(t *testing.T, open fresh) {
+	s, _ := open(t)
+	ctx := context.Background()
+	mustCreate(t, s, SplitJob("j", "k", []int64{10, 50 << 20}, []int{0, 5}))
+	const n = 50
+	var firsts atomic.Int32
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for range n {
+		wg.Go(func() {
+			<-start
+			rem, first, err := s.FinishPart(ctx, "j", 1, 2)
+			if err != nil {
+				t.Errorf("FinishPart: %v", err)
+				return
+			}
+			if rem != 4 {
+				t.Errorf("remaining = %d, want 4", rem)
+			}
+			if first {
+				firsts.Add(1)
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	if got := firsts.Load(); got != 1 {
+		t.Fatalf("%d of %d concurrent FinishPart calls reported first, want 1", got, n)
+	}
+	if rem, first, err := s.FinishPart(ctx, "j", 1, 1); err != nil || !first || rem != 3 {
+		t.Fatalf("FinishPart of another part after the race = (%d, %v, %v), want (3, true, nil)", rem, first, err)
+	}
+}
+
+// finishPartEachLayerOnce races every part's (redelivered) tasks of three
+// split layers and the tasks of two whole layers, as workers run them:
+// for each split layer exactly one call sees first && remaining == 0 and
+// goes on to FinishLayer; exactly one FinishLayer then stitches.
+func finishPartEachLayerOnce(t *testing.T, open fresh) {
+	ctx := context.Background()
+	s, _ := open(t)
+	parts := []int{7, 0, 16, 30, 0}
+	sizes := []int64{70 << 20, 1, 160 << 20, 300 << 20, 2}
+	mustCreate(t, s, SplitJob("j", "k", sizes, parts))
+	const deliveries = 3
+	var (
+		mu        sync.Mutex
+		lastParts = make([]int, len(parts)) // calls that saw first && remaining == 0
+		remSeen   = make([][]int, len(parts))
+		stitchers int
+	)
+	finishLayer := func(layer int) {
+		rem, first, err := s.FinishLayer(ctx, "j", layer)
+		if err != nil {
+			t.Errorf("FinishLayer(%d): %v", layer, err)
+			return
+		}
+		if first && rem == 0 {
+			mu.Lock()
+			stitchers++
+			mu.Unlock()
+		}
+	}
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for layer, p := range parts {
+		if p == 0 {
+			for range deliveries {
+				wg.Go(func() { <-start; finishLayer(layer) })
+			}
+			continue
+		}
+		for part := 1; part <= p; part++ {
+			for range deliveries {
+				wg.Go(func() {
+					<-start
+					rem, first, err := s.FinishPart(ctx, "j", layer, part)
+					if err != nil {
+						t.Errorf("FinishPart(%d, %d): %v", layer, part, err)
+						return
+					}
+					if !first {
+						return
+					}
+					mu.Lock()
+					remSeen[layer] = append(remSeen[layer], rem)
+					if rem == 0 {
+						lastParts[layer]++
+					}
+					mu.Unlock()
+					if rem == 0 { // the split layer is all in: verify it, then finish it
+						finishLayer(layer)
+					}
+				})
+			}
+		}
+	}
+	close(start)
+	wg.Wait()
+	for layer, p := range parts {
+		if p == 0 {
+			continue
+		}
+		if lastParts[layer] != 1 {
+			t.Errorf("layer %d: %d calls saw first && remaining == 0, want 1", layer, lastParts[layer])
+		}
+		// Its first finishers saw every count from p-1 down to 0 once.
+		seen := slices.Sorted(slices.Values(remSeen[layer]))
+		if len(seen) != p || seen[0] != 0 || seen[p-1] != p-1 || len(slices.Compact(seen)) != p {
+			t.Errorf("layer %d: first finishers saw remaining %v, want 0..%d once each", layer, remSeen[layer], p-1)
+		}
+	}
+	if stitchers != 1 {
+		t.Fatalf("%d FinishLayer calls saw remaining==0 && first, want exactly 1", stitchers)
+	}
+	got := mustGet(t, s, "j")
+	if got.Remaining != 0 || got.DoneBytes() != got.TotalBytes {
+		t.Fatalf("job after all layers: remaining %d, done %d of %d", got.Remaining, got.DoneBytes(), got.TotalBytes)
+	}
+	for i, l := range got.Layers {
+		if l.Parts != parts[i] {
+			t.Errorf("layer %d parts = %d, want %d", i, l.Parts, parts[i])
+		}
+	}
+}
+
+// finishPartErrors: a layer that is not split, or a layer or part out of
+// range, is the caller's bug: an error that is not not_found (the job is
+// there), and nothing changes.
+func finishPartErrors(t *testing.T, open fresh) {
+	s, clk := open(t)
+	ctx := context.Background()
+	mustCreate(t, s, SplitJob("j", "k", []int64{10, 40 << 20}, []int{0, 4}))
+	if _, _, err := s.FinishPart(ctx, "j", 1, 2); err != nil {
+		t.Fatal(err)
+	}
+	before := mustGet(t, s, "j")
+	clk.Advance(time.Minute)
+	for _, c := range []struct {
+		name        string
+		layer, part int
+	}{
+		{"unsplit layer", 0, 1},
+		{"negative layer", -1, 1},
+		{"layer past the end", 2, 1},
+		{"layer far past the end", 999, 1},
+		{"part 0", 1, 0},
+		{"negative part", 1, -1},
+		{"part past the end", 1, 5},
+		{"part far past the end", 1, 10_001},
+		{"both out of range", -1, 0},
+	} {
+		rem, first, err := s.FinishPart(ctx, "j", c.layer, c.part)
+		if err == nil || first || tarport.ErrorCode(err) == tarport.CodeNotFound {
+			t.Errorf("%s: FinishPart(%d, %d) = (%d, %v, %v), want an error that is not not_found", c.name, c.layer, c.part, rem, first, err)
+		}
+	}
+	if got := mustGet(t, s, "j"); !Equal(got, before) {
+		t.Fatalf("failed FinishPart calls changed the job:\n got %+v\nwant %+v", got, before)
+	}
+	if rem, first, err := s.FinishPart(ctx, "j", 1, 2); err != nil || first || rem != 3 {
+		t.Fatalf("FinishPart(1, 2) after the errors = (%d, %v, %v), want (3, false, nil)", rem, first, err)
+	}
+}
+
+// finishPartExpiredJob: an expired job is gone to FinishPart too, even
+// while the store still holds it.
+func finishPartExpiredJob(t *testing.T, open fresh) {
+	s, clk := open(t)
+	ctx := context.Background()
+	jb := SplitJob("j", "k", []int64{30 << 20}, []int{3})
+	mustCreate(t, s, jb)
+	if _, _, err := s.FinishPart(ctx, "j", 0, 1); err != nil {
+		t.Fatal(err)
+	}
+	clk.Set(jb.ExpiresAt.Add(-time.Nanosecond))
+	if rem, first, err := s.FinishPart(ctx, "j", 0, 2); err != nil || !first || rem != 1 {
+		t.Fatalf("FinishPart just before expiry = (%d, %v, %v), want (1, true, nil)", rem, first, err)
+	}
+	clk.Set(jb.ExpiresAt)
+	for _, p := range []struct{ layer, part int }{{0, 3}, {0, 1}, {1, 1}, {0, 4}, {-1, 0}} {
+		if _, _, err := s.FinishPart(ctx, "j", p.layer, p.part); tarport.ErrorCode(err) != tarport.CodeNotFound {
+			t.Errorf("FinishPart(%d, %d) of an expired job: %v, want not_found", p.layer, p.part, err)
+		}
+	}
+}
+
+// finishPartTerminalJob: a finished or failed job counts parts as any
+// other (a late task of a failed job is harmless).
+func finishPartTerminalJob(t *testing.T, open fresh) {
+	for _, st := range []tarport.Status{tarport.StatusReady, tarport.StatusFailed} {
+		t.Run(string(st), func(t *testing.T) {
+			t.Parallel()
+			s, clk := open(t)
+			jb := SplitJob("j", "k", []int64{20 << 20}, []int{2})
+			jb.Status = st
+			if st == tarport.StatusFailed {
+				jb.Error = &tarport.JobError{Code: tarport.CodeUpstream, Message: "x"}
+			}
+			mustCreate(t, s, jb)
+			runPartSteps(t, s, clk, "j", []partStep{
+				{layer: 0, part: 2, wantRemaining: 1, wantFirst: true},
+				{layer: 0, part: 2, wantRemaining: 1, wantFirst: false},
+				{layer: 0, part: 1, wantRemaining: 0, wantFirst: true},
+			})
+			if got := mustGet(t, s, "j"); got.Status != st || !reflect.DeepEqual(got.Error, jb.Error) {
+				t.Fatalf("FinishPart moved a %s job: %s %+v", st, got.Status, got.Error)
 			}
 		})
 	}
