@@ -107,7 +107,7 @@ func (c *Client) openBlob(ctx context.Context, r ref.Ref, d descriptor.Descripto
 	} else {
 		br.hash = sha256.New()
 	}
-	// Open now, so a missing blob or a refusal is an error of OpenBlob.
+	// Open now, so a missing blob or a refusal is an error of the open.
 	if err := br.reopen(); err != nil {
 		return nil, err
 	}
