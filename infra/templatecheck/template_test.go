@@ -562,6 +562,7 @@ const (
 	meta        = "!Sub ${DataBucket.Arn}/meta/*"
 	entries     = "!Sub ${DataBucket.Arn}/entries/*"
 	tars        = "!Sub ${DataBucket.Arn}/tars/*"
+	staging     = "!Sub ${DataBucket.Arn}/staging/*"
 	taskQueue   = "!GetAtt TaskQueue.Arn"
 	deadLetters = "!GetAtt DeadLetterQueue.Arn"
 	taskKey     = "!Ref TaskKeySecret"
@@ -587,6 +588,7 @@ func jobGrants() [][]string {
 		on(meta, getObject, putObject),
 		on(entries, getObject),
 		on(tars, getObject, putObject, s3Multipart), // a job whose layers are all cached is stitched at once
+		on(staging, putObject),                      // a split layer's staging upload begins at create
 		on(taskQueue, sendTask),
 		on(taskKey, getSecret),
 		on(hubAccount, getSecret),
@@ -608,6 +610,7 @@ var grants = map[string][][]string{
 		on(entries, getObject, putObject, s3Multipart, listParts),
 		on(tars, getObject, putObject, s3Multipart, listParts),
 		on(meta, getObject, putObject, s3Multipart, listParts),
+		on(staging, getObject, putObject, "s3:DeleteObject", s3Multipart, listParts),
 		on(taskQueue, "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"),
 		on(deadLetters, "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"),
 		on(taskKey, getSecret),
@@ -733,6 +736,7 @@ var lifecycle = map[string]int{
 	"tars/":    1,  // jobs live 24 h
 	"entries/": 14, // EntryRetentionDays' default
 	"meta/":    30,
+	"staging/": 1, // split layers before verification
 }
 
 func checkLifecycle(s *stack) []string {
