@@ -337,3 +337,39 @@ func TestWorkerKilledMidLayer(t *testing.T) {
 		t.Fatalf("multipart uploads left: %v, want only the killed worker's", ups)
 	}
 }
+
+// TestDiscoveryOnLambda: the search and popular functions answer in the
+// API's shapes from the fake Docker Hub, cache in DynamoDB (a fresh
+// instance answers from the table, no upstream call), and serve only
+// their part of the API.
+func TestDiscoveryOnLambda(t *testing.T) {
+	t.Parallel()
+	st := newStack(t)
+	st.start("SearchFunction", 29*time.Second)
+	st.start("PopularFunction", 29*time.Second)
+
+	res := st.api("SearchFunction", "GET", "/api/search?q=nginx&limit=3", "")
+	var page struct {
+		Results []struct {
+			Name string `json:"name"`
+		} `json:"results"`
+	}
+	if err := json.Unmarshal([]byte(res.Body), &page); err != nil || res.StatusCode != http.StatusOK || len(page.Results) == 0 || res.Headers["X-Cache"] != "MISS" {
+		t.Fatalf("search: %d %v %s", res.StatusCode, res.Headers, res.Body)
+	}
+	hits := st.hub.TotalHits()
+
+	st.function("SearchFunction").Stop()
+	st.start("SearchFunction", 29*time.Second) // a cold instance: only the table remembers
+	res = st.api("SearchFunction", "GET", "/api/search?q=nginx&limit=3", "")
+	if res.StatusCode != http.StatusOK || res.Headers["X-Cache"] != "HIT" || st.hub.TotalHits() != hits {
+		t.Fatalf("search on a new instance: %d X-Cache %q, hub hits %d -> %d", res.StatusCode, res.Headers["X-Cache"], hits, st.hub.TotalHits())
+	}
+
+	if res := st.api("PopularFunction", "GET", "/api/popular?limit=5", ""); res.StatusCode != http.StatusOK || !strings.Contains(res.Body, `"results"`) {
+		t.Fatalf("popular: %d %s", res.StatusCode, res.Body)
+	}
+	if res := st.api("SearchFunction", "POST", "/api/downloads", `{"image":"nginx"}`); res.StatusCode != http.StatusNotFound {
+		t.Fatalf("downloads on the search function: %d %s", res.StatusCode, res.Body)
+	}
+}
