@@ -214,6 +214,7 @@ func TestSurvivesReopen(t *testing.T) {
 	ctx := context.Background()
 	j, c, path := openJobs(t)
 	want := job("j", "k", 100, 200)
+	want.Layers[1].Parts = 3
 	mustCreate(t, j, want)
 	c.advance(time.Minute)
 	if err := j.SetStatus(ctx, "j", tarport.StatusFetching, nil); err != nil {
@@ -223,6 +224,9 @@ func TestSurvivesReopen(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, _, err := j.FinishLayer(ctx, "j", 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := j.FinishPart(ctx, "j", 1, 2); err != nil {
 		t.Fatal(err)
 	}
 	before := mustGet(t, j, "j")
@@ -242,6 +246,12 @@ func TestSurvivesReopen(t *testing.T) {
 	}
 	if after.Status != tarport.StatusFetching || after.Remaining != 1 || after.Layers[1].DoneBytes != 150 {
 		t.Fatalf("job after reopen lost updates: %+v", after)
+	}
+	if rem, first, err := j2.FinishPart(ctx, "j", 1, 2); err != nil || first || rem != 2 {
+		t.Fatalf("FinishPart of a part finished before reopening = (%d, %v, %v), want (2, false, nil)", rem, first, err)
+	}
+	if rem, first, err := j2.FinishPart(ctx, "j", 1, 3); err != nil || !first || rem != 1 {
+		t.Fatalf("FinishPart after reopen = (%d, %v, %v), want (1, true, nil)", rem, first, err)
 	}
 	un, err := j2.Unfinished(ctx)
 	if err != nil || !slices.Equal(ids(un), []string{"j"}) {
@@ -266,6 +276,40 @@ func TestOpenRefusesUnusablePath(t *testing.T) {
 			if j, err := Open(tt.path); err == nil {
 				j.Close()
 				t.Fatalf("Open(%s) succeeded, want an error", tt.path)
+			}
+		})
+	}
+}
+
+func TestPartBitmap(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		n       int   // parts
+		set     []int // bits set, in order, repeats allowed
+		wantLen int
+	}{
+		{name: "one part", n: 1, set: []int{0}, wantLen: 1},
+		{name: "byte boundary", n: 8, set: []int{7, 0, 7}, wantLen: 1},
+		{name: "past a byte", n: 9, set: []int{8}, wantLen: 2},
+		{name: "most parts S3 allows", n: 10_000, set: []int{9_999, 0, 4_096, 9_999}, wantLen: 1_250},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			var b partBitmap
+			want := map[int]bool{}
+			for _, i := range tt.set {
+				b = b.with(i, tt.n)
+				want[i] = true
+			}
+			if len(b) != tt.wantLen || b.count() != len(want) {
+				t.Fatalf("bitmap of %d parts with %v set: %d bytes, %d set; want %d bytes, %d set", tt.n, tt.set, len(b), b.count(), tt.wantLen, len(want))
+			}
+			for i := range tt.n + 16 {
+				if b.has(i) != want[i] {
+					t.Fatalf("has(%d) = %v, want %v", i, b.has(i), want[i])
+				}
 			}
 		})
 	}

@@ -171,4 +171,3 @@ func (f *fakeJobs) FinishPart(_ context.Context, id string, layer, part int) (in
 	f.partsDone[k][part] = true
 	return job.Layers[layer].Parts - len(f.partsDone[k]), first, nil
 }
-

@@ -113,6 +113,9 @@ func (j *Jobs) joinable(job tarport.Job) bool {
 // losers re-read the key and join the winner, whose job item was written
 // before its key item, so a consistent read finds it.
 func (j *Jobs) Create(ctx context.Context, job tarport.Job) (tarport.Job, bool, error) {
+	if err := checkItemSize(job); err != nil {
+		return tarport.Job{}, false, fmt.Errorf("creating job %s: %w", job.ID, err)
+	}
 	written := false
 	dropOrphan := func() {
 		if written { // nobody else knows its id: best effort, else TTL takes it

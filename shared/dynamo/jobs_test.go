@@ -3,6 +3,7 @@ package dynamo
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -84,6 +85,168 @@ func TestJobsThousandLayers(t *testing.T) {
 	// DynamoDB's limit is 400 KB; keep room for fields added later.
 	if size > 200_000 {
 		t.Fatalf("a finished job of %d layers is %d bytes, want under 200 KB", len(sizes), size)
+	}
+}
+
+// bigSplitJob is a job of download.MaxLayers layers with the longest
+// sizes and digests, the first split layers of which have parts each.
+func bigSplitJob(id string, split, parts int) tarport.Job {
+	sizes := make([]int64, download.MaxLayers)
+	for i := range sizes {
+		sizes[i] = 9<<30 + int64(i)*123_456_789
+	}
+	job := jobstest.Job(id, strings.Repeat("k", 64), sizes...)
+	job.RepoTags = []string{"registry.example.com/some/long/repository/name:v1.2.3"}
+	for i := range split {
+		job.Layers[i].Parts = parts
+	}
+	return job
+}
+
+// TestJobsSplitLayerItemSize: a realistic big job, one layer of 1,024
+// parts next to 999 small layers, counts its last parts once under
+// concurrent, redelivered calls, and its item stays small. The first
+// parts are written straight into the item: a thousand updates of a
+// 100 KB item take dynalite some 15 s, and the suite races the updates.
+func TestJobsSplitLayerItemSize(t *testing.T) {
+	t.Parallel()
+	db := dynalite.Start(t)
+	j := newJobs(t, db, jobstest.NewClock().Now)
+	ctx := context.Background()
+	const parts, seeded = 1024, 1000
+	sizes := make([]int64, download.MaxLayers)
+	sizes[0] = parts * 64 << 20
+	for i := 1; i < len(sizes); i++ {
+		sizes[i] = 30<<20 + int64(i)*7_777
+	}
+	want := jobstest.SplitJob("split", "k", sizes, []int{parts})
+	if _, created, err := j.Create(ctx, want); err != nil || !created {
+		t.Fatalf("Create: created %v, %v", created, err)
+	}
+	item := rawJobItem(t, db.Client(), j.table, jobItemKey("split"))
+	done := make([]string, seeded)
+	for p := range done {
+		done[p] = strconv.Itoa(p + 1)
+	}
+	pl, pf := partAttrs(0)
+	item[pl], item[pf] = num(parts-seeded), &types.AttributeValueMemberNS{Value: done}
+	if _, err := db.Client().PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String(j.table), Item: item}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Eight workers take the other parts, each delivered twice, and a
+	// few of the seeded ones again.
+	var calls []int
+	for p := seeded + 1; p <= parts; p++ {
+		calls = append(calls, p, p)
+	}
+	calls = append(calls, 1, 500, seeded)
+	next := make(chan int)
+	go func() {
+		for _, p := range calls {
+			next <- p
+		}
+		close(next)
+	}()
+	var (
+		wg     sync.WaitGroup
+		mu     sync.Mutex
+		firsts = map[int]int{} // remaining seen by first callers
+	)
+	for range 8 {
+		wg.Go(func() {
+			for p := range next {
+				rem, first, err := j.FinishPart(ctx, "split", 0, p)
+				if err != nil {
+					t.Errorf("FinishPart(0, %d): %v", p, err)
+					continue
+				}
+				if first {
+					if p <= seeded {
+						t.Errorf("FinishPart(0, %d) of a finished part reported first", p)
+					}
+					mu.Lock()
+					firsts[rem]++
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if len(firsts) != parts-seeded {
+		t.Fatalf("first callers saw %d distinct counts, want %d", len(firsts), parts-seeded)
+	}
+	for rem, n := range firsts {
+		if rem < 0 || rem >= parts-seeded || n != 1 {
+			t.Fatalf("first callers saw remaining %d %d times, want each of 0..%d once", rem, n, parts-seeded-1)
+		}
+	}
+	if got, err := j.Get(ctx, "split"); err != nil || !jobstest.Equal(got, want) {
+		t.Fatalf("Get after every part = %s, %v; want the job as created", got.ID, err)
+	}
+	size := itemSize(rawJobItem(t, db.Client(), j.table, jobItemKey("split")))
+	t.Logf("a job of %d layers, one in %d parts all finished, is a %d-byte item (largest estimate %d)", len(sizes), parts, size, largestItemSize(want))
+	if size > 150_000 || size > largestItemSize(want) {
+		t.Fatalf("item is %d bytes, want under 150 KB and under the estimate %d", size, largestItemSize(want))
+	}
+}
+
+// TestJobsLargestItemFits: Create refuses a job whose item could outgrow
+// DynamoDB's limit, and the largest job it takes fits, every layer and
+// part finished, where dynalite checks the 400 KB limit.
+func TestJobsLargestItemFits(t *testing.T) {
+	t.Parallel()
+	db := dynalite.Start(t)
+	j := newJobs(t, db, jobstest.NewClock().Now)
+	ctx := context.Background()
+	const parts = 10_000 // S3's most for one layer's entry
+	split := 0
+	for largestItemSize(bigSplitJob("x", split+1, parts)) <= maxJobItemBytes {
+		split++
+	}
+	t.Logf("%d layers take up to %d layers of %d parts", download.MaxLayers, split, parts)
+	if split < 5 {
+		t.Fatalf("only %d layers of %d parts fit next to %d layers, want at least 5", split, parts, download.MaxLayers)
+	}
+	tooBig := bigSplitJob("too-big", split+1, parts)
+	if _, _, err := j.Create(ctx, tooBig); tarport.ErrorCode(err) != tarport.CodeTooLarge {
+		t.Fatalf("Create of a job that may outgrow an item: %v, want too_large", err)
+	}
+	if _, err := j.Get(ctx, "too-big"); tarport.ErrorCode(err) != tarport.CodeNotFound {
+		t.Fatalf("a refused job was stored: %v", err)
+	}
+
+	largest := bigSplitJob("largest", split, parts)
+	if _, created, err := j.Create(ctx, largest); err != nil || !created {
+		t.Fatalf("Create of the largest job: %v, %v", created, err)
+	}
+	// Its item in its largest state, written whole: the suite shows the
+	// updates get there, one part at a time.
+	item := rawJobItem(t, db.Client(), j.table, jobItemKey("largest"))
+	all := make([]string, parts)
+	for p := range all {
+		all[p] = strconv.Itoa(p + 1)
+	}
+	for i, l := range largest.Layers {
+		done, left, fin := layerAttrs(i)
+		item[done], item[left], item[fin] = num(l.Size), num(0), &types.AttributeValueMemberBOOL{Value: true}
+		if l.Parts > 0 {
+			pl, pf := partAttrs(i)
+			item[pl], item[pf] = num(0), &types.AttributeValueMemberNS{Value: all}
+		}
+	}
+	item[attrJobRemaining] = num(0)
+	size := itemSize(item)
+	t.Logf("the largest job finished is a %d-byte item (estimate %d)", size, largestItemSize(largest))
+	if size > largestItemSize(largest) {
+		t.Fatalf("the estimate %d is below the item's size %d", largestItemSize(largest), size)
+	}
+	if _, err := db.Client().PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String(j.table), Item: item}); err != nil {
+		t.Fatalf("storing the largest job finished: %v", err)
+	}
+	rem, first, err := j.FinishPart(ctx, "largest", split-1, parts)
+	if err != nil || first || rem != 0 {
+		t.Fatalf("FinishPart on the largest job finished = (%d, %v, %v), want (0, false, nil)", rem, first, err)
 	}
 }
 
@@ -272,6 +435,8 @@ func TestJobsErrorsSayWhat(t *testing.T) {
 	errs["SetStatus"] = j.SetStatus(ctx, "j1", tarport.StatusFetching, nil)
 	errs["AddProgress"] = j.AddProgress(ctx, "j1", 0, 1)
 	_, _, errs["FinishLayer"] = j.FinishLayer(ctx, "j1", 0)
+	_, _, errs["FinishPart"] = j.FinishPart(ctx, "j1", 0, 1)
+	_, _, errs["FinishPart(0, 0)"] = j.FinishPart(ctx, "j1", 0, 0)
 	for op, err := range errs {
 		if err == nil || !strings.Contains(err.Error(), "j1") || tarport.ErrorCode(err) == tarport.CodeNotFound {
 			t.Errorf("%s on a missing table: %v", op, err)
@@ -286,37 +451,4 @@ func rawJobItem(t *testing.T, c *dynamodb.Client, table string, key map[string]t
 		t.Fatal(err)
 	}
 	return out.Item
-}
-
-// itemSize is an item's size as DynamoDB counts it against the 400 KB
-// limit: attribute names plus values; numbers about one byte per two
-// digits plus one; lists and maps 3 bytes plus 1 per element.
-func itemSize(item map[string]types.AttributeValue) int {
-	n := 0
-	for name, v := range item {
-		n += len(name) + valueSize(v)
-	}
-	return n
-}
-
-func valueSize(v types.AttributeValue) int {
-	switch v := v.(type) {
-	case *types.AttributeValueMemberS:
-		return len(v.Value)
-	case *types.AttributeValueMemberN:
-		return (len(strings.TrimLeft(v.Value, "-0"))+1)/2 + 1
-	case *types.AttributeValueMemberB:
-		return len(v.Value)
-	case *types.AttributeValueMemberBOOL, *types.AttributeValueMemberNULL:
-		return 1
-	case *types.AttributeValueMemberL:
-		n := 3
-		for _, e := range v.Value {
-			n += 1 + valueSize(e)
-		}
-		return n
-	case *types.AttributeValueMemberM:
-		return 3 + len(v.Value) + itemSize(v.Value)
-	}
-	panic(fmt.Sprintf("unexpected attribute value %T", v))
 }
