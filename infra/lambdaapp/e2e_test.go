@@ -21,6 +21,7 @@ import (
 	"github.com/tarport/tarport/shared/testkit/dynalite"
 	"github.com/tarport/tarport/shared/testkit/fakehub"
 	"github.com/tarport/tarport/shared/testkit/fakesqs"
+	"github.com/tarport/tarport/shared/testkit/faultproxy"
 	"github.com/tarport/tarport/shared/testkit/lambdatest"
 	"github.com/tarport/tarport/shared/testkit/regtest"
 	"github.com/tarport/tarport/shared/testkit/s3test"
@@ -371,5 +372,41 @@ func TestDiscoveryOnLambda(t *testing.T) {
 	}
 	if res := st.api("SearchFunction", "POST", "/api/downloads", `{"image":"nginx"}`); res.StatusCode != http.StatusNotFound {
 		t.Fatalf("downloads on the search function: %d %s", res.StatusCode, res.Body)
+	}
+}
+
+// TestPoisonTaskDeadLetters: a layer that never arrives (the registry's
+// CDN stalls) times the assemble function out on every delivery; after
+// the queue's maxReceiveCount the message goes to the dead-letter queue,
+// whose mapping fails the job with a clear error instead of leaving it
+// hanging.
+func TestPoisonTaskDeadLetters(t *testing.T) {
+	t.Parallel()
+	st := newStack(t)
+	proxy := faultproxy.New(t, st.reg.URL())
+	st.env = append(st.env,
+		"TARPORT_DOCKERHUB_REGISTRY="+proxy.URL(),
+		"TARPORT_INSECURE_REGISTRIES="+st.reg.Host+","+proxy.CDNHost(),
+	)
+	regtest.PushImage(t, st.reg, "library/slow", "v1", regtest.ImageSpec{Layers: []regtest.LayerSpec{{Size: 1 << 20, Random: true}}})
+	st.start("DownloadFunction", 29*time.Second)
+	st.start("AssembleFunction", 4*time.Second)
+	res := st.api("DownloadFunction", "POST", "/api/downloads", `{"image":"slow:v1"}`)
+	job := decodeJob(t, res)
+	if res.StatusCode != http.StatusAccepted {
+		t.Fatalf("create: %d %s", res.StatusCode, res.Body)
+	}
+	proxy.Stall(0, time.Minute, 1000) // the config is read; the layer will not come
+	tasks, dead := st.mapping(st.tasksURL, 1), st.mapping(st.dlqURL, 10)
+	tasks.Timeout, dead.Timeout = 4*time.Second, 4*time.Second
+	if _, err := st.sqs.Drain(context.Background(), tasks, dead); err != nil {
+		t.Fatal(err)
+	}
+	if s := st.sqs.Stats(); s.Redriven != 1 {
+		t.Fatalf("%d messages went to the dead-letter queue, want 1 (%+v)", s.Redriven, s)
+	}
+	job = decodeJob(t, st.api("DownloadFunction", "GET", "/api/downloads/"+job.ID, ""))
+	if job.Status != "failed" || job.Error == nil || !strings.Contains(job.Error.Message, "could not finish layer") {
+		t.Fatalf("after the dead-letter queue: %+v %+v", job, job.Error)
 	}
 }
