@@ -410,3 +410,40 @@ func TestPoisonTaskDeadLetters(t *testing.T) {
 		t.Fatalf("after the dead-letter queue: %+v %+v", job, job.Error)
 	}
 }
+
+// TestWarmOnLambda: the scheduled warm refreshes the popular list into
+// the table and starts a job for each hot image, whose layers then sit in
+// the entry cache.
+func TestWarmOnLambda(t *testing.T) {
+	t.Parallel()
+	st := newStack(t)
+	pushed := regtest.PushImage(t, st.reg, "team/hot", "v1", regtest.ImageSpec{Layers: []regtest.LayerSpec{{Size: 6 << 20, Random: true}}})
+	st.env = append(st.env, "TARPORT_HOT_IMAGES="+pushed.Ref+" linux/amd64")
+	warm := st.start("WarmFunction", time.Minute)
+	st.start("AssembleFunction", 2*time.Minute)
+	st.start("PopularFunction", 29*time.Second)
+	ev := events.EventBridgeEvent{Version: "0", ID: "1", DetailType: "Scheduled Event", Source: "aws.events", Region: "us-east-1", Detail: json.RawMessage(`{}`)}
+	if err := warm.Invoke(context.Background(), ev, nil); err != nil {
+		t.Fatalf("warm: %v\n%s", err, warm.Log())
+	}
+	hits := st.hub.TotalHits()
+	if hits == 0 {
+		t.Fatal("the warm made no Docker Hub call")
+	}
+	if res := st.api("PopularFunction", "GET", "/api/popular", ""); res.StatusCode != http.StatusOK || res.Headers["X-Cache"] != "HIT" || st.hub.TotalHits() != hits {
+		t.Fatalf("popular after the warm: %d X-Cache %q", res.StatusCode, res.Headers["X-Cache"])
+	}
+	if visible, _, _ := st.sqs.Depth("tarport-tasks"); visible != 1 {
+		t.Fatalf("%d task messages after the warm, want the hot image's layer", visible)
+	}
+	if _, err := st.sqs.Drain(context.Background(), st.mapping(st.tasksURL, 10), st.mapping(st.dlqURL, 10)); err != nil {
+		t.Fatal(err)
+	}
+	digest := pushed.Images[0].Layers[0].Digest
+	for _, k := range st.s3.Keys(t, st.bucket) {
+		if strings.HasSuffix(k, strings.TrimPrefix(digest, "sha256:")) && strings.HasPrefix(k, "entries/") {
+			return
+		}
+	}
+	t.Fatalf("the hot image's layer %s is not in the entry cache: %v", digest, st.s3.Keys(t, st.bucket))
+}
