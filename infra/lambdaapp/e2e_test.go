@@ -15,6 +15,7 @@ import (
 
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
 	"github.com/tarport/tarport/shared/dynamo"
@@ -38,6 +39,8 @@ type stack struct {
 	s3       *s3test.Server
 	sqs      *fakesqs.Server
 	hub      *fakehub.Hub
+	db       *dynalite.Server
+	table    string
 	bucket   string
 	env      []string
 	tasksURL string
@@ -51,8 +54,8 @@ func newStack(t *testing.T) *stack {
 	t.Helper()
 	st := &stack{t: t, functions: map[string]*lambdatest.Function{}}
 	st.reg = regtest.Start(t)
-	db := dynalite.Start(t)
-	table := db.CreateTable(t, dynamo.Schema())
+	st.db = dynalite.Start(t)
+	st.table = st.db.CreateTable(t, dynamo.Schema())
 	st.s3 = s3test.Start(t)
 	st.bucket = st.s3.CreateBucket(t)
 	st.sqs = fakesqs.New(t)
@@ -63,9 +66,9 @@ func newStack(t *testing.T) *stack {
 		"RedrivePolicy":     fmt.Sprintf(`{"deadLetterTargetArn":%q,"maxReceiveCount":"3"}`, fakesqs.QueueARN("tarport-dlq")),
 	})
 
-	st.env = append(append(db.Env(), st.s3.Env()...),
+	st.env = append(append(st.db.Env(), st.s3.Env()...),
 		"AWS_ENDPOINT_URL_SQS="+st.sqs.URL,
-		"TARPORT_TABLE="+table,
+		"TARPORT_TABLE="+st.table,
 		"TARPORT_BUCKET="+st.bucket,
 		"TARPORT_QUEUE_URL="+st.tasksURL,
 		"TARPORT_DLQ_ARN="+fakesqs.QueueARN("tarport-dlq"),
@@ -446,4 +449,59 @@ func TestWarmOnLambda(t *testing.T) {
 		}
 	}
 	t.Fatalf("the hot image's layer %s is not in the entry cache: %v", digest, st.s3.Keys(t, st.bucket))
+}
+
+// TestPrivateImageOnLambda: a private image's credentials travel to the
+// assemble function only sealed inside the task messages; neither the
+// queue's bodies nor the table nor the bucket hold them, and the tar is
+// complete.
+func TestPrivateImageOnLambda(t *testing.T) {
+	t.Parallel()
+	st := newStack(t)
+	const user, pass = "alice", "s3cret-Pa55word"
+	private := regtest.Start(t, regtest.WithHtpasswd(user, pass))
+	st.env = append(st.env, "TARPORT_INSECURE_REGISTRIES="+st.reg.Host+","+private.Host)
+	pushed := regtest.PushImage(t, private, "team/secret", "v1", regtest.ImageSpec{Layers: []regtest.LayerSpec{{Size: 6 << 20, Random: true}, {}}})
+	st.start("DownloadFunction", 29*time.Second)
+	st.start("AssembleFunction", 2*time.Minute)
+
+	if res := st.api("DownloadFunction", "POST", "/api/downloads", fmt.Sprintf(`{"image":%q}`, pushed.Ref)); res.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("without credentials: %d %s", res.StatusCode, res.Body)
+	}
+	res := st.api("DownloadFunction", "POST", "/api/downloads", fmt.Sprintf(`{"image":%q,"username":%q,"password":%q}`, pushed.Ref, user, pass))
+	job := decodeJob(t, res)
+	if res.StatusCode != http.StatusAccepted {
+		t.Fatalf("with credentials: %d %s", res.StatusCode, res.Body)
+	}
+	// Peek at the queued bodies (visibility 0 leaves them in the queue).
+	out, err := st.sqs.Client().ReceiveMessage(context.Background(), &sqs.ReceiveMessageInput{QueueUrl: aws.String(st.tasksURL), MaxNumberOfMessages: 10, VisibilityTimeout: 0})
+	if err != nil || len(out.Messages) == 0 {
+		t.Fatalf("peeking at the queue: %d messages, %v", len(out.Messages), err)
+	}
+	for _, m := range out.Messages {
+		if strings.Contains(aws.ToString(m.Body), pass) || strings.Contains(aws.ToString(m.Body), user+":") {
+			t.Fatalf("a task message holds the credentials in clear: %s", aws.ToString(m.Body))
+		}
+	}
+	if _, err := st.sqs.Drain(context.Background(), st.mapping(st.tasksURL, 10), st.mapping(st.dlqURL, 10)); err != nil {
+		t.Fatal(err)
+	}
+	job = decodeJob(t, st.api("DownloadFunction", "GET", "/api/downloads/"+job.ID, ""))
+	if job.Status != "ready" {
+		t.Fatalf("private job: %+v %+v", job, job.Error)
+	}
+	tarcheck.Skopeo(t, st.fetch(job.URL))
+
+	scan, err := st.db.Client().Scan(context.Background(), &dynamodb.ScanInput{TableName: aws.String(st.table)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if raw := fmt.Sprint(scan.Items); strings.Contains(raw, pass) {
+		t.Fatal("the table holds the password")
+	}
+	for _, f := range []*lambdatest.Function{st.function("DownloadFunction"), st.function("AssembleFunction")} {
+		if strings.Contains(f.Log(), pass) {
+			t.Fatal("a function logged the password")
+		}
+	}
 }
