@@ -587,8 +587,8 @@ func jobGrants() [][]string {
 		on(dataBucket, listBucket),
 		on(meta, getObject, putObject),
 		on(entries, getObject),
-		on(tars, getObject, putObject, s3Multipart), // a job whose layers are all cached is stitched at once
-		on(staging, putObject),                      // a split layer's staging upload begins at create
+		on(tars, getObject, putObject, s3Multipart, listParts), // a job whose layers are all cached is stitched at once
+		on(staging, putObject),                                 // a split layer's staging upload begins at create
 		on(taskQueue, sendTask),
 		on(taskKey, getSecret),
 		on(hubAccount, getSecret),
@@ -611,6 +611,7 @@ var grants = map[string][][]string{
 		on(tars, getObject, putObject, s3Multipart, listParts),
 		on(meta, getObject, putObject, s3Multipart, listParts),
 		on(staging, getObject, putObject, "s3:DeleteObject", s3Multipart, listParts),
+		on(taskQueue, sendTask), // a split layer's last range queues its verify task
 		on(taskQueue, "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"),
 		on(deadLetters, "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes"),
 		on(taskKey, getSecret),

@@ -395,6 +395,8 @@ type fakeJobs struct {
 	onGet func()
 	// partsDone: the finished parts of split layers, per "id/layer".
 	partsDone map[string]map[int]bool
+	// statusErr, when set, fails every SetStatus to failed.
+	statusErr error
 }
 
 var _ Jobs = (*fakeJobs)(nil)
@@ -478,6 +480,9 @@ func (f *fakeJobs) SetStatus(_ context.Context, id string, status tarport.Status
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.statuses[id] = append(f.statuses[id], status)
+	if f.statusErr != nil && status == tarport.StatusFailed {
+		return f.statusErr
+	}
 	return f.update(id, func(job *tarport.Job) {
 		if !job.Status.Terminal() {
 			job.Status, job.Error = status, jobErr

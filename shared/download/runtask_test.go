@@ -263,11 +263,13 @@ func TestRunTaskOfATerminalJobIsANoOp(t *testing.T) {
 	}
 }
 
+// TestRunTaskOfAnUnknownJob: a task whose job is gone (expired) is done
+// with: no fetch, and no error that would only bring it back.
 func TestRunTaskOfAnUnknownJob(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, Config{})
 	err := h.svc.RunTask(context.Background(), Task{JobID: "gone", Ref: "registry.example/a/b:1"})
-	if tarport.ErrorCode(err) != tarport.CodeNotFound || h.reg.totalOpens() != 0 {
+	if err != nil || h.reg.totalOpens() != 0 {
 		t.Errorf("RunTask: %v, %d opens", err, h.reg.totalOpens())
 	}
 }

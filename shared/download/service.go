@@ -133,7 +133,11 @@ func (s *Service) Create(ctx context.Context, req Request) (View, error) {
 		return View{}, err
 	}
 	// An API request must answer within API Gateway's ~30 s.
-	resolveCtx, cancel := context.WithTimeout(ctx, resolveTimeout)
+	budget := resolveTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		budget = min(budget, time.Until(dl)-createReserve)
+	}
+	resolveCtx, cancel := context.WithTimeout(ctx, budget)
 	img, err := s.reg.Resolve(resolveCtx, r, p, req.Creds)
 	cancel()
 	if err != nil {
@@ -261,6 +265,10 @@ func (s *Service) Wait(ctx context.Context, id string, wait time.Duration) (View
 // entry stored and the layer already counted.
 func (s *Service) RunTask(ctx context.Context, t Task) error {
 	job, err := s.jobs.Get(ctx, t.JobID)
+	if tarport.ErrorCode(err) == tarport.CodeNotFound {
+		s.log.Info("dropping a task of a job that is gone", "job", t.JobID)
+		return nil // expired: nobody waits for it, a redelivery cannot help
+	}
 	if err != nil {
 		return fmt.Errorf("running task of job %s: %w", t.JobID, err)
 	}
@@ -291,24 +299,32 @@ func (s *Service) RunTask(ctx context.Context, t Task) error {
 		if timedOut {
 			err = tarport.Wrap(err, tarport.CodeUpstreamTimeout, "layer %s (%d bytes) took longer than %s to download", t.Desc.Digest, t.Desc.Size, taskTimeout(t.Desc.Size))
 		}
-		s.fail(ctx, job.ID, err)
-		return nil
+		return s.fail(ctx, job.ID, err)
 	}
 	return s.finishLayer(ctx, job, t.Layer)
 }
 
 // finishLayer counts a stored layer once; the call that leaves none
-// remaining stitches the tar.
+// remaining stitches the tar. A stitch cut short (a worker killed, its
+// deadline) leaves the job unfinished with nothing remaining: a later
+// delivery of a task of it takes the stitch over once the job has been
+// still for stitchLease (longer than any worker lives), so the job cannot
+// hang; a stitch is idempotent, and the lease keeps two from overlapping.
 func (s *Service) finishLayer(ctx context.Context, job tarport.Job, layer int) error {
 	remaining, first, err := s.jobs.FinishLayer(ctx, job.ID, layer)
 	if err != nil {
 		return fmt.Errorf("finishing layer %d of job %s: %w", layer, job.ID, err)
 	}
-	if first && remaining == 0 {
-		if err := s.stitch(ctx, job); err != nil && ctx.Err() == nil {
-			return nil // stitch has failed the job; redoing the task cannot help
+	if !first && remaining == 0 {
+		cur, err := s.jobs.Get(ctx, job.ID)
+		if err != nil || cur.Status.Terminal() || s.now().Sub(cur.UpdatedAt) < stitchLease {
+			return nil
 		}
-		return ctx.Err()
+		s.log.Warn("taking over a stitch that stalled", "job", job.ID, "since", cur.UpdatedAt)
+		first = true
+	}
+	if first && remaining == 0 {
+		return s.stitch(ctx, job)
 	}
 	return nil
 }
@@ -346,12 +362,11 @@ func sleep(ctx context.Context, attempt int) error {
 // delivery, or its credentials are gone), so the job ends with an error
 // instead of hanging. Lost credentials keep their own code: the user's
 // remedy is to ask again with them.
-func (s *Service) Abandon(ctx context.Context, t Task, err error) {
+func (s *Service) Abandon(ctx context.Context, t Task, err error) error {
 	if tarport.ErrorCode(err) == tarport.CodeCredentialsGone {
-		s.fail(ctx, t.JobID, err)
-		return
+		return s.fail(ctx, t.JobID, err)
 	}
-	s.fail(ctx, t.JobID, tarport.Wrap(err, tarport.CodeInternal, "a worker could not finish layer %s; request the image again", t.Desc.Digest))
+	return s.fail(ctx, t.JobID, tarport.Wrap(err, tarport.CodeInternal, "a worker could not finish layer %s; request the image again", t.Desc.Digest))
 }
 
 const (
@@ -360,6 +375,13 @@ const (
 	MaxLayers = 1000
 	// resolveTimeout keeps Create within an API Gateway request.
 	resolveTimeout = 25 * time.Second
+	// createReserve is what Create keeps of its caller's deadline (a
+	// Lambda's) after resolving, to store the job and queue its tasks.
+	createReserve = 8 * time.Second
+	// stitchLease is how long a job must be still, with every layer in,
+	// before another task's delivery takes its stitch over: longer than
+	// a Lambda (15 min) lives.
+	stitchLease = 16 * time.Minute
 	// minThroughput sets a layer task's deadline: 10 minutes plus the
 	// layer's size at 256 KiB/s.
 	minThroughput = 256 << 10
@@ -470,7 +492,9 @@ func retryable(err error) bool {
 	return false
 }
 
-// stitch assembles the tar of a job whose layers are all stored.
+// stitch assembles the tar of a job whose layers are all stored. A stitch
+// that fails fails the job and returns nil; its error means "try again":
+// the context ended, or the job's state could not be written.
 func (s *Service) stitch(ctx context.Context, job tarport.Job) error {
 	err := s.jobs.SetStatus(ctx, job.ID, tarport.StatusAssembling, nil)
 	var layout tarplan.Layout
@@ -486,15 +510,15 @@ func (s *Service) stitch(ctx context.Context, job tarport.Job) error {
 	}
 	if err != nil {
 		if ctx.Err() != nil {
-			return ctx.Err() // shutting down: Resume stitches it next time
+			// Shutting down: Resume (local) or a later task's delivery
+			// past the stitch lease (AWS) stitches it again.
+			return ctx.Err()
 		}
-		s.fail(ctx, job.ID, err)
-		return err
+		return s.fail(ctx, job.ID, err)
 	}
 	if err := s.jobs.SetStatus(ctx, job.ID, tarport.StatusReady, nil); err != nil {
-		// Nobody else will stitch it (the last layer was counted once):
-		// fail it rather than leave it hanging.
-		s.fail(ctx, job.ID, err)
+		// The tar is whole; a delivery past the stitch lease will stitch
+		// and mark it again.
 		return fmt.Errorf("finishing job %s: %w", job.ID, err)
 	}
 	s.log.Info("job ready", "job", job.ID, "image", job.Ref, "bytes", job.TotalBytes)
@@ -526,12 +550,17 @@ func (s *Service) replan(ctx context.Context, job tarport.Job) (tarplan.Layout, 
 	return layout, nil
 }
 
-func (s *Service) fail(ctx context.Context, id string, err error) {
+// fail records a job's failure. Its error is the store's: a task that
+// cannot record the failure returns it, so the task is delivered again
+// rather than the job left hanging.
+func (s *Service) fail(ctx context.Context, id string, err error) error {
 	jerr := &tarport.JobError{Code: tarport.ErrorCode(err), Message: tarport.ErrorMessage(err)}
 	s.log.Error("job failed", "job", id, "code", jerr.Code, "err", err)
 	if serr := s.jobs.SetStatus(context.WithoutCancel(ctx), id, tarport.StatusFailed, jerr); serr != nil {
 		s.log.Error("recording job failure", "job", id, "err", serr)
+		return fmt.Errorf("recording the failure of job %s: %w", id, serr)
 	}
+	return nil
 }
 
 func newID() string {

@@ -74,7 +74,17 @@ func (s *Service) shouldSplit(ctx context.Context, d descriptor.Descriptor) int 
 	if size, err := s.objects.Size(ctx, EntryKey(d.Digest)); err == nil && size == n {
 		return 0
 	}
-	return int((n + s.cfg.RangeSize - 1) / s.cfg.RangeSize)
+	rs := s.rangeSize(n)
+	return int((n + rs - 1) / rs)
+}
+
+// maxParts is S3's limit on the parts of one upload.
+const maxParts = 10_000
+
+// rangeSize is the configured range size, grown for an entry that would
+// otherwise need more than maxParts parts.
+func (s *Service) rangeSize(entryLen int64) int64 {
+	return max(s.cfg.RangeSize, (entryLen+maxParts-1)/maxParts)
 }
 
 // rangeTasks starts the staging upload of a split layer and returns its
@@ -89,12 +99,13 @@ func (s *Service) rangeTasks(ctx context.Context, t Task, parts int) ([]Task, er
 	if err != nil {
 		return nil, fmt.Errorf("starting the upload of split layer %s: %w", t.Desc.Digest, err)
 	}
+	rs := s.rangeSize(n)
 	tasks := make([]Task, 0, parts)
 	for p := 1; p <= parts; p++ {
 		rt := t
 		rt.Part, rt.Parts, rt.UploadID = p, parts, id
-		rt.Offset = int64(p-1) * s.cfg.RangeSize
-		rt.Length = min(s.cfg.RangeSize, n-rt.Offset)
+		rt.Offset = int64(p-1) * rs
+		rt.Length = min(rs, n-rt.Offset)
 		tasks = append(tasks, rt)
 	}
 	return tasks, nil
@@ -107,18 +118,38 @@ func (s *Service) rangeTasks(ctx context.Context, t Task, parts int) ([]Task, er
 func (s *Service) runRange(ctx context.Context, job tarport.Job, t Task) error {
 	sp, ok := s.splitting()
 	if !ok {
-		s.fail(ctx, job.ID, tarport.Errorf(tarport.CodeInternal, "layer %s was split, but this server cannot fetch split layers", t.Desc.Digest))
-		return nil
+		return s.fail(ctx, job.ID, tarport.Errorf(tarport.CodeInternal, "layer %s was split, but this server cannot fetch split layers", t.Desc.Digest))
 	}
-	fetchCtx, cancel := context.WithTimeout(ctx, taskTimeout(t.Length))
-	err := s.putRange(fetchCtx, sp, t)
-	cancel()
-	if err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
+	staging := StagingKey(t.JobID, t.Desc.Digest)
+	// A late delivery after the verify task completed the upload finds
+	// no upload to put into: the layer's bytes are all in already.
+	done := func() bool {
+		want, _, _ := entryLen(t.Desc)
+		if job.Layers[t.Layer].Finished {
+			return true
 		}
-		s.fail(ctx, job.ID, err)
-		return nil
+		for _, key := range []string{staging, EntryKey(t.Desc.Digest)} {
+			if n, err := s.objects.Size(ctx, key); err == nil && n == want {
+				return true
+			}
+		}
+		return false
+	}
+	if !done() {
+		fetchCtx, cancel := context.WithTimeout(ctx, taskTimeout(t.Length))
+		err := s.putRange(fetchCtx, sp, t)
+		cancel()
+		if err != nil && !done() {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			// The job is over: its upload's parts would be billed until
+			// the bucket's lifecycle rule aborts it.
+			if aerr := sp.objects.AbortParts(context.WithoutCancel(ctx), staging, t.UploadID); aerr != nil {
+				s.log.Warn("aborting a split layer's upload", "job", job.ID, "err", aerr)
+			}
+			return s.fail(ctx, job.ID, err)
+		}
 	}
 	remaining, _, err := sp.jobs.FinishPart(ctx, job.ID, t.Layer, t.Part)
 	if err != nil {
@@ -205,16 +236,23 @@ func (s *Service) putRange(ctx context.Context, sp splitter, t Task) error {
 func (s *Service) runVerify(ctx context.Context, job tarport.Job, t Task) error {
 	sp, ok := s.splitting()
 	if !ok {
-		s.fail(ctx, job.ID, tarport.Errorf(tarport.CodeInternal, "layer %s was split, but this server cannot fetch split layers", t.Desc.Digest))
-		return nil
+		return s.fail(ctx, job.ID, tarport.Errorf(tarport.CodeInternal, "layer %s was split, but this server cannot fetch split layers", t.Desc.Digest))
 	}
 	want, hdr, err := entryLen(t.Desc)
 	if err != nil {
-		s.fail(ctx, job.ID, err)
-		return nil
+		return s.fail(ctx, job.ID, err)
 	}
 	key, staging := EntryKey(t.Desc.Digest), StagingKey(t.JobID, t.Desc.Digest)
-	if n, err := s.objects.Size(ctx, key); err != nil || n != want {
+	if n, err := s.objects.Size(ctx, key); err == nil && n == want {
+		// Another job stored the layer first: ours is not needed. Best
+		// effort: the bucket's lifecycle rule is the backstop.
+		if aerr := sp.objects.AbortParts(ctx, staging, t.UploadID); aerr != nil {
+			s.log.Warn("aborting a split layer's upload", "job", job.ID, "err", aerr)
+		}
+		if derr := sp.objects.Delete(ctx, staging); derr != nil {
+			s.log.Warn("deleting a split layer's staging object", "job", job.ID, "err", derr)
+		}
+	} else {
 		if err := sp.objects.FinishParts(ctx, staging, t.UploadID, t.Parts); err != nil {
 			if size, serr := s.objects.Size(ctx, key); serr != nil || size != want {
 				return fmt.Errorf("completing split layer %s of job %s: %w", t.Desc.Digest, job.ID, err)
@@ -226,9 +264,10 @@ func (s *Service) runVerify(ctx context.Context, job tarport.Job, t Task) error 
 					return ctx.Err()
 				}
 				if tarport.ErrorCode(err) == tarport.CodeDigestMismatch {
-					_ = sp.objects.Delete(ctx, staging)
-					s.fail(ctx, job.ID, err)
-					return nil
+					if derr := sp.objects.Delete(ctx, staging); derr != nil {
+						s.log.Warn("deleting a split layer that did not verify", "job", job.ID, "err", derr)
+					}
+					return s.fail(ctx, job.ID, err)
 				}
 				return err
 			}

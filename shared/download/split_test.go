@@ -3,12 +3,15 @@ package download
 import (
 	"bytes"
 	"context"
+	"errors"
+	"io"
 	"math/rand/v2"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"github.com/regclient/regclient/types/descriptor"
 
 	"github.com/tarport/tarport/shared/tarport"
 )
@@ -193,5 +196,107 @@ func TestSplitOffByDefault(t *testing.T) {
 	v, tasks := create(t, h, Request{Image: "registry.example/team/huge:v1"})
 	if len(tasks) != 1 || tasks[0].Parts != 0 || v.Layers[0].Parts != 0 {
 		t.Fatalf("tasks %+v", tasks)
+	}
+}
+
+// TestStitchTakenOverAfterItStalled: a stitch cut short (the worker's
+// deadline) leaves the job assembling with nothing remaining; a later
+// delivery of one of its tasks takes the stitch over once the lease has
+// passed, and not before.
+func TestStitchTakenOverAfterItStalled(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, Config{})
+	task, _ := oneLayerJob(t, h, 51, 3000)
+	ctx, cancel := context.WithCancel(context.Background())
+	h.objs.stitch = func(context.Context, string) error {
+		cancel() // the worker dies mid-stitch
+		return context.Canceled
+	}
+	if err := h.svc.RunTask(ctx, task); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cut stitch: %v", err)
+	}
+	h.objs.stitch = nil
+	if job := h.jobs.job(t, task.JobID); job.Status != tarport.StatusAssembling || job.Remaining != 0 {
+		t.Fatalf("after the cut: %s, %d remaining", job.Status, job.Remaining)
+	}
+	// Redelivered at once (a duplicate): the stitch may still be running.
+	if err := h.svc.RunTask(context.Background(), task); err != nil {
+		t.Fatal(err)
+	}
+	if job := h.jobs.job(t, task.JobID); job.Status != tarport.StatusAssembling || h.objs.stitchCount() != 1 {
+		t.Fatalf("a duplicate within the lease stitched: %s, %d stitches", job.Status, h.objs.stitchCount())
+	}
+	// Redelivered after the visibility timeout: the lease has passed.
+	h.svc.now = func() time.Time { return time.Now().Add(stitchLease + time.Minute) }
+	if err := h.svc.RunTask(context.Background(), task); err != nil {
+		t.Fatal(err)
+	}
+	if job := h.jobs.job(t, task.JobID); job.Status != tarport.StatusReady || h.objs.stitchCount() != 2 {
+		t.Fatalf("after the lease: %s, %d stitches", job.Status, h.objs.stitchCount())
+	}
+}
+
+// TestSplitRangeRedeliveredLate: a range task delivered again after the
+// verify task completed the staging upload, or after the entry was
+// stored, finds its bytes in and neither fetches nor fails the job.
+func TestSplitRangeRedeliveredLate(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, splitConfig())
+	ti := newTestImage(t, "registry.example/team/huge:v1", 52, 11<<20, 1000)
+	h.serve(ti)
+	v, tasks := create(t, h, Request{Image: "registry.example/team/huge:v1"})
+	var ranges []Task
+	for _, task := range tasks {
+		if task.Parts > 0 {
+			ranges = append(ranges, task)
+		}
+	}
+	for _, task := range ranges {
+		if err := h.svc.RunTask(context.Background(), task); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all := h.queue.tasks()
+	verify := all[len(all)-1]
+	// The verify completes the upload but dies before moving the entry.
+	if err := h.objs.FinishParts(context.Background(), StagingKey(v.ID, verify.Desc.Digest), verify.UploadID, verify.Parts); err != nil {
+		t.Fatal(err)
+	}
+	before := h.reg.ranges
+	if err := h.svc.RunTask(context.Background(), ranges[1]); err != nil {
+		t.Fatal(err)
+	}
+	if job := h.jobs.job(t, v.ID); job.Status.Terminal() || h.reg.ranges != before {
+		t.Fatalf("late range: job %s %+v, %d new range reads", job.Status, job.Error, h.reg.ranges-before)
+	}
+	runQueued(t, h, 3, false)
+	if err := h.svc.RunTask(context.Background(), ranges[0]); err != nil {
+		t.Fatal(err)
+	}
+	if job := h.jobs.job(t, v.ID); job.Status != tarport.StatusReady {
+		t.Fatalf("job %s %+v", job.Status, job.Error)
+	}
+}
+
+// TestFailureThatCannotBeRecorded: a task whose job cannot be marked
+// failed returns the error, so the queue brings it back instead of the job
+// hanging.
+func TestFailureThatCannotBeRecorded(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, Config{Attempts: 1})
+	task, _ := oneLayerJob(t, h, 53, 3000)
+	h.reg.open = func(context.Context, descriptor.Descriptor, int) (io.ReadCloser, error) {
+		return nil, tarport.Errorf(tarport.CodeForbidden, "denied")
+	}
+	h.jobs.statusErr = errors.New("table throttled")
+	if err := h.svc.RunTask(context.Background(), task); err == nil {
+		t.Fatal("RunTask hid a failure it could not record")
+	}
+	h.jobs.statusErr = nil
+	if err := h.svc.RunTask(context.Background(), task); err != nil {
+		t.Fatal(err)
+	}
+	if job := h.jobs.job(t, task.JobID); job.Status != tarport.StatusFailed || job.Error.Code != tarport.CodeForbidden {
+		t.Fatalf("job %s %+v", job.Status, job.Error)
 	}
 }

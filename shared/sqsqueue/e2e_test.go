@@ -89,13 +89,14 @@ func TestEndToEnd(t *testing.T) {
 		done[tk.Layer]++
 		return nil
 	}
-	abandon := func(_ context.Context, tk download.Task, err error) {
+	abandon := func(_ context.Context, tk download.Task, err error) error {
 		mu.Lock()
 		defer mu.Unlock()
 		if !strings.Contains(err.Error(), "dead-letter") {
 			t.Errorf("abandoned with %v", err)
 		}
 		abandoned = append(abandoned, tk)
+		return nil
 	}
 	h := overJSON(t, sqsqueue.Handler(run, abandon, sqsqueue.HandlerOptions{Key: testKey, DeadLetterARN: fakesqs.QueueARN("tasks-dlq"), Log: quiet()}))
 	maps := []*fakesqs.Mapping{

@@ -43,7 +43,7 @@ type HandlerOptions struct {
 // tampered: no redelivery restores them). A record that is no task message
 // at all has no job to fail: it is reported failed until the dead-letter
 // queue takes it, and dropped with a log line when it comes from there.
-func Handler(run func(ctx context.Context, t download.Task) error, abandon func(ctx context.Context, t download.Task, err error), opts HandlerOptions) func(ctx context.Context, ev events.SQSEvent) (events.SQSEventResponse, error) {
+func Handler(run func(ctx context.Context, t download.Task) error, abandon func(ctx context.Context, t download.Task, err error) error, opts HandlerOptions) func(ctx context.Context, ev events.SQSEvent) (events.SQSEventResponse, error) {
 	codec, keyErr := NewCodec(opts.Key, 0)
 	if opts.Concurrency <= 0 {
 		opts.Concurrency = 4
@@ -66,7 +66,7 @@ func Handler(run func(ctx context.Context, t download.Task) error, abandon func(
 
 type handler struct {
 	run     func(ctx context.Context, t download.Task) error
-	abandon func(ctx context.Context, t download.Task, err error)
+	abandon func(ctx context.Context, t download.Task, err error) error
 	codec   *Codec
 	opts    HandlerOptions
 }
@@ -159,13 +159,11 @@ func (h *handler) record(ctx context.Context, rec events.SQSMessage) (ok bool) {
 	if dead {
 		err := fmt.Errorf("layer %s of job %s failed every delivery and reached the dead-letter queue", t.Desc.Digest, t.JobID)
 		log.Error("abandoning a task from the dead-letter queue")
-		h.abandon(ctx, t, err)
-		return true
+		return h.abandoned(ctx, log, t, err)
 	}
 	if tarport.ErrorCode(err) == tarport.CodeCredentialsGone {
 		log.Error("abandoning a task whose credentials cannot be opened", "err", err)
-		h.abandon(ctx, t, err)
-		return true
+		return h.abandoned(ctx, log, t, err)
 	}
 	if err != nil {
 		log.Error("decoding task message; leaving it for redelivery", "err", err)
@@ -173,6 +171,16 @@ func (h *handler) record(ctx context.Context, rec events.SQSMessage) (ok bool) {
 	}
 	if err := h.run(ctx, t); err != nil {
 		log.Warn("task failed; leaving it for redelivery", "err", err)
+		return false
+	}
+	return true
+}
+
+// abandoned fails a task's job; when that cannot be recorded the record
+// is reported failed, so it comes back rather than the job hanging.
+func (h *handler) abandoned(ctx context.Context, log *slog.Logger, t download.Task, cause error) bool {
+	if err := h.abandon(ctx, t, cause); err != nil {
+		log.Error("could not fail the job of an abandoned task; leaving it for redelivery", "err", err)
 		return false
 	}
 	return true

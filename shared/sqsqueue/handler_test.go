@@ -40,6 +40,8 @@ type calls struct {
 	ran       []download.Task
 	abandoned []download.Task
 	errs      []error
+	// abandonErr is what abandon returns (the job could not be failed).
+	abandonErr error
 }
 
 func (c *calls) run(fail map[int]bool) func(context.Context, download.Task) error {
@@ -54,11 +56,12 @@ func (c *calls) run(fail map[int]bool) func(context.Context, download.Task) erro
 	}
 }
 
-func (c *calls) abandon(_ context.Context, t download.Task, err error) {
+func (c *calls) abandon(_ context.Context, t download.Task, err error) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.abandoned = append(c.abandoned, t)
 	c.errs = append(c.errs, err)
+	return c.abandonErr
 }
 
 func failures(resp events.SQSEventResponse) []string {

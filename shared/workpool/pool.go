@@ -17,7 +17,7 @@ type Handler func(ctx context.Context, t download.Task) error
 
 // DeadLetter gets a task that failed every delivery, as an SQS dead-letter
 // queue would, so its job can be failed instead of hanging.
-type DeadLetter func(ctx context.Context, t download.Task, err error)
+type DeadLetter func(ctx context.Context, t download.Task, err error) error
 
 // Pool runs tasks on a fixed number of goroutines.
 type Pool struct {
@@ -86,7 +86,9 @@ func (p *Pool) work(ctx context.Context) {
 			}
 			if d.attempt >= p.attempts {
 				p.log.Error("task failed every delivery", "job", d.task.JobID, "layer", d.task.Layer, "err", err)
-				p.dead(ctx, d.task, err)
+				if derr := p.dead(ctx, d.task, err); derr != nil {
+					p.log.Error("could not fail the job of a dead task", "job", d.task.JobID, "err", derr)
+				}
 				continue
 			}
 			p.log.Warn("task failed, redelivering", "job", d.task.JobID, "layer", d.task.Layer, "attempt", d.attempt, "err", err)

@@ -48,8 +48,9 @@ func (b *syncBuffer) records(t *testing.T) []map[string]any {
 }
 
 func noDeadLetter(t *testing.T) DeadLetter {
-	return func(_ context.Context, task download.Task, err error) {
+	return func(_ context.Context, task download.Task, err error) error {
 		t.Errorf("unexpected dead letter for %+v: %v", task, err)
+		return nil
 	}
 }
 
@@ -205,8 +206,9 @@ func TestDeadLetter(t *testing.T) {
 					t.Errorf("handler got %+v, want %+v", got, task)
 				}
 				return fmt.Errorf("fetching: %w", failure)
-			}, func(ctx context.Context, got download.Task, err error) {
+			}, func(ctx context.Context, got download.Task, err error) error {
 				letters <- letter{got, err, ctx.Err()}
+				return nil
 			}, slog.New(slog.NewJSONHandler(&logs, nil)))
 			defer p.Close()
 			p.attempts = tt.attempts // published to the workers by Enqueue's channel send
