@@ -127,6 +127,9 @@ func (e *environment) push(ctx context.Context, cases []*benchCase) error {
 		byName[c.name] = c
 	}
 	for _, c := range cases {
+		if c.image.Manifest.Digest != "" {
+			continue // pushed for an earlier part of the bench
+		}
 		c.ref = e.registry.Ref(c.repo, c.tag)
 		start := time.Now()
 		if c.cachedOf != "" {

@@ -3,6 +3,8 @@
 // tar file on disk, CPU and peak RSS, for a small, a 1 GiB, a 2 GiB and a cached
 // (same image, new tag) download. `make bench` runs it; it prints a markdown
 // table and writes it into docs/BENCHMARKS.md between the bench markers.
+// With -aws (the default) it also runs the 1 GiB image through the AWS
+// path on loopback (aws.go) and writes that section between its markers.
 package main
 
 import (
@@ -37,6 +39,8 @@ type options struct {
 	keep    bool
 	workDir string
 	search  bool
+	aws     bool
+	workers int
 }
 
 func parseFlags() (options, error) {
@@ -49,9 +53,14 @@ func parseFlags() (options, error) {
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (registry storage, tars, server logs)")
 	flag.StringVar(&o.workDir, "dir", "", "work directory (default: a new one under $TMPDIR)")
 	flag.BoolVar(&o.search, "search", true, "also measure cached search latency (2,000 requests at concurrency 32)")
+	flag.BoolVar(&o.aws, "aws", true, "also measure the AWS path on loopback (functions under the Lambda emulator, versitygw, dynalite, fake SQS) for the 1 GiB image")
+	flag.IntVar(&o.workers, "aws-workers", 4, "assemble function instances polling the task queue in parallel (-aws)")
 	flag.Parse()
 	if o.runs < 1 {
 		return o, errors.New("-runs must be at least 1")
+	}
+	if o.workers < 1 {
+		return o, errors.New("-aws-workers must be at least 1")
 	}
 	o.cases = splitList(cases)
 	o.tools = splitList(tools)
@@ -191,6 +200,19 @@ func run() error {
 			if err := writeMarked(o.doc, searchBegin, searchEnd, s); err != nil {
 				return err
 			}
+		}
+	}
+	if o.aws {
+		s, err := awsBench(ctx, env, cases, results, o.runs, o.workers)
+		if err != nil {
+			return fmt.Errorf("aws path: %w", err)
+		}
+		fmt.Println(s)
+		if o.doc != "" {
+			if err := writeMarked(o.doc, awsBegin, awsEnd, s); err != nil {
+				return err
+			}
+			logf("wrote %s", o.doc)
 		}
 	}
 	return nil

@@ -133,11 +133,7 @@ func loadAverage() string {
 
 // versions names what was measured: tarport's commit and every peer's version.
 func (e *environment) versions(ctx context.Context, tools []tool) []string {
-	commit := commandOutput(ctx, os.Environ(), "git", "rev-parse", "--short", "HEAD")
-	if st, err := exec.CommandContext(ctx, "git", "status", "--porcelain").Output(); err == nil && len(bytes.TrimSpace(st)) > 0 {
-		commit += " + uncommitted changes"
-	}
-	out := []string{"tarport " + commit}
+	out := []string{tarportVersion(ctx)}
 	for _, t := range tools {
 		p, ok := t.(*peer)
 		if !ok {
@@ -158,6 +154,15 @@ func (e *environment) versions(ctx context.Context, tools []tool) []string {
 	return out
 }
 
+// tarportVersion names the commit measured, and whether the tree differs.
+func tarportVersion(ctx context.Context) string {
+	commit := commandOutput(ctx, os.Environ(), "git", "rev-parse", "--short", "HEAD")
+	if st, err := exec.CommandContext(ctx, "git", "status", "--porcelain").Output(); err == nil && len(bytes.TrimSpace(st)) > 0 {
+		commit += " + uncommitted changes"
+	}
+	return "tarport " + commit
+}
+
 func formatBytes(n int64) string {
 	switch {
 	case n >= 1<<30:
@@ -174,16 +179,21 @@ func secs(d time.Duration) string { return fmt.Sprintf("%.2f s", d.Seconds()) }
 
 func mib(n int64) string { return fmt.Sprintf("%.0f MiB", float64(n)/(1<<20)) }
 
+// writeMachine describes m in a paragraph or two.
+func writeMachine(b *strings.Builder, m machine) {
+	fmt.Fprintf(b, "Machine: %d CPUs (%s), %s RAM, Linux %s, %s, %s free on the work disk; load average %s at the start, %s at the end (the machine is shared).\n\n",
+		m.cpus, m.cpuModel, m.memory, m.kernel, m.goVersion, m.diskFree, m.loadStart, m.loadEnd)
+	if m.balloon {
+		b.WriteString("The machine is a VM whose virtio balloon reports free pages to the host: writing a file into fresh page cache costs host page faults, so file writes are slower and noisier than on bare metal (see Reading the figures).\n\n")
+	}
+}
+
 // report renders the generated part of BENCHMARKS.md.
 func report(m machine, versions []string, cases []*benchCase, tools []tool, res *results, runs int) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Measured %s by `make bench` in %s: %d runs of every tool on every case, taking turns.\n\n",
 		m.date.Format("2006-01-02 15:04 UTC"), m.duration.Round(time.Second), runs)
-	fmt.Fprintf(&b, "Machine: %d CPUs (%s), %s RAM, Linux %s, %s, %s free on the work disk; load average %s at the start, %s at the end (the machine is shared).\n\n",
-		m.cpus, m.cpuModel, m.memory, m.kernel, m.goVersion, m.diskFree, m.loadStart, m.loadEnd)
-	if m.balloon {
-		b.WriteString("The machine is a VM whose virtio balloon reports free pages to the host: writing a file into fresh page cache costs host page faults, so file writes are slower and noisier than on bare metal (see Reading the figures).\n\n")
-	}
+	writeMachine(&b, m)
 	fmt.Fprintf(&b, "Versions: %s.\n\n", strings.Join(versions, ", "))
 
 	b.WriteString("| image | tool | request → tar on disk, median (best) | tarport: job ready, median (best) | CPU user+sys, median | peak RSS, max | tar |\n")

@@ -320,54 +320,64 @@ func (s *server) logTail() string {
 	return string(b)
 }
 
-// cpu is the server's user+sys time so far, from /proc/PID/stat: the server
-// lives across cases, so a case's CPU is the difference around it.
-func (s *server) cpu() (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.cmd.Process.Pid))
+// cpu is the server's user+sys time so far: the server lives across
+// cases, so a case's CPU is the difference around it.
+func (s *server) cpu() (time.Duration, error) { return procCPU(s.cmd.Process.Pid) }
+
+// peak is the server's peak resident set (VmHWM) in bytes.
+func (s *server) peak() (int64, error) { return procPeak(s.cmd.Process.Pid) }
+
+// resetPeak sets the server's VmHWM back to its current RSS.
+func (s *server) resetPeak() error { return resetPeak(s.cmd.Process.Pid) }
+
+// procCPU is a process's user+sys time so far, from /proc/PID/stat.
+func procCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, fmt.Errorf("reading tarport's CPU time: %w", err)
+		return 0, fmt.Errorf("reading the CPU time of %d: %w", pid, err)
 	}
 	// The command name may hold spaces: fields count from after its ")".
 	i := bytes.LastIndexByte(b, ')')
 	if i < 0 {
-		return 0, errors.New("reading tarport's CPU time: no ')' in stat")
+		return 0, fmt.Errorf("reading the CPU time of %d: no ')' in stat", pid)
 	}
 	f := strings.Fields(string(b[i+1:]))
 	if len(f) < 13 {
-		return 0, errors.New("reading tarport's CPU time: short stat")
+		return 0, fmt.Errorf("reading the CPU time of %d: short stat", pid)
 	}
 	// Fields 14 and 15 of stat (utime, stime) in clock ticks of 1/100 s
 	// (USER_HZ is 100 on every Linux architecture Go supports here).
 	utime, err1 := strconv.ParseInt(f[11], 10, 64)
 	stime, err2 := strconv.ParseInt(f[12], 10, 64)
 	if err := errors.Join(err1, err2); err != nil {
-		return 0, fmt.Errorf("reading tarport's CPU time: %w", err)
+		return 0, fmt.Errorf("reading the CPU time of %d: %w", pid, err)
 	}
 	return time.Duration(utime+stime) * 10 * time.Millisecond, nil
 }
 
-// peak is the server's peak resident set (VmHWM) in bytes.
-func (s *server) peak() (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.cmd.Process.Pid))
+// procPeak is a process's peak resident set (VmHWM) in bytes.
+func procPeak(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, fmt.Errorf("reading tarport's peak RSS: %w", err)
+		return 0, fmt.Errorf("reading the peak RSS of %d: %w", pid, err)
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
 			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
 			if err != nil {
-				return 0, fmt.Errorf("reading tarport's peak RSS: %w", err)
+				return 0, fmt.Errorf("reading the peak RSS of %d: %w", pid, err)
 			}
 			return kb << 10, nil
 		}
 	}
-	return 0, errors.New("reading tarport's peak RSS: no VmHWM")
+	return 0, fmt.Errorf("reading the peak RSS of %d: no VmHWM", pid)
 }
 
-// resetPeak sets VmHWM back to the current RSS (proc(5), clear_refs "5").
-func (s *server) resetPeak() error {
-	if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", s.cmd.Process.Pid), []byte("5"), 0); err != nil {
-		return fmt.Errorf("resetting tarport's peak RSS: %w", err)
+// resetPeak sets a process's VmHWM back to its current RSS (proc(5),
+// clear_refs "5").
+func resetPeak(pid int) error {
+	if err := os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0); err != nil {
+		return fmt.Errorf("resetting the peak RSS of %d: %w", pid, err)
 	}
 	return nil
 }

@@ -40,6 +40,7 @@ type Daemon struct {
 	Addr string
 	log  regtest.SyncBuffer
 
+	pid    int
 	mu     sync.Mutex
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -74,6 +75,9 @@ func Start(ctx context.Context, spec Spec) (*Daemon, error) {
 // Log is what the server printed so far.
 func (d *Daemon) Log() string { return d.log.String() }
 
+// Pid is the server's process id, for reading its /proc entries.
+func (d *Daemon) Pid() int { return d.pid }
+
 // Stop kills the server and waits for it. Stopping twice is fine.
 func (d *Daemon) Stop() {
 	d.mu.Lock()
@@ -100,7 +104,7 @@ func (d *Daemon) run(ctx context.Context, spec Spec) error {
 		cancel()
 		return fmt.Errorf("running %s: %w", spec.Bin, err)
 	}
-	d.cancel, d.done = cancel, make(chan struct{})
+	d.pid, d.cancel, d.done = cmd.Process.Pid, cancel, make(chan struct{})
 	go func() {
 		d.err = cmd.Wait()
 		close(d.done)

@@ -20,7 +20,7 @@ func dieWithParent(cmd *exec.Cmd) {
 // found through /proc rather than by group.
 func killGroup(cmd *exec.Cmd) {
 	cmd.Cancel = func() error {
-		pids := descendants(cmd.Process.Pid)
+		pids := Descendants(cmd.Process.Pid)
 		err := cmd.Process.Kill()
 		for _, pid := range pids {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
@@ -29,8 +29,9 @@ func killGroup(cmd *exec.Cmd) {
 	}
 }
 
-// descendants lists the processes below pid, children first.
-func descendants(pid int) []int {
+// Descendants lists the processes below pid, each before its own children
+// (a benchmark reads the Lambda emulator's function process through it).
+func Descendants(pid int) []int {
 	children := map[int][]int{}
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {

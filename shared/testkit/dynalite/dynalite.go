@@ -40,15 +40,26 @@ type Server struct {
 func Start(t testing.TB) *Server {
 	t.Helper()
 	node := regtest.Binary(t, "node", "nodejs")
-	cli, err := findCLI()
+	cli, err := FindCLI()
 	if err != nil {
 		if os.Getenv("TARPORT_REQUIRE_TOOLS") == "1" {
 			t.Fatalf("%v; install it with: make test-deps", err)
 		}
 		t.Skipf("%v (install: make test-deps; TARPORT_REQUIRE_TOOLS=1 turns this skip into a failure)", err)
 	}
-	dir := t.TempDir()
-	d, err := daemon.Start(context.Background(), daemon.Spec{
+	s, err := Launch(context.Background(), node, cli, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// Launch is Start without a testing.TB, for benchmarks and tools: it runs
+// dynalite's cli.js (FindCLI) under node with its data in dir. The server
+// lives until Stop or until ctx is done.
+func Launch(ctx context.Context, node, cli, dir string) (*Server, error) {
+	d, err := daemon.Start(ctx, daemon.Spec{
 		Name: "dynalite",
 		Bin:  node,
 		Args: func(addr string) []string {
@@ -62,11 +73,13 @@ func Start(t testing.TB) *Server {
 		},
 	})
 	if err != nil {
-		t.Fatalf("starting dynalite: %v", err)
+		return nil, fmt.Errorf("starting dynalite: %w", err)
 	}
-	t.Cleanup(d.Stop)
-	return &Server{d: d}
+	return &Server{d: d}, nil
 }
+
+// Stop kills the server. Stopping twice is fine.
+func (s *Server) Stop() { s.d.Stop() }
 
 // Endpoint is the server's URL, for AWS_ENDPOINT_URL_DYNAMODB.
 func (s *Server) Endpoint() string { return "http://" + s.d.Addr }
@@ -90,18 +103,27 @@ func (s *Server) Client() *dynamodb.Client { return newClient(s.Endpoint()) }
 func (s *Server) CreateTable(t testing.TB, in *dynamodb.CreateTableInput) string {
 	t.Helper()
 	name := fmt.Sprintf("t%d-%s", tableSeq.Add(1), sanitize(t.Name()))
+	if err := s.NewTable(context.Background(), name, in); err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
+
+// NewTable is CreateTable without a testing.TB: it creates the table name
+// from in and waits until it is ACTIVE.
+func (s *Server) NewTable(ctx context.Context, name string, in *dynamodb.CreateTableInput) error {
 	in.TableName = aws.String(name)
-	if _, err := s.Client().CreateTable(context.Background(), in); err != nil {
-		t.Fatalf("creating table %s: %v\ndynalite output:\n%s", name, err, s.d.Log())
+	if _, err := s.Client().CreateTable(ctx, in); err != nil {
+		return fmt.Errorf("creating table %s: %w\ndynalite output:\n%s", name, err, s.d.Log())
 	}
 	// Even with --createTableMs 0 the table turns ACTIVE a tick later.
 	w := dynamodb.NewTableExistsWaiter(s.Client(), func(o *dynamodb.TableExistsWaiterOptions) {
 		o.MinDelay, o.MaxDelay = 10*time.Millisecond, 100*time.Millisecond
 	})
-	if err := w.Wait(context.Background(), &dynamodb.DescribeTableInput{TableName: aws.String(name)}, 10*time.Second); err != nil {
-		t.Fatalf("waiting for table %s: %v", name, err)
+	if err := w.Wait(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(name)}, 10*time.Second); err != nil {
+		return fmt.Errorf("waiting for table %s: %w", name, err)
 	}
-	return name
+	return nil
 }
 
 func newClient(endpoint string) *dynamodb.Client {
@@ -112,9 +134,9 @@ func newClient(endpoint string) *dynamodb.Client {
 	})
 }
 
-// findCLI looks for dynalite's cli.js: $TARPORT_DYNALITE_CLI, then the
+// FindCLI looks for dynalite's cli.js: $TARPORT_DYNALITE_CLI, then the
 // repository's .tools/node.
-func findCLI() (string, error) {
+func FindCLI() (string, error) {
 	if p := os.Getenv("TARPORT_DYNALITE_CLI"); p != "" {
 		if _, err := os.Stat(p); err != nil {
 			return "", fmt.Errorf("TARPORT_DYNALITE_CLI=%s: %w", p, err)

@@ -115,6 +115,14 @@ type Server struct {
 // New starts a fake SQS and stops it when the test ends.
 func New(t testing.TB) *Server {
 	t.Helper()
+	s := NewServer()
+	t.Cleanup(s.Close)
+	return s
+}
+
+// NewServer is New without a testing.TB, for benchmarks and tools: the
+// fake serves on loopback until Close.
+func NewServer() *Server {
 	s := &Server{
 		done:    make(chan struct{}),
 		queues:  map[string]*queue{},
@@ -123,7 +131,6 @@ func New(t testing.TB) *Server {
 	}
 	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
 	s.URL = s.srv.URL
-	t.Cleanup(s.Close)
 	return s
 }
 

@@ -43,32 +43,46 @@ func Build(t testing.TB, logicalID string) string {
 	if p, ok := builds[logicalID]; ok {
 		return p
 	}
-	root, err := regtest.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
 	if buildTo == "" {
 		// Not t.TempDir: the build outlives the test that made it.
+		var err error
 		if buildTo, err = os.MkdirTemp("", "tarport-lambda-build-"); err != nil {
 			t.Fatal(err)
 		}
 	}
-	dir := filepath.Join(buildTo, logicalID)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("make", "--no-print-directory", "-C", root, "build-"+logicalID,
-		"ARTIFACTS_DIR="+dir, "LAMBDA_GOARCH="+runtime.GOARCH)
-	out, err := cmd.CombinedOutput()
+	p, err := Make(context.Background(), logicalID, filepath.Join(buildTo, logicalID), runtime.GOARCH)
 	if err != nil {
-		t.Fatalf("make build-%s: %v\n%s", logicalID, err, out)
-	}
-	p := filepath.Join(dir, "bootstrap")
-	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("make build-%s wrote no bootstrap: %v\n%s", logicalID, err, out)
+		t.Fatal(err)
 	}
 	builds[logicalID] = p
 	return p
+}
+
+// Make is Build without a testing.TB and without its once-per-binary
+// cache: it runs `make build-<logicalID>` with ARTIFACTS_DIR=dir and
+// returns the bootstrap's path. An empty goarch keeps the Makefile's
+// LAMBDA_GOARCH, the architecture `sam build` builds (arm64).
+func Make(ctx context.Context, logicalID, dir, goarch string) (string, error) {
+	root, err := regtest.RepoRoot()
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	args := []string{"--no-print-directory", "-C", root, "build-" + logicalID, "ARTIFACTS_DIR=" + dir}
+	if goarch != "" {
+		args = append(args, "LAMBDA_GOARCH="+goarch)
+	}
+	out, err := exec.CommandContext(ctx, "make", args...).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("make build-%s: %v\n%s", logicalID, err, out)
+	}
+	p := filepath.Join(dir, "bootstrap")
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("make build-%s wrote no bootstrap: %v\n%s", logicalID, err, out)
+	}
+	return p, nil
 }
 
 // Function is one function running under the emulator.
@@ -152,6 +166,10 @@ func (f *Function) Stop() { f.d.Stop() }
 
 // Log is what the emulator and the function printed.
 func (f *Function) Log() string { return f.d.Log() }
+
+// Pid is the emulator's process id; the function's bootstrap runs as its
+// child once the first invocation has started it (daemon.Descendants).
+func (f *Function) Pid() int { return f.d.Pid() }
 
 // FunctionError is an invocation the function itself failed (an error
 // returned by the handler, or a crash).

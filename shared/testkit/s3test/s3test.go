@@ -63,30 +63,40 @@ type Server struct {
 // skips t, or fails it under TARPORT_REQUIRE_TOOLS=1.
 func Start(t testing.TB, opts ...Option) *Server {
 	t.Helper()
+	bin := regtest.Binary(t, "versitygw")
+	s, err := Launch(context.Background(), bin, t.TempDir(), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// Launch is Start without a testing.TB, for benchmarks and tools: it runs
+// the versitygw binary bin with its posix backend (and certificate) under
+// dir. The server lives until Stop or until ctx is done.
+func Launch(ctx context.Context, bin, dir string, opts ...Option) (*Server, error) {
 	var cfg options
 	for _, o := range opts {
 		o(&cfg)
 	}
-	bin := regtest.Binary(t, "versitygw")
-	dir := t.TempDir()
 	root := filepath.Join(dir, "root")
 	if err := os.Mkdir(root, 0o755); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	s := &Server{scheme: "http", http: &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}}
 	var tlsArgs []string
 	if cfg.tls {
 		certFile, keyFile, pool, err := writeCert(dir)
 		if err != nil {
-			t.Fatalf("making a certificate for versitygw: %v", err)
+			return nil, fmt.Errorf("making a certificate for versitygw: %w", err)
 		}
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 		s.scheme, s.pool, s.caFile, s.http = "https", pool, certFile, &http.Client{Transport: tr}
 		tlsArgs = []string{"--cert", certFile, "--key", keyFile}
 	}
-	t.Cleanup(s.http.CloseIdleConnections)
-	d, err := daemon.Start(context.Background(), daemon.Spec{
+	d, err := daemon.Start(ctx, daemon.Spec{
 		Name: "versitygw",
 		Bin:  bin,
 		Args: func(addr string) []string {
@@ -110,11 +120,17 @@ func Start(t testing.TB, opts ...Option) *Server {
 		},
 	})
 	if err != nil {
-		t.Fatalf("starting versitygw: %v", err)
+		s.http.CloseIdleConnections()
+		return nil, fmt.Errorf("starting versitygw: %w", err)
 	}
-	t.Cleanup(d.Stop)
 	s.d = d
-	return s
+	return s, nil
+}
+
+// Stop kills the server. Stopping twice is fine.
+func (s *Server) Stop() {
+	s.d.Stop()
+	s.http.CloseIdleConnections()
 }
 
 // Endpoint is the server's URL, for AWS_ENDPOINT_URL_S3. It names the host
@@ -166,10 +182,19 @@ func (s *Server) CreateBucket(t testing.TB) string {
 	name := bucketName(bucketSeq.Add(1), t.Name())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := s.Client().CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(name)}); err != nil {
-		t.Fatalf("creating bucket %s: %v\nversitygw output:\n%s", name, err, s.Log())
+	if err := s.NewBucket(ctx, name); err != nil {
+		t.Fatal(err)
 	}
 	return name
+}
+
+// NewBucket is CreateBucket without a testing.TB: it creates the bucket
+// name.
+func (s *Server) NewBucket(ctx context.Context, name string) error {
+	if _, err := s.Client().CreateBucket(ctx, &s3.CreateBucketInput{Bucket: aws.String(name)}); err != nil {
+		return fmt.Errorf("creating bucket %s: %w\nversitygw output:\n%s", name, err, s.Log())
+	}
+	return nil
 }
 
 // Uploads lists the keys of the bucket's unfinished multipart uploads: a
