@@ -96,6 +96,6 @@ deploy:
 	bucket=$$(output WebBucketName); dist=$$(output DistributionId); site=$$(output SiteUrl); \
 	if [ -z "$$bucket" ] || [ "$$bucket" = None ] || [ -z "$$dist" ] || [ "$$dist" = None ]; then \
 		echo "make deploy: stack $(STACK_NAME) has no WebBucketName/DistributionId outputs" >&2; exit 1; fi; \
-	aws s3 sync web/ "s3://$$bucket/" --delete --exclude README.md --region "$(DEPLOY_REGION)"; \
+	aws s3 sync web/ "s3://$$bucket/" --delete --exclude README.md --exclude '*.go' --region "$(DEPLOY_REGION)"; \
 	aws cloudfront create-invalidation --distribution-id "$$dist" --paths '/*' --output text --query Invalidation.Id; \
 	echo "tarport is at $$site"

@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh Debian machine, and nothing that
-# is already there: Debian packages (curl, skopeo, containerd, podman, node, make), Go
+# is already there: Debian packages (curl, skopeo, containerd, podman, node, make, chromium), Go
 # tools (the CNCF registry, versitygw, the Lambda emulator; go install, into .tools/bin)
-# and the npm tools pinned in infra/dev/node (dynalite, into .tools/node). Idempotent.
+# and the npm tools pinned in infra/dev/node (dynalite, playwright-core; into .tools/node).
+# Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 TOOLS="$PWD/.tools/bin"
 mkdir -p "$TOOLS"
 
 need_apt=()
-for pair in curl:curl skopeo:skopeo containerd:containerd ctr:containerd podman:podman node:nodejs npm:npm make:make; do
+for pair in curl:curl skopeo:skopeo containerd:containerd ctr:containerd podman:podman node:nodejs npm:npm make:make chromium:chromium; do
   bin=${pair%%:*} pkg=${pair##*:}
   command -v "$bin" >/dev/null 2>&1 || need_apt+=("$pkg")
 done

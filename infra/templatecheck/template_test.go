@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/tarport/tarport/shared/dynamo"
+	"github.com/tarport/tarport/web"
 )
 
 // check is one property of the stack; run returns its problems.
@@ -994,6 +995,9 @@ func checkDistribution(s *stack) []string {
 			continue
 		}
 		csp := asString(asMap(sh["ContentSecurityPolicy"])["ContentSecurityPolicy"])
+		if csp != web.CSP {
+			bad("%s: Content-Security-Policy %q is not the local server's (web.CSP)", p, csp)
+		}
 		for _, d := range cspDirectives {
 			if !strings.Contains(csp, d) {
 				bad("%s: Content-Security-Policy lacks %q", p, d)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/tarport/tarport/shared/testkit/regtest"
 	"github.com/tarport/tarport/shared/testkit/tarcheck"
+	"github.com/tarport/tarport/web"
 )
 
 // TestBadInputs: every bad request gets the right status and error code,
@@ -310,4 +311,31 @@ func TestRestartResumesJobs(t *testing.T) {
 		t.Fatalf("after restart: %+v", done)
 	}
 	tarcheck.Structure(t, fetch(t, done))
+}
+
+// TestWebUIServed: the UI's files come from / with the strict CSP the
+// CloudFront distribution also sends, and unknown files are 404s.
+func TestWebUIServed(t *testing.T) {
+	t.Parallel()
+	srv := startServer(t, nil)
+	for _, c := range []struct {
+		path, contentType string
+		status            int
+	}{
+		{"/", "text/html; charset=utf-8", 200},
+		{"/assets/app.js", "text/javascript; charset=utf-8", 200},
+		{"/no-such-file.js", "", 404},
+	} {
+		resp, err := http.Get(srv.URL + c.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != c.status || (c.contentType != "" && resp.Header.Get("Content-Type") != c.contentType) {
+			t.Errorf("GET %s: %d %q", c.path, resp.StatusCode, resp.Header.Get("Content-Type"))
+		}
+		if resp.Header.Get("Content-Security-Policy") != web.CSP || resp.Header.Get("X-Content-Type-Options") != "nosniff" {
+			t.Errorf("GET %s: headers %v", c.path, resp.Header)
+		}
+	}
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/tarport/tarport/shared/registry"
 	"github.com/tarport/tarport/shared/settings"
 	"github.com/tarport/tarport/shared/workpool"
+	"github.com/tarport/tarport/web"
 )
 
 // The adapters satisfy the ports they are wired to (those that do not
@@ -95,7 +96,7 @@ func New(ctx context.Context, s settings.Settings, log *slog.Logger) (*App, erro
 	mux := http.NewServeMux()
 	mux.Handle("/api/", api)
 	mux.Handle(dirstore.LinkPrefix, store)
-	mux.HandleFunc("GET /{$}", home)
+	mux.Handle("/", ui())
 
 	a := &App{Store: store, Jobs: jobs, Service: svc, Discovery: disc, cache: cache, pool: pool, handler: mux, log: log, gcDone: make(chan struct{})}
 	unfinished, err := jobs.Unfinished(ctx)
@@ -198,14 +199,22 @@ func (a *App) warm(ctx context.Context, every time.Duration) {
 	}
 }
 
-func home(w http.ResponseWriter, _ *http.Request) {
-	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-	fmt.Fprint(w, `tarport (local)
-
-Download an image as a tar that docker load, podman load and ctr import accept:
-
-  curl -fL --retry 100 "http://HOST/api/pull/nginx:1.27?platform=linux/arm64" -o nginx.tar
-
-API: POST /api/downloads {"image":"nginx:1.27","platform":"linux/arm64"}, then GET /api/downloads/{id}.
-`)
+// ui serves the web UI's files with the strict Content-Security-Policy
+// the CloudFront distribution also sends.
+func ui() http.Handler {
+	files := http.FileServerFS(web.Files)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Security-Policy", web.CSP)
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Referrer-Policy", "no-referrer")
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			h.Set("Allow", "GET, HEAD")
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		// The files change with the server: revalidate, never serve stale.
+		h.Set("Cache-Control", "no-cache")
+		files.ServeHTTP(w, r)
+	})
 }
