@@ -185,6 +185,14 @@ func (s *Service) Create(ctx context.Context, req Request) (View, error) {
 	job.Remaining = len(tasks)
 
 	live, created, err := s.jobs.Create(ctx, job)
+	if err == nil && !created && s.stalled(live) {
+		// Its creator died before queueing its tasks (or they were all
+		// lost): fail it, so this request makes a new job.
+		s.log.Warn("failing a job whose tasks never started", "job", live.ID, "queued", live.UpdatedAt)
+		if err = s.fail(ctx, live.ID, tarport.Errorf(tarport.CodeUnavailable, "the download never started; request it again")); err == nil {
+			live, created, err = s.jobs.Create(ctx, job)
+		}
+	}
 	if err != nil {
 		return View{}, fmt.Errorf("creating job for %s: %w", job.Ref, err)
 	}
@@ -329,6 +337,12 @@ func (s *Service) finishLayer(ctx context.Context, job tarport.Job, layer int) e
 	return nil
 }
 
+// stalled says whether a job has been queued, none of its tasks started,
+// for longer than stallAfter.
+func (s *Service) stalled(job tarport.Job) bool {
+	return job.Status == tarport.StatusQueued && s.now().Sub(job.UpdatedAt) > stallAfter
+}
+
 // splitTasks replaces the task of each layer the job splits by its range
 // tasks, starting their staging uploads.
 func (s *Service) splitTasks(ctx context.Context, job tarport.Job, tasks []Task) ([]Task, error) {
@@ -382,6 +396,9 @@ const (
 	// before another task's delivery takes its stitch over: longer than
 	// a Lambda (15 min) lives.
 	stitchLease = 16 * time.Minute
+	// stallAfter is how long a job may stay queued, none of its tasks
+	// started, before a request for the same image replaces it.
+	stallAfter = 30 * time.Minute
 	// minThroughput sets a layer task's deadline: 10 minutes plus the
 	// layer's size at 256 KiB/s.
 	minThroughput = 256 << 10

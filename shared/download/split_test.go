@@ -300,3 +300,27 @@ func TestFailureThatCannotBeRecorded(t *testing.T) {
 		t.Fatalf("job %s %+v", job.Status, job.Error)
 	}
 }
+
+// TestStalledQueuedJobReplaced: a job whose creator died before queueing
+// its tasks stays queued; a request for the same image after stallAfter
+// fails it and makes a new job, rather than joining it forever. Before
+// then the request joins it.
+func TestStalledQueuedJobReplaced(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, Config{})
+	ti := newTestImage(t, "registry.example/team/app:v1", 54, 3000)
+	h.serve(ti)
+	first, _ := create(t, h, Request{Image: "registry.example/team/app:v1"})
+	if again, _ := create(t, h, Request{Image: "registry.example/team/app:v1"}); again.ID != first.ID {
+		t.Fatalf("a fresh queued job was not joined: %s vs %s", again.ID, first.ID)
+	}
+	h.svc.now = func() time.Time { return time.Now().Add(stallAfter + time.Minute) }
+	h.jobs.now = h.svc.now
+	later, tasks := create(t, h, Request{Image: "registry.example/team/app:v1"})
+	if later.ID == first.ID || len(tasks) != 1 {
+		t.Fatalf("the stalled job was joined (%s), %d new tasks", later.ID, len(tasks))
+	}
+	if old := h.jobs.job(t, first.ID); old.Status != tarport.StatusFailed || old.Error.Code != tarport.CodeUnavailable {
+		t.Fatalf("the stalled job: %s %+v", old.Status, old.Error)
+	}
+}
