@@ -5,7 +5,7 @@ GO ?= go
 TOOLS := $(CURDIR)/.tools/bin
 export PATH := $(TOOLS):$(PATH)
 
-.PHONY: run build test test-deps check fuzz bench clean
+.PHONY: run build test test-deps check fuzz bench screenshots clean
 
 ## run: the whole product as one local process on http://127.0.0.1:8080
 run:
@@ -28,6 +28,11 @@ check:
 ## test: everything, with missing tools an error rather than a skip
 test: test-deps check
 	TARPORT_REQUIRE_TOOLS=1 $(GO) test -count=1 -timeout 45m ./...
+
+## screenshots: the web UI's main screens at phone and desktop widths, light and dark,
+## into docs/screenshots/ (a real chromium against the local server and its fakes)
+screenshots: test-deps
+	TARPORT_REQUIRE_TOOLS=1 TARPORT_SCREENSHOTS=$(CURDIR)/docs/screenshots $(GO) test ./infra/webtest -run '^TestScreenshots$$' -count=1 -v
 
 ## fuzz: a short run of every fuzz target
 fuzz:

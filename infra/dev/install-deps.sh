@@ -14,6 +14,8 @@ for pair in curl:curl skopeo:skopeo containerd:containerd ctr:containerd podman:
   bin=${pair%%:*} pkg=${pair##*:}
   command -v "$bin" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
+# A CJK font, so the Chinese UI renders in the browser tests' screenshots.
+dpkg -s fonts-wqy-microhei >/dev/null 2>&1 || need_apt+=(fonts-wqy-microhei)
 if ((${#need_apt[@]})); then
   echo "installing Debian packages: ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

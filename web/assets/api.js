@@ -1,0 +1,83 @@
+// The page's only connection to the server: same-origin /api/* (the CSP's
+// connect-src 'self'). Every failure becomes an ApiError whose message is the
+// server's own {"error":{"code","message"}} text when there is one.
+import { t } from './i18n.js';
+
+export class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+async function request(path, init) {
+  let resp;
+  try {
+    resp = await fetch(path, { credentials: 'same-origin', cache: 'no-store', ...init });
+  } catch (e) {
+    if (e && e.name === 'AbortError') throw e;
+    throw new ApiError(0, 'network', t('err.network'));
+  }
+  let body = null;
+  try {
+    body = await resp.json();
+  } catch {
+    body = null;
+  }
+  if (!resp.ok) {
+    const err = body && body.error;
+    if (err && err.message) throw new ApiError(resp.status, err.code || 'error', err.message);
+    throw new ApiError(resp.status, 'bad_answer', t('err.badAnswer', { status: resp.status }));
+  }
+  if (body == null) throw new ApiError(resp.status, 'bad_answer', t('err.badAnswer', { status: resp.status }));
+  return body;
+}
+
+// Discovery answers are cached by the server for minutes; a short cache here
+// keeps back/forward and language switches from asking again.
+const cache = new Map();
+const CACHE_MS = 60_000;
+
+function cachedGet(path, signal) {
+  const hit = cache.get(path);
+  if (hit && Date.now() - hit.at < CACHE_MS) return hit.promise;
+  const promise = request(path, { signal });
+  cache.set(path, { at: Date.now(), promise });
+  promise.catch(() => cache.delete(path));
+  return promise;
+}
+
+function query(params) {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v != null && v !== '') q.set(k, String(v));
+  return q.toString();
+}
+
+export function search(q, page = 1, limit = 25, signal) {
+  return cachedGet(`/api/search?${query({ q, page, limit })}`, signal);
+}
+
+export function popular(limit = 24, signal) {
+  return cachedGet(`/api/popular?${query({ limit })}`, signal);
+}
+
+export function imageDetails(image, signal) {
+  return cachedGet(`/api/image-details?${query({ image })}`, signal);
+}
+
+/** Starts (or joins) a download job. Credentials travel only in this body. */
+export function createDownload({ image, platform, username, password }) {
+  const body = { image, platform };
+  if (username) body.username = username;
+  if (password) body.password = password;
+  return request('/api/downloads', {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+}
+
+export function getDownload(id, signal) {
+  return request(`/api/downloads/${encodeURIComponent(id)}`, { signal });
+}

@@ -1,0 +1,498 @@
+// The downloads panel: one entry per job, polled about once a second until
+// it is ready or failed. Jobs (id, image, platform; never credentials) are
+// kept in sessionStorage so a reload keeps showing them; a job's file is
+// started automatically once, when it first turns ready.
+//
+// A request the server refuses at once (4xx/5xx on POST) becomes an entry
+// too, data-status="failed", data-id="local-N" (there is no job id), with the
+// server's message in [data-testid=error].
+import * as api from '../api.js';
+import { h, icon, clear, copyText } from '../dom.js';
+import { t } from '../i18n.js';
+import * as fmt from '../format.js';
+import { parseRef } from './quick.js';
+import { imageHref } from './parts.js';
+
+const STORE_KEY = 'tarport.downloads';
+const POLL_MS = 1000;
+const SPEED_WINDOW_MS = 8000;
+const TERMINAL = new Set(['ready', 'failed']);
+const STATUSES = new Set(['queued', 'fetching', 'assembling', 'ready', 'failed']);
+// Failures a plain retry cannot fix; others (rate limits, upstream trouble) get a Retry button.
+const FINAL_CODES = new Set(['invalid_request', 'invalid_reference', 'invalid_platform', 'not_found',
+  'too_large', 'unsupported', 'forbidden', 'blocked_address', 'method_not_allowed']);
+const CREDENTIAL_CODES = new Set(['unauthorized', 'credentials_required']);
+
+let localSeq = 0;
+
+export class Downloads {
+  /**
+   * @param {object} o
+   * @param {HTMLElement} o.list   where entries go (newest first)
+   * @param {HTMLElement} o.empty  shown while there are none
+   * @param {HTMLElement} o.clear  "Clear finished" button
+   * @param {(msg: string) => void} o.announce  polite screen-reader message
+   * @param {(image: string, platform: string) => void} o.askCredentials  prefill the quick form
+   */
+  constructor(o) {
+    this.o = o;
+    this.entries = new Map(); // key -> entry; key is the job id or local-N
+    o.clear.addEventListener('click', () => this.clearFinished());
+  }
+
+  /** Restores the jobs of this tab's session and polls those still running. */
+  restore() {
+    let saved = [];
+    try { saved = JSON.parse(sessionStorage.getItem(STORE_KEY) || '[]'); } catch { saved = []; }
+    if (!Array.isArray(saved)) return;
+    // Stored newest first; add oldest first so the order survives.
+    for (const s of saved.slice().reverse()) {
+      if (!s || typeof s.id !== 'string') continue;
+      const e = this.add({ key: s.id, id: s.id, image: s.image || '', platform: s.platform || '', auto: !!s.auto });
+      // Shown as last seen until the first read answers (a ready job's link is signed afresh then).
+      e.status = STATUSES.has(s.status) ? s.status : 'queued';
+      this.render(e);
+      this.poll(e, 0);
+    }
+  }
+
+  /**
+   * Starts a download and resolves once the server has answered (the entry
+   * then exists). Never rejects: a refusal becomes a failed entry.
+   */
+  async start({ image, platform, username, password }) {
+    let job;
+    try {
+      job = await api.createDownload({ image, platform, username, password });
+    } catch (err) {
+      const key = `local-${++localSeq}`;
+      const e = this.add({ key, id: null, image, platform, auto: true });
+      e.status = 'failed';
+      e.error = { code: err.code, message: err.message };
+      this.render(e);
+      this.reveal(e);
+      this.o.announce(t('dl.failedAnnounce', { image, platform, msg: err.message }));
+      return e;
+    }
+    let e = this.entries.get(job.id);
+    const again = !!e;
+    if (!e) {
+      e = this.add({ key: job.id, id: job.id, image: job.image || image, platform: job.platform || platform, auto: false });
+    } else {
+      // Same image+platform joins the running job: show the existing entry first.
+      this.o.list.prepend(e.el.root);
+      e.error = null;
+      if (e.status === 'ready') e.auto = false; // asked again: save the file again
+    }
+    this.o.announce(t('dl.started', { image: e.image, platform: e.platform }));
+    this.update(e, job);
+    this.reveal(e);
+    if (!TERMINAL.has(job.status) && (!again || !e.timer)) this.poll(e, POLL_MS);
+    return e;
+  }
+
+  add({ key, id, image, platform, auto }) {
+    const e = {
+      key, id, image, platform, auto,
+      status: 'queued', job: null, error: null, samples: [],
+      expanded: false, connLost: false, failures: 0, timer: 0, ctrl: null, el: null,
+    };
+    e.el = this.build(e);
+    this.entries.set(key, e);
+    this.o.list.prepend(e.el.root);
+    this.syncEmpty();
+    return e;
+  }
+
+  build(e) {
+    const layersId = `layers-${e.key}`;
+    const el = {};
+    el.title = h('span.dl-image');
+    el.platform = h('span.chip.dl-platform');
+    el.badge = h('span.status-badge');
+    el.dismiss = h('button.btn.btn-icon.btn-small.dl-dismiss', {
+      type: 'button',
+      on: {
+        click: () => {
+          // Keep keyboard focus in the list: the next entry's dismiss, else the heading.
+          const sibling = el.root.nextElementSibling || el.root.previousElementSibling;
+          this.remove(e.key);
+          const next = sibling && sibling.querySelector('.dl-dismiss');
+          if (next) next.focus(); else this.focusHeading();
+        },
+      },
+    }, icon('close'));
+    el.progress = h('progress', { dataset: { testid: 'progress' }, max: 1 });
+    el.bytes = h('span.dl-bytes', { dataset: { testid: 'bytes' } });
+    el.pct = h('span.dl-pct');
+    el.speed = h('span.dl-speed', { dataset: { testid: 'speed' } });
+    el.eta = h('span.dl-eta');
+    el.meta = h('div.dl-meta', null, el.bytes, el.pct, el.speed, el.eta);
+    el.toggleText = h('span');
+    el.toggle = h('button.btn.btn-ghost.btn-small.dl-layers-toggle', {
+      type: 'button',
+      'aria-expanded': 'false',
+      'aria-controls': layersId,
+      dataset: { testid: 'layers-toggle' },
+      on: { click: () => this.toggleLayers(e) },
+    }, icon('layers'), el.toggleText);
+    el.layers = h('ul.dl-layers', { id: layersId, hidden: true, dataset: { testid: 'layers' } });
+    el.state = h('p.dl-state.muted');
+    el.ready = h('div.dl-ready', { hidden: true });
+    el.error = h('p.dl-error', { role: 'alert', hidden: true, dataset: { testid: 'error' } });
+    el.actions = h('div.dl-actions', { hidden: true });
+    el.root = h('div.dl', { dataset: { testid: 'download', id: e.key } },
+      h('div.dl-head', null, h('div.dl-name', null, el.title, el.platform), el.badge, el.dismiss),
+      el.progress, el.meta, el.state, el.toggle, el.layers, el.ready, el.error, el.actions);
+    return el;
+  }
+
+  /** Takes a fresh job answer into the entry. */
+  update(e, job) {
+    e.job = job;
+    e.status = job.status || 'queued';
+    if (job.image) e.image = job.image;
+    if (job.platform) e.platform = job.platform;
+    const now = performance.now();
+    e.samples.push({ at: now, done: Number(job.done_bytes) || 0 });
+    while (e.samples.length > 2 && now - e.samples[0].at > SPEED_WINDOW_MS) e.samples.shift();
+    if (e.status === 'failed') {
+      e.error = job.error && job.error.message ? job.error : { code: 'failed', message: t('status.failed') };
+    }
+    this.render(e);
+    this.save();
+    if (e.status === 'ready' && job.url && !e.auto) {
+      e.auto = true;
+      this.save();
+      saveFile(absolute(job.url), fileName(e));
+      this.o.announce(t('dl.readyAnnounce', { image: e.image, platform: e.platform, file: fileName(e) }));
+    } else if (e.status === 'failed' && e.lastAnnounced !== 'failed') {
+      this.o.announce(t('dl.failedAnnounce', { image: e.image, platform: e.platform, msg: e.error.message }));
+    }
+    e.lastAnnounced = e.status;
+  }
+
+  poll(e, delay) {
+    clearTimeout(e.timer);
+    e.timer = setTimeout(async () => {
+      e.timer = 0;
+      if (!this.entries.has(e.key)) return;
+      e.ctrl = new AbortController();
+      try {
+        const job = await api.getDownload(e.id, e.ctrl.signal);
+        if (!this.entries.has(e.key)) return;
+        e.failures = 0;
+        e.connLost = false;
+        this.update(e, job);
+        if (!TERMINAL.has(e.status)) this.poll(e, POLL_MS);
+      } catch (err) {
+        if (!this.entries.has(e.key) || (err && err.name === 'AbortError')) return;
+        if (err.status >= 400 && err.status < 500 && err.status !== 429) {
+          // The job is gone (expired, or the server lost it): say so, stop.
+          e.status = 'failed';
+          e.error = { code: err.code, message: err.message };
+          this.render(e);
+          this.save();
+          return;
+        }
+        e.failures++;
+        e.connLost = true;
+        this.render(e);
+        this.poll(e, Math.min(POLL_MS * 2 ** e.failures, 10_000));
+      } finally {
+        e.ctrl = null;
+      }
+    }, delay);
+  }
+
+  /** Draws the entry from its state; safe to call at any time (language switch too). */
+  render(e) {
+    const el = e.el;
+    const job = e.job || {};
+    const total = Number(job.total_bytes) || 0;
+    const done = Math.min(Number(job.done_bytes) || 0, total || Infinity);
+    const failed = e.status === 'failed';
+    const ready = e.status === 'ready';
+
+    el.root.dataset.status = e.status;
+    el.title.textContent = e.image || '…';
+    el.title.title = e.image;
+    el.platform.textContent = e.platform ? fmt.platformLabel(e.platform) : '';
+    el.platform.hidden = !e.platform;
+    el.badge.textContent = t(`status.${e.status}`);
+    el.badge.className = `status-badge status-${e.status}`;
+    el.dismiss.setAttribute('aria-label', t('dl.dismiss', { image: e.image }));
+    el.dismiss.title = el.dismiss.getAttribute('aria-label');
+
+    // Progress: value/max are bytes; indeterminate until the total is known.
+    const hasBytes = total > 0;
+    el.progress.hidden = failed && !hasBytes;
+    if (hasBytes) {
+      el.progress.max = total;
+      el.progress.value = ready ? total : done;
+    } else if (ready) {
+      el.progress.max = 1;
+      el.progress.value = 1;
+    } else {
+      el.progress.removeAttribute('value');
+    }
+    el.progress.setAttribute('aria-label', `${e.image} ${e.platform}`);
+    el.meta.hidden = !hasBytes;
+    el.bytes.textContent = t('dl.bytes', { done: fmt.bytes(ready ? total : done), total: fmt.bytes(total) });
+    el.pct.textContent = hasBytes ? `${Math.floor(((ready ? total : done) / total) * 100)}%` : '';
+    const rate = speedOf(e);
+    el.speed.textContent = ready || failed ? '' : fmt.speed(rate);
+    el.speed.hidden = ready || failed;
+    const eta = rate > 0 && !ready && !failed ? (total - done) / rate : NaN;
+    el.eta.textContent = Number.isFinite(eta) && eta > 0 ? t('dl.eta', { t: fmt.duration(eta) }) : '';
+    el.eta.hidden = !el.eta.textContent;
+
+    el.state.textContent = e.connLost ? t('dl.conn') : '';
+    el.state.hidden = !e.connLost;
+
+    const layers = Array.isArray(job.layers) ? job.layers : [];
+    el.toggle.hidden = layers.length === 0;
+    el.toggle.setAttribute('aria-expanded', String(e.expanded));
+    el.toggleText.textContent = e.expanded ? t('dl.layersHide') : t('dl.layers', { n: layers.length });
+    el.layers.hidden = !e.expanded || layers.length === 0;
+    if (e.expanded) this.renderLayers(e, layers, ready);
+
+    el.error.hidden = !failed || !e.error;
+    el.error.textContent = failed && e.error ? e.error.message : '';
+
+    this.renderReady(e, ready ? job : null);
+    this.renderActions(e, failed);
+    this.syncEmpty();
+  }
+
+  renderLayers(e, layers, ready) {
+    const ul = e.el.layers;
+    while (ul.children.length > layers.length) ul.lastChild.remove();
+    layers.forEach((l, i) => {
+      let li = ul.children[i];
+      if (!li) {
+        li = h('li.dl-layer', null,
+          h('code.dl-layer-digest'), h('progress.dl-layer-progress'), h('span.dl-layer-bytes'));
+        ul.append(li);
+      }
+      const [code, prog, txt] = li.children;
+      const size = Number(l.size) || 0;
+      const done = ready ? size : Math.min(Number(l.done_bytes) || 0, size);
+      const short = String(l.digest || '').replace(/^(sha256:)?([0-9a-f]{12}).*$/, (m, p, hex) => `${p || ''}${hex}`);
+      code.textContent = short;
+      code.title = l.digest || '';
+      prog.max = size || 1;
+      prog.value = size ? done : 0;
+      prog.setAttribute('aria-label', short);
+      txt.textContent = size && done >= size
+        ? `${fmt.bytes(size)} · ${t('dl.layerDone')}`
+        : t('dl.bytes', { done: fmt.bytes(done), total: fmt.bytes(size) });
+      li.classList.toggle('is-done', size > 0 && done >= size);
+    });
+  }
+
+  renderReady(e, job) {
+    const box = e.el.ready;
+    const url = job && job.url ? absolute(job.url) : '';
+    if (!url) {
+      if (!box.hidden) { clear(box); box.hidden = true; }
+      e.readyUrl = '';
+      return;
+    }
+    // Rebuild only when the link or the language changed, so focus and
+    // selection in the commands survive the once-a-second polling.
+    const sig = `${url}|${document.documentElement.lang}`;
+    if (e.readySig === sig && !box.hidden) return;
+    e.readySig = sig;
+    const file = fileName(e);
+    clear(box);
+    const link = h('a.btn.btn-primary.dl-link', {
+      href: url,
+      download: file,
+      rel: 'noopener',
+      dataset: { testid: 'link' },
+      title: file,
+      on: { click: (ev) => this.refreshIfExpired(ev, e) },
+    }, icon('pull'), h('span', { text: t('dl.link') }));
+    const facts = [h('code.dl-file', { text: file })];
+    if (job.expires_at) facts.push(h('span', { text: t('dl.linkExpires', { time: fmt.dateTime(job.expires_at) }) }));
+    const expires = h('p.dl-expires.muted', null, facts);
+    box.append(
+      h('div.dl-linkrow', null, link, expires),
+      command('curl', `curl -fL -o ${shellQuote(file)} ${shellQuote(url)}`, 'curl'),
+      command(t('dl.load'), `docker load -i ${shellQuote(file)}`, 'docker-load'),
+      h('details.dl-more', null, h('summary', { text: t('dl.more') }),
+        command(t('dl.alsoPodman'), `podman load -i ${shellQuote(file)}`, null),
+        command(t('dl.alsoCtr'), `ctr images import --platform ${e.platform} ${shellQuote(file)}`, null)),
+    );
+    box.hidden = false;
+  }
+
+  renderActions(e, failed) {
+    const box = e.el.actions;
+    const code = failed && e.error ? e.error.code : '';
+    const kind = !failed ? '' : CREDENTIAL_CODES.has(code) ? 'creds'
+      : code === 'platform_not_found' ? 'platforms'
+        : FINAL_CODES.has(code) ? '' : 'retry';
+    box.hidden = !kind;
+    const sig = `${kind}|${document.documentElement.lang}`;
+    if (box.dataset.sig === sig) return;
+    box.dataset.sig = sig;
+    clear(box);
+    if (kind === 'platforms') {
+      const ref = parseRef(e.image);
+      if (ref) box.append(h('a.btn.btn-small', { href: imageHref(ref.repo, ref.tag) }, icon('layers'), h('span', { text: t('dl.pickPlatform') })));
+      else box.hidden = true;
+    } else if (kind) {
+      box.append(h('button.btn.btn-small', {
+        type: 'button',
+        on: { click: () => this.retry(e) },
+      }, icon(kind === 'creds' ? 'link' : 'retry'), h('span', { text: t(kind === 'creds' ? 'dl.enterCreds' : 'dl.retry') })));
+    }
+  }
+
+  async retry(e) {
+    if (CREDENTIAL_CODES.has(e.error && e.error.code)) {
+      this.o.askCredentials(e.image, e.platform);
+      return;
+    }
+    this.remove(e.key);
+    await this.start({ image: e.image, platform: e.platform });
+  }
+
+  /** A link past its expiry is signed afresh by reading the job again. */
+  async refreshIfExpired(ev, e) {
+    const exp = e.job && Date.parse(e.job.expires_at);
+    if (!exp || exp - Date.now() > 15_000 || !e.id) return;
+    ev.preventDefault();
+    try {
+      const job = await api.getDownload(e.id);
+      this.update(e, job);
+      if (job.url) saveFile(absolute(job.url), fileName(e));
+    } catch (err) {
+      e.status = 'failed';
+      e.error = { code: err.code, message: err.message };
+      this.render(e);
+    }
+  }
+
+  toggleLayers(e) {
+    e.expanded = !e.expanded;
+    this.render(e);
+  }
+
+  remove(key) {
+    const e = this.entries.get(key);
+    if (!e) return;
+    clearTimeout(e.timer);
+    if (e.ctrl) e.ctrl.abort();
+    e.el.root.remove();
+    this.entries.delete(key);
+    this.save();
+    this.syncEmpty();
+  }
+
+  clearFinished() {
+    for (const e of [...this.entries.values()]) if (TERMINAL.has(e.status)) this.remove(e.key);
+    this.focusHeading();
+  }
+
+  focusHeading() {
+    const h2 = this.o.list.closest('section')?.querySelector('h2');
+    if (h2) h2.focus({ preventScroll: true });
+  }
+
+  rerender() {
+    for (const e of this.entries.values()) {
+      e.readySig = '';
+      this.render(e);
+    }
+  }
+
+  reveal(e) {
+    const root = e.el.root;
+    root.classList.remove('flash');
+    void root.offsetWidth; // restart the highlight animation
+    root.classList.add('flash');
+    const r = root.getBoundingClientRect();
+    if (r.top < 0 || r.bottom > window.innerHeight) {
+      const smooth = !window.matchMedia('(prefers-reduced-motion: reduce)').matches;
+      root.scrollIntoView({ block: 'nearest', behavior: smooth ? 'smooth' : 'auto' });
+    }
+  }
+
+  save() {
+    // Newest first, in list order; only jobs the server knows (no local failures).
+    const keys = [...this.o.list.children].map((n) => n.dataset.id);
+    const out = [];
+    for (const k of keys) {
+      const e = this.entries.get(k);
+      if (!e || !e.id) continue;
+      out.push({ id: e.id, image: e.image, platform: e.platform, status: e.status, auto: e.auto });
+    }
+    try { sessionStorage.setItem(STORE_KEY, JSON.stringify(out)); } catch { /* storage full or off */ }
+  }
+
+  syncEmpty() {
+    const n = this.entries.size;
+    this.o.empty.hidden = n > 0;
+    this.o.clear.hidden = ![...this.entries.values()].some((e) => TERMINAL.has(e.status));
+  }
+}
+
+function speedOf(e) {
+  const s = e.samples;
+  if (s.length < 2) return 0;
+  const a = s[0];
+  const b = s[s.length - 1];
+  const dt = (b.at - a.at) / 1000;
+  return dt > 0.3 ? Math.max(0, (b.done - a.done) / dt) : 0;
+}
+
+function command(label, text, testid) {
+  const code = h('code.cmd-text', { dataset: testid ? { testid } : null, text });
+  const btn = h('button.btn.btn-small.cmd-copy', {
+    type: 'button',
+    'aria-label': `${t('dl.copy')}: ${label}`,
+  }, icon('copy'), h('span', { text: t('dl.copy') }));
+  btn.addEventListener('click', async () => {
+    const ok = await copyText(text);
+    const span = btn.querySelector('span');
+    span.textContent = ok ? t('dl.copied') : t('dl.copyFailed');
+    btn.classList.toggle('is-copied', ok);
+    if (!ok) {
+      const range = document.createRange();
+      range.selectNodeContents(code);
+      const sel = getSelection();
+      sel.removeAllRanges();
+      sel.addRange(range);
+    }
+    setTimeout(() => { span.textContent = t('dl.copy'); btn.classList.remove('is-copied'); }, 2000);
+  });
+  return h('div.cmd', null, h('span.cmd-label', { text: label }), h('div.cmd-box', null, code, btn));
+}
+
+/** Single quotes for the shell; a quote inside becomes '\''. */
+export function shellQuote(s) {
+  if (/^[\w@%+=:,./-]+$/.test(s) && !s.includes('://')) return s;
+  return `'${String(s).replace(/'/g, `'\\''`)}'`;
+}
+
+function absolute(url) {
+  try { return new URL(url, location.href).href; } catch { return url; }
+}
+
+function fileName(e) {
+  const given = e.job && e.job.file_name;
+  if (given && /^[\w.+-]+\.tar$/.test(given)) return given;
+  const base = `${e.image}_${e.platform}`.replace(/^.*\//, (m) => m).replace(/[^\w.+-]+/g, '_');
+  return `${base}.tar`;
+}
+
+/** Starts the browser's download of url: a link with the download attribute, clicked. */
+export function saveFile(url, file) {
+  const a = h('a', { href: url, download: file, rel: 'noopener', class: 'offscreen' });
+  document.body.append(a);
+  a.click();
+  a.remove();
+}
