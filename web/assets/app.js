@@ -64,6 +64,20 @@ function announce(msg) {
   announceTimer = setTimeout(() => { announcer.textContent = msg; }, 50);
 }
 
+// ---- the side column (Quick download, Downloads) beside the page on wide
+// screens: sticky only while all of it fits in the window, so it never
+// needs a scrollbar of its own and nothing in it is out of reach.
+const side = document.querySelector('.side');
+const topbar = document.querySelector('.topbar');
+function fitSide() {
+  const top = parseFloat(getComputedStyle(side).top) || 0;
+  side.classList.toggle('is-sticky', side.offsetHeight + top + 16 <= window.innerHeight);
+}
+new ResizeObserver(fitSide).observe(side);
+window.addEventListener('resize', fitSide);
+// The y below which the page shows: under the header while it is sticky.
+const viewTop = () => (getComputedStyle(topbar).position === 'sticky' ? topbar.getBoundingClientRect().bottom : 0);
+
 // ---- quick download and the downloads panel
 let quick;
 const downloads = new Downloads({
@@ -72,6 +86,8 @@ const downloads = new Downloads({
   clear: document.getElementById('downloads-clear'),
   announce,
   askCredentials: (image, platform) => quick.prefill(image, platform, true),
+  settle: fitSide,
+  viewTop,
 });
 quick = setupQuick({
   form: document.getElementById('quick'),

@@ -1,7 +1,8 @@
 // English and Chinese strings. The language follows the browser
 // (navigator.languages) until the person picks one in select#lang; that
 // choice is kept in localStorage. Static markup carries data-i18n (text),
-// data-i18n-placeholder, data-i18n-title and data-i18n-aria-label keys that
+// data-i18n-placeholder (with an optional data-i18n-placeholder-narrow for
+// narrow screens), data-i18n-title and data-i18n-aria-label keys that
 // apply() fills; views call t() when they render.
 
 const STRINGS = {
@@ -15,6 +16,7 @@ const STRINGS = {
     'theme.toLight': 'Switch to light theme',
     'search.label': 'Search Docker Hub',
     'search.placeholder': 'Search Docker Hub, e.g. nginx',
+    'search.placeholderShort': 'Search Docker Hub',
     'search.button': 'Search',
     'search.title': 'Search results',
     'search.loading': 'Searching Docker Hub for “{q}”…',
@@ -130,6 +132,7 @@ const STRINGS = {
     'theme.toLight': '切换到浅色主题',
     'search.label': '搜索 Docker Hub',
     'search.placeholder': '搜索 Docker Hub，例如 nginx',
+    'search.placeholderShort': '搜索 Docker Hub',
     'search.button': '搜索',
     'search.title': '搜索结果',
     'search.loading': '正在 Docker Hub 中搜索“{q}”…',
@@ -238,6 +241,9 @@ const STRINGS = {
 };
 
 export const LANGS = ['en', 'zh'];
+// Below this width a long placeholder is cut off: data-i18n-placeholder-narrow applies.
+const narrow = window.matchMedia('(max-width: 480px)');
+narrow.addEventListener('change', () => apply(document));
 const KEY = 'tarport.lang';
 let lang = 'en';
 const listeners = new Set();
@@ -284,7 +290,10 @@ export function t(key, vars) {
 /** Fills the static markup's data-i18n* attributes under root. */
 export function apply(root) {
   for (const el of root.querySelectorAll('[data-i18n]')) el.textContent = t(el.dataset.i18n);
-  for (const el of root.querySelectorAll('[data-i18n-placeholder]')) el.placeholder = t(el.dataset.i18nPlaceholder);
+  for (const el of root.querySelectorAll('[data-i18n-placeholder]')) {
+    const narrowKey = el.dataset.i18nPlaceholderNarrow;
+    el.placeholder = t(narrowKey && narrow.matches ? narrowKey : el.dataset.i18nPlaceholder);
+  }
   for (const el of root.querySelectorAll('[data-i18n-title]')) el.title = t(el.dataset.i18nTitle);
   for (const el of root.querySelectorAll('[data-i18n-aria-label]')) el.setAttribute('aria-label', t(el.dataset.i18nAriaLabel));
 }

@@ -6,9 +6,8 @@ import { h, icon, clear } from '../dom.js';
 import { t } from '../i18n.js';
 import * as fmt from '../format.js';
 import { renderMarkdown } from '../markdown.js';
-import { officialBadge, avatar, nameParts, stats, statusLine, imageHref } from './parts.js';
+import { officialBadge, avatar, nameParts, stats, statusLine, imageHref, commandBox, shellQuote } from './parts.js';
 import { QUICK_PLATFORMS } from './quick.js';
-import { shellQuote } from './downloads.js';
 
 const TAGS_SHOWN = 20;
 
@@ -65,7 +64,7 @@ export function renderDetails(view, params, ctx, name) {
     const note = h('p.hint.platform-note', { hidden: true, text: t('details.platformsUnknown') });
     const dlBtn = h('button#details-download.btn.btn-primary.btn-block', { type: 'button' },
       icon('pull'), h('span', { text: t('details.download') }));
-    const curlCode = h('code.cmd-text');
+    const curl = commandBox(t('details.curl'), { name: 'curl' });
 
     const tagOf = () => tags.find((tg) => tg.name === tagSelect.value) || tags[0];
 
@@ -100,7 +99,7 @@ export function renderDetails(view, params, ctx, name) {
       const plat = fmt.platformLabel(platformSelect.value);
       const file = `${ref.replace(/^.*\//, '')}_${plat}`.replace(/[^\w.+-]+/g, '_') + '.tar';
       const pull = new URL(`/api/pull/${ref}?platform=${plat}`, location.href).href;
-      curlCode.textContent = `curl -fL --retry 100 -o ${shellQuote(file)} ${shellQuote(pull)}`;
+      curl.set(['curl -fL --retry 100', ['-o', shellQuote(file)], { url: shellQuote(pull) }]);
       dlBtn.setAttribute('aria-label', `${t('details.download')}: ${ref} (${fmt.platformLabel(platformSelect.value)})`);
       for (const row of tagList.querySelectorAll('li')) row.classList.toggle('is-selected', row.dataset.tag === tg.name);
     };
@@ -133,7 +132,8 @@ export function renderDetails(view, params, ctx, name) {
       note,
       h('p.size-line', null, h('span.muted', { text: `${t('details.size')}: ` }), size),
       dlBtn,
-      h('div.cmd.pick-curl', null, h('span.cmd-label', { text: t('details.curl') }), h('div.cmd-box', null, curlCode)));
+      curl.el);
+    curl.el.classList.add('pick-curl');
 
     const tagList = h('ul.tag-list');
     const showTags = (n) => {

@@ -7,11 +7,11 @@
 // too, data-status="failed", data-id="local-N" (there is no job id), with the
 // server's message in [data-testid=error].
 import * as api from '../api.js';
-import { h, icon, clear, copyText } from '../dom.js';
+import { h, icon, clear } from '../dom.js';
 import { t } from '../i18n.js';
 import * as fmt from '../format.js';
 import { parseRef } from './quick.js';
-import { imageHref } from './parts.js';
+import { imageHref, commandBox, shellQuote } from './parts.js';
 
 const STORE_KEY = 'tarport.downloads';
 const POLL_MS = 1000;
@@ -33,6 +33,8 @@ export class Downloads {
    * @param {HTMLElement} o.clear  "Clear finished" button
    * @param {(msg: string) => void} o.announce  polite screen-reader message
    * @param {(image: string, platform: string) => void} o.askCredentials  prefill the quick form
+   * @param {() => void} [o.settle]  brings the page layout up to date (the side column's stickiness)
+   * @param {() => number} [o.viewTop]  the y where the visible page starts (below a sticky header)
    */
   constructor(o) {
     this.o = o;
@@ -107,9 +109,9 @@ export class Downloads {
   build(e) {
     const layersId = `layers-${e.key}`;
     const el = {};
-    el.title = h('span.dl-image');
-    el.platform = h('span.chip.dl-platform');
-    el.badge = h('span.status-badge');
+    el.title = h('span.dl-image', { id: `dl-${e.key}-image` });
+    el.platform = h('span.chip.dl-platform', { id: `dl-${e.key}-platform` });
+    el.badge = h('span.status-badge', { id: `dl-${e.key}-status` });
     el.dismiss = h('button.btn.btn-icon.btn-small.dl-dismiss', {
       type: 'button',
       on: {
@@ -141,7 +143,14 @@ export class Downloads {
     el.ready = h('div.dl-ready', { hidden: true });
     el.error = h('p.dl-error', { role: 'alert', hidden: true, dataset: { testid: 'error' } });
     el.actions = h('div.dl-actions', { hidden: true });
-    el.root = h('div.dl', { dataset: { testid: 'download', id: e.key } },
+    // A named group that can take focus: a new download is focused, so
+    // keyboard and screen-reader users land on it (see reveal).
+    el.root = h('div.dl', {
+      dataset: { testid: 'download', id: e.key },
+      role: 'group',
+      tabindex: '-1',
+      'aria-labelledby': `${el.title.id} ${el.platform.id} ${el.badge.id}`,
+    },
       h('div.dl-head', null, h('div.dl-name', null, el.title, el.platform), el.badge, el.dismiss),
       el.progress, el.meta, el.state, el.toggle, el.layers, el.ready, el.error, el.actions);
     return el;
@@ -317,13 +326,19 @@ export class Downloads {
     const facts = [h('code.dl-file', { text: file })];
     if (job.expires_at) facts.push(h('span', { text: t('dl.linkExpires', { time: fmt.dateTime(job.expires_at) }) }));
     const expires = h('p.dl-expires.muted', null, facts);
+    const f = shellQuote(file);
+    const cmd = (label, words, testid) => {
+      const c = commandBox(label, { testid });
+      c.set(words);
+      return c.el;
+    };
     box.append(
       h('div.dl-linkrow', null, link, expires),
-      command('curl', `curl -fL -o ${shellQuote(file)} ${shellQuote(url)}`, 'curl'),
-      command(t('dl.load'), `docker load -i ${shellQuote(file)}`, 'docker-load'),
+      cmd('curl', ['curl -fL', ['-o', f], { url: shellQuote(url) }], 'curl'),
+      cmd(t('dl.load'), ['docker load', ['-i', f]], 'docker-load'),
       h('details.dl-more', null, h('summary', { text: t('dl.more') }),
-        command(t('dl.alsoPodman'), `podman load -i ${shellQuote(file)}`, null),
-        command(t('dl.alsoCtr'), `ctr images import --platform ${e.platform} ${shellQuote(file)}`, null)),
+        cmd(t('dl.alsoPodman'), ['podman load', ['-i', f]]),
+        cmd(t('dl.alsoCtr'), ['ctr images import', ['--platform', e.platform], f])),
     );
     box.hidden = false;
   }
@@ -409,16 +424,26 @@ export class Downloads {
     }
   }
 
+  /**
+   * Shows a download that was just asked for: a short highlight, a scroll
+   * to the entry only when it is out of view (on a phone the list is below
+   * the page; on a wide screen the side column shows it, so nothing moves),
+   * and keyboard focus on the entry.
+   */
   reveal(e) {
     const root = e.el.root;
     root.classList.remove('flash');
     void root.offsetWidth; // restart the highlight animation
     root.classList.add('flash');
+    if (this.o.settle) this.o.settle(); // the layout as it is with the new entry
     const r = root.getBoundingClientRect();
-    if (r.top < 0 || r.bottom > window.innerHeight) {
+    const top = this.o.viewTop ? this.o.viewTop() : 0; // below a sticky header
+    const seen = Math.min(r.height, 96); // enough of it to notice
+    if (r.top < top - 1 || r.top + seen > window.innerHeight) {
       const smooth = !window.matchMedia('(prefers-reduced-motion: reduce)').matches;
-      root.scrollIntoView({ block: 'nearest', behavior: smooth ? 'smooth' : 'auto' });
+      root.scrollIntoView({ block: 'start', behavior: smooth ? 'smooth' : 'auto' });
     }
+    root.focus({ preventScroll: true });
   }
 
   save() {
@@ -447,35 +472,6 @@ function speedOf(e) {
   const b = s[s.length - 1];
   const dt = (b.at - a.at) / 1000;
   return dt > 0.3 ? Math.max(0, (b.done - a.done) / dt) : 0;
-}
-
-function command(label, text, testid) {
-  const code = h('code.cmd-text', { dataset: testid ? { testid } : null, text });
-  const btn = h('button.btn.btn-small.cmd-copy', {
-    type: 'button',
-    'aria-label': `${t('dl.copy')}: ${label}`,
-  }, icon('copy'), h('span', { text: t('dl.copy') }));
-  btn.addEventListener('click', async () => {
-    const ok = await copyText(text);
-    const span = btn.querySelector('span');
-    span.textContent = ok ? t('dl.copied') : t('dl.copyFailed');
-    btn.classList.toggle('is-copied', ok);
-    if (!ok) {
-      const range = document.createRange();
-      range.selectNodeContents(code);
-      const sel = getSelection();
-      sel.removeAllRanges();
-      sel.addRange(range);
-    }
-    setTimeout(() => { span.textContent = t('dl.copy'); btn.classList.remove('is-copied'); }, 2000);
-  });
-  return h('div.cmd', null, h('span.cmd-label', { text: label }), h('div.cmd-box', null, code, btn));
-}
-
-/** Single quotes for the shell; a quote inside becomes '\''. */
-export function shellQuote(s) {
-  if (/^[\w@%+=:,./-]+$/.test(s) && !s.includes('://')) return s;
-  return `'${String(s).replace(/'/g, `'\\''`)}'`;
 }
 
 function absolute(url) {

@@ -54,14 +54,21 @@ export function renderHome(view, params, ctx) {
 }
 
 function popularItem(item, ctx) {
+  // The button names the platform it downloads (the Quick download one).
+  const plat = h('span.btn-sub');
   const btn = h('button.btn.btn-primary.btn-small.pop-download', {
     type: 'button',
     dataset: { testid: 'popular-download' },
-  }, icon('pull'), h('span', { text: t('popular.download') }));
-  const label = () => t('popular.downloadLabel', { name: item.name, platform: platformLabel(ctx.quickPlatform()) });
-  btn.setAttribute('aria-label', label());
-  btn.title = label();
-  ctx.onQuickPlatform(() => { btn.setAttribute('aria-label', label()); btn.title = label(); });
+  }, icon('pull'), h('span', { text: t('popular.download') }), plat);
+  const setPlatform = () => {
+    const platform = platformLabel(ctx.quickPlatform());
+    plat.textContent = platform;
+    const label = t('popular.downloadLabel', { name: item.name, platform });
+    btn.setAttribute('aria-label', label);
+    btn.title = label;
+  };
+  setPlatform();
+  ctx.onQuickPlatform(setPlatform);
   btn.addEventListener('click', async () => {
     btn.disabled = true;
     btn.setAttribute('aria-busy', 'true');
@@ -76,7 +83,8 @@ function popularItem(item, ctx) {
     h('div.pop-head', null,
       avatar(item.name),
       h('div.pop-title', null,
-        h('h3.pop-name', null, h('a.stretched', { href: imageHref(item.name), dataset: { testid: 'popular-details' } }, nameParts(item.name))),
+        h('h3.pop-name', { title: item.name },
+          h('a.stretched', { href: imageHref(item.name), dataset: { testid: 'popular-details' } }, nameParts(item.name))),
         item.official ? officialBadge() : null)),
     h('p.pop-desc', { text: item.description || t('noDescription'), class: item.description ? '' : 'muted' }),
     h('div.pop-foot', null, stats(item), btn));

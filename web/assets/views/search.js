@@ -53,7 +53,7 @@ export function renderSearch(view, params, ctx) {
       const total = Number(res.total) || 0;
       const pages = Math.max(1, Math.min(MAX_PAGE, Math.ceil(total / limit)));
       list.replaceChildren(...results.map(resultItem));
-      pager.hidden = results.length === 0 && page === 1;
+      pager.hidden = page === 1 && (results.length === 0 || pages <= 1); // one page needs no pager
       if (results.length === 0) {
         status.set('empty', t('search.empty', { q }));
       } else {
