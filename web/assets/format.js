@@ -89,5 +89,5 @@ export function platformString(p) {
 
 /** How a platform is shown: arm64's default variant v8 is left out, as docker does. */
 export function platformLabel(value) {
-  return value.replace(/^(\w+)\/arm64\/v8$/, '$1/arm64');
+  return String(value ?? '').replace(/^(\w+)\/arm64\/v8$/, '$1/arm64');
 }

@@ -98,7 +98,12 @@ export function renderDetails(view, params, ctx, name) {
       const ref = `${name}:${tg.name}`;
       const plat = fmt.platformLabel(platformSelect.value);
       const file = `${ref.replace(/^.*\//, '')}_${plat}`.replace(/[^\w.+-]+/g, '_') + '.tar';
-      const pull = new URL(`/api/pull/${ref}?platform=${plat}`, location.href).href;
+      // Each part encoded: a crafted name must not change the command's
+      // path or query.
+      const seg = (v) => encodeURIComponent(v).replace(/%3A/gi, ':').replace(/%40/g, '@');
+      const path = name.split('/').map(seg).join('/') + ':' + seg(tg.name);
+      const query = new URLSearchParams({ platform: plat }).toString().replace(/%2F/gi, '/');
+      const pull = new URL(`/api/pull/${path}?${query}`, location.href).href;
       curl.set(['curl -fL --retry 100', ['-o', shellQuote(file)], { url: shellQuote(pull) }]);
       dlBtn.setAttribute('aria-label', `${t('details.download')}: ${ref} (${fmt.platformLabel(platformSelect.value)})`);
       for (const row of tagList.querySelectorAll('li')) row.classList.toggle('is-selected', row.dataset.tag === tg.name);

@@ -47,14 +47,23 @@ export class Downloads {
     let saved = [];
     try { saved = JSON.parse(sessionStorage.getItem(STORE_KEY) || '[]'); } catch { saved = []; }
     if (!Array.isArray(saved)) return;
-    // Stored newest first; add oldest first so the order survives.
+    // Stored newest first; add oldest first so the order survives. The
+    // storage is the page's own, but a bad entry must not take the page
+    // down: skip it, and forget the store if anything goes wrong.
+    const seen = new Set();
+    const str = (v) => (typeof v === 'string' ? v : '');
     for (const s of saved.slice().reverse()) {
-      if (!s || typeof s.id !== 'string') continue;
-      const e = this.add({ key: s.id, id: s.id, image: s.image || '', platform: s.platform || '', auto: !!s.auto });
-      // Shown as last seen until the first read answers (a ready job's link is signed afresh then).
-      e.status = STATUSES.has(s.status) ? s.status : 'queued';
-      this.render(e);
-      this.poll(e, 0);
+      if (!s || typeof s.id !== 'string' || !/^[\w-]{1,128}$/.test(s.id) || seen.has(s.id)) continue;
+      seen.add(s.id);
+      try {
+        const e = this.add({ key: s.id, id: s.id, image: str(s.image), platform: str(s.platform), auto: s.auto === true });
+        // Shown as last seen until the first read answers (a ready job's link is signed afresh then).
+        e.status = STATUSES.has(s.status) ? s.status : 'queued';
+        this.render(e);
+        this.poll(e, 0);
+      } catch {
+        try { sessionStorage.removeItem(STORE_KEY); } catch { /* storage off */ }
+      }
     }
   }
 
@@ -173,7 +182,7 @@ export class Downloads {
     if (e.status === 'ready' && job.url && !e.auto) {
       e.auto = true;
       this.save();
-      saveFile(absolute(job.url), fileName(e));
+      if (absolute(job.url)) saveFile(absolute(job.url), fileName(e));
       this.o.announce(t('dl.readyAnnounce', { image: e.image, platform: e.platform, file: fileName(e) }));
     } else if (e.status === 'failed' && e.lastAnnounced !== 'failed') {
       this.o.announce(t('dl.failedAnnounce', { image: e.image, platform: e.platform, msg: e.error.message }));
@@ -383,7 +392,7 @@ export class Downloads {
     try {
       const job = await api.getDownload(e.id);
       this.update(e, job);
-      if (job.url) saveFile(absolute(job.url), fileName(e));
+      if (absolute(job.url)) saveFile(absolute(job.url), fileName(e));
     } catch (err) {
       e.status = 'failed';
       e.error = { code: err.code, message: err.message };
@@ -474,14 +483,23 @@ function speedOf(e) {
   return dt > 0.3 ? Math.max(0, (b.done - a.done) / dt) : 0;
 }
 
+/**
+ * The server's link made absolute, and only if it is one a download may
+ * follow: https (the presigned S3 link), or this server's own http link
+ * (local mode). Anything else ('javascript:', another http host) is ''.
+ */
 function absolute(url) {
-  try { return new URL(url, location.href).href; } catch { return url; }
+  let u;
+  try { u = new URL(url, location.href); } catch { return ''; }
+  if (u.protocol === 'https:' || (u.protocol === 'http:' && u.origin === location.origin)) return u.href;
+  return '';
 }
 
 function fileName(e) {
   const given = e.job && e.job.file_name;
   if (given && /^[\w.+-]+\.tar$/.test(given)) return given;
-  const base = `${e.image}_${e.platform}`.replace(/^.*\//, (m) => m).replace(/[^\w.+-]+/g, '_');
+  // As the details page names it: the repository's last part, tag, platform.
+  const base = `${e.image.replace(/^.*\//, '')}_${e.platform}`.replace(/[^\w.+-]+/g, '_');
   return `${base}.tar`;
 }
 
