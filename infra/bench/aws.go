@@ -687,22 +687,10 @@ func pollTasks(ctx context.Context, m *fakesqs.Mapping, stop <-chan struct{}, in
 // api plays API Gateway: one HTTP API (payload 2.0) event to f, whose
 // answer must be a job (or, for the health check, any 200).
 func (a *awsStack) api(ctx context.Context, f *lambdatest.Function, method, target, body string) (job, error) {
-	path, query, _ := strings.Cut(target, "?")
-	ev := events.APIGatewayV2HTTPRequest{
-		Version:        "2.0",
-		RouteKey:       "$default",
-		RawPath:        path,
-		RawQueryString: query,
-		Headers:        map[string]string{"content-type": "application/json", "host": "api.bench", "x-forwarded-proto": "https"},
-		Body:           body,
-		RequestContext: events.APIGatewayV2HTTPRequestContext{
-			DomainName: "api.bench",
-			HTTP:       events.APIGatewayV2HTTPRequestContextHTTPDescription{Method: method, Path: path, SourceIP: "198.51.100.7"},
-		},
-	}
-	var res events.APIGatewayV2HTTPResponse
+	path, _, _ := strings.Cut(target, "?")
 	var j job
-	if err := f.Invoke(ctx, ev, &res); err != nil {
+	res, err := f.HTTP(ctx, method, target, body)
+	if err != nil {
 		return j, fmt.Errorf("%s %s: %w", method, target, err)
 	}
 	if res.StatusCode != 200 && res.StatusCode != 202 {

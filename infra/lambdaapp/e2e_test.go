@@ -113,21 +113,8 @@ func (st *stack) function(logicalID string) *lambdatest.Function {
 // api plays API Gateway: one HTTP API (payload 2.0) event to the function.
 func (st *stack) api(logicalID, method, target, body string) events.APIGatewayV2HTTPResponse {
 	st.t.Helper()
-	path, query, _ := strings.Cut(target, "?")
-	ev := events.APIGatewayV2HTTPRequest{
-		Version:        "2.0",
-		RouteKey:       "$default",
-		RawPath:        path,
-		RawQueryString: query,
-		Headers:        map[string]string{"content-type": "application/json", "host": "api.test", "x-forwarded-proto": "https"},
-		Body:           body,
-		RequestContext: events.APIGatewayV2HTTPRequestContext{
-			DomainName: "api.test",
-			HTTP:       events.APIGatewayV2HTTPRequestContextHTTPDescription{Method: method, Path: path, SourceIP: "198.51.100.7"},
-		},
-	}
-	var res events.APIGatewayV2HTTPResponse
-	if err := st.function(logicalID).Invoke(context.Background(), ev, &res); err != nil {
+	res, err := st.function(logicalID).HTTP(context.Background(), method, target, body)
+	if err != nil {
 		st.t.Fatalf("%s %s %s: %v", logicalID, method, target, err)
 	}
 	return res

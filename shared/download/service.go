@@ -473,28 +473,33 @@ func (s *Service) fetchWithRetries(ctx context.Context, t Task, key string, hdr 
 	if err != nil {
 		return err
 	}
+	return s.retry(ctx, t, progress, func() error {
+		body, err := s.reg.OpenBlob(ctx, r, t.Desc, t.Creds)
+		if err != nil {
+			return err
+		}
+		defer body.Close()
+		entry := io.MultiReader(bytes.NewReader(hdr), progress.reader(body), bytes.NewReader(tarplan.Padding(t.Desc.Size)))
+		return s.objects.Put(ctx, key, entry, want)
+	})
+}
+
+// retry runs attempt up to cfg.Attempts times, backing off between
+// them, while its error is one another attempt may help; each attempt's
+// progress starts afresh.
+func (s *Service) retry(ctx context.Context, t Task, progress *progress, attempt func() error) error {
 	var last error
-	for attempt := 1; attempt <= s.cfg.Attempts; attempt++ {
-		if attempt > 1 {
-			if err := sleep(ctx, attempt); err != nil {
+	for n := 1; n <= s.cfg.Attempts; n++ {
+		if n > 1 {
+			if err := sleep(ctx, n); err != nil {
 				return err
 			}
 		}
 		progress.reset()
-		body, err := s.reg.OpenBlob(ctx, r, t.Desc, t.Creds)
-		if err == nil {
-			entry := io.MultiReader(bytes.NewReader(hdr), progress.reader(body), bytes.NewReader(tarplan.Padding(t.Desc.Size)))
-			err = s.objects.Put(ctx, key, entry, want)
-			body.Close()
+		if last = attempt(); last == nil || !retryable(last) {
+			return last
 		}
-		if err == nil {
-			return nil
-		}
-		last = err
-		if !retryable(err) {
-			break
-		}
-		s.log.Warn("layer fetch failed, retrying", "job", t.JobID, "layer", t.Desc.Digest, "attempt", attempt, "err", err)
+		s.log.Warn("layer fetch failed, retrying", "job", t.JobID, "layer", t.Desc.Digest, "part", t.Part, "attempt", n, "err", last)
 	}
 	return last
 }

@@ -187,47 +187,24 @@ func (s *Service) putRange(ctx context.Context, sp splitter, t Task) error {
 	padFrom, padTo := max(start, hlen+t.Desc.Size), end
 	progress := newProgress(s, t)
 	defer progress.flush(context.WithoutCancel(ctx))
-	var last error
-	for attempt := 1; attempt <= s.cfg.Attempts; attempt++ {
-		if attempt > 1 {
-			if err := sleep(ctx, attempt); err != nil {
-				return err
-			}
-		}
-		progress.reset()
+	return s.retry(ctx, t, progress, func() error {
 		readers := []io.Reader{}
 		if start < hlen {
 			readers = append(readers, bytes.NewReader(hdr[start:min(end, hlen)]))
 		}
-		var body io.ReadCloser
 		if blobTo > blobFrom {
-			body, err = sp.reg.OpenBlobRange(ctx, r, t.Desc, blobFrom, blobTo-blobFrom, t.Creds)
+			body, err := sp.reg.OpenBlobRange(ctx, r, t.Desc, blobFrom, blobTo-blobFrom, t.Creds)
 			if err != nil {
-				last = err
-				if !retryable(err) {
-					break
-				}
-				continue
+				return err
 			}
+			defer body.Close()
 			readers = append(readers, progress.reader(body))
 		}
 		if padTo > padFrom {
 			readers = append(readers, bytes.NewReader(make([]byte, padTo-padFrom)))
 		}
-		err = sp.objects.PutPart(ctx, StagingKey(t.JobID, t.Desc.Digest), t.UploadID, t.Part, io.MultiReader(readers...), t.Length)
-		if body != nil {
-			body.Close()
-		}
-		if err == nil {
-			return nil
-		}
-		last = err
-		if !retryable(err) {
-			break
-		}
-		s.log.Warn("layer range fetch failed, retrying", "job", t.JobID, "layer", t.Desc.Digest, "part", t.Part, "attempt", attempt, "err", err)
-	}
-	return last
+		return sp.objects.PutPart(ctx, StagingKey(t.JobID, t.Desc.Digest), t.UploadID, t.Part, io.MultiReader(readers...), t.Length)
+	})
 }
 
 // runVerify completes a split layer's staging upload, hashes the entry in

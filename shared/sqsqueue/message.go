@@ -100,19 +100,6 @@ func NewCodec(key []byte, ttl time.Duration) (*Codec, error) {
 	return c, nil
 }
 
-// DecodeKey reads a key written as standard base64, as it is kept in a
-// secret or an environment variable.
-func DecodeKey(s string) ([]byte, error) {
-	key, err := base64.StdEncoding.DecodeString(s)
-	if err != nil {
-		return nil, fmt.Errorf("decoding the task credentials key: %w", err)
-	}
-	if len(key) != KeySize {
-		return nil, fmt.Errorf("decoding the task credentials key: %d bytes, want %d", len(key), KeySize)
-	}
-	return key, nil
-}
-
 // Encode returns the message body of t.
 func (c *Codec) Encode(t download.Task) (string, error) {
 	b := body{V: MessageVersion, Task: t}

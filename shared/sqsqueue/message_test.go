@@ -184,13 +184,6 @@ func TestCodecNoKey(t *testing.T) {
 	if _, err := sqsqueue.NewCodec(testKey, -time.Second); err == nil {
 		t.Errorf("NewCodec accepted a negative TTL")
 	}
-	key, err := sqsqueue.DecodeKey(base64.StdEncoding.EncodeToString(testKey))
-	if err != nil || !bytes.Equal(key, testKey) {
-		t.Errorf("DecodeKey = %x, %v", key, err)
-	}
-	if _, err := sqsqueue.DecodeKey(base64.StdEncoding.EncodeToString(testKey[:16])); err == nil {
-		t.Errorf("DecodeKey accepted 16 bytes")
-	}
 }
 
 func TestDecodeUndecodable(t *testing.T) {

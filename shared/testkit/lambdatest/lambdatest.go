@@ -22,6 +22,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-lambda-go/events"
+
 	"github.com/tarport/tarport/shared/testkit/daemon"
 	"github.com/tarport/tarport/shared/testkit/regtest"
 )
@@ -217,4 +219,26 @@ func (f *Function) Invoke(ctx context.Context, event, out any) error {
 		}
 	}
 	return nil
+}
+
+// HTTP plays API Gateway's HTTP API: one payload 2.0 event for method and
+// target ("/api/search?q=nginx") with a JSON body, from a fixed client
+// address, and the function's answer.
+func (f *Function) HTTP(ctx context.Context, method, target, body string) (events.APIGatewayV2HTTPResponse, error) {
+	path, query, _ := strings.Cut(target, "?")
+	ev := events.APIGatewayV2HTTPRequest{
+		Version:        "2.0",
+		RouteKey:       "$default",
+		RawPath:        path,
+		RawQueryString: query,
+		Headers:        map[string]string{"content-type": "application/json", "host": "api.test", "x-forwarded-proto": "https"},
+		Body:           body,
+		RequestContext: events.APIGatewayV2HTTPRequestContext{
+			DomainName: "api.test",
+			HTTP:       events.APIGatewayV2HTTPRequestContextHTTPDescription{Method: method, Path: path, SourceIP: "198.51.100.7"},
+		},
+	}
+	var res events.APIGatewayV2HTTPResponse
+	err := f.Invoke(ctx, ev, &res)
+	return res, err
 }
