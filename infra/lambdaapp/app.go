@@ -236,6 +236,7 @@ func (a *App) registry(ctx context.Context, cache registry.MetaCache) (*registry
 		DockerHubToken:    token,
 		MaxImageBytes:     a.Settings.MaxImageBytes,
 		IdleTimeout:       a.Settings.BlobIdleTimeout,
+		MinRate:           a.Settings.BlobMinRate,
 		Cache:             cache,
 		Logger:            a.Log,
 	}), nil

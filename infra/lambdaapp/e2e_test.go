@@ -2,6 +2,7 @@ package lambdaapp_test
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -111,9 +112,9 @@ func (st *stack) function(logicalID string) *lambdatest.Function {
 }
 
 // api plays API Gateway: one HTTP API (payload 2.0) event to the function.
-func (st *stack) api(logicalID, method, target, body string) events.APIGatewayV2HTTPResponse {
+func (st *stack) api(logicalID, method, target, body string, headers ...string) events.APIGatewayV2HTTPResponse {
 	st.t.Helper()
-	res, err := st.function(logicalID).HTTP(context.Background(), method, target, body)
+	res, err := st.function(logicalID).HTTP(context.Background(), method, target, body, headers...)
 	if err != nil {
 		st.t.Fatalf("%s %s %s: %v", logicalID, method, target, err)
 	}
@@ -473,9 +474,25 @@ func TestPrivateImageOnLambda(t *testing.T) {
 	if _, err := st.sqs.Drain(context.Background(), st.mapping(st.tasksURL, 10), st.mapping(st.dlqURL, 10)); err != nil {
 		t.Fatal(err)
 	}
-	job = decodeJob(t, st.api("DownloadFunction", "GET", "/api/downloads/"+job.ID, ""))
-	if job.Status != "ready" {
-		t.Fatalf("private job: %+v %+v", job, job.Error)
+	// A private job's link is signed only for credentials the registry
+	// authorizes again: the job id alone (in a status a link leaked) gets
+	// no link, and says why.
+	res = st.api("DownloadFunction", "GET", "/api/downloads/"+job.ID, "")
+	if res.StatusCode != http.StatusUnauthorized || !strings.Contains(res.Body, `"credentials_required"`) || strings.Contains(res.Body, "X-Amz-Signature") {
+		t.Fatalf("status of the ready private job without credentials: %d %s; want 401 credentials_required and no link", res.StatusCode, res.Body)
+	}
+	basic := func(u, p string) string {
+		return "Authorization: Basic " + base64.StdEncoding.EncodeToString([]byte(u+":"+p))
+	}
+	if res := st.api("DownloadFunction", "GET", "/api/downloads/"+job.ID, "", basic(user, "wrong")); res.StatusCode != http.StatusUnauthorized || strings.Contains(res.Body, "X-Amz-Signature") {
+		t.Fatalf("status with a wrong password: %d %s; want 401 and no link", res.StatusCode, res.Body)
+	}
+	job = decodeJob(t, st.api("DownloadFunction", "GET", "/api/downloads/"+job.ID, "", basic(user, pass)))
+	if job.Status != "ready" || job.URL == "" {
+		t.Fatalf("private job with Alice's credentials: %+v %+v", job, job.Error)
+	}
+	if strings.Contains(job.URL, job.ID) {
+		t.Errorf("the link %s names the job id", job.URL)
 	}
 	tarcheck.Skopeo(t, st.fetch(job.URL))
 

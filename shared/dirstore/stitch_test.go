@@ -17,6 +17,7 @@ import (
 
 	"github.com/tarport/tarport/shared/download"
 	"github.com/tarport/tarport/shared/tarplan"
+	"github.com/tarport/tarport/shared/tarport"
 )
 
 // tarFixture is a planned tar, its blobs, and the bytes it must have.
@@ -100,7 +101,7 @@ func fixture(t *testing.T) tarFixture {
 }
 
 // storeEntries puts every fetched blob's entry (header, blob, padding)
-// under download.EntryKey, as the assemble workers do.
+// under entryKey, as the assemble workers do.
 func storeEntries(t *testing.T, s *Store, f tarFixture) {
 	t.Helper()
 	for _, e := range f.layout.Entries {
@@ -108,7 +109,7 @@ func storeEntries(t *testing.T, s *Store, f tarFixture) {
 			continue
 		}
 		entry := f.want[e.Offset : e.Offset+e.Len()]
-		if err := s.Put(context.Background(), download.EntryKey(e.Digest), bytes.NewReader(entry), e.Len()); err != nil {
+		if err := s.Put(context.Background(), entryKey(e.Digest), bytes.NewReader(entry), e.Len()); err != nil {
 			t.Fatalf("storing entry %s: %v", e.Digest, err)
 		}
 	}
@@ -145,7 +146,7 @@ func stitched(t *testing.T, lim tarplan.Limits) (*Store, string, tarFixture, []t
 		t.Fatalf("Parts: %v", err)
 	}
 	var calls []tailCall
-	if err := s.Stitch(context.Background(), tarKey, parts, download.EntryKey, tailFrom(f.tail(), &calls)); err != nil {
+	if err := s.Stitch(context.Background(), tarKey, parts, entryKey, tailFrom(f.tail(), &calls)); err != nil {
 		t.Fatalf("Stitch: %v", err)
 	}
 	if want := []tailCall{{0, int64(len(f.tail()))}}; len(calls) != 1 || calls[0] != want[0] {
@@ -292,7 +293,7 @@ func TestStitchFailures(t *testing.T) {
 				storeEntries(t, s, f)
 				e := f.layout.Entries[0]
 				short := f.want[e.Offset : e.Offset+e.Len()-1]
-				if err := s.Put(context.Background(), download.EntryKey(e.Digest), bytes.NewReader(short), int64(len(short))); err != nil {
+				if err := s.Put(context.Background(), entryKey(e.Digest), bytes.NewReader(short), int64(len(short))); err != nil {
 					t.Fatal(err)
 				}
 			},
@@ -338,7 +339,7 @@ func TestStitchFailures(t *testing.T) {
 			if tt.tail != nil {
 				tail = tt.tail(f)
 			}
-			if err := s.Stitch(context.Background(), tarKey, parts, download.EntryKey, tail); err == nil {
+			if err := s.Stitch(context.Background(), tarKey, parts, entryKey, tail); err == nil {
 				t.Fatal("Stitch succeeded, want an error")
 			}
 			// Nothing unverified is published.
@@ -375,7 +376,7 @@ func TestDeleteStitched(t *testing.T) {
 	// Entries are shared with other tars: only the collector deletes them.
 	for _, e := range f.layout.Entries {
 		if e.Fetched() {
-			if n, err := s.Size(ctx, download.EntryKey(e.Digest)); err != nil || n != e.Len() {
+			if n, err := s.Size(ctx, entryKey(e.Digest)); err != nil || n != e.Len() {
 				t.Errorf("entry %s after Delete: size %d, %v; want %d", e.Digest, n, err, e.Len())
 			}
 		}
@@ -388,7 +389,7 @@ func TestStitchedObjectLosesEntry(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	s, _, f, _ := stitched(t, tarplan.S3Limits)
-	if err := s.Delete(ctx, download.EntryKey(f.layout.Entries[0].Digest)); err != nil {
+	if err := s.Delete(ctx, entryKey(f.layout.Entries[0].Digest)); err != nil {
 		t.Fatal(err)
 	}
 	if rc, err := s.Get(ctx, tarKey); err == nil {
@@ -396,3 +397,9 @@ func TestStitchedObjectLosesEntry(t *testing.T) {
 		t.Fatal("Get of a tar whose entry is gone succeeded")
 	}
 }
+
+// testOrigin is the origin the tests' entries and metadata came from.
+var testOrigin = tarport.RegistryOrigin("registry.test:5000")
+
+// entryKey is where the workers store an entry of testOrigin.
+func entryKey(d digest.Digest) string { return download.EntryKey(testOrigin, d) }

@@ -163,21 +163,21 @@ func (s *Store) Get(_ context.Context, key string) (io.ReadCloser, error) {
 }
 
 // GetMeta returns a cached manifest or config.
-func (s *Store) GetMeta(ctx context.Context, d digest.Digest) ([]byte, error) {
-	p, err := s.path(metaKey(d))
+func (s *Store) GetMeta(ctx context.Context, o tarport.Origin, d digest.Digest) ([]byte, error) {
+	p, err := s.path(download.MetaKey(o, d))
 	if err != nil {
 		return nil, err
 	}
 	b, err := os.ReadFile(p)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, notFound(metaKey(d), err)
+		return nil, notFound(download.MetaKey(o, d), err)
 	}
 	return b, err
 }
 
 // PutMeta caches a manifest or config; callers have verified d.
-func (s *Store) PutMeta(ctx context.Context, d digest.Digest, b []byte) error {
-	p, err := s.path(metaKey(d))
+func (s *Store) PutMeta(ctx context.Context, o tarport.Origin, d digest.Digest, b []byte) error {
+	p, err := s.path(download.MetaKey(o, d))
 	if err != nil {
 		return err
 	}
@@ -185,10 +185,6 @@ func (s *Store) PutMeta(ctx context.Context, d digest.Digest, b []byte) error {
 		return nil
 	}
 	return s.writeAtomic(ctx, p, bytes.NewReader(b), int64(len(b)))
-}
-
-func metaKey(d digest.Digest) string {
-	return "meta/" + d.Algorithm().String() + "/" + d.Encoded()
 }
 
 // recipe lists the byte ranges a stitched object is made of.

@@ -305,27 +305,34 @@ func TestMeta(t *testing.T) {
 	manifest := []byte(`{"schemaVersion":2}`)
 	d := digest.FromBytes(manifest)
 
-	if _, err := s.GetMeta(ctx, d); tarport.ErrorCode(err) != tarport.CodeNotFound {
+	if _, err := s.GetMeta(ctx, testOrigin, d); tarport.ErrorCode(err) != tarport.CodeNotFound {
 		t.Fatalf("GetMeta before PutMeta: err %v, want not_found", err)
 	}
-	if err := s.PutMeta(ctx, d, manifest); err != nil {
+	if err := s.PutMeta(ctx, testOrigin, d, manifest); err != nil {
 		t.Fatalf("PutMeta: %v", err)
 	}
-	got, err := s.GetMeta(ctx, d)
+	got, err := s.GetMeta(ctx, testOrigin, d)
 	if err != nil || !bytes.Equal(got, manifest) {
 		t.Fatalf("GetMeta = %q, %v; want %q", got, err, manifest)
 	}
 	// Caching it again is a no-op.
-	if err := s.PutMeta(ctx, d, manifest); err != nil {
+	if err := s.PutMeta(ctx, testOrigin, d, manifest); err != nil {
 		t.Fatalf("second PutMeta: %v", err)
 	}
 	other := digest.FromString("never stored")
-	if _, err := s.GetMeta(ctx, other); tarport.ErrorCode(err) != tarport.CodeNotFound {
+	if _, err := s.GetMeta(ctx, testOrigin, other); tarport.ErrorCode(err) != tarport.CodeNotFound {
 		t.Fatalf("GetMeta(missing) err %v, want not_found", err)
+	}
+	// Every origin has its own namespace: a registry that names this
+	// digest does not read another registry's copy.
+	for _, o := range []tarport.Origin{tarport.RegistryOrigin("other.test:5000"), tarport.URLOrigin("https://cdn.test/x")} {
+		if _, err := s.GetMeta(ctx, o, d); tarport.ErrorCode(err) != tarport.CodeNotFound {
+			t.Fatalf("GetMeta under origin %q = %v, want not_found", o, err)
+		}
 	}
 	// Other algorithms live in their own namespace.
 	d512 := digest.SHA512.FromBytes(manifest)
-	if _, err := s.GetMeta(ctx, d512); tarport.ErrorCode(err) != tarport.CodeNotFound {
+	if _, err := s.GetMeta(ctx, testOrigin, d512); tarport.ErrorCode(err) != tarport.CodeNotFound {
 		t.Fatalf("GetMeta(sha512 of a stored sha256 blob) err %v, want not_found", err)
 	}
 }

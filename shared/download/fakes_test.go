@@ -44,10 +44,18 @@ type fakeRegistry struct {
 	// open, when set, replaces the default blob stream; attempt counts the
 	// OpenBlob calls for this digest, from 1.
 	open func(ctx context.Context, d descriptor.Descriptor, attempt int) (io.ReadCloser, error)
-	// checks counts CheckBlob calls; denied makes them refuse these
-	// credentials' usernames.
-	checks int
-	denied map[string]bool
+	// checks counts CheckBlob calls and checked lists their origins;
+	// denied makes them (and CheckManifest) refuse these credentials'
+	// usernames.
+	checks  int
+	checked []tarport.Origin
+	denied  map[string]bool
+	// manifestChecks counts CheckManifest calls.
+	manifestChecks int
+	// locate, when set, replaces Locate (by default a layer's first
+	// origin: the registry); origins lists the origin of every OpenBlob.
+	locate  func(d descriptor.Descriptor) (tarport.Origin, error)
+	origins []tarport.Origin
 	// ranges counts OpenBlobRange calls; corrupt flips a byte of every
 	// range read of these blobs.
 	ranges  int
@@ -85,11 +93,22 @@ func (f *fakeRegistry) Resolve(_ context.Context, r ref.Ref, p tarport.Platform,
 	return img, nil
 }
 
-func (f *fakeRegistry) OpenBlob(ctx context.Context, _ ref.Ref, d descriptor.Descriptor, creds tarport.Credentials) (io.ReadCloser, error) {
+func (f *fakeRegistry) Locate(_ context.Context, r ref.Ref, d descriptor.Descriptor, _ tarport.Credentials) (tarport.Origin, error) {
+	f.mu.Lock()
+	locate := f.locate
+	f.mu.Unlock()
+	if locate != nil {
+		return locate(d)
+	}
+	return tarport.Origins(r, d)[0], nil
+}
+
+func (f *fakeRegistry) OpenBlob(ctx context.Context, _ ref.Ref, d descriptor.Descriptor, o tarport.Origin, creds tarport.Credentials) (io.ReadCloser, error) {
 	f.mu.Lock()
 	f.opens[d.Digest]++
 	attempt := f.opens[d.Digest]
 	f.creds = append(f.creds, creds)
+	f.origins = append(f.origins, o)
 	open := f.open
 	b, ok := f.blobs[d.Digest]
 	f.mu.Unlock()
@@ -102,12 +121,23 @@ func (f *fakeRegistry) OpenBlob(ctx context.Context, _ ref.Ref, d descriptor.Des
 	return verifying(d, chunked(bytes.NewReader(b), 4096)), nil
 }
 
-func (f *fakeRegistry) CheckBlob(_ context.Context, _ ref.Ref, d descriptor.Descriptor, creds tarport.Credentials) error {
+func (f *fakeRegistry) CheckBlob(_ context.Context, _ ref.Ref, d descriptor.Descriptor, o tarport.Origin, creds tarport.Credentials) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.checks++
+	f.checked = append(f.checked, o)
 	if f.denied[creds.Username] {
 		return tarport.Errorf(tarport.CodeUnauthorized, "%s may not read %s", creds.Username, d.Digest)
+	}
+	return nil
+}
+
+func (f *fakeRegistry) CheckManifest(_ context.Context, r ref.Ref, creds tarport.Credentials) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.manifestChecks++
+	if f.denied[creds.Username] || creds.Anonymous() {
+		return tarport.Errorf(tarport.CodeUnauthorized, "%q may not read %s", creds.Username, r.CommonName())
 	}
 	return nil
 }
@@ -349,27 +379,30 @@ func (f *fakeObjects) stitchCount() int {
 }
 
 // fakeMeta is the manifest and config cache.
+// fakeMeta keeps metadata under the stores' keys (MetaKey), one
+// namespace per origin.
 type fakeMeta struct {
 	mu   sync.Mutex
-	meta map[digest.Digest][]byte
+	meta map[string][]byte
 }
 
 var _ MetaStore = (*fakeMeta)(nil)
 
-func newFakeMeta() *fakeMeta { return &fakeMeta{meta: map[digest.Digest][]byte{}} }
+func newFakeMeta() *fakeMeta { return &fakeMeta{meta: map[string][]byte{}} }
 
+// put stores b as if testOrigin had served it.
 func (f *fakeMeta) put(b []byte) digest.Digest {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	d := digest.FromBytes(b)
-	f.meta[d] = b
+	f.meta[MetaKey(testOrigin, d)] = b
 	return d
 }
 
-func (f *fakeMeta) GetMeta(_ context.Context, d digest.Digest) ([]byte, error) {
+func (f *fakeMeta) GetMeta(_ context.Context, o tarport.Origin, d digest.Digest) ([]byte, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	b, ok := f.meta[d]
+	b, ok := f.meta[MetaKey(o, d)]
 	if !ok {
 		return nil, tarport.Errorf(tarport.CodeNotFound, "no meta %s", d)
 	}
@@ -640,6 +673,12 @@ func newHarness(t *testing.T, cfg Config) *harness {
 	h.svc.SetQueue(h.queue)
 	return h
 }
+
+// testOrigin is the registry the tests' images come from.
+var testOrigin = tarport.RegistryOrigin("registry.example")
+
+// testEntryKey is where a layer entry from testOrigin is stored.
+func testEntryKey(d digest.Digest) string { return EntryKey(testOrigin, d) }
 
 // testImage is an image with its layers' bytes, as the registry adapter
 // would have resolved it (manifest and config in the meta cache).

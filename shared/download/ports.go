@@ -18,22 +18,30 @@ import (
 	"github.com/tarport/tarport/shared/tarport"
 )
 
-// Registry resolves images and streams their layers.
+// Registry resolves images and streams their layers. An origin is where a
+// layer's bytes come from (tarport.Origin): the registry, or one of a
+// foreign layer's URLs.
 type Registry interface {
 	Resolve(ctx context.Context, r ref.Ref, p tarport.Platform, creds tarport.Credentials) (tarport.Image, error)
-	// OpenBlob returns a stream that fails at EOF unless size and digest
-	// match d.
-	OpenBlob(ctx context.Context, r ref.Ref, d descriptor.Descriptor, creds tarport.Credentials) (io.ReadCloser, error)
-	// CheckBlob says whether creds may read d in r's repository, without
-	// reading it: the gate in front of a layer cached for someone else.
-	CheckBlob(ctx context.Context, r ref.Ref, d descriptor.Descriptor, creds tarport.Credentials) error
+	// Locate says which origin serves layer d to this requester.
+	Locate(ctx context.Context, r ref.Ref, d descriptor.Descriptor, creds tarport.Credentials) (tarport.Origin, error)
+	// OpenBlob returns d's bytes from origin o, in a stream that fails at
+	// EOF unless size and digest match d.
+	OpenBlob(ctx context.Context, r ref.Ref, d descriptor.Descriptor, o tarport.Origin, creds tarport.Credentials) (io.ReadCloser, error)
+	// CheckBlob says whether origin o lets creds read d (for the registry:
+	// in r's repository), without reading it: the gate in front of an
+	// entry cached from o for someone else.
+	CheckBlob(ctx context.Context, r ref.Ref, d descriptor.Descriptor, o tarport.Origin, creds tarport.Credentials) error
+	// CheckManifest says whether creds may read r (by digest): the gate in
+	// front of a private job's link.
+	CheckManifest(ctx context.Context, r ref.Ref, creds tarport.Credentials) error
 }
 
 // RangeRegistry reads a byte range of a blob, for a layer split across
 // tasks. The bytes are not verified (a range cannot be hashed alone): the
 // split layer's whole entry is hashed in order before anyone uses it.
 type RangeRegistry interface {
-	OpenBlobRange(ctx context.Context, r ref.Ref, d descriptor.Descriptor, offset, length int64, creds tarport.Credentials) (io.ReadCloser, error)
+	OpenBlobRange(ctx context.Context, r ref.Ref, d descriptor.Descriptor, o tarport.Origin, offset, length int64, creds tarport.Credentials) (io.ReadCloser, error)
 }
 
 // PartedObjects writes one object in parts put by several workers (an S3
@@ -82,10 +90,10 @@ type Objects interface {
 // TailFunc returns the bytes [offset, offset+size) of a tar's tail.
 type TailFunc func(ctx context.Context, offset, size int64) (io.ReadCloser, error)
 
-// MetaStore keeps manifests and configs by digest (the registry adapter's
-// cache), from which a job's tar is re-planned at stitch time.
+// MetaStore keeps manifests and configs by origin and digest (the registry
+// adapter's cache), from which a job's tar is re-planned at stitch time.
 type MetaStore interface {
-	GetMeta(ctx context.Context, d digest.Digest) ([]byte, error)
+	GetMeta(ctx context.Context, o tarport.Origin, d digest.Digest) ([]byte, error)
 }
 
 // Jobs stores job records. Every operation is a single conditional or

@@ -38,7 +38,11 @@ func (s *Service) Resume(ctx context.Context, jobs []tarport.Job) error {
 }
 
 func (s *Service) unfinishedTasks(ctx context.Context, job tarport.Job) ([]Task, error) {
-	raw, err := s.meta.GetMeta(ctx, job.Digest)
+	origin, err := jobOrigin(job)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := s.meta.GetMeta(ctx, origin, job.Digest)
 	if err != nil {
 		return nil, fmt.Errorf("loading manifest %s: %w", job.Digest, err)
 	}

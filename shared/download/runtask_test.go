@@ -64,7 +64,7 @@ func TestRunTaskStoresTheExactEntry(t *testing.T) {
 		if err := h.svc.RunTask(context.Background(), task); err != nil {
 			t.Fatalf("RunTask(layer %d): %v", task.Layer, err)
 		}
-		got, ok := h.objs.object(EntryKey(task.Desc.Digest))
+		got, ok := h.objs.object(EntryKey(testOrigin, task.Desc.Digest))
 		if !ok {
 			t.Fatalf("layer %d: no entry stored", task.Layer)
 		}
@@ -98,7 +98,7 @@ func TestRunTaskUsesTheCachedEntry(t *testing.T) {
 		h := newHarness(t, Config{})
 		task, blob := oneLayerJob(t, h, 11, 3000)
 		entry := entryBytes(t, blob)
-		if err := h.objs.Put(context.Background(), EntryKey(task.Desc.Digest), bytes.NewReader(entry), int64(len(entry))); err != nil {
+		if err := h.objs.Put(context.Background(), EntryKey(testOrigin, task.Desc.Digest), bytes.NewReader(entry), int64(len(entry))); err != nil {
 			t.Fatal(err)
 		}
 		if err := h.svc.RunTask(context.Background(), task); err != nil {
@@ -107,7 +107,7 @@ func TestRunTaskUsesTheCachedEntry(t *testing.T) {
 		if n := h.reg.totalOpens(); n != 0 {
 			t.Errorf("%d OpenBlob calls for a cached entry, want 0", n)
 		}
-		if n := h.objs.putCount(EntryKey(task.Desc.Digest)); n != 1 {
+		if n := h.objs.putCount(EntryKey(testOrigin, task.Desc.Digest)); n != 1 {
 			t.Errorf("entry put %d times, want only the test's", n)
 		}
 		if n := h.jobs.finishCount(task.JobID, task.Layer); n != 1 {
@@ -123,7 +123,7 @@ func TestRunTaskUsesTheCachedEntry(t *testing.T) {
 		h := newHarness(t, Config{})
 		task, blob := oneLayerJob(t, h, 13, 3000)
 		entry := entryBytes(t, blob)
-		if err := h.objs.Put(context.Background(), EntryKey(task.Desc.Digest), bytes.NewReader(entry), int64(len(entry))); err != nil {
+		if err := h.objs.Put(context.Background(), EntryKey(testOrigin, task.Desc.Digest), bytes.NewReader(entry), int64(len(entry))); err != nil {
 			t.Fatal(err)
 		}
 		h.reg.denied = map[string]bool{"mallory": true}
@@ -145,13 +145,13 @@ func TestRunTaskUsesTheCachedEntry(t *testing.T) {
 		task, blob := oneLayerJob(t, h, 12, 3000)
 		entry := entryBytes(t, blob)
 		short := entry[:len(entry)-512]
-		if err := h.objs.Put(context.Background(), EntryKey(task.Desc.Digest), bytes.NewReader(short), int64(len(short))); err != nil {
+		if err := h.objs.Put(context.Background(), EntryKey(testOrigin, task.Desc.Digest), bytes.NewReader(short), int64(len(short))); err != nil {
 			t.Fatal(err)
 		}
 		if err := h.svc.RunTask(context.Background(), task); err != nil {
 			t.Fatal(err)
 		}
-		got, _ := h.objs.object(EntryKey(task.Desc.Digest))
+		got, _ := h.objs.object(EntryKey(testOrigin, task.Desc.Digest))
 		if h.reg.totalOpens() != 1 || !bytes.Equal(got, entry) {
 			t.Errorf("%d opens, entry %d bytes (want %d)", h.reg.totalOpens(), len(got), len(entry))
 		}
@@ -178,7 +178,7 @@ func TestRunTaskRetriesACorruptTransfer(t *testing.T) {
 			if err := h.svc.RunTask(context.Background(), task); err != nil {
 				t.Fatal(err)
 			}
-			key := EntryKey(task.Desc.Digest)
+			key := EntryKey(testOrigin, task.Desc.Digest)
 			got, _ := h.objs.object(key)
 			if h.reg.openCount(task.Desc.Digest) != 2 || h.objs.putCount(key) != 1 || h.objs.failed != 1 {
 				t.Errorf("%d opens, %d stored puts, %d failed puts; want 2, 1, 1", h.reg.openCount(task.Desc.Digest), h.objs.putCount(key), h.objs.failed)
@@ -213,7 +213,7 @@ func TestRunTaskFailsAfterEveryAttempt(t *testing.T) {
 	if n := h.reg.openCount(task.Desc.Digest); n != 2 {
 		t.Errorf("%d attempts, want Config.Attempts = 2", n)
 	}
-	if _, ok := h.objs.object(EntryKey(task.Desc.Digest)); ok {
+	if _, ok := h.objs.object(EntryKey(testOrigin, task.Desc.Digest)); ok {
 		t.Errorf("an unverified entry was stored")
 	}
 	if n := h.jobs.finishCount(task.JobID, task.Layer); n != 0 || h.objs.stitchCount() != 0 {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	"github.com/regclient/regclient/types/descriptor"
+	"github.com/regclient/regclient/types/ref"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/tarport/tarport/shared/tarplan"
@@ -33,6 +34,12 @@ type Task struct {
 	Ref   string                `json:"ref"`
 	Desc  descriptor.Descriptor `json:"desc"`
 	Creds tarport.Credentials   `json:"-"`
+	// Origin pins where the layer is read from; empty, the worker locates
+	// it (Registry.Locate). A split layer's parts all name the same one.
+	Origin tarport.Origin `json:"origin,omitempty"`
+	// Client is who asked for the job (an address, or an IPv6 /64): the
+	// local pool shares its workers fairly between clients and registries.
+	Client string `json:"client,omitempty"`
 
 	// A split layer's tasks (see split.go) carry its staging upload: a
 	// range task puts entry bytes [Offset, Offset+Length) as part Part of
@@ -112,6 +119,9 @@ type Request struct {
 	Image    string
 	Platform string
 	Creds    tarport.Credentials
+	// Client identifies the requester for fair scheduling (never stored
+	// in a job).
+	Client string
 }
 
 // View is a job as its user sees it, with a fresh link when ready.
@@ -176,11 +186,16 @@ func (s *Service) Create(ctx context.Context, req Request) (View, error) {
 		UpdatedAt:    now,
 		ExpiresAt:    now.Add(s.cfg.JobTTL),
 	}
-	job.TarKey = "tars/" + job.ID + ".tar"
+	job.TarKey = TarKey()
 	var tasks []Task
 	for _, l := range layers {
-		tasks = append(tasks, Task{JobID: job.ID, Layer: len(job.Layers), Ref: r.CommonName(), Desc: l, Creds: req.Creds})
-		job.Layers = append(job.Layers, tarport.LayerProgress{Digest: l.Digest, Size: l.Size, Parts: s.shouldSplit(ctx, l)})
+		t := Task{JobID: job.ID, Layer: len(job.Layers), Ref: r.CommonName(), Desc: l, Creds: req.Creds, Client: req.Client}
+		parts, err := s.shouldSplit(ctx, r, &t)
+		if err != nil {
+			return View{}, err
+		}
+		tasks = append(tasks, t)
+		job.Layers = append(job.Layers, tarport.LayerProgress{Digest: l.Digest, Size: l.Size, Parts: parts})
 	}
 	job.Remaining = len(tasks)
 
@@ -197,6 +212,7 @@ func (s *Service) Create(ctx context.Context, req Request) (View, error) {
 		return View{}, fmt.Errorf("creating job for %s: %w", job.Ref, err)
 	}
 	if !created {
+		// Resolving just now authorized this requester for this manifest.
 		return s.view(ctx, live)
 	}
 	// The job exists now and others may join it: the requester going
@@ -215,16 +231,35 @@ func (s *Service) Create(ctx context.Context, req Request) (View, error) {
 		s.fail(ctx, job.ID, tarport.Wrap(err, tarport.CodeUnavailable, "could not queue the download"))
 		return View{}, tarport.Wrap(err, tarport.CodeUnavailable, "could not queue the download; try again")
 	}
-	return s.Status(ctx, job.ID)
+	job, err = s.jobs.Get(ctx, job.ID)
+	if err != nil {
+		return View{}, err
+	}
+	return s.view(ctx, job) // the requester was authorized to create it
 }
 
 // Status returns a job with a freshly signed link when it is ready. Links
 // are signed at read time, never stored: a stored one would die with the
-// credentials that signed it.
-func (s *Service) Status(ctx context.Context, id string) (View, error) {
+// credentials that signed it. A private job's link is signed only for
+// creds the registry authorizes again for its manifest: a link, or the
+// job id, may have reached others, and must not outlive the requester's
+// own access.
+func (s *Service) Status(ctx context.Context, id string, creds tarport.Credentials) (View, error) {
 	job, err := s.jobs.Get(ctx, id)
 	if err != nil {
 		return View{}, err
+	}
+	if job.Private && job.Status == tarport.StatusReady {
+		if creds.Anonymous() {
+			return View{}, tarport.Errorf(tarport.CodeCredentialsGone, "download %s is of a private image: its link is given only with registry credentials that may read it (send them as HTTP basic auth, e.g. curl -u USER:TOKEN)", job.ID)
+		}
+		r, err := tarport.ParseReference(job.Ref)
+		if err != nil {
+			return View{}, fmt.Errorf("job %s: %w", job.ID, err)
+		}
+		if err := s.reg.CheckManifest(ctx, r.SetDigest(job.Digest.String()), creds); err != nil {
+			return View{}, err
+		}
 	}
 	return s.view(ctx, job)
 }
@@ -247,22 +282,26 @@ func (s *Service) view(ctx context.Context, job tarport.Job) (View, error) {
 	return v, nil
 }
 
-// Wait polls a job until it is terminal or wait has passed.
-func (s *Service) Wait(ctx context.Context, id string, wait time.Duration) (View, error) {
+// Wait polls a job until it is terminal or wait has passed; creds are
+// those Status needs for a private job's link.
+func (s *Service) Wait(ctx context.Context, id string, wait time.Duration, creds tarport.Credentials) (View, error) {
 	deadline := time.NewTimer(wait)
 	defer deadline.Stop()
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		v, err := s.Status(ctx, id)
-		if err != nil || v.Status.Terminal() {
-			return v, err
+		job, err := s.jobs.Get(ctx, id)
+		if err != nil {
+			return View{}, err
+		}
+		if job.Status.Terminal() {
+			return s.Status(ctx, id, creds)
 		}
 		select {
 		case <-ctx.Done():
-			return v, nil
+			return View{Job: job}, nil
 		case <-deadline.C:
-			return v, nil
+			return View{Job: job}, nil
 		case <-tick.C:
 		}
 	}
@@ -294,9 +333,7 @@ func (s *Service) RunTask(ctx context.Context, t Task) error {
 	case t.Parts > 0:
 		return s.runRange(ctx, job, t)
 	}
-	// A registry trickling bytes just fast enough to dodge the idle
-	// timeout must not hold a worker forever.
-	fetchCtx, cancel := context.WithTimeout(ctx, taskTimeout(t.Desc.Size))
+	fetchCtx, cancel := taskContext(ctx, job)
 	err = s.fetchEntry(fetchCtx, t)
 	timedOut := errors.Is(fetchCtx.Err(), context.DeadlineExceeded)
 	cancel()
@@ -305,7 +342,7 @@ func (s *Service) RunTask(ctx context.Context, t Task) error {
 			return ctx.Err() // shutting down: leave the task to be redone
 		}
 		if timedOut {
-			err = tarport.Wrap(err, tarport.CodeUpstreamTimeout, "layer %s (%d bytes) took longer than %s to download", t.Desc.Digest, t.Desc.Size, taskTimeout(t.Desc.Size))
+			err = tarport.Wrap(err, tarport.CodeUpstreamTimeout, "layer %s (%d bytes) was still downloading when its job expired", t.Desc.Digest, t.Desc.Size)
 		}
 		return s.fail(ctx, job.ID, err)
 	}
@@ -399,82 +436,96 @@ const (
 	// stallAfter is how long a job may stay queued, none of its tasks
 	// started, before a request for the same image replaces it.
 	stallAfter = 30 * time.Minute
-	// minThroughput sets a layer task's deadline: 10 minutes plus the
-	// layer's size at 256 KiB/s.
-	minThroughput = 256 << 10
 )
 
-func taskTimeout(size int64) time.Duration {
-	return 10*time.Minute + time.Duration(size/minThroughput)*time.Second
+// taskContext bounds a task by its job's life. The size a manifest claims
+// sets no deadline (a hostile one claims 60 GB to hold a worker for days):
+// the registry adapter cuts a body under the minimum rate and gives up on
+// a registry that keeps crawling, so a task lasts as long as its registry
+// actually delivers; on Lambda the function's timeout bounds it too.
+func taskContext(ctx context.Context, job tarport.Job) (context.Context, context.CancelFunc) {
+	if job.ExpiresAt.IsZero() {
+		return context.WithCancel(ctx)
+	}
+	return context.WithDeadline(ctx, job.ExpiresAt)
 }
 
-// EntryKey is where a blob's tar entry is stored.
-func EntryKey(d digest.Digest) string {
-	return "entries/" + d.Algorithm().String() + "/" + d.Encoded()
-}
-
-// fetchEntry makes sure the layer's entry is stored, fetching it unless it
-// already is. Concurrent fetches of one layer (two jobs sharing it) share
-// one download. An entry this task did not fetch itself was fetched for
-// someone else: the registry must first say this requester may read it
-// (a manifest anyone can write may name any digest).
+// fetchEntry makes sure the layer's entry is stored under its origin and
+// that this requester may read it. An entry this task did not fetch
+// itself was fetched for someone else: its origin must first say this
+// requester may read it (a manifest anyone can write may name any digest;
+// only the origin that served the bytes is asked, never another registry).
+//
+// Jobs needing the same entry from the same origin share one fetch. A
+// shared fetch that fails is not the followers' failure: its error may be
+// about another repository or other credentials, so each follower then
+// fetches for itself, and reports only its own errors.
 func (s *Service) fetchEntry(ctx context.Context, t Task) error {
+	r, err := tarport.ParseReference(t.Ref)
+	if err != nil {
+		return err
+	}
 	hdr, err := tarplan.Header(tarplan.BlobName(t.Desc.Digest), t.Desc.Size)
 	if err != nil {
 		return tarport.Wrap(err, tarport.CodeUpstream, "layer %s cannot be stored", t.Desc.Digest)
 	}
-	key := EntryKey(t.Desc.Digest)
+	origin := t.Origin
+	if origin == "" {
+		if origin, err = s.reg.Locate(ctx, r, t.Desc, t.Creds); err != nil {
+			return err
+		}
+	}
+	key := EntryKey(origin, t.Desc.Digest)
 	want := tarplan.EntryLen(len(hdr), t.Desc.Size)
 	progress := newProgress(s, t)
 	defer progress.flush(context.WithoutCancel(ctx))
-	checkCached := func() error {
-		r, err := tarport.ParseReference(t.Ref)
-		if err != nil {
-			return err
-		}
-		if err := s.reg.CheckBlob(ctx, r, t.Desc, t.Creds); err != nil {
+	stored := func() bool {
+		n, err := s.objects.Size(ctx, key)
+		return err == nil && n == want
+	}
+	useStored := func() error {
+		if err := s.reg.CheckBlob(ctx, r, t.Desc, origin, t.Creds); err != nil {
 			return err
 		}
 		progress.add(t.Desc.Size)
 		return nil
 	}
-	if n, err := s.objects.Size(ctx, key); err == nil && n == want {
-		return checkCached()
-	}
-	// The shared fetch runs under the context of the task that started
-	// it; if that one is canceled while ours is not, start our own. The
-	// key includes the size, so manifests disagreeing on it never share.
+	fetch := func() error { return s.fetchWithRetries(ctx, t, r, origin, key, hdr, want, progress) }
+	// The key includes the size, so manifests disagreeing on it never share.
 	flight := fmt.Sprintf("%s/%d", key, want)
 	for range 3 {
+		if stored() {
+			return useStored()
+		}
 		fetchedHere := false
-		_, err, _ = s.fetches.Do(flight, func() (any, error) {
-			if n, err := s.objects.Size(ctx, key); err == nil && n == want {
+		_, err, _ := s.fetches.Do(flight, func() (any, error) {
+			if stored() {
 				return nil, nil
 			}
 			fetchedHere = true
-			return nil, s.fetchWithRetries(ctx, t, key, hdr, want, progress)
+			return nil, fetch()
 		})
-		canceledElsewhere := ctx.Err() == nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded))
 		switch {
-		case canceledElsewhere:
-			continue
-		case err != nil:
+		case fetchedHere:
 			return err
-		case !fetchedHere:
-			return checkCached()
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case err != nil:
+			// Someone else's fetch failed: not our error to report.
+			s.log.Info("a shared layer fetch failed; fetching it for this job", "job", t.JobID, "layer", t.Desc.Digest)
+			if stored() {
+				return useStored()
+			}
+			return fetch()
 		}
-		return nil
+		// Someone else stored it: loop to check we may read it.
 	}
-	return err
+	return fetch()
 }
 
-func (s *Service) fetchWithRetries(ctx context.Context, t Task, key string, hdr []byte, want int64, progress *progress) error {
-	r, err := tarport.ParseReference(t.Ref)
-	if err != nil {
-		return err
-	}
+func (s *Service) fetchWithRetries(ctx context.Context, t Task, r ref.Ref, origin tarport.Origin, key string, hdr []byte, want int64, progress *progress) error {
 	return s.retry(ctx, t, progress, func() error {
-		body, err := s.reg.OpenBlob(ctx, r, t.Desc, t.Creds)
+		body, err := s.reg.OpenBlob(ctx, r, t.Desc, origin, t.Creds)
 		if err != nil {
 			return err
 		}
@@ -520,14 +571,19 @@ func retryable(err error) bool {
 func (s *Service) stitch(ctx context.Context, job tarport.Job) error {
 	err := s.jobs.SetStatus(ctx, job.ID, tarport.StatusAssembling, nil)
 	var layout tarplan.Layout
+	var layers []descriptor.Descriptor
 	if err == nil {
-		layout, err = s.replan(ctx, job)
+		layout, layers, err = s.replan(ctx, job)
+	}
+	var entryKey func(digest.Digest) string
+	if err == nil {
+		entryKey, err = s.entryKeys(ctx, job, layers)
 	}
 	if err == nil {
 		var parts []tarplan.Part
 		parts, err = tarplan.Parts(layout, tarplan.S3Limits)
 		if err == nil {
-			err = s.objects.Stitch(ctx, job.TarKey, parts, EntryKey, s.tail(layout))
+			err = s.objects.Stitch(ctx, job.TarKey, parts, entryKey, s.tail(layout, entryKey))
 		}
 	}
 	if err != nil {
@@ -548,28 +604,75 @@ func (s *Service) stitch(ctx context.Context, job tarport.Job) error {
 }
 
 // replan rebuilds the job's layout from the cached manifest and config;
-// planning is pure, so it is the layout the job was created with.
-func (s *Service) replan(ctx context.Context, job tarport.Job) (tarplan.Layout, error) {
-	manifest, err := s.meta.GetMeta(ctx, job.Digest)
+// planning is pure, so it is the layout the job was created with. It also
+// returns the manifest's layer descriptors.
+func (s *Service) replan(ctx context.Context, job tarport.Job) (tarplan.Layout, []descriptor.Descriptor, error) {
+	origin, err := jobOrigin(job)
 	if err != nil {
-		return tarplan.Layout{}, fmt.Errorf("loading manifest %s: %w", job.Digest, err)
+		return tarplan.Layout{}, nil, err
 	}
-	config, err := s.meta.GetMeta(ctx, job.ConfigDigest)
+	manifest, err := s.meta.GetMeta(ctx, origin, job.Digest)
 	if err != nil {
-		return tarplan.Layout{}, fmt.Errorf("loading config %s: %w", job.ConfigDigest, err)
+		return tarplan.Layout{}, nil, fmt.Errorf("loading manifest %s: %w", job.Digest, err)
 	}
-	in, err := replanInput(job, manifest, config)
+	config, err := s.meta.GetMeta(ctx, origin, job.ConfigDigest)
 	if err != nil {
-		return tarplan.Layout{}, err
+		return tarplan.Layout{}, nil, fmt.Errorf("loading config %s: %w", job.ConfigDigest, err)
+	}
+	in, layers, err := replanInput(job, manifest, config)
+	if err != nil {
+		return tarplan.Layout{}, nil, err
 	}
 	layout, err := tarplan.Plan(in)
 	if err != nil {
-		return tarplan.Layout{}, err
+		return tarplan.Layout{}, nil, err
 	}
 	if layout.Size != job.TotalBytes || layout.ManifestDigest != job.Digest {
-		return tarplan.Layout{}, fmt.Errorf("re-planning job %s: got %d bytes of %s, planned %d of %s", job.ID, layout.Size, layout.ManifestDigest, job.TotalBytes, job.Digest)
+		return tarplan.Layout{}, nil, fmt.Errorf("re-planning job %s: got %d bytes of %s, planned %d of %s", job.ID, layout.Size, layout.ManifestDigest, job.TotalBytes, job.Digest)
 	}
-	return layout, nil
+	return layout, layers, nil
+}
+
+// jobOrigin is the registry a job's image, manifest and config come from.
+func jobOrigin(job tarport.Job) (tarport.Origin, error) {
+	r, err := tarport.ParseReference(job.Ref)
+	if err != nil {
+		return "", fmt.Errorf("job %s: %w", job.ID, err)
+	}
+	return tarport.RegistryOrigin(r.Registry), nil
+}
+
+// entryKeys says where each layer entry of a job is stored. Every task of
+// the job has checked, with its origin, that the requester may read its
+// entry there; a foreign layer's entry is found under the first of its
+// origins that holds it (its digest verified, the same bytes under any).
+func (s *Service) entryKeys(ctx context.Context, job tarport.Job, layers []descriptor.Descriptor) (func(digest.Digest) string, error) {
+	r, err := tarport.ParseReference(job.Ref)
+	if err != nil {
+		return nil, fmt.Errorf("job %s: %w", job.ID, err)
+	}
+	keys := map[digest.Digest]string{}
+	for _, l := range layers {
+		if _, ok := keys[l.Digest]; ok {
+			continue
+		}
+		origins := tarport.Origins(r, l)
+		keys[l.Digest] = EntryKey(origins[0], l.Digest)
+		if len(origins) == 1 {
+			continue
+		}
+		want, _, err := entryLen(l)
+		if err != nil {
+			return nil, err
+		}
+		for _, o := range origins {
+			if n, err := s.objects.Size(ctx, EntryKey(o, l.Digest)); err == nil && n == want {
+				keys[l.Digest] = EntryKey(o, l.Digest)
+				break
+			}
+		}
+	}
+	return func(d digest.Digest) string { return keys[d] }, nil
 }
 
 // fail records a job's failure. Its error is the store's: a task that
@@ -695,11 +798,11 @@ func (c *countingReader) Read(b []byte) (int, error) {
 }
 
 // replanInput is the planner input of a job, from its record and the
-// manifest and config it was planned from.
-func replanInput(job tarport.Job, manifest, config []byte) (tarplan.Image, error) {
+// manifest and config it was planned from, and the manifest's layers.
+func replanInput(job tarport.Job, manifest, config []byte) (tarplan.Image, []descriptor.Descriptor, error) {
 	m, err := decodeManifest(job, manifest)
 	if err != nil {
-		return tarplan.Image{}, err
+		return tarplan.Image{}, nil, err
 	}
 	in := tarplan.Image{
 		Name:              job.Name,
@@ -713,7 +816,7 @@ func replanInput(job tarport.Job, manifest, config []byte) (tarplan.Image, error
 	for _, l := range m.Layers {
 		in.Layers = append(in.Layers, tarplan.Blob{Digest: l.Digest, Size: l.Size, MediaType: l.MediaType})
 	}
-	return in, nil
+	return in, m.Layers, nil
 }
 
 // cachedManifest is what a job needs of its image manifest.

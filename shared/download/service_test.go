@@ -97,7 +97,10 @@ func TestCreateRecordsTheJob(t *testing.T) {
 	if v.Platform != "linux/arm64" || v.Image != "registry.example/team/app:v1" || v.Ref != "registry.example/team/app:v1" {
 		t.Errorf("view: platform %q, image %q, ref %q", v.Platform, v.Image, v.Ref)
 	}
-	if !v.Private || v.TarKey != "tars/"+v.ID+".tar" || v.FileName != "registry.example_team_app_v1_linux_arm64.tar" {
+	// The tar's key (in every link's path) is its own name, not the job id:
+	// a link must not reveal the capability that outlives it.
+	tarName := strings.TrimSuffix(strings.TrimPrefix(v.TarKey, "tars/"), ".tar")
+	if !v.Private || len(tarName) < 26 || strings.Contains(v.TarKey, v.ID) || v.TarKey != "tars/"+tarName+".tar" || v.FileName != "registry.example_team_app_v1_linux_arm64.tar" {
 		t.Errorf("view: private %v, tar key %q, file %q", v.Private, v.TarKey, v.FileName)
 	}
 	// The duplicate layer is one task and one progress entry.
@@ -275,7 +278,7 @@ func TestStatusSignsReadyJobsOnly(t *testing.T) {
 		}
 		h.jobs.put(job)
 		before := h.signer.count()
-		v, err := h.svc.Status(context.Background(), id)
+		v, err := h.svc.Status(context.Background(), id, tarport.Credentials{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -294,18 +297,18 @@ func TestStatusSignsReadyJobsOnly(t *testing.T) {
 			t.Errorf("ready job: expires %v, want now+LinkTTL %v", v.LinkExpiresAt, now.Add(17*time.Minute))
 		}
 		// Signed afresh at every read, never stored.
-		if _, err := h.svc.Status(context.Background(), id); err != nil || h.signer.count() != before+2 {
+		if _, err := h.svc.Status(context.Background(), id, tarport.Credentials{}); err != nil || h.signer.count() != before+2 {
 			t.Errorf("second read: %v, %d signatures; want a new one", err, h.signer.count()-before)
 		}
 		if stored := h.jobs.job(t, id); strings.Contains(mustJSON(t, stored), "signed.example") {
 			t.Errorf("the link was stored in the job")
 		}
 	}
-	if _, err := h.svc.Status(context.Background(), "nope"); tarport.ErrorCode(err) != tarport.CodeNotFound {
+	if _, err := h.svc.Status(context.Background(), "nope", tarport.Credentials{}); tarport.ErrorCode(err) != tarport.CodeNotFound {
 		t.Errorf("Status of an unknown job: %v; want not_found", err)
 	}
 	h.signer.err = errors.New("expired credentials")
-	if _, err := h.svc.Status(context.Background(), "job-ready"); err == nil || tarport.ErrorCode(err) != tarport.CodeInternal {
+	if _, err := h.svc.Status(context.Background(), "job-ready", tarport.Credentials{}); err == nil || tarport.ErrorCode(err) != tarport.CodeInternal {
 		t.Errorf("Status with the signer failing: %v; want an internal error", err)
 	}
 }
@@ -315,7 +318,7 @@ func TestStatusDefaultLinkTTL(t *testing.T) {
 	h := newHarness(t, Config{})
 	h.jobs.put(tarport.Job{ID: "j", Status: tarport.StatusReady, TarKey: "tars/j.tar"})
 	start := time.Now()
-	v, err := h.svc.Status(context.Background(), "j")
+	v, err := h.svc.Status(context.Background(), "j", tarport.Credentials{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -330,7 +333,7 @@ func TestLinkNeverOutlivesTheTar(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, Config{LinkTTL: time.Hour})
 	h.jobs.put(tarport.Job{ID: "soon", Status: tarport.StatusReady, TarKey: "tars/soon.tar", ExpiresAt: time.Now().Add(10 * time.Minute)})
-	v, err := h.svc.Status(context.Background(), "soon")
+	v, err := h.svc.Status(context.Background(), "soon", tarport.Credentials{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -338,7 +341,7 @@ func TestLinkNeverOutlivesTheTar(t *testing.T) {
 		t.Errorf("link expires %v, after the job's tar (in 10 min)", v.LinkExpiresAt)
 	}
 	h.jobs.put(tarport.Job{ID: "gone", Status: tarport.StatusReady, TarKey: "tars/gone.tar", ExpiresAt: time.Now().Add(-time.Second)})
-	if _, err := h.svc.Status(context.Background(), "gone"); tarport.ErrorCode(err) != tarport.CodeNotFound {
+	if _, err := h.svc.Status(context.Background(), "gone", tarport.Credentials{}); tarport.ErrorCode(err) != tarport.CodeNotFound {
 		t.Errorf("Status of an expired job: %v, want not_found", err)
 	}
 }
@@ -363,7 +366,7 @@ func TestWait(t *testing.T) {
 			h.jobs.SetStatus(context.Background(), "j", tarport.StatusReady, nil)
 		}()
 		start := time.Now()
-		v, err := h.svc.Wait(context.Background(), "j", 10*time.Second)
+		v, err := h.svc.Wait(context.Background(), "j", 10*time.Second, tarport.Credentials{})
 		if err != nil || v.Status != tarport.StatusReady || v.URL == "" {
 			t.Fatalf("Wait: %+v, %v; want ready with a link", v, err)
 		}
@@ -376,7 +379,7 @@ func TestWait(t *testing.T) {
 		h := newHarness(t, Config{})
 		h.jobs.put(tarport.Job{ID: "j", Status: tarport.StatusFailed, Error: &tarport.JobError{Code: tarport.CodeUnauthorized, Message: "no"}})
 		start := time.Now()
-		v, err := h.svc.Wait(context.Background(), "j", 10*time.Second)
+		v, err := h.svc.Wait(context.Background(), "j", 10*time.Second, tarport.Credentials{})
 		if err != nil || v.Status != tarport.StatusFailed || time.Since(start) > time.Second {
 			t.Errorf("Wait: %s, %v after %v", v.Status, err, time.Since(start))
 		}
@@ -386,7 +389,7 @@ func TestWait(t *testing.T) {
 		h := newHarness(t, Config{})
 		h.jobs.put(tarport.Job{ID: "j", Status: tarport.StatusFetching})
 		start := time.Now()
-		v, err := h.svc.Wait(context.Background(), "j", 300*time.Millisecond)
+		v, err := h.svc.Wait(context.Background(), "j", 300*time.Millisecond, tarport.Credentials{})
 		if err != nil || v.ID != "j" || v.Status != tarport.StatusFetching {
 			t.Errorf("Wait: %+v, %v; want the pending job", v, err)
 		}
@@ -401,7 +404,7 @@ func TestWait(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 		defer cancel()
 		start := time.Now()
-		v, _ := h.svc.Wait(ctx, "j", time.Minute)
+		v, _ := h.svc.Wait(ctx, "j", time.Minute, tarport.Credentials{})
 		if v.Status.Terminal() || time.Since(start) > 2*time.Second {
 			t.Errorf("Wait: %s after %v", v.Status, time.Since(start))
 		}
@@ -409,7 +412,7 @@ func TestWait(t *testing.T) {
 	t.Run("unknown job", func(t *testing.T) {
 		t.Parallel()
 		h := newHarness(t, Config{})
-		if _, err := h.svc.Wait(context.Background(), "nope", time.Minute); tarport.ErrorCode(err) != tarport.CodeNotFound {
+		if _, err := h.svc.Wait(context.Background(), "nope", time.Minute, tarport.Credentials{}); tarport.ErrorCode(err) != tarport.CodeNotFound {
 			t.Errorf("Wait: %v; want not_found", err)
 		}
 	})
@@ -496,7 +499,7 @@ func TestResume(t *testing.T) {
 		h := newHarness(t, Config{})
 		job, ti := resumeFixture(t, h)
 		for i, l := range job.Layers {
-			if err := h.objs.Put(context.Background(), EntryKey(l.Digest), strings.NewReader(string(entryBytes(t, ti.blobs[l.Digest]))), int64(len(entryBytes(t, ti.blobs[l.Digest])))); err != nil {
+			if err := h.objs.Put(context.Background(), EntryKey(testOrigin, l.Digest), strings.NewReader(string(entryBytes(t, ti.blobs[l.Digest]))), int64(len(entryBytes(t, ti.blobs[l.Digest])))); err != nil {
 				t.Fatal(err)
 			}
 			if _, _, err := h.jobs.FinishLayer(context.Background(), job.ID, i); err != nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	"github.com/regclient/regclient/types/descriptor"
+	"github.com/regclient/regclient/types/ref"
 
 	"github.com/tarport/tarport/shared/tarplan"
 	"github.com/tarport/tarport/shared/tarport"
@@ -46,11 +47,6 @@ func (s *Service) splitting() (splitter, bool) {
 	return splitter{reg, objects, jobs}, ok1 && ok2 && ok3
 }
 
-// StagingKey is where a split layer's entry is assembled for one job.
-func StagingKey(jobID string, d digest.Digest) string {
-	return "staging/" + jobID + "/" + d.Algorithm().String() + "/" + d.Encoded()
-}
-
 // entryLen is the length of d's tar entry.
 func entryLen(d descriptor.Descriptor) (int64, []byte, error) {
 	hdr, err := tarplan.Header(tarplan.BlobName(d.Digest), d.Size)
@@ -60,22 +56,42 @@ func entryLen(d descriptor.Descriptor) (int64, []byte, error) {
 	return tarplan.EntryLen(len(hdr), d.Size), hdr, nil
 }
 
-// shouldSplit says whether layer d is fetched by range tasks, and into how
-// many parts. A layer already in the entry cache is not: its one task
-// only checks the requester may read it.
-func (s *Service) shouldSplit(ctx context.Context, d descriptor.Descriptor) int {
+// shouldSplit says whether the task's layer is fetched by range tasks, and
+// into how many parts. A layer already in the entry cache is not: its one
+// task only checks the requester may read it. The parts of a split layer
+// must all come from one origin, so a split foreign layer's origin is
+// located here and pinned in the task.
+func (s *Service) shouldSplit(ctx context.Context, r ref.Ref, t *Task) (int, error) {
 	if _, ok := s.splitting(); !ok {
-		return 0
+		return 0, nil
 	}
-	n, _, err := entryLen(d)
+	n, _, err := entryLen(t.Desc)
 	if err != nil || n <= s.cfg.SplitAbove {
-		return 0
+		return 0, nil
 	}
-	if size, err := s.objects.Size(ctx, EntryKey(d.Digest)); err == nil && size == n {
-		return 0
+	origin, err := s.reg.Locate(ctx, r, t.Desc, t.Creds)
+	if err != nil {
+		return 0, err
+	}
+	t.Origin = origin
+	if size, err := s.objects.Size(ctx, EntryKey(origin, t.Desc.Digest)); err == nil && size == n {
+		return 0, nil
 	}
 	rs := s.rangeSize(n)
-	return int((n + rs - 1) / rs)
+	return int((n + rs - 1) / rs), nil
+}
+
+// origin is where a split layer's parts are read from: pinned when its job
+// was made (a task queued before origins existed is the registry's).
+func (t Task) origin() tarport.Origin {
+	if t.Origin != "" {
+		return t.Origin
+	}
+	r, err := tarport.ParseReference(t.Ref)
+	if err != nil {
+		return ""
+	}
+	return tarport.RegistryOrigin(r.Registry)
 }
 
 // maxParts is S3's limit on the parts of one upload.
@@ -128,7 +144,7 @@ func (s *Service) runRange(ctx context.Context, job tarport.Job, t Task) error {
 		if job.Layers[t.Layer].Finished {
 			return true
 		}
-		for _, key := range []string{staging, EntryKey(t.Desc.Digest)} {
+		for _, key := range []string{staging, EntryKey(t.origin(), t.Desc.Digest)} {
 			if n, err := s.objects.Size(ctx, key); err == nil && n == want {
 				return true
 			}
@@ -136,7 +152,7 @@ func (s *Service) runRange(ctx context.Context, job tarport.Job, t Task) error {
 		return false
 	}
 	if !done() {
-		fetchCtx, cancel := context.WithTimeout(ctx, taskTimeout(t.Length))
+		fetchCtx, cancel := taskContext(ctx, job)
 		err := s.putRange(fetchCtx, sp, t)
 		cancel()
 		if err != nil && !done() {
@@ -158,7 +174,7 @@ func (s *Service) runRange(ctx context.Context, job tarport.Job, t Task) error {
 	if remaining > 0 {
 		return nil
 	}
-	v := Task{JobID: t.JobID, Layer: t.Layer, Ref: t.Ref, Desc: t.Desc, Parts: t.Parts, UploadID: t.UploadID, Verify: true}
+	v := Task{JobID: t.JobID, Layer: t.Layer, Ref: t.Ref, Desc: t.Desc, Origin: t.Origin, Client: t.Client, Parts: t.Parts, UploadID: t.UploadID, Verify: true}
 	if err := s.queue.Enqueue(ctx, []Task{v}); err != nil {
 		return fmt.Errorf("queueing the check of layer %s of job %s: %w", t.Desc.Digest, job.ID, err)
 	}
@@ -193,7 +209,7 @@ func (s *Service) putRange(ctx context.Context, sp splitter, t Task) error {
 			readers = append(readers, bytes.NewReader(hdr[start:min(end, hlen)]))
 		}
 		if blobTo > blobFrom {
-			body, err := sp.reg.OpenBlobRange(ctx, r, t.Desc, blobFrom, blobTo-blobFrom, t.Creds)
+			body, err := sp.reg.OpenBlobRange(ctx, r, t.Desc, t.origin(), blobFrom, blobTo-blobFrom, t.Creds)
 			if err != nil {
 				return err
 			}
@@ -219,7 +235,7 @@ func (s *Service) runVerify(ctx context.Context, job tarport.Job, t Task) error 
 	if err != nil {
 		return s.fail(ctx, job.ID, err)
 	}
-	key, staging := EntryKey(t.Desc.Digest), StagingKey(t.JobID, t.Desc.Digest)
+	key, staging := EntryKey(t.origin(), t.Desc.Digest), StagingKey(t.JobID, t.Desc.Digest)
 	if n, err := s.objects.Size(ctx, key); err == nil && n == want {
 		// Another job stored the layer first: ours is not needed. Best
 		// effort: the bucket's lifecycle rule is the backstop.

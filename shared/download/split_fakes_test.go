@@ -22,10 +22,11 @@ var (
 
 // OpenBlobRange serves a range of a blob, unverified as the real one;
 // corrupt flips the first byte of every range of that blob.
-func (f *fakeRegistry) OpenBlobRange(_ context.Context, _ ref.Ref, d descriptor.Descriptor, offset, length int64, _ tarport.Credentials) (io.ReadCloser, error) {
+func (f *fakeRegistry) OpenBlobRange(_ context.Context, _ ref.Ref, d descriptor.Descriptor, o tarport.Origin, offset, length int64, _ tarport.Credentials) (io.ReadCloser, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.ranges++
+	f.origins = append(f.origins, o)
 	b, ok := f.blobs[d.Digest]
 	if !ok {
 		return nil, tarport.Errorf(tarport.CodeNotFound, "blob %s not found", d.Digest)

@@ -88,7 +88,7 @@ func TestSplitLayer(t *testing.T) {
 		if d := firstDiff(tar, expectedTar(t, planOf(t, ti.img), ti.blobs)); d != "" {
 			t.Fatalf("twice=%v: tar differs: %s", twice, d)
 		}
-		entry, _ := h.objs.object(EntryKey(big.Digest))
+		entry, _ := h.objs.object(EntryKey(testOrigin, big.Digest))
 		if !bytes.Equal(entry, entryBytes(t, ti.blobs[big.Digest])) {
 			t.Fatal("the cached entry is not the layer's entry")
 		}
@@ -126,7 +126,7 @@ func TestSplitLayerCorrupt(t *testing.T) {
 		t.Fatalf("job %s %+v, want failed digest_mismatch", job.Status, job.Error)
 	}
 	for _, k := range h.objs.keys() {
-		if k == EntryKey(big.Digest) || k == StagingKey(job.ID, big.Digest) {
+		if k == EntryKey(testOrigin, big.Digest) || k == StagingKey(job.ID, big.Digest) {
 			t.Fatalf("%s stored after a mismatch", k)
 		}
 	}
@@ -140,7 +140,7 @@ func TestSplitSkipsCachedLayers(t *testing.T) {
 	ti := newTestImage(t, "registry.example/team/huge:v1", 43, 7<<20)
 	h.serve(ti)
 	big := ti.img.Layers[0]
-	if err := h.objs.Put(context.Background(), EntryKey(big.Digest), bytes.NewReader(entryBytes(t, ti.blobs[big.Digest])), int64(len(entryBytes(t, ti.blobs[big.Digest])))); err != nil {
+	if err := h.objs.Put(context.Background(), EntryKey(testOrigin, big.Digest), bytes.NewReader(entryBytes(t, ti.blobs[big.Digest])), int64(len(entryBytes(t, ti.blobs[big.Digest])))); err != nil {
 		t.Fatal(err)
 	}
 	v, tasks := create(t, h, Request{Image: "registry.example/team/huge:v1"})

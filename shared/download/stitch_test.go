@@ -89,7 +89,7 @@ func TestStitchMatchesADirectTar(t *testing.T) {
 			t.Fatal(err)
 		}
 		key := fmt.Sprintf("tars/small-%d.tar", lim.MaxPart)
-		if err := h.objs.Stitch(context.Background(), key, parts, EntryKey, h.svc.tail(layout)); err != nil {
+		if err := h.objs.Stitch(context.Background(), key, parts, testEntryKey, h.svc.tail(layout, testEntryKey)); err != nil {
 			t.Fatalf("stitching with %+v: %v", lim, err)
 		}
 		got, _ := h.objs.object(key)
@@ -137,7 +137,7 @@ func tailFixture(t *testing.T, seed uint64, sizes ...int64) (*harness, tarplan.L
 	ti := newTestImage(t, "registry.example/team/tail:v1", seed, sizes...)
 	for d, b := range ti.blobs {
 		e := entryBytes(t, b)
-		if err := h.objs.Put(context.Background(), EntryKey(d), bytes.NewReader(e), int64(len(e))); err != nil {
+		if err := h.objs.Put(context.Background(), EntryKey(testOrigin, d), bytes.NewReader(e), int64(len(e))); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -160,7 +160,7 @@ func readTail(tail TailFunc, off, size int64) ([]byte, error) {
 func TestTailRanges(t *testing.T) {
 	t.Parallel()
 	h, layout, want := tailFixture(t, 31, 5*mib-512, 0, 1, 511, 512, 513, 700)
-	tail := h.svc.tail(layout)
+	tail := h.svc.tail(layout, testEntryKey)
 	n := int64(len(want))
 	points := []int64{0, n}
 	for _, e := range layout.Tail() {
@@ -207,7 +207,7 @@ func TestTailOfOnlyMetadata(t *testing.T) {
 	if layout.Stored != 1 {
 		t.Fatalf("stored %d", layout.Stored)
 	}
-	got, err := readTail(h.svc.tail(layout), 0, int64(len(want)))
+	got, err := readTail(h.svc.tail(layout, testEntryKey), 0, int64(len(want)))
 	if err != nil || !bytes.Equal(got, want) {
 		t.Fatalf("whole tail: %v, %s", err, firstDiff(got, want))
 	}
@@ -219,7 +219,7 @@ func TestTailOfOnlyMetadata(t *testing.T) {
 func TestTailRefusesRangesOutside(t *testing.T) {
 	t.Parallel()
 	h, layout, want := tailFixture(t, 33, 100)
-	tail := h.svc.tail(layout)
+	tail := h.svc.tail(layout, testEntryKey)
 	n := int64(len(want))
 	for _, r := range [][2]int64{{-1, 1}, {-1, 0}, {0, -1}, {0, n + 1}, {1, n}, {n, 1}, {n + 1, 0}, {n - 1, 2}} {
 		if rc, err := tail(context.Background(), r[0], r[1]); err == nil {
@@ -238,7 +238,7 @@ func TestTailRefusesRangesOutside(t *testing.T) {
 func TestTailRefusesOverflowingRanges(t *testing.T) {
 	t.Parallel()
 	h, layout, _ := tailFixture(t, 34, 100)
-	tail := h.svc.tail(layout)
+	tail := h.svc.tail(layout, testEntryKey)
 	// offset+size would overflow int64: the check must not compute it.
 	for _, r := range [][2]int64{{math.MaxInt64, 1}, {1, math.MaxInt64}} {
 		if rc, err := tail(context.Background(), r[0], r[1]); err == nil {
@@ -257,7 +257,7 @@ func TestTailErrors(t *testing.T) {
 		h.objs.mu.Lock()
 		clear(h.objs.objs)
 		h.objs.mu.Unlock()
-		if _, err := readTail(h.svc.tail(layout), 0, int64(len(want))); tarport.ErrorCode(err) != tarport.CodeNotFound {
+		if _, err := readTail(h.svc.tail(layout, testEntryKey), 0, int64(len(want))); tarport.ErrorCode(err) != tarport.CodeNotFound {
 			t.Errorf("tail with its entry gone: %v; want the store's not_found", err)
 		}
 	})
@@ -266,9 +266,9 @@ func TestTailErrors(t *testing.T) {
 		h, layout, want := tailFixture(t, 36, 300)
 		d := layout.Tail()[0].Digest
 		h.objs.mu.Lock()
-		h.objs.objs[EntryKey(d)] = h.objs.objs[EntryKey(d)][:600]
+		h.objs.objs[EntryKey(testOrigin, d)] = h.objs.objs[EntryKey(testOrigin, d)][:600]
 		h.objs.mu.Unlock()
-		if _, err := readTail(h.svc.tail(layout), 0, int64(len(want))); !errors.Is(err, io.ErrUnexpectedEOF) {
+		if _, err := readTail(h.svc.tail(layout, testEntryKey), 0, int64(len(want))); !errors.Is(err, io.ErrUnexpectedEOF) {
 			t.Errorf("tail with a short entry: %v; want io.ErrUnexpectedEOF", err)
 		}
 	})
@@ -277,9 +277,9 @@ func TestTailErrors(t *testing.T) {
 		h, layout, want := tailFixture(t, 37, 300)
 		d := layout.Tail()[0].Digest
 		h.objs.mu.Lock()
-		h.objs.objs[EntryKey(d)] = append(slices.Clone(h.objs.objs[EntryKey(d)]), 0xff, 0xff)
+		h.objs.objs[EntryKey(testOrigin, d)] = append(slices.Clone(h.objs.objs[EntryKey(testOrigin, d)]), 0xff, 0xff)
 		h.objs.mu.Unlock()
-		got, err := readTail(h.svc.tail(layout), 0, int64(len(want)))
+		got, err := readTail(h.svc.tail(layout, testEntryKey), 0, int64(len(want)))
 		if err != nil || !bytes.Equal(got, want) {
 			t.Errorf("tail with an over-long entry object: %v, %s", err, firstDiff(got, want))
 		}

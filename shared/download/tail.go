@@ -6,18 +6,21 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/opencontainers/go-digest"
+
 	"github.com/tarport/tarport/shared/tarplan"
 )
 
 // tail returns the reader of any byte range of the layout's tail: small
-// layer entries read from the entry store, metadata files from memory,
-// then the end-of-archive blocks. Entries are opened only when reached.
-func (s *Service) tail(layout tarplan.Layout) TailFunc {
+// layer entries read from the entry store (at entryKey), metadata files
+// from memory, then the end-of-archive blocks. Entries are opened only
+// when reached.
+func (s *Service) tail(layout tarplan.Layout, entryKey func(digest.Digest) string) TailFunc {
 	return func(ctx context.Context, offset, size int64) (io.ReadCloser, error) {
 		var segs []segment
 		pos := int64(0)
 		for _, e := range layout.Tail() {
-			segs = append(segs, s.entrySegment(e, pos))
+			segs = append(segs, s.entrySegment(e, pos, entryKey))
 			pos += e.Len()
 		}
 		eoa := layout.Size - layout.TailOffset - pos
@@ -31,7 +34,7 @@ func (s *Service) tail(layout tarplan.Layout) TailFunc {
 	}
 }
 
-func (s *Service) entrySegment(e tarplan.Entry, start int64) segment {
+func (s *Service) entrySegment(e tarplan.Entry, start int64, entryKey func(digest.Digest) string) segment {
 	if !e.Fetched() {
 		whole := make([]byte, 0, e.Len())
 		whole = append(append(append(whole, e.Header...), e.Inline...), tarplan.Padding(e.Size)...)
@@ -41,7 +44,7 @@ func (s *Service) entrySegment(e tarplan.Entry, start int64) segment {
 	}
 	d := e.Digest
 	return segment{start: start, size: e.Len(), open: func(ctx context.Context) (io.ReadCloser, error) {
-		return s.objects.Get(ctx, EntryKey(d))
+		return s.objects.Get(ctx, entryKey(d))
 	}}
 }
 

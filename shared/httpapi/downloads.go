@@ -87,6 +87,7 @@ func (a *API) createDownload(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, a.log, err)
 		return
 	}
+	req.Client = clientOf(r)
 	v, err := a.opts.Downloads.Create(r.Context(), req)
 	if err != nil {
 		writeError(w, r, a.log, err)
@@ -106,7 +107,12 @@ func (a *API) downloadStatus(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, a.log, tarport.Errorf(tarport.CodeNotFound, "no download job %q", id))
 		return
 	}
-	v, err := a.opts.Downloads.Status(r.Context(), id)
+	creds, err := basicCreds(r)
+	if err != nil {
+		writeError(w, r, a.log, err)
+		return
+	}
+	v, err := a.opts.Downloads.Status(r.Context(), id, creds)
 	if err != nil {
 		writeError(w, r, a.log, err)
 		return
@@ -127,9 +133,10 @@ func (a *API) pull(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, a.log, err)
 		return
 	}
+	req.Client = clientOf(r)
 	v, err := a.opts.Downloads.Create(r.Context(), req)
 	if err == nil && !v.Status.Terminal() {
-		v, err = a.opts.Downloads.Wait(r.Context(), v.ID, a.opts.PullWait)
+		v, err = a.opts.Downloads.Wait(r.Context(), v.ID, a.opts.PullWait, req.Creds)
 	}
 	if err != nil {
 		writeError(w, r, a.log, err)
@@ -149,6 +156,17 @@ func (a *API) pull(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Retry-After", "3")
 		writeJSON(w, http.StatusServiceUnavailable, toResponse(r, v))
 	}
+}
+
+// basicCreds reads registry credentials sent as HTTP basic auth (curl -u,
+// or the web page for a private job), bounded like the JSON fields.
+func basicCreds(r *http.Request) (tarport.Credentials, error) {
+	u, p, ok := r.BasicAuth()
+	if !ok {
+		return tarport.Credentials{}, nil
+	}
+	req, err := toRequest(downloadRequest{Image: "-", Username: u, Password: p})
+	return req.Creds, err
 }
 
 // Input bounds: generous for real use, small enough to refuse abuse.

@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"slices"
 	"strings"
@@ -69,8 +70,10 @@ func TestCreateBodies(t *testing.T) {
 				}
 				return
 			}
-			if res.status != tc.status || len(calls) != 1 || calls[0] != tc.want {
-				t.Errorf("status %d, service asked %+v; want %d and %+v (body %s)", res.status, calls, tc.status, tc.want, res.raw)
+			want := tc.want
+			want.Client = "192.0.2.1" // httptest's peer: who the job is for
+			if res.status != tc.status || len(calls) != 1 || calls[0] != want {
+				t.Errorf("status %d, service asked %+v; want %d and %+v (body %s)", res.status, calls, tc.status, want, res.raw)
 			}
 		})
 	}
@@ -250,7 +253,7 @@ func TestPull(t *testing.T) {
 		r := httpGet("/api/pull/registry.example:5000/team/app:v1?platform=linux/arm/v7")
 		r.SetBasicAuth("bob", "dckr_pat_x")
 		do(t, newTestAPI(t, d, Options{}), r)
-		want := download.Request{Image: "registry.example:5000/team/app:v1", Platform: "linux/arm/v7", Creds: tarport.Credentials{Username: "bob", Password: "dckr_pat_x"}}
+		want := download.Request{Image: "registry.example:5000/team/app:v1", Platform: "linux/arm/v7", Creds: tarport.Credentials{Username: "bob", Password: "dckr_pat_x"}, Client: "192.0.2.1"}
 		if calls := d.createCalls(); len(calls) != 1 || calls[0] != want {
 			t.Errorf("service asked %+v, want %+v", calls, want)
 		}
@@ -367,5 +370,37 @@ func TestRoutes(t *testing.T) {
 	} {
 		res := do(t, api, mustRequest(tc.method, tc.path))
 		t.Run(tc.method+" "+tc.path, func(t *testing.T) { checkError(t, res, tc.status, tc.code) })
+	}
+}
+
+// TestStatusPassesCredentials: a status read hands HTTP basic auth to the
+// service (a private job's link needs the registry's yes again), bounded
+// like the JSON fields; the pull one-liner's wait gets the same.
+func TestStatusPassesCredentials(t *testing.T) {
+	t.Parallel()
+	d := &fakeDownloads{status: func(context.Context, string) (download.View, error) { return pendingView(), nil }}
+	api := newTestAPI(t, d, Options{})
+	r := httpGet("/api/downloads/abc")
+	r.SetBasicAuth("alice", "pat")
+	if res := do(t, api, r); res.status != http.StatusOK {
+		t.Fatalf("status %d %s", res.status, res.raw)
+	}
+	if res := do(t, api, httpGet("/api/downloads/abc")); res.status != http.StatusOK {
+		t.Fatalf("status %d %s", res.status, res.raw)
+	}
+	long := httpGet("/api/downloads/abc")
+	long.SetBasicAuth("alice", strings.Repeat("p", 9000))
+	checkError(t, do(t, api, long), http.StatusBadRequest, tarport.CodeInvalid)
+	want := []tarport.Credentials{{Username: "alice", Password: "pat"}, {}}
+	if got := d.credsSeen(); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("the service got credentials %+v, want %+v", got, want)
+	}
+
+	w := &fakeDownloads{}
+	p := httpGet("/api/pull/nginx")
+	p.SetBasicAuth("bob", "tok")
+	do(t, newTestAPI(t, w, Options{}), p)
+	if got := w.credsSeen(); len(got) != 1 || got[0] != (tarport.Credentials{Username: "bob", Password: "tok"}) {
+		t.Errorf("the pull's wait got credentials %+v, want bob's", got)
 	}
 }

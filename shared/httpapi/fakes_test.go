@@ -27,6 +27,7 @@ type fakeDownloads struct {
 	creates   []download.Request
 	statusIDs []string
 	waits     []time.Duration
+	creds     []tarport.Credentials // of every Status and Wait
 }
 
 var _ Downloads = (*fakeDownloads)(nil)
@@ -42,9 +43,10 @@ func (f *fakeDownloads) Create(ctx context.Context, req download.Request) (downl
 	return fn(ctx, req)
 }
 
-func (f *fakeDownloads) Status(ctx context.Context, id string) (download.View, error) {
+func (f *fakeDownloads) Status(ctx context.Context, id string, creds tarport.Credentials) (download.View, error) {
 	f.mu.Lock()
 	f.statusIDs = append(f.statusIDs, id)
+	f.creds = append(f.creds, creds)
 	fn := f.status
 	f.mu.Unlock()
 	if fn == nil {
@@ -53,15 +55,24 @@ func (f *fakeDownloads) Status(ctx context.Context, id string) (download.View, e
 	return fn(ctx, id)
 }
 
-func (f *fakeDownloads) Wait(ctx context.Context, id string, wait time.Duration) (download.View, error) {
+func (f *fakeDownloads) Wait(ctx context.Context, id string, wait time.Duration, creds tarport.Credentials) (download.View, error) {
 	f.mu.Lock()
 	f.waits = append(f.waits, wait)
 	fn := f.wait
 	f.mu.Unlock()
 	if fn == nil {
-		return f.Status(ctx, id)
+		return f.Status(ctx, id, creds)
 	}
+	f.mu.Lock()
+	f.creds = append(f.creds, creds)
+	f.mu.Unlock()
 	return fn(ctx, id, wait)
+}
+
+func (f *fakeDownloads) credsSeen() []tarport.Credentials {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]tarport.Credentials(nil), f.creds...)
 }
 
 func (f *fakeDownloads) createCalls() []download.Request {

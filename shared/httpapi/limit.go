@@ -3,6 +3,7 @@ package httpapi
 import (
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -55,12 +56,22 @@ func (l *limiter) allow(client string) (bool, time.Duration) {
 	return false, wait
 }
 
+// clientOf is who a request counts against: its peer's IPv4 address, or
+// the /64 of its IPv6 address (one subscriber holds a whole /64, so a
+// per-address limit would give them 2^64 buckets).
 func clientOf(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
-		return r.RemoteAddr
+		host = r.RemoteAddr
 	}
-	return host
+	addr, err := netip.ParseAddr(host)
+	if err != nil {
+		return host
+	}
+	if addr = addr.Unmap(); addr.Is6() {
+		return netip.PrefixFrom(addr.WithZone(""), 64).Masked().String()
+	}
+	return addr.String()
 }
 
 func (a *API) limited(h http.HandlerFunc) http.HandlerFunc {

@@ -79,10 +79,16 @@ func TestLimiterBucketsPerClient(t *testing.T) {
 
 func TestClientOf(t *testing.T) {
 	t.Parallel()
+	// An IPv6 client owns a /64: every address in it is one client.
 	for addr, want := range map[string]string{
-		"192.0.2.1:1234":   "192.0.2.1",
-		"[2001:db8::1]:80": "2001:db8::1",
-		"192.0.2.9":        "192.0.2.9",
+		"192.0.2.1:1234":                     "192.0.2.1",
+		"192.0.2.9":                          "192.0.2.9",
+		"[::ffff:192.0.2.7]:99":              "192.0.2.7",
+		"[2001:db8::1]:80":                   "2001:db8::/64",
+		"[2001:db8:0:0:ffff:1:2:3]:80":       "2001:db8::/64",
+		"[2001:db8:0:1::1]:80":               "2001:db8:0:1::/64",
+		"[fe80::1%eth0]:80":                  "fe80::/64",
+		"[2001:db8:aaaa:bbbb:cccc::9]:65535": "2001:db8:aaaa:bbbb::/64",
 	} {
 		r := httpGet("/api/health")
 		r.RemoteAddr = addr
@@ -136,5 +142,26 @@ func TestLimitedHandlers(t *testing.T) {
 	c.add(30 * time.Second)
 	if res := do(t, api, from(post("/api/downloads", `{"image":"nginx"}`), "198.51.100.7")); res.status != 202 {
 		t.Errorf("after 30 s: %d, want the refilled token", res.status)
+	}
+}
+
+// TestLimitedPerIPv6Slash64: the addresses of one /64 share a bucket;
+// the next /64 is another client.
+func TestLimitedPerIPv6Slash64(t *testing.T) {
+	t.Parallel()
+	api := newTestAPI(t, &fakeDownloads{}, Options{RatePerMinute: 2})
+	from := func(addr string) *http.Request {
+		r := post("/api/downloads", `{"image":"nginx"}`)
+		r.RemoteAddr = "[" + addr + "]:5555"
+		return r
+	}
+	for _, addr := range []string{"2001:db8::1", "2001:db8::2"} {
+		if res := do(t, api, from(addr)); res.status != http.StatusAccepted {
+			t.Fatalf("%s: %d", addr, res.status)
+		}
+	}
+	checkError(t, do(t, api, from("2001:db8::ffff:1")), http.StatusTooManyRequests, tarport.CodeRateLimited)
+	if res := do(t, api, from("2001:db8:0:1::1")); res.status != http.StatusAccepted {
+		t.Errorf("the next /64: %d, want its own bucket", res.status)
 	}
 }

@@ -18,8 +18,10 @@ import (
 // Downloads is what the API needs of the download service.
 type Downloads interface {
 	Create(ctx context.Context, req download.Request) (download.View, error)
-	Status(ctx context.Context, id string) (download.View, error)
-	Wait(ctx context.Context, id string, wait time.Duration) (download.View, error)
+	// Status and Wait take the requester's registry credentials: a private
+	// job's link is signed only for credentials the registry authorizes.
+	Status(ctx context.Context, id string, creds tarport.Credentials) (download.View, error)
+	Wait(ctx context.Context, id string, wait time.Duration, creds tarport.Credentials) (download.View, error)
 }
 
 // Options configure the API.

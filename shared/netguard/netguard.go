@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -101,10 +102,24 @@ var nonPublic = []netip.Prefix{
 	netip.MustParsePrefix("2002::/16"),
 }
 
-// Transport is an HTTP transport for registry traffic under the policy.
-// A body that delivers no byte for idle is closed, so the reader sees an
-// error and can resume instead of hanging on a dead connection.
-func (p Policy) Transport(idle time.Duration) http.RoundTripper {
+// ErrTooSlow ends a body that delivered fewer bytes in a window than the
+// minimum rate asks for: a reader resumes it on a new connection, and gives
+// up when that does not help.
+var ErrTooSlow = errors.New("the body is slower than the minimum rate")
+
+// Watch says when a body is cut. A body that delivers no byte for Idle is
+// cut; with MinRate set (bytes per second), so is one that delivers fewer
+// than MinRate*Idle bytes in any window of Idle: a registry trickling bytes
+// just fast enough to dodge the idle timer must not hold a worker.
+type Watch struct {
+	Idle    time.Duration
+	MinRate int64
+}
+
+// Transport is an HTTP transport for registry traffic under the policy,
+// whose bodies are watched as w says, so the reader sees an error and can
+// resume instead of hanging on a dead or crawling connection.
+func (p Policy) Transport(w Watch) http.RoundTripper {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.DialContext = p.Dialer()
 	// No proxy: the dial guard must see the real target, not a proxy that
@@ -112,45 +127,72 @@ func (p Policy) Transport(idle time.Duration) http.RoundTripper {
 	t.Proxy = nil
 	t.MaxIdleConnsPerHost = 16
 	t.ResponseHeaderTimeout = 60 * time.Second
-	return &resumableTransport{base: t, idle: idle}
+	return &resumableTransport{base: t, watch: w}
 }
 
 type resumableTransport struct {
-	base http.RoundTripper
-	idle time.Duration
+	base  http.RoundTripper
+	watch Watch
 }
 
 func (t *resumableTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	resp, err := t.base.RoundTrip(req)
-	if err != nil || resp.Body == nil || req.Method == http.MethodHead || t.idle <= 0 {
+	if err != nil || resp.Body == nil || req.Method == http.MethodHead || t.watch.Idle <= 0 {
 		return resp, err
 	}
-	resp.Body = newWatchedBody(resp.Body, t.idle)
+	resp.Body = newWatchedBody(resp.Body, t.watch)
 	return resp, nil
 }
 
-// watchedBody closes a body that delivers no byte for idle.
+// watchedBody closes a body that delivers no byte for idle, or (with a
+// floor) fewer than floor bytes in a window of idle.
 type watchedBody struct {
-	body  io.ReadCloser
-	timer *time.Timer
-	idle  time.Duration
+	body   io.ReadCloser
+	timer  *time.Timer // idle: reset by every byte
+	window *time.Timer // rate: a fresh window every idle
+	idle   time.Duration
+	floor  int64
+	n      atomic.Int64 // bytes in the current window
+	slow   atomic.Bool  // cut for a window under the floor
 }
 
-func newWatchedBody(body io.ReadCloser, idle time.Duration) *watchedBody {
-	w := &watchedBody{body: body, idle: idle}
-	w.timer = time.AfterFunc(idle, func() { _ = body.Close() })
-	return w
+func newWatchedBody(body io.ReadCloser, w Watch) *watchedBody {
+	b := &watchedBody{body: body, idle: w.Idle}
+	b.timer = time.AfterFunc(w.Idle, func() { _ = body.Close() })
+	if w.MinRate > 0 {
+		b.floor = max(1, int64(float64(w.MinRate)*w.Idle.Seconds()))
+		b.window = time.AfterFunc(w.Idle, b.check)
+	}
+	return b
 }
 
-func (w *watchedBody) Read(b []byte) (int, error) {
-	n, err := w.body.Read(b)
+// check ends a window: a body under the floor is cut, else a new window
+// starts.
+func (b *watchedBody) check() {
+	if b.n.Swap(0) < b.floor {
+		b.slow.Store(true)
+		_ = b.body.Close()
+		return
+	}
+	b.window.Reset(b.idle)
+}
+
+func (b *watchedBody) Read(p []byte) (int, error) {
+	n, err := b.body.Read(p)
 	if n > 0 {
-		w.timer.Reset(w.idle)
+		b.timer.Reset(b.idle)
+		b.n.Add(int64(n))
+	}
+	if err != nil && err != io.EOF && b.slow.Load() {
+		err = fmt.Errorf("%w (under %d bytes in %s): %v", ErrTooSlow, b.floor, b.idle, err)
 	}
 	return n, err
 }
 
-func (w *watchedBody) Close() error {
-	w.timer.Stop()
-	return w.body.Close()
+func (b *watchedBody) Close() error {
+	b.timer.Stop()
+	if b.window != nil {
+		b.window.Stop()
+	}
+	return b.body.Close()
 }

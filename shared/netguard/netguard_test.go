@@ -230,7 +230,7 @@ func TestTransportRedirects(t *testing.T) {
 			for _, h := range tt.trusted {
 				trusted = append(trusted, fill(h))
 			}
-			client := &http.Client{Transport: Policy{Trusted: trusted}.Transport(5 * time.Second), Timeout: 10 * time.Second}
+			client := &http.Client{Transport: Policy{Trusted: trusted}.Transport(Watch{Idle: 5 * time.Second}), Timeout: 10 * time.Second}
 			resp, err := client.Get(fill(tt.url))
 			if tt.wantBlocked {
 				if resp != nil {
@@ -264,7 +264,7 @@ func TestTransportRedirects(t *testing.T) {
 // transport.
 func trustedClient(t *testing.T, srv *httptest.Server, idle time.Duration) *http.Client {
 	t.Helper()
-	return &http.Client{Transport: Policy{Trusted: []string{srv.Listener.Addr().String()}}.Transport(idle)}
+	return &http.Client{Transport: Policy{Trusted: []string{srv.Listener.Addr().String()}}.Transport(Watch{Idle: idle})}
 }
 
 // stallServer sends half a body, then nothing until the test ends or the
@@ -508,5 +508,75 @@ func TestWatchedBodyNoIdleTimeout(t *testing.T) {
 		if err != nil || len(b) != 20 {
 			t.Fatalf("idle %v: %d bytes, %v; want 20 and no error", idle, len(b), err)
 		}
+	}
+}
+
+// trickleServer sends one byte every gap, forever, under a big length.
+func trickleServer(t *testing.T, gap time.Duration) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "1000000")
+		for {
+			w.Write([]byte{'x'})
+			w.(http.Flusher).Flush()
+			select {
+			case <-time.After(gap):
+			case <-r.Context().Done():
+				return
+			}
+		}
+	}))
+	t.Cleanup(func() {
+		srv.CloseClientConnections()
+		srv.Close()
+	})
+	return srv
+}
+
+// TestWatchedBodyUnderTheFloor: a body that never goes silent long enough
+// for the idle timer, but brings fewer bytes per window than the minimum
+// rate, is cut after one window with ErrTooSlow.
+func TestWatchedBodyUnderTheFloor(t *testing.T) {
+	t.Parallel()
+	const window = 300 * time.Millisecond
+	srv := trickleServer(t, 20*time.Millisecond) // 50 B/s
+	client := &http.Client{Transport: Policy{Trusted: []string{srv.Listener.Addr().String()}}.Transport(Watch{Idle: window, MinRate: 1000})}
+	resp, err := client.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	start := time.Now()
+	b, err := io.ReadAll(resp.Body)
+	elapsed := time.Since(start)
+	if !errors.Is(err, ErrTooSlow) {
+		t.Fatalf("read %d bytes, err %v; want ErrTooSlow", len(b), err)
+	}
+	if elapsed < window*9/10 || elapsed > window+time.Second {
+		t.Errorf("cut after %v, want after one window of %v", elapsed, window)
+	}
+}
+
+// TestWatchedBodyAtTheFloor: a slow body that keeps the minimum rate is
+// read to the end, however long it takes.
+func TestWatchedBodyAtTheFloor(t *testing.T) {
+	t.Parallel()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Length", "200")
+		for range 20 {
+			w.Write([]byte("0123456789"))
+			w.(http.Flusher).Flush()
+			time.Sleep(50 * time.Millisecond) // 200 B/s
+		}
+	}))
+	t.Cleanup(srv.Close)
+	client := &http.Client{Transport: Policy{Trusted: []string{srv.Listener.Addr().String()}}.Transport(Watch{Idle: 300 * time.Millisecond, MinRate: 100})}
+	resp, err := client.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if b, err := io.ReadAll(resp.Body); err != nil || len(b) != 200 {
+		t.Fatalf("read %d bytes, %v; want all 200", len(b), err)
 	}
 }

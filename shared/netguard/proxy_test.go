@@ -71,7 +71,7 @@ func TestTransportIgnoresProxySettings(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			u := strings.ReplaceAll(tt.url, "TP", tp)
-			client := &http.Client{Transport: Policy{Trusted: tt.trusted}.Transport(5 * time.Second), Timeout: 5 * time.Second}
+			client := &http.Client{Transport: Policy{Trusted: tt.trusted}.Transport(Watch{Idle: 5 * time.Second}), Timeout: 5 * time.Second}
 			resp, err := client.Get(u)
 			if resp != nil {
 				b, _ := io.ReadAll(resp.Body)

@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -39,68 +41,100 @@ const (
 	// progress between them) end a blob read.
 	blobFailures = 8
 	maxBackoff   = 30 * time.Second
+	// slowCutsAllowed is how many bodies in a row may be cut for being
+	// under the minimum rate (none of them averaging it) before a read
+	// gives up: a new connection may reach a faster server; three that do
+	// not are the registry's answer.
+	slowCutsAllowed = 3
 )
 
-// OpenBlob streams one layer from the registry, or from the URLs of a
-// foreign layer that the registry does not have. A broken or stalled body
-// resumes with a Range request from the last byte received; the reader
-// checks size and sha256 and fails at the end on a mismatch, so a caller
-// that reads to io.EOF has verified bytes.
-func (c *Client) OpenBlob(ctx context.Context, r ref.Ref, d descriptor.Descriptor, creds tarport.Credentials) (io.ReadCloser, error) {
-	return c.openBlob(ctx, r, d, creds, 0, d.Size, false)
+// Locate says where layer d of r is read from: the registry, or, for a
+// foreign layer the registry does not have (it answers 404), the first of
+// its URLs that this server may reach and that answers for it. Either is
+// asked with a HEAD, so the origin is known (and pinned) before any byte
+// is read: a cached entry is reused only under the origin it came from.
+// A layer without URLs is the registry's, with no request made.
+func (c *Client) Locate(ctx context.Context, r ref.Ref, d descriptor.Descriptor, creds tarport.Credentials) (tarport.Origin, error) {
+	reg := tarport.RegistryOrigin(r.Registry)
+	if len(d.URLs) == 0 {
+		return reg, nil
+	}
+	err := c.CheckBlob(ctx, r, d, reg, creds)
+	if err == nil || tarport.ErrorCode(err) != tarport.CodeNotFound {
+		return reg, err
+	}
+	refused := 0
+	for _, u := range d.URLs {
+		if !c.allowedURL(u) {
+			refused++
+			continue
+		}
+		o := tarport.URLOrigin(u)
+		if err = c.CheckBlob(ctx, r, d, o, creds); err == nil {
+			return o, nil
+		}
+	}
+	if refused == len(d.URLs) {
+		return "", tarport.Errorf(tarport.CodeBlockedAddress, "fetching layer %s of %s: the registry does not have it, and its foreign-layer URLs use plain http to a host this server does not trust", d.Digest, r.CommonName())
+	}
+	return "", err
 }
 
-// OpenBlobRange streams the bytes [offset, offset+length) of a layer, for a
-// layer split across tasks, from where OpenBlob would read it and with the
-// same retries. Each request asks for bytes=from-(offset+length-1), from the
-// last byte received on; the reader ends with io.EOF after exactly length
-// bytes. The bytes are not verified: a range cannot be hashed alone, so the
-// caller hashes the whole layer in order once all its ranges are stored.
-func (c *Client) OpenBlobRange(ctx context.Context, r ref.Ref, d descriptor.Descriptor, offset, length int64, creds tarport.Credentials) (io.ReadCloser, error) {
+// allowedURL says whether a foreign-layer URL may be fetched at all: it
+// comes from a manifest anyone can write, so https only, unless the
+// operator trusts the host. (The dial guard still checks every address.)
+func (c *Client) allowedURL(u string) bool {
+	pu, err := url.Parse(u)
+	return err == nil && pu.Host != "" && pu.User == nil && (pu.Scheme == "https" || (pu.Scheme == "http" && c.insecure(pu.Host)))
+}
+
+// OpenBlob streams one layer from origin o (see Locate). A broken or
+// stalled body resumes with a Range request from the last byte received;
+// the reader checks size and sha256 and fails at the end on a mismatch, so
+// a caller that reads to io.EOF has verified bytes.
+func (c *Client) OpenBlob(ctx context.Context, r ref.Ref, d descriptor.Descriptor, o tarport.Origin, creds tarport.Credentials) (io.ReadCloser, error) {
+	return c.openBlob(ctx, r, d, o, creds, 0, d.Size, false)
+}
+
+// OpenBlobRange streams the bytes [offset, offset+length) of a layer from
+// origin o, for a layer split across tasks, with the same retries. Each
+// request asks for bytes=from-(offset+length-1), from the last byte
+// received on; the reader ends with io.EOF after exactly length bytes. The
+// bytes are not verified: a range cannot be hashed alone, so the caller
+// hashes the whole layer in order once all its ranges are stored.
+func (c *Client) OpenBlobRange(ctx context.Context, r ref.Ref, d descriptor.Descriptor, o tarport.Origin, offset, length int64, creds tarport.Credentials) (io.ReadCloser, error) {
 	// length > d.Size-offset, not offset+length > d.Size: no overflow.
 	if offset < 0 || length <= 0 || offset > d.Size || length > d.Size-offset {
 		return nil, tarport.Errorf(tarport.CodeInternal, "bytes %d+%d are not a range of the %d-byte layer %s", offset, length, d.Size, d.Digest)
 	}
-	return c.openBlob(ctx, r, d, creds, offset, offset+length, true)
+	return c.openBlob(ctx, r, d, o, creds, offset, offset+length, true)
 }
 
-// openBlob opens a blobReader for the bytes [start, end) of d: the whole
-// blob, verified, or a range of it.
-func (c *Client) openBlob(ctx context.Context, r ref.Ref, d descriptor.Descriptor, creds tarport.Credentials, start, end int64, ranged bool) (io.ReadCloser, error) {
+// openBlob opens a blobReader for the bytes [start, end) of d at origin o:
+// the whole blob, verified, or a range of it.
+func (c *Client) openBlob(ctx context.Context, r ref.Ref, d descriptor.Descriptor, o tarport.Origin, creds tarport.Credentials, start, end int64, ranged bool) (io.ReadCloser, error) {
 	if err := d.Digest.Validate(); err != nil {
 		return nil, tarport.Wrap(err, tarport.CodeUpstream, "layer digest %q is not valid", d.Digest)
 	}
 	if d.Digest.Algorithm() != digest.SHA256 {
 		return nil, tarport.Errorf(tarport.CodeUnsupported, "layer %s uses %s; only sha256 is supported", d.Digest, d.Digest.Algorithm())
 	}
-	rt, base, err := c.blobTransport(ctx, r, c.pullCreds(r.Registry, creds))
+	client, u, err := c.originClient(ctx, r, d, o, c.pullCreds(r.Registry, creds))
 	if err != nil {
 		return nil, err
 	}
-	urls := []string{base + "/v2/" + r.Repository + "/blobs/" + d.Digest.String()}
-	refused := 0
-	for _, u := range d.URLs {
-		// Foreign-layer URLs come from a manifest anyone can write: https
-		// only, unless the operator trusts the host.
-		pu, err := url.Parse(u)
-		if err == nil && (pu.Scheme == "https" || (pu.Scheme == "http" && c.insecure(pu.Host))) {
-			urls = append(urls, u)
-		} else {
-			refused++
-		}
-	}
 	br := &blobReader{
 		ctx:     ctx,
-		http:    &http.Client{Transport: rt},
-		urls:    urls,
+		http:    client,
+		url:     u,
 		desc:    d,
 		start:   start,
 		end:     end,
 		ranged:  ranged,
 		offset:  start,
 		backoff: c.blobBackoff,
+		minRate: c.opts.MinRate,
 		what:    "layer " + d.Digest.String() + " of " + r.CommonName(),
-		refused: refused,
 	}
 	if ranged {
 		br.what = fmt.Sprintf("bytes %d-%d of %s", start, end-1, br.what)
@@ -114,27 +148,83 @@ func (c *Client) openBlob(ctx context.Context, r ref.Ref, d descriptor.Descripto
 	return br, nil
 }
 
-// CheckBlob asks the registry, with the requester's credentials, whether
-// they may read d in r's repository (a HEAD, no bytes), before a cached
-// copy of a layer first fetched for someone else is handed to them.
-func (c *Client) CheckBlob(ctx context.Context, r ref.Ref, d descriptor.Descriptor, creds tarport.Credentials) error {
+// originClient returns the client and URL that read d at origin o: the
+// registry's blob URL through its authenticating transport with creds, or
+// a foreign-layer URL with no credentials at all. o must be one of d's
+// origins: a queued task names its origin, and nothing else is fetched.
+func (c *Client) originClient(ctx context.Context, r ref.Ref, d descriptor.Descriptor, o tarport.Origin, creds tarport.Credentials) (*http.Client, string, error) {
+	if !slices.Contains(tarport.Origins(r, d), o) {
+		return nil, "", tarport.Errorf(tarport.CodeInternal, "layer %s of %s has no origin %q", d.Digest, r.CommonName(), o)
+	}
+	if u, ok := o.URL(); ok {
+		if !c.allowedURL(u) {
+			return nil, "", tarport.Errorf(tarport.CodeBlockedAddress, "fetching layer %s of %s: its foreign-layer URL uses plain http to a host this server does not trust", d.Digest, r.CommonName())
+		}
+		return &http.Client{Transport: c.http.Transport}, u, nil
+	}
 	rt, base, err := c.blobTransport(ctx, r, creds)
+	if err != nil {
+		return nil, "", err
+	}
+	return &http.Client{Transport: rt}, base + "/v2/" + r.Repository + "/blobs/" + d.Digest.String(), nil
+}
+
+// CheckBlob asks origin o whether this requester may read d there, with a
+// HEAD and no bytes: the registry (in r's repository, with creds), or the
+// exact foreign-layer URL. It is the gate in front of an entry cached from
+// o for someone else, so an answer that names another size or digest is a
+// refusal. Transient failures are asked again a few times.
+func (c *Client) CheckBlob(ctx context.Context, r ref.Ref, d descriptor.Descriptor, o tarport.Origin, creds tarport.Credentials) error {
+	client, u, err := c.originClient(ctx, r, d, o, creds)
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodHead, base+"/v2/"+r.Repository+"/blobs/"+d.Digest.String(), nil)
-	if err != nil {
-		return tarport.Wrap(err, tarport.CodeInvalidReference, "%s is not a valid repository", r.CommonName())
+	what := fmt.Sprintf("checking layer %s of %s", d.Digest, r.CommonName())
+	for attempt, wait := 1, c.blobBackoff; ; attempt, wait = attempt+1, wait*2 {
+		err = headBlob(ctx, client, u, d)
+		if err == nil || attempt == 3 || !transient(err) {
+			return classify(err, "%s", what)
+		}
+		select {
+		case <-ctx.Done():
+			return classify(err, "%s", what)
+		case <-time.After(wait):
+		}
 	}
-	resp, err := (&http.Client{Transport: rt}).Do(req)
+}
+
+func headBlob(ctx context.Context, client *http.Client, u string, d descriptor.Descriptor) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, u, nil)
 	if err != nil {
-		return classify(err, "checking layer %s of %s", d.Digest, r.CommonName())
+		return tarport.Wrap(err, tarport.CodeInvalidReference, "layer URL %q is not valid", u)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
 	}
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return classify(&httpStatusError{status: resp.StatusCode}, "checking layer %s of %s", d.Digest, r.CommonName())
+		return statusError(resp)
+	}
+	// What the origin says it holds must be this blob.
+	if resp.ContentLength >= 0 && resp.ContentLength != d.Size {
+		return &httpStatusError{status: http.StatusNotFound}
+	}
+	if got := resp.Header.Get("Docker-Content-Digest"); got != "" && got != d.Digest.String() {
+		return &httpStatusError{status: http.StatusNotFound}
 	}
 	return nil
+}
+
+// transient says whether asking again may help.
+func transient(err error) bool {
+	var herr *httpStatusError
+	if errors.As(err, &herr) {
+		return herr.retryable()
+	}
+	var dnsErr *net.DNSError
+	var coded *tarport.Error
+	return !errors.As(err, &coded) && !errors.Is(err, netguard.ErrBlocked) && !errors.As(err, &dnsErr) && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
 }
 
 // blobTransport returns an authenticating transport for r's repository
@@ -192,8 +282,7 @@ func (c *Client) blobTransport(ctx context.Context, r ref.Ref, creds tarport.Cre
 type blobReader struct {
 	ctx      context.Context
 	http     *http.Client
-	urls     []string // the registry's blob URL, then foreign-layer URLs
-	urlIdx   int
+	url      string // the registry's blob URL, or a foreign-layer URL
 	desc     descriptor.Descriptor
 	start    int64 // the first byte wanted: 0 for the whole blob
 	end      int64 // one past the last byte wanted: desc.Size for the whole blob
@@ -205,7 +294,10 @@ type blobReader struct {
 	progress bool  // the current body delivered at least one byte
 	offset   int64 // the blob offset of the next byte: start + bytes delivered
 	failures int   // failed requests and empty bodies since the last progress
-	refused  int   // foreign-layer URLs not tried (plain http to untrusted hosts)
+	minRate  int64 // bytes per second a body must average (0: no floor)
+	opened   time.Time
+	bodyFrom int64 // offset at which the current body started
+	slowCuts int   // bodies in a row cut under the floor, none averaging it
 	lastErr  error
 	done     bool
 }
@@ -266,6 +358,10 @@ func (b *blobReader) Read(p []byte) (int, error) {
 		if !b.progress {
 			b.failures++
 		}
+		if slow := b.slowBody(err); slow != nil {
+			b.close()
+			return n, slow
+		}
 		b.close()
 		b.lastErr = fmt.Errorf("body ended at byte %d of %d: %w", b.offset, b.end, err)
 		if n > 0 {
@@ -274,8 +370,7 @@ func (b *blobReader) Read(p []byte) (int, error) {
 	}
 }
 
-// reopen requests the blob from offset on, with backoff between failures
-// and a fallback through the foreign-layer URLs on 404.
+// reopen requests the blob from offset on, with backoff between failures.
 func (b *blobReader) reopen() error {
 	for {
 		if b.failures >= blobFailures {
@@ -296,17 +391,11 @@ func (b *blobReader) reopen() error {
 		body, err := b.request()
 		if err == nil {
 			b.body, b.progress = body, false
+			b.opened, b.bodyFrom = time.Now(), b.offset
 			return nil
 		}
 		var herr *httpStatusError
 		if errors.As(err, &herr) && !herr.retryable() {
-			if herr.status == http.StatusNotFound && b.urlIdx+1 < len(b.urls) {
-				b.urlIdx++ // a foreign layer lives at its URLs
-				continue
-			}
-			if herr.status == http.StatusNotFound && b.refused > 0 {
-				return tarport.Errorf(tarport.CodeBlockedAddress, "fetching %s: the registry does not have it, and its foreign-layer URLs use plain http to a host this server does not trust", b.what)
-			}
 			return classify(err, "fetching %s", b.what)
 		}
 		if b.ctx.Err() != nil {
@@ -321,7 +410,7 @@ func (b *blobReader) reopen() error {
 }
 
 func (b *blobReader) request() (io.ReadCloser, error) {
-	req, err := http.NewRequestWithContext(b.ctx, http.MethodGet, b.urls[b.urlIdx], nil)
+	req, err := http.NewRequestWithContext(b.ctx, http.MethodGet, b.url, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -365,11 +454,38 @@ func (b *blobReader) request() (io.ReadCloser, error) {
 	}
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
+	return nil, statusError(resp)
+}
+
+// statusError is the error of an answer other than 200/206, with the
+// wait its Retry-After asks for.
+func statusError(resp *http.Response) *httpStatusError {
 	e := &httpStatusError{status: resp.StatusCode}
 	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
 		e.retryAfter = time.Duration(s) * time.Second
 	}
-	return nil, e
+	return e
+}
+
+// slowBody counts a body cut for crawling under the minimum rate (err is
+// how it ended), and gives up after slowCutsAllowed in a row; a body that
+// averaged the rate over its life ends the run.
+func (b *blobReader) slowBody(err error) error {
+	if b.minRate <= 0 {
+		return nil
+	}
+	elapsed := time.Since(b.opened).Seconds()
+	if float64(b.offset-b.bodyFrom) >= float64(b.minRate)*elapsed {
+		b.slowCuts = 0
+		return nil
+	}
+	if !errors.Is(err, netguard.ErrTooSlow) {
+		return nil
+	}
+	if b.slowCuts++; b.slowCuts < slowCutsAllowed {
+		return nil
+	}
+	return tarport.Wrap(err, tarport.CodeUpstreamTimeout, "%s: the registry sends it slower than this server's minimum of %d bytes/s, %d times in a row", b.what, b.minRate, b.slowCuts)
 }
 
 func contentRangeStart(h string) (int64, bool) {

@@ -60,7 +60,11 @@ func openRange(ctx context.Context, t *testing.T, c *registry.Client, host strin
 	if err != nil {
 		t.Fatal(err)
 	}
-	return c.OpenBlobRange(ctx, r, d, offset, length, tarport.Credentials{})
+	o, err := c.Locate(ctx, r, d, tarport.Credentials{})
+	if err != nil {
+		return nil, err
+	}
+	return c.OpenBlobRange(ctx, r, d, o, offset, length, tarport.Credentials{})
 }
 
 // readRange opens [offset, offset+length) of d on s and reads it to the
@@ -492,7 +496,16 @@ func TestOpenBlobRangeForeignLayer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rc, err := c.OpenBlobRange(t.Context(), r, layerOf(blob, foreign.URL+"/layers/x.tar.gz"), from, end-from, tarport.Credentials{Username: "alice", Password: "secret"})
+	creds := tarport.Credentials{Username: "alice", Password: "secret"}
+	d := layerOf(blob, foreign.URL+"/layers/x.tar.gz")
+	o, err := c.Locate(t.Context(), r, d, creds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o != tarport.URLOrigin(foreign.URL+"/layers/x.tar.gz") {
+		t.Fatalf("located %q, want the foreign URL", o)
+	}
+	rc, err := c.OpenBlobRange(t.Context(), r, d, o, from, end-from, creds)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -502,8 +515,11 @@ func TestOpenBlobRangeForeignLayer(t *testing.T) {
 		t.Fatalf("read %d bytes, %v; want bytes %d-%d of the blob", len(got), err, from, end-1)
 	}
 	fr := foreign.requests()
-	if len(fr) != 1 || fr[0].path != "/layers/x.tar.gz" || fr[0].rng != rangeHeader(from, end) || fr[0].auth != "" {
-		t.Fatalf("foreign URL requests %+v, want one GET /layers/x.tar.gz with Range %s and no Authorization", fr, rangeHeader(from, end))
+	if len(fr) != 2 || fr[0].method != http.MethodHead || fr[0].auth != "" {
+		t.Fatalf("foreign URL requests %+v, want a HEAD (locating it), then the GET", fr)
+	}
+	if fr[1].path != "/layers/x.tar.gz" || fr[1].rng != rangeHeader(from, end) || fr[1].auth != "" {
+		t.Fatalf("foreign URL requests %+v, want a GET /layers/x.tar.gz with Range %s and no Authorization", fr, rangeHeader(from, end))
 	}
 }
 
@@ -549,7 +565,7 @@ func TestOpenBlobRangeThroughHub(t *testing.T) {
 	offset, length := layer.Size/3, layer.Size/3
 	const dropAt = 300_000
 	hub.DropAfter(dropAt, 1)
-	rc, err := c.OpenBlobRange(t.Context(), r, d, offset, length, tarport.Credentials{})
+	rc, err := c.OpenBlobRange(t.Context(), r, d, tarport.RegistryOrigin(r.Registry), offset, length, tarport.Credentials{})
 	if err != nil {
 		t.Fatal(err)
 	}

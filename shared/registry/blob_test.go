@@ -132,7 +132,11 @@ func openBlob(ctx context.Context, t *testing.T, c *registry.Client, host string
 	if err != nil {
 		t.Fatal(err)
 	}
-	return c.OpenBlob(ctx, r, d, creds)
+	o, err := c.Locate(ctx, r, d, creds)
+	if err != nil {
+		return nil, err
+	}
+	return c.OpenBlob(ctx, r, d, o, creds)
 }
 
 // readBlob opens d on s and reads it to the end, failing the test if the
@@ -149,7 +153,7 @@ func readBlob(t *testing.T, c *registry.Client, s *blobServer, d descriptor.Desc
 	}
 	done := make(chan result, 1)
 	go func() {
-		rc, err := c.OpenBlob(t.Context(), r, d, tarport.Credentials{})
+		rc, err := c.OpenBlob(t.Context(), r, d, tarport.RegistryOrigin(r.Registry), tarport.Credentials{})
 		if err != nil {
 			done <- result{nil, err}
 			return
@@ -481,8 +485,8 @@ func TestOpenBlobRetriesTransientStatuses(t *testing.T) {
 }
 
 // TestOpenBlobForeignLayer: when the registry lacks a foreign layer, its
-// URLs are tried, plain http only for hosts the operator trusts; the
-// requester's credentials never go to the URL's host.
+// URLs are located (a HEAD) and read, plain http only for hosts the
+// operator trusts; the requester's credentials never go to the URL's host.
 func TestOpenBlobForeignLayer(t *testing.T) {
 	t.Parallel()
 	blob := testBlob()
@@ -509,11 +513,13 @@ func TestOpenBlobForeignLayer(t *testing.T) {
 			t.Errorf("registry requests %+v, want one, with the requester's credentials", rr)
 		}
 		fr := foreign.requests()
-		if len(fr) != 1 || fr[0].path != "/layers/x.tar.gz" {
-			t.Fatalf("foreign URL requests %+v, want one GET /layers/x.tar.gz", fr)
+		if len(fr) != 2 || fr[0].method != http.MethodHead || fr[1].method != http.MethodGet || fr[0].path != "/layers/x.tar.gz" || fr[1].path != "/layers/x.tar.gz" {
+			t.Fatalf("foreign URL requests %+v, want HEAD then GET /layers/x.tar.gz", fr)
 		}
-		if fr[0].auth != "" {
-			t.Errorf("the foreign URL's host got Authorization %q", fr[0].auth)
+		for _, r := range fr {
+			if r.auth != "" {
+				t.Errorf("the foreign URL's host got Authorization %q", r.auth)
+			}
 		}
 	})
 
@@ -599,37 +605,61 @@ func TestOpenBlobFlippedByte(t *testing.T) {
 	}
 }
 
-// TestCheckBlob: a HEAD in the requester's repository, coded by status.
+// TestCheckBlob: a HEAD at the origin the entry came from, coded by
+// status: the registry (in the requester's repository, with their
+// credentials) or the exact foreign-layer URL (with none). An origin that
+// says it holds another size or digest does not hold this blob.
 func TestCheckBlob(t *testing.T) {
 	t.Parallel()
 	blob := testBlob()
 	s := newBlobServer(t, func(w http.ResponseWriter, r *http.Request, _ int) {
 		switch {
-		case strings.HasPrefix(r.URL.Path, "/v2/team/ok/"):
+		case strings.HasPrefix(r.URL.Path, "/v2/team/ok/"), r.URL.Path == "/cdn/layer":
 			serveBlob(w, r, blob)
 		case strings.HasPrefix(r.URL.Path, "/v2/team/private/"):
 			w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
 			http.Error(w, `{"errors":[{"code":"UNAUTHORIZED"}]}`, http.StatusUnauthorized)
+		case strings.HasPrefix(r.URL.Path, "/v2/team/otherdigest/"):
+			w.Header().Set("Docker-Content-Digest", digest.FromString("something else").String())
+			serveBlob(w, r, blob)
+		case strings.HasPrefix(r.URL.Path, "/v2/team/othersize/"), r.URL.Path == "/cdn/short":
+			serveBlob(w, r, blob[:100])
 		default:
 			http.Error(w, `{"errors":[{"code":"BLOB_UNKNOWN"}]}`, http.StatusNotFound)
 		}
 	})
+	untrusted := newBlobServer(t, func(w http.ResponseWriter, r *http.Request, _ int) { serveBlob(w, r, blob) })
 	c := newClient(s.host())
+	creds := tarport.Credentials{Username: "alice", Password: "secret"}
+	urls := []string{s.URL + "/cdn/layer", s.URL + "/cdn/short", untrusted.URL + "/cdn/layer"}
 	tests := []struct {
+		name     string
 		repo     string
-		wantCode tarport.Code // "" for no error
+		origin   tarport.Origin // "" for the registry
+		wantCode tarport.Code   // "" for no error
 	}{
-		{"ok", ""},
-		{"missing", tarport.CodeNotFound},
-		{"private", tarport.CodeUnauthorized},
+		{name: "registry", repo: "ok"},
+		{name: "registry missing", repo: "missing", wantCode: tarport.CodeNotFound},
+		{name: "registry refuses", repo: "private", wantCode: tarport.CodeUnauthorized},
+		{name: "registry names another digest", repo: "otherdigest", wantCode: tarport.CodeNotFound},
+		{name: "registry has another size", repo: "othersize", wantCode: tarport.CodeNotFound},
+		{name: "foreign URL", repo: "missing", origin: tarport.URLOrigin(urls[0])},
+		{name: "foreign URL of another size", repo: "ok", origin: tarport.URLOrigin(urls[1]), wantCode: tarport.CodeNotFound},
+		{name: "plain http to an untrusted host", repo: "ok", origin: tarport.URLOrigin(urls[2]), wantCode: tarport.CodeBlockedAddress},
+		{name: "a URL the layer does not list", repo: "ok", origin: tarport.URLOrigin(s.URL + "/cdn/other"), wantCode: tarport.CodeInternal},
+		{name: "another registry", repo: "ok", origin: tarport.RegistryOrigin("elsewhere.test"), wantCode: tarport.CodeInternal},
 	}
 	for _, tt := range tests {
-		t.Run(tt.repo, func(t *testing.T) {
+		t.Run(tt.name, func(t *testing.T) {
 			r, err := tarport.ParseReference(s.host() + "/team/" + tt.repo + ":v1")
 			if err != nil {
 				t.Fatal(err)
 			}
-			err = c.CheckBlob(t.Context(), r, layerOf(blob), tarport.Credentials{})
+			o := tt.origin
+			if o == "" {
+				o = tarport.RegistryOrigin(r.Registry)
+			}
+			err = c.CheckBlob(t.Context(), r, layerOf(blob, urls...), o, creds)
 			switch {
 			case tt.wantCode == "" && err != nil:
 				t.Fatalf("CheckBlob: %v, want nil", err)
@@ -642,6 +672,73 @@ func TestCheckBlob(t *testing.T) {
 		if r.method != http.MethodHead {
 			t.Errorf("CheckBlob sent %s %s, want HEAD only", r.method, r.path)
 		}
+		if strings.HasPrefix(r.path, "/cdn/") && r.auth != "" {
+			t.Errorf("a foreign-layer URL got Authorization %q", r.auth)
+		}
+		if strings.HasPrefix(r.path, "/v2/") && r.auth == "" {
+			t.Errorf("the registry was asked without the requester's credentials: %s", r.path)
+		}
+	}
+	if n := len(untrusted.requests()); n != 0 {
+		t.Errorf("the untrusted host got %d requests", n)
+	}
+}
+
+// TestLocate: a layer without URLs is the registry's, with no request; a
+// foreign layer is the registry's if it has it, else its first URL that
+// answers, never a plain-http URL of an untrusted host.
+func TestLocate(t *testing.T) {
+	t.Parallel()
+	blob := testBlob()
+	has := newBlobServer(t, func(w http.ResponseWriter, r *http.Request, _ int) { serveBlob(w, r, blob) })
+	lacks := newBlobServer(t, func(w http.ResponseWriter, _ *http.Request, _ int) {
+		http.Error(w, `{"errors":[{"code":"BLOB_UNKNOWN"}]}`, http.StatusNotFound)
+	})
+	cdn := newBlobServer(t, func(w http.ResponseWriter, r *http.Request, _ int) {
+		if r.URL.Path == "/gone" {
+			http.NotFound(w, r)
+			return
+		}
+		serveBlob(w, r, blob)
+	})
+	untrusted := newBlobServer(t, func(w http.ResponseWriter, r *http.Request, _ int) { serveBlob(w, r, blob) })
+	c := newClient(has.host(), lacks.host(), cdn.host())
+	tests := []struct {
+		name     string
+		reg      *blobServer
+		urls     []string
+		want     tarport.Origin
+		wantCode tarport.Code
+		requests int // to the registry
+	}{
+		{name: "no URLs", reg: lacks, want: tarport.RegistryOrigin(lacks.host()), requests: 0},
+		{name: "the registry has it", reg: has, urls: []string{cdn.URL + "/a"}, want: tarport.RegistryOrigin(has.host()), requests: 1},
+		{name: "the first URL that answers", reg: lacks, urls: []string{cdn.URL + "/gone", untrusted.URL + "/a", cdn.URL + "/b"}, want: tarport.URLOrigin(cdn.URL + "/b"), requests: 1},
+		{name: "only untrusted plain http", reg: lacks, urls: []string{untrusted.URL + "/a"}, wantCode: tarport.CodeBlockedAddress, requests: 1},
+		{name: "no URL answers", reg: lacks, urls: []string{cdn.URL + "/gone"}, wantCode: tarport.CodeNotFound, requests: 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := tarport.ParseReference(tt.reg.host() + "/team/" + strings.ReplaceAll(strings.ToLower(tt.name), " ", "-") + ":v1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			before := len(tt.reg.requests())
+			got, err := c.Locate(t.Context(), r, layerOf(blob, tt.urls...), tarport.Credentials{})
+			if tt.wantCode != "" {
+				if tarport.ErrorCode(err) != tt.wantCode {
+					t.Fatalf("Locate = %q, %v; want %s", got, err, tt.wantCode)
+				}
+			} else if err != nil || got != tt.want {
+				t.Fatalf("Locate = %q, %v; want %q", got, err, tt.want)
+			}
+			if n := len(tt.reg.requests()) - before; n != tt.requests {
+				t.Errorf("%d registry requests, want %d", n, tt.requests)
+			}
+		})
+	}
+	if n := len(untrusted.requests()); n != 0 {
+		t.Errorf("the untrusted host got %d requests", n)
 	}
 }
 
@@ -725,5 +822,53 @@ func TestOpenBlobAllBytesThenBreak(t *testing.T) {
 	if err != nil || !bytes.Equal(got, blob) {
 		t.Fatalf("read %d bytes, %v (%s); want the %d-byte blob (requests with Range %q)",
 			len(got), err, tarport.ErrorCode(err), blobSize, s.ranges())
+	}
+}
+
+// TestOpenBlobGivesUpOnACrawl: a registry that trickles a blob just fast
+// enough to dodge the idle timer is cut every window it stays under the
+// minimum rate, resumed from the last byte on a new connection, and given
+// up on (upstream_timeout) after three such bodies: however big the blob
+// claims to be, the read ends within a few windows.
+func TestOpenBlobGivesUpOnACrawl(t *testing.T) {
+	t.Parallel()
+	blob := testBlob()
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done) })
+	s := newBlobServer(t, func(w http.ResponseWriter, r *http.Request, _ int) {
+		var from int
+		if rng := r.Header.Get("Range"); rng != "" {
+			fmt.Sscanf(rng, "bytes=%d-", &from)
+			w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", from, len(blob)-1, len(blob)))
+			w.Header().Set("Content-Length", fmt.Sprint(len(blob)-from))
+			w.WriteHeader(http.StatusPartialContent)
+		} else {
+			w.Header().Set("Content-Length", fmt.Sprint(len(blob)))
+		}
+		for i := from; i < len(blob); i++ {
+			w.Write(blob[i : i+1])
+			w.(http.Flusher).Flush()
+			select {
+			case <-time.After(20 * time.Millisecond):
+			case <-r.Context().Done():
+				return
+			case <-done:
+				return
+			}
+		}
+	})
+	const window = 300 * time.Millisecond
+	c := registry.New(registry.Options{Insecure: []string{s.host()}, IdleTimeout: window, MinRate: 10_000})
+	start := time.Now()
+	got, err := readBlob(t, c, s, layerOf(blob), 10*time.Second)
+	if code := tarport.ErrorCode(err); code != tarport.CodeUpstreamTimeout {
+		t.Fatalf("read %d bytes: %v (%s); want upstream_timeout", len(got), err, code)
+	}
+	if elapsed := time.Since(start); elapsed > 3*window+3*time.Second {
+		t.Errorf("gave up after %v, want about 3 windows", elapsed)
+	}
+	rs := s.ranges()
+	if len(rs) != 3 || rs[0] != "" || !strings.HasPrefix(rs[1], "bytes=") || !strings.HasPrefix(rs[2], "bytes=") {
+		t.Fatalf("requests with ranges %q, want the first and two resumes from the last byte", rs)
 	}
 }

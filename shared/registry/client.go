@@ -24,10 +24,12 @@ import (
 
 // MetaCache keeps small content-addressed blobs (manifests, configs) so a
 // repeated request costs one HEAD instead of a chain of GETs. Docker Hub
-// counts manifest GETs against its pull limit, not HEADs.
+// counts manifest GETs against its pull limit, not HEADs. Blobs are kept
+// per origin (the registry host they came from): a registry that names a
+// digest it cannot serve never reads another registry's copy.
 type MetaCache interface {
-	GetMeta(ctx context.Context, d digest.Digest) ([]byte, error)
-	PutMeta(ctx context.Context, d digest.Digest, b []byte) error
+	GetMeta(ctx context.Context, o tarport.Origin, d digest.Digest) ([]byte, error)
+	PutMeta(ctx context.Context, o tarport.Origin, d digest.Digest, b []byte) error
 }
 
 // Options configure a Client.
@@ -47,8 +49,13 @@ type Options struct {
 	// IdleTimeout ends a blob body that delivers nothing for this long; the
 	// read then resumes with a Range request.
 	IdleTimeout time.Duration
-	Cache       MetaCache
-	Logger      *slog.Logger
+	// MinRate (bytes per second), when set, also cuts a blob body that
+	// brings fewer than MinRate*IdleTimeout bytes in a window of
+	// IdleTimeout; after slowCutsAllowed such bodies in a row, none
+	// averaging MinRate, the read fails.
+	MinRate int64
+	Cache   MetaCache
+	Logger  *slog.Logger
 }
 
 // DefaultDockerHubRegistry is where docker.io images come from unless
@@ -106,7 +113,7 @@ func New(opts Options) *Client {
 		dockerHost:  *hub,
 		blobBackoff: 250 * time.Millisecond,
 		http: &http.Client{
-			Transport: netguard.Policy{Trusted: trusted}.Transport(opts.IdleTimeout),
+			Transport: netguard.Policy{Trusted: trusted}.Transport(netguard.Watch{Idle: opts.IdleTimeout, MinRate: opts.MinRate}),
 		},
 		sessions:   map[string]*regclient.RegClient{},
 		transports: map[string]http.RoundTripper{},

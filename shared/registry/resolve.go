@@ -115,7 +115,9 @@ func (c *Client) resolve(ctx context.Context, r ref.Ref, p tarport.Platform, cre
 			return tarport.Image{}, tarport.Errorf(tarport.CodeUnsupported, "%s has a layer digest %q; only sha256 is supported", r.CommonName(), l.Digest)
 		}
 	}
-	cfg, err := c.fetchConfig(ctx, rc, r, cfgDesc, func() error { return c.CheckBlob(ctx, r, cfgDesc, creds) })
+	cfg, err := c.fetchConfig(ctx, rc, r, cfgDesc, func() error {
+		return c.CheckBlob(ctx, r, cfgDesc, tarport.RegistryOrigin(r.Registry), creds)
+	})
 	if err != nil {
 		return tarport.Image{}, err
 	}
@@ -177,6 +179,17 @@ func (c *Client) authorize(ctx context.Context, r ref.Ref, creds tarport.Credent
 	return want, nil
 }
 
+// CheckManifest asks the registry, with creds, whether the requester may
+// read r (a reference by digest): before a finished private tar's link is
+// handed out again, the registry must authorize the requester again.
+func (c *Client) CheckManifest(ctx context.Context, r ref.Ref, creds tarport.Credentials) error {
+	if r.Digest == "" {
+		return tarport.Errorf(tarport.CodeInternal, "checking %s: a reference by digest is needed", r.CommonName())
+	}
+	_, err := c.authorize(ctx, r, creds)
+	return err
+}
+
 // fetchManifest returns a verified manifest: want's from the cache when
 // it is there (after check, if any, allows it), else by GET (of want, or
 // of r's tag when want is unknown).
@@ -185,8 +198,9 @@ func (c *Client) fetchManifest(ctx context.Context, rc *regclient.RegClient, r r
 	if want != "" {
 		target = r.SetDigest(want.String())
 	}
+	origin := tarport.RegistryOrigin(r.Registry)
 	if want != "" && c.opts.Cache != nil {
-		if raw, err := c.opts.Cache.GetMeta(ctx, want); err == nil && want.Validate() == nil && want.Algorithm().FromBytes(raw) == want {
+		if raw, err := c.opts.Cache.GetMeta(ctx, origin, want); err == nil && want.Validate() == nil && want.Algorithm().FromBytes(raw) == want {
 			if check != nil {
 				if err := check(); err != nil {
 					return nil, "", "", err
@@ -219,7 +233,7 @@ func (c *Client) fetchManifest(ctx context.Context, rc *regclient.RegClient, r r
 	mt := m.GetDescriptor().MediaType
 	if c.opts.Cache != nil {
 		// Best effort: a failed cache write costs a GET next time, no more.
-		_ = c.opts.Cache.PutMeta(ctx, got, raw)
+		_ = c.opts.Cache.PutMeta(ctx, origin, got, raw)
 	}
 	return raw, mt, got, nil
 }
@@ -292,8 +306,9 @@ func (c *Client) fetchConfig(ctx context.Context, rc *regclient.RegClient, r ref
 	if d.Size > maxConfigBytes {
 		return nil, tarport.Errorf(tarport.CodeUnsupported, "the config of %s is %d bytes, over %d", r.CommonName(), d.Size, maxConfigBytes)
 	}
+	origin := tarport.RegistryOrigin(r.Registry)
 	if c.opts.Cache != nil {
-		if raw, err := c.opts.Cache.GetMeta(ctx, d.Digest); err == nil && d.Digest.Algorithm().FromBytes(raw) == d.Digest {
+		if raw, err := c.opts.Cache.GetMeta(ctx, origin, d.Digest); err == nil && d.Digest.Algorithm().FromBytes(raw) == d.Digest {
 			if err := check(); err != nil {
 				return nil, err
 			}
@@ -313,7 +328,7 @@ func (c *Client) fetchConfig(ctx context.Context, rc *regclient.RegClient, r ref
 		return nil, tarport.Errorf(tarport.CodeDigestMismatch, "the config of %s does not match its digest %s", r.CommonName(), d.Digest)
 	}
 	if c.opts.Cache != nil {
-		_ = c.opts.Cache.PutMeta(ctx, d.Digest, raw)
+		_ = c.opts.Cache.PutMeta(ctx, origin, d.Digest, raw)
 	}
 	return raw, nil
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/tarport/tarport/shared/download"
 	"github.com/tarport/tarport/shared/registry"
 	"github.com/tarport/tarport/shared/tarport"
 )
@@ -122,24 +123,28 @@ func (f *fakeRegistry) image(t *testing.T, tag, configMediaType string, layerSiz
 	return f.addManifest(tag, "application/vnd.oci.image.manifest.v1+json", m)
 }
 
+// memCache is the meta cache in memory, one namespace per origin as the
+// stores keep it.
 type memCache struct {
 	mu sync.Mutex
-	m  map[digest.Digest][]byte
+	m  map[string][]byte
 }
 
-func (c *memCache) GetMeta(_ context.Context, d digest.Digest) ([]byte, error) {
+func newMemCache() *memCache { return &memCache{m: map[string][]byte{}} }
+
+func (c *memCache) GetMeta(_ context.Context, o tarport.Origin, d digest.Digest) ([]byte, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if b, ok := c.m[d]; ok {
+	if b, ok := c.m[download.MetaKey(o, d)]; ok {
 		return b, nil
 	}
 	return nil, tarport.Errorf(tarport.CodeNotFound, "no %s", d)
 }
 
-func (c *memCache) PutMeta(_ context.Context, d digest.Digest, b []byte) error {
+func (c *memCache) PutMeta(_ context.Context, o tarport.Origin, d digest.Digest, b []byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.m[d] = b
+	c.m[download.MetaKey(o, d)] = b
 	return nil
 }
 
@@ -188,7 +193,7 @@ func TestResolveUsesTheCache(t *testing.T) {
 	t.Parallel()
 	f := newFake(t)
 	want := f.image(t, "v1", "application/vnd.oci.image.config.v1+json", 100)
-	c := registry.New(registry.Options{Insecure: []string{f.host()}, Cache: &memCache{m: map[digest.Digest][]byte{}}})
+	c := registry.New(registry.Options{Insecure: []string{f.host()}, Cache: newMemCache()})
 	img, err := resolve(t, c, f.host()+"/team/app:v1", "linux/amd64")
 	if err != nil || img.ManifestDigest != want {
 		t.Fatalf("first resolve: %v, %s", err, img.ManifestDigest)

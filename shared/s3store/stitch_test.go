@@ -100,12 +100,12 @@ func fixture(t *testing.T) tarFixture {
 }
 
 // storeEntries puts every stored entry (header, blob, padding) under
-// download.EntryKey, as the assemble workers do.
+// entryKey, as the assemble workers do.
 func storeEntries(t *testing.T, s *Store, f tarFixture) {
 	t.Helper()
 	for _, e := range f.layout.Entries[:f.layout.Stored] {
 		entry := f.want[e.Offset : e.Offset+e.Len()]
-		if err := s.Put(context.Background(), download.EntryKey(e.Digest), bytes.NewReader(entry), e.Len()); err != nil {
+		if err := s.Put(context.Background(), entryKey(e.Digest), bytes.NewReader(entry), e.Len()); err != nil {
 			t.Fatalf("storing entry %s: %v", e.Digest, err)
 		}
 	}
@@ -154,7 +154,7 @@ func TestStitch(t *testing.T) {
 					mu    sync.Mutex
 				)
 				const key = "tars/job-1.tar"
-				if err := e.store.Stitch(ctx, key, f.parts, download.EntryKey, tailFrom(f.tail(), &calls, &mu)); err != nil {
+				if err := e.store.Stitch(ctx, key, f.parts, entryKey, tailFrom(f.tail(), &calls, &mu)); err != nil {
 					t.Fatalf("Stitch: %v\nversitygw output:\n%s", err, srv.Log())
 				}
 				if n, err := e.store.Size(ctx, key); err != nil || n != f.layout.Size {
@@ -208,7 +208,7 @@ func TestStitchConcurrent(t *testing.T) {
 		calls []tailCall
 		mu    sync.Mutex
 	)
-	if err := e.store.Stitch(context.Background(), "tars/c.tar", f.parts, download.EntryKey, tailFrom(f.tail(), &calls, &mu)); err != nil {
+	if err := e.store.Stitch(context.Background(), "tars/c.tar", f.parts, entryKey, tailFrom(f.tail(), &calls, &mu)); err != nil {
 		t.Fatalf("Stitch: %v", err)
 	}
 	assertSame(t, "stitched tar", readAll(t, e.store, "tars/c.tar"), f.want)
@@ -283,7 +283,7 @@ func TestStitchFailures(t *testing.T) {
 				if d == first.Digest {
 					return "short/" + d.Encoded()
 				}
-				return download.EntryKey(d)
+				return entryKey(d)
 			},
 		},
 		{
@@ -357,9 +357,9 @@ func TestStitchFailures(t *testing.T) {
 						client = &faults{Client: c, copyPart: tt.copyPart}
 					}
 					e := env{srv: srv, bucket: bucket, store: New(client, s3.NewPresignClient(c), bucket, Options{PartSize: mode.partSize})}
-					entryKey := download.EntryKey
+					keyOf := entryKey
 					if tt.entryKey != nil {
-						entryKey = tt.entryKey
+						keyOf = tt.entryKey
 					}
 					var (
 						calls []tailCall
@@ -370,7 +370,7 @@ func TestStitchFailures(t *testing.T) {
 						tail = tt.tail(f)
 					}
 					key := "tars/" + tt.name + ".tar"
-					err := e.store.Stitch(context.Background(), key, f.parts, entryKey, tail)
+					err := e.store.Stitch(context.Background(), key, f.parts, keyOf, tail)
 					switch {
 					case err == nil:
 						t.Fatal("Stitch succeeded, want an error")
@@ -399,7 +399,7 @@ func TestStitchMalformedParts(t *testing.T) {
 		"out of order":    bad(func(p []tarplan.Part) []tarplan.Part { p[0], p[1] = p[1], p[0]; return p }),
 		"empty part":      bad(func(p []tarplan.Part) []tarplan.Part { p[1].Size = 0; return p }),
 	} {
-		if err := s.Stitch(context.Background(), "tars/x.tar", parts, download.EntryKey, nil); err == nil {
+		if err := s.Stitch(context.Background(), "tars/x.tar", parts, entryKey, nil); err == nil {
 			t.Errorf("%s: Stitch succeeded, want an error", name)
 		}
 	}
@@ -440,3 +440,9 @@ func TestTailBody(t *testing.T) {
 		}
 	}
 }
+
+// testOrigin is the origin the tests' entries and metadata came from.
+var testOrigin = tarport.RegistryOrigin("registry.test:5000")
+
+// entryKey is where the workers store an entry of testOrigin.
+func entryKey(d digest.Digest) string { return download.EntryKey(testOrigin, d) }

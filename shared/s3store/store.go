@@ -134,28 +134,23 @@ func (s *Store) Get(ctx context.Context, key string) (io.ReadCloser, error) {
 
 // GetMeta returns a cached manifest or config, or a CodeNotFound error.
 // With PutMeta it is the registry client's MetaCache.
-func (s *Store) GetMeta(ctx context.Context, d digest.Digest) ([]byte, error) {
-	rc, err := s.Get(ctx, metaKey(d))
+func (s *Store) GetMeta(ctx context.Context, o tarport.Origin, d digest.Digest) ([]byte, error) {
+	rc, err := s.Get(ctx, download.MetaKey(o, d))
 	if err != nil {
 		return nil, err
 	}
 	defer rc.Close()
 	b, err := io.ReadAll(rc)
 	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", metaKey(d), err)
+		return nil, fmt.Errorf("reading %s: %w", download.MetaKey(o, d), err)
 	}
 	return b, nil
 }
 
 // PutMeta caches a manifest or config; callers have verified d. The key
 // names its content, so writing it again changes nothing.
-func (s *Store) PutMeta(ctx context.Context, d digest.Digest, b []byte) error {
-	return s.Put(ctx, metaKey(d), bytes.NewReader(b), int64(len(b)))
-}
-
-// metaKey is dirstore's key for cached metadata, so both stores agree.
-func metaKey(d digest.Digest) string {
-	return "meta/" + d.Algorithm().String() + "/" + d.Encoded()
+func (s *Store) PutMeta(ctx context.Context, o tarport.Origin, d digest.Digest, b []byte) error {
+	return s.Put(ctx, download.MetaKey(o, d), bytes.NewReader(b), int64(len(b)))
 }
 
 // classify turns S3's "no such key" into the domain's CodeNotFound.

@@ -13,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/opencontainers/go-digest"
 
+	"github.com/tarport/tarport/shared/download"
 	"github.com/tarport/tarport/shared/registry"
 	"github.com/tarport/tarport/shared/tarport"
 	"github.com/tarport/tarport/shared/testkit/s3test"
@@ -132,13 +133,14 @@ func TestMissingObject(t *testing.T) {
 			}
 			t.Errorf("Get of a missing object = %v, want not_found", err)
 		}
-		if _, err := e.store.GetMeta(ctx, digest.FromString("nope")); tarport.ErrorCode(err) != tarport.CodeNotFound {
+		if _, err := e.store.GetMeta(ctx, testOrigin, digest.FromString("nope")); tarport.ErrorCode(err) != tarport.CodeNotFound {
 			t.Errorf("GetMeta of a missing digest = %v, want not_found", err)
 		}
 	})
 }
 
-// TestMeta: manifests and configs round trip under dirstore's keys.
+// TestMeta: manifests and configs round trip under the keys both stores
+// use (download.MetaKey), one namespace per origin.
 func TestMeta(t *testing.T) {
 	t.Parallel()
 	eachServer(t, func(t *testing.T, srv *s3test.Server) {
@@ -148,18 +150,22 @@ func TestMeta(t *testing.T) {
 		var wantKeys []string
 		for _, b := range blobs {
 			d := digest.FromBytes(b)
-			if err := e.store.PutMeta(ctx, d, b); err != nil {
+			if err := e.store.PutMeta(ctx, testOrigin, d, b); err != nil {
 				t.Fatalf("PutMeta(%s): %v", d, err)
 			}
-			if err := e.store.PutMeta(ctx, d, b); err != nil {
+			if err := e.store.PutMeta(ctx, testOrigin, d, b); err != nil {
 				t.Fatalf("PutMeta(%s) again: %v", d, err)
 			}
-			got, err := e.store.GetMeta(ctx, d)
+			got, err := e.store.GetMeta(ctx, testOrigin, d)
 			if err != nil {
 				t.Fatalf("GetMeta(%s): %v", d, err)
 			}
 			assertSame(t, "GetMeta", got, b)
-			wantKeys = append(wantKeys, "meta/sha256/"+d.Encoded())
+			wantKeys = append(wantKeys, download.MetaKey(testOrigin, d))
+			// What one registry served is not read for another.
+			if _, err := e.store.GetMeta(ctx, tarport.RegistryOrigin("other.test"), d); tarport.ErrorCode(err) != tarport.CodeNotFound {
+				t.Errorf("GetMeta(%s) under another origin = %v, want not_found", d, err)
+			}
 		}
 		keys := srv.Keys(t, e.bucket)
 		slices.Sort(keys)

@@ -30,6 +30,7 @@ type Settings struct {
 	DockerHubToken     string        // TARPORT_DOCKERHUB_TOKEN
 	Workers            int           // TARPORT_WORKERS: layers fetched at once (local)
 	BlobIdleTimeout    time.Duration // TARPORT_BLOB_IDLE_TIMEOUT: a silent blob body is cut and resumed
+	BlobMinRate        int64         // TARPORT_BLOB_MIN_RATE: bytes/s a blob body must bring per idle window, 0 = no floor
 	WarmEvery          time.Duration // TARPORT_WARM_EVERY: local cache warming period, 0 = off
 	LogLevel           slog.Level    // TARPORT_LOG_LEVEL: debug, info, warn, error
 
@@ -114,6 +115,11 @@ func Parse(getenv func(string) string) (Settings, error) {
 	}
 	if s.BlobIdleTimeout, err = time.ParseDuration(get("TARPORT_BLOB_IDLE_TIMEOUT", "60s")); err != nil || s.BlobIdleTimeout <= 0 {
 		return Settings{}, fmt.Errorf("TARPORT_BLOB_IDLE_TIMEOUT: want a positive duration like 60s, got %q", getenv("TARPORT_BLOB_IDLE_TIMEOUT"))
+	}
+	if v := get("TARPORT_BLOB_MIN_RATE", "16KiB"); v != "0" {
+		if s.BlobMinRate, err = ParseBytes(v); err != nil {
+			return Settings{}, fmt.Errorf("TARPORT_BLOB_MIN_RATE: bytes per second, like 16KiB, or 0 for no floor: %w", err)
+		}
 	}
 	if s.WarmEvery, err = time.ParseDuration(get("TARPORT_WARM_EVERY", "1h")); err != nil || s.WarmEvery < 0 {
 		return Settings{}, fmt.Errorf("TARPORT_WARM_EVERY: want a duration like 1h, or 0 to turn warming off, got %q", getenv("TARPORT_WARM_EVERY"))

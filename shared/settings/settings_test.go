@@ -32,6 +32,7 @@ func TestDefaults(t *testing.T) {
 		RateLimitPerMinute: 100,
 		Workers:            4,
 		BlobIdleTimeout:    time.Minute,
+		BlobMinRate:        16 << 10,
 		WarmEvery:          time.Hour,
 		LogLevel:           slog.LevelInfo,
 		SplitAbove:         1 << 30,
@@ -92,6 +93,8 @@ func TestOverrides(t *testing.T) {
 			return s.DockerHubUsername == "svc" && s.DockerHubToken == "dckr_pat_x"
 		}},
 		{"workers", []string{"TARPORT_WORKERS", "64"}, func(s Settings) bool { return s.Workers == 64 }},
+		{"blob min rate", []string{"TARPORT_BLOB_MIN_RATE", "1MiB"}, func(s Settings) bool { return s.BlobMinRate == 1<<20 }},
+		{"no blob min rate", []string{"TARPORT_BLOB_MIN_RATE", "0"}, func(s Settings) bool { return s.BlobMinRate == 0 }},
 		{"log level", []string{"TARPORT_LOG_LEVEL", "debug"}, func(s Settings) bool { return s.LogLevel == slog.LevelDebug }},
 		{"aws secrets and dlq", []string{"TARPORT_DLQ_ARN", "arn:aws:sqs:us-east-1:1:dlq", "TARPORT_TASK_KEY_SECRET_ARN", "arn:sm:k", "TARPORT_DOCKERHUB_SECRET_ARN", "arn:sm:h", "TARPORT_TASK_KEY", "k"}, func(s Settings) bool {
 			return s.DLQARN == "arn:aws:sqs:us-east-1:1:dlq" && s.TaskKeySecretARN == "arn:sm:k" && s.DockerHubSecretARN == "arn:sm:h" && s.TaskKey == "k"
@@ -171,6 +174,8 @@ func TestInvalidValues(t *testing.T) {
 		{"TARPORT_WORKERS", "four"},
 		{"TARPORT_PRESIGN_TTL", "169h"}, // over S3's 7 days
 		{"TARPORT_BLOB_IDLE_TIMEOUT", "0s"},
+		{"TARPORT_BLOB_MIN_RATE", "slow"},
+		{"TARPORT_BLOB_MIN_RATE", "-1KiB"},
 		{"TARPORT_DOCKERHUB_REGISTRY", "mirror.example.com"},
 		{"TARPORT_DOCKERHUB_REGISTRY", "ftp://mirror.example.com"},
 		{"TARPORT_DOCKERHUB_REGISTRY", "https://user:pw@mirror.example.com"},

@@ -1,11 +1,20 @@
 // Package workpool is the queue of local mode: a bounded pool of
 // goroutines in place of SQS and the assemble Lambdas. Like SQS it
 // redelivers a task whose handler returned an error, a few times.
+//
+// Work is shared fairly between flows (a flow is one registry host and one
+// client): waiting tasks start in round-robin order across flows, and a
+// flow with nothing running may start one task on a spare slot when every
+// worker is busy. So a few slow registries (or one client asking for many
+// huge images) can hold the workers, but never keep a small image of a
+// healthy registry waiting: it starts at once, while the slow ones crawl.
 package workpool
 
 import (
 	"context"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,99 +28,194 @@ type Handler func(ctx context.Context, t download.Task) error
 // queue would, so its job can be failed instead of hanging.
 type DeadLetter func(ctx context.Context, t download.Task, err error) error
 
-// Pool runs tasks on a fixed number of goroutines.
+// Pool runs tasks on a bounded number of goroutines.
 type Pool struct {
-	tasks    chan delivery
 	handler  Handler
 	dead     DeadLetter
 	attempts int
 	backoff  func(attempt int) time.Duration
 	log      *slog.Logger
+	workers  int           // slots any flow may take
+	spare    int           // more slots, each for a flow with nothing running
+	slots    chan struct{} // one per waiting task: bounds the queue
 	wg       sync.WaitGroup
-	closed   <-chan struct{} // closed by Close
+	ctx      context.Context // the pool's life; Close cancels it
 	cancel   context.CancelFunc
+
+	mu        sync.Mutex
+	waiting   map[string][]delivery // by flow, oldest first
+	ring      []string              // flows with waiting tasks, in turn order
+	running   map[string]int        // by flow
+	busy      int                   // tasks on worker slots
+	spareBusy int                   // tasks on spare slots
 }
 
 type delivery struct {
 	task    download.Task
 	attempt int
+	spare   bool // running on a spare slot
 }
 
 var _ download.Queue = (*Pool)(nil)
 
-// New starts workers goroutines running handler.
+// queueCap bounds the tasks waiting to start; Enqueue waits for room.
+const queueCap = 4096
+
+// New starts a pool of workers slots (and as many spare ones) running
+// handler.
 func New(workers int, handler Handler, dead DeadLetter, log *slog.Logger) *Pool {
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &Pool{tasks: make(chan delivery, 4096), handler: handler, dead: dead, attempts: 5, log: log, closed: ctx.Done(), cancel: cancel,
-		backoff: func(attempt int) time.Duration { return time.Duration(attempt) * time.Second }}
-	for range workers {
-		p.wg.Add(1)
-		go p.work(ctx)
+	return &Pool{
+		handler: handler, dead: dead, attempts: 5, log: log,
+		backoff: func(attempt int) time.Duration { return time.Duration(attempt) * time.Second },
+		workers: workers, spare: workers,
+		slots: make(chan struct{}, queueCap),
+		ctx:   ctx, cancel: cancel,
+		waiting: map[string][]delivery{}, running: map[string]int{},
 	}
-	return p
 }
 
-// Enqueue hands tasks to the pool without waiting for them to run.
+// flow is who a task's work is shared out by: its registry host and the
+// client that asked for its job.
+func flow(t download.Task) string {
+	host, _, _ := strings.Cut(t.Ref, "/")
+	return host + "\x00" + t.Client
+}
+
+// Enqueue hands tasks to the pool without waiting for them to run (only
+// for room in the queue).
 func (p *Pool) Enqueue(ctx context.Context, tasks []download.Task) error {
 	for _, t := range tasks {
-		// Checked first: select picks at random among ready cases, and a
-		// task queued after Close would never run.
-		select {
-		case <-p.closed:
-			return context.Canceled
-		default:
-		}
-		select {
-		case p.tasks <- delivery{task: t, attempt: 1}:
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-p.closed:
-			return context.Canceled
+		if err := p.add(ctx, delivery{task: t, attempt: 1}); err != nil {
+			return err
 		}
 	}
 	return nil
 }
 
-// work runs tasks until ctx (the pool's life) ends.
-func (p *Pool) work(ctx context.Context) {
-	defer p.wg.Done()
-	for {
-		select {
-		case <-ctx.Done():
+// add queues d once there is room, and starts what may start.
+func (p *Pool) add(ctx context.Context, d delivery) error {
+	// Checked first: select picks at random among ready cases, and a task
+	// queued after Close would never run.
+	if p.ctx.Err() != nil {
+		return context.Canceled
+	}
+	select {
+	case p.slots <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-p.ctx.Done():
+		return context.Canceled
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ctx.Err() != nil {
+		<-p.slots
+		return context.Canceled
+	}
+	f := flow(d.task)
+	if len(p.waiting[f]) == 0 {
+		p.ring = append(p.ring, f)
+	}
+	p.waiting[f] = append(p.waiting[f], d)
+	p.dispatch()
+	return nil
+}
+
+// dispatch starts waiting tasks while there are slots for them: a worker
+// slot goes to the flow whose turn it is; a spare slot only to a flow with
+// nothing running. Called with p.mu held.
+func (p *Pool) dispatch() {
+	for p.ctx.Err() == nil {
+		i := p.next()
+		if i < 0 {
 			return
-		case d := <-p.tasks:
-			err := p.handler(ctx, d.task)
-			if err == nil || ctx.Err() != nil {
-				continue
-			}
-			if d.attempt >= p.attempts {
-				p.log.Error("task failed every delivery", "job", d.task.JobID, "layer", d.task.Layer, "err", err)
-				if derr := p.dead(ctx, d.task, err); derr != nil {
-					p.log.Error("could not fail the job of a dead task", "job", d.task.JobID, "err", derr)
-				}
-				continue
-			}
-			p.log.Warn("task failed, redelivering", "job", d.task.JobID, "layer", d.task.Layer, "attempt", d.attempt, "err", err)
-			d.attempt++
-			go p.redeliver(ctx, d, p.backoff(d.attempt))
+		}
+		f := p.ring[i]
+		q := p.waiting[f]
+		d := q[0]
+		p.ring = slices.Delete(p.ring, i, i+1)
+		if len(q) == 1 {
+			delete(p.waiting, f)
+		} else {
+			p.waiting[f] = q[1:]
+			p.ring = append(p.ring, f) // its next task waits for its next turn
+		}
+		d.spare = p.busy >= p.workers
+		if d.spare {
+			p.spareBusy++
+		} else {
+			p.busy++
+		}
+		p.running[f]++
+		<-p.slots // it no longer waits
+		p.wg.Add(1)
+		go p.run(d)
+	}
+}
+
+// next is the ring index of the flow to start a task of, or -1.
+func (p *Pool) next() int {
+	if len(p.ring) == 0 {
+		return -1
+	}
+	if p.busy < p.workers {
+		return 0
+	}
+	if p.spareBusy >= p.spare {
+		return -1
+	}
+	for i, f := range p.ring {
+		if p.running[f] == 0 {
+			return i
 		}
 	}
+	return -1
 }
 
-func (p *Pool) redeliver(ctx context.Context, d delivery, after time.Duration) {
-	select {
-	case <-time.After(after):
-	case <-ctx.Done():
+// run delivers one task, then frees its slot for the next.
+func (p *Pool) run(d delivery) {
+	defer p.wg.Done()
+	err := p.handler(p.ctx, d.task)
+	p.mu.Lock()
+	f := flow(d.task)
+	if p.running[f]--; p.running[f] == 0 {
+		delete(p.running, f)
+	}
+	if d.spare {
+		p.spareBusy--
+	} else {
+		p.busy--
+	}
+	p.dispatch()
+	p.mu.Unlock()
+	if err == nil || p.ctx.Err() != nil {
 		return
 	}
-	select {
-	case p.tasks <- d:
-	case <-ctx.Done():
+	if d.attempt >= p.attempts {
+		p.log.Error("task failed every delivery", "job", d.task.JobID, "layer", d.task.Layer, "err", err)
+		if derr := p.dead(p.ctx, d.task, err); derr != nil {
+			p.log.Error("could not fail the job of a dead task", "job", d.task.JobID, "err", derr)
+		}
+		return
 	}
+	p.log.Warn("task failed, redelivering", "job", d.task.JobID, "layer", d.task.Layer, "attempt", d.attempt, "err", err)
+	p.wg.Add(1)
+	go p.redeliver(delivery{task: d.task, attempt: d.attempt + 1}, p.backoff(d.attempt+1))
 }
 
-// Close stops the workers, canceling tasks in flight; unfinished jobs are
-// resumed from the job store at the next start.
+func (p *Pool) redeliver(d delivery, after time.Duration) {
+	defer p.wg.Done()
+	select {
+	case <-time.After(after):
+	case <-p.ctx.Done():
+		return
+	}
+	_ = p.add(p.ctx, d) // fails only when the pool closes
+}
+
+// Close stops the pool, canceling tasks in flight and dropping waiting
+// ones; unfinished jobs are resumed from the job store at the next start.
 func (p *Pool) Close() {
 	p.cancel()
 	p.wg.Wait()

@@ -344,7 +344,7 @@ func TestEnqueueCanceledContext(t *testing.T) {
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
-	err := p.Enqueue(ctx, tasks(cap(p.tasks)+5))
+	err := p.Enqueue(ctx, tasks(queueCap+5))
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Enqueue into a full pool: %v, want context.DeadlineExceeded", err)
 	}
@@ -370,5 +370,98 @@ func TestEnqueueAfterClose(t *testing.T) {
 	}
 	if accepted > 0 {
 		t.Fatalf("Enqueue after Close returned nil in %d of %d tries (%d tasks ran); want an error every time", accepted, tries, calls.Load())
+	}
+}
+
+// TestSpareSlotForAFlowWithNothingRunning: with every worker held by one
+// slow flow, a task of another flow (registry and client) starts at once
+// on a spare slot; a flow that already runs a task waits its turn, and the
+// spare slots are bounded.
+func TestSpareSlotForAFlowWithNothingRunning(t *testing.T) {
+	t.Parallel()
+	const workers = 2
+	release := make(chan struct{})
+	var mu sync.Mutex
+	started := map[string]int{}
+	p := New(workers, func(ctx context.Context, task download.Task) error {
+		mu.Lock()
+		started[task.Ref]++
+		mu.Unlock()
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil
+	}, noDeadLetter(t), discardLog())
+	defer p.Close()
+	count := func(ref string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		return started[ref]
+	}
+	slow := []download.Task{{JobID: "s", Ref: "slow.example/x:1"}, {JobID: "s", Ref: "slow.example/x:1"}, {JobID: "s", Ref: "slow.example/x:1"}}
+	if err := p.Enqueue(context.Background(), slow); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the slow flow on every worker", 5*time.Second, func() bool { return count("slow.example/x:1") == workers })
+	fast := download.Task{JobID: "f", Ref: "fast.example/y:1", Client: "203.0.113.9"}
+	if err := p.Enqueue(context.Background(), []download.Task{fast, fast}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the new flow's first task", 5*time.Second, func() bool { return count(fast.Ref) == 1 })
+	// The same registry for another client is another flow; a third flow
+	// finds the spare slots taken.
+	other := download.Task{JobID: "o", Ref: "fast.example/y:1", Client: "198.51.100.4"}
+	third := download.Task{JobID: "t", Ref: "third.example/z:1"}
+	if err := p.Enqueue(context.Background(), []download.Task{other, third}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "another client's task", 5*time.Second, func() bool { return count(fast.Ref) == 2 })
+	time.Sleep(50 * time.Millisecond)
+	if n, m := count("third.example/z:1"), count("slow.example/x:1"); n != 0 || m != workers {
+		t.Fatalf("third flow started %d, slow flow %d; want 0 (no spare slot left) and %d", n, m, workers)
+	}
+	close(release)
+	waitFor(t, "everything", 5*time.Second, func() bool {
+		return count("slow.example/x:1") == 3 && count(fast.Ref) == 3 && count("third.example/z:1") == 1
+	})
+}
+
+// TestRoundRobinAcrossFlows: waiting tasks start one flow at a time, in
+// turn, not in the order they were queued.
+func TestRoundRobinAcrossFlows(t *testing.T) {
+	t.Parallel()
+	gate := make(chan struct{})
+	var mu sync.Mutex
+	var order []string
+	p := New(1, func(_ context.Context, task download.Task) error {
+		mu.Lock()
+		order = append(order, task.JobID)
+		first := len(order) == 1
+		mu.Unlock()
+		if first {
+			<-gate
+		}
+		return nil
+	}, noDeadLetter(t), discardLog())
+	defer p.Close()
+	p.mu.Lock()
+	p.spare = 0 // the order of worker slots alone
+	p.mu.Unlock()
+	var all []download.Task
+	for _, id := range []string{"a1", "a2", "a3", "b1", "b2", "c1", "c2"} {
+		all = append(all, download.Task{JobID: id, Ref: id[:1] + ".example/r:1"})
+	}
+	if err := p.Enqueue(context.Background(), all); err != nil {
+		t.Fatal(err)
+	}
+	close(gate)
+	waitFor(t, "every task", 5*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(order) == len(all)
+	})
+	if got, want := fmt.Sprint(order), "[a1 a2 b1 c1 a3 b2 c2]"; got != want {
+		t.Fatalf("start order %s, want %s", got, want)
 	}
 }

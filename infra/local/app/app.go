@@ -75,6 +75,7 @@ func New(ctx context.Context, s settings.Settings, log *slog.Logger) (*App, erro
 		DockerHubToken:    s.DockerHubToken,
 		MaxImageBytes:     s.MaxImageBytes,
 		IdleTimeout:       s.BlobIdleTimeout,
+		MinRate:           s.BlobMinRate,
 		Cache:             store,
 		Logger:            log,
 	})

@@ -117,7 +117,20 @@ func post(t *testing.T, url string, body any, out any) int {
 
 func getJSON(t *testing.T, url string, out any) int {
 	t.Helper()
-	resp, err := http.Get(url)
+	return getJSONAs(t, url, "", "", out)
+}
+
+// getJSONAs is getJSON with HTTP basic auth, when user is set.
+func getJSONAs(t *testing.T, url, user, pass string, out any) int {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if user != "" {
+		req.SetBasicAuth(user, pass)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,11 +161,18 @@ func (s *server) create(t *testing.T, req request) job {
 // wait polls a job until it is ready or failed.
 func (s *server) wait(t *testing.T, id string, timeout time.Duration) job {
 	t.Helper()
+	return s.waitAs(t, id, timeout, request{})
+}
+
+// waitAs polls a job as the requester of req: with its registry
+// credentials (HTTP basic auth), which a private job's link needs.
+func (s *server) waitAs(t *testing.T, id string, timeout time.Duration, req request) job {
+	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
 		var j job
-		if st := getJSON(t, s.URL+"/api/downloads/"+id, &j); st != http.StatusOK {
-			t.Fatalf("GET job %s: status %d", id, st)
+		if st := getJSONAs(t, s.URL+"/api/downloads/"+id, req.Username, req.Password, &j); st != http.StatusOK {
+			t.Fatalf("GET job %s: status %d %+v", id, st, j)
 		}
 		if j.Status == "ready" || j.Status == "failed" {
 			return j
@@ -199,7 +219,7 @@ func fetch(t *testing.T, j job) string {
 func (s *server) download(t *testing.T, req request) (string, job) {
 	t.Helper()
 	j := s.create(t, req)
-	j = s.wait(t, j.ID, 2*time.Minute)
+	j = s.waitAs(t, j.ID, 2*time.Minute, req)
 	if j.Status != "ready" {
 		t.Fatalf("download %+v failed: %+v", req, j.Error)
 	}

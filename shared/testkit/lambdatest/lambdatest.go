@@ -222,9 +222,10 @@ func (f *Function) Invoke(ctx context.Context, event, out any) error {
 }
 
 // HTTP plays API Gateway's HTTP API: one payload 2.0 event for method and
-// target ("/api/search?q=nginx") with a JSON body, from a fixed client
-// address, and the function's answer.
-func (f *Function) HTTP(ctx context.Context, method, target, body string) (events.APIGatewayV2HTTPResponse, error) {
+// target ("/api/search?q=nginx") with a JSON body and any more headers
+// ("Authorization: Basic ..."), from a fixed client address, and the
+// function's answer.
+func (f *Function) HTTP(ctx context.Context, method, target, body string, headers ...string) (events.APIGatewayV2HTTPResponse, error) {
 	path, query, _ := strings.Cut(target, "?")
 	ev := events.APIGatewayV2HTTPRequest{
 		Version:        "2.0",
@@ -237,6 +238,11 @@ func (f *Function) HTTP(ctx context.Context, method, target, body string) (event
 			DomainName: "api.test",
 			HTTP:       events.APIGatewayV2HTTPRequestContextHTTPDescription{Method: method, Path: path, SourceIP: "198.51.100.7"},
 		},
+	}
+	for _, h := range headers {
+		// "Name: value"; API Gateway hands headers over in lower case.
+		name, value, _ := strings.Cut(h, ":")
+		ev.Headers[strings.ToLower(strings.TrimSpace(name))] = strings.TrimSpace(value)
 	}
 	var res events.APIGatewayV2HTTPResponse
 	err := f.Invoke(ctx, ev, &res)
