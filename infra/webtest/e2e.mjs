@@ -7,8 +7,9 @@
 // Environment: TARPORT_WEB_URL (the server), TARPORT_WEB_OUT (a directory),
 // TARPORT_WEB_REPO, TARPORT_WEB_TAG (a multi-platform tag), TARPORT_WEB_OTHER_TAG
 // (an amd64-only tag), TARPORT_WEB_PLATFORMS (the tag's platforms, comma
-// separated), PLAYWRIGHT_CORE (the package directory), CHROMIUM (the
-// browser), and SCREENSHOTS=<dir> to write screenshots instead of testing.
+// separated), TARPORT_WEB_PRIVATE_REF, _USER, _PASS (a private image and
+// its registry login), PLAYWRIGHT_CORE (the package directory), CHROMIUM
+// (the browser), and SCREENSHOTS=<dir> to write screenshots instead of testing.
 import { createRequire } from 'node:module';
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -21,6 +22,9 @@ const TAG = env.TARPORT_WEB_TAG;
 const OTHER_TAG = env.TARPORT_WEB_OTHER_TAG;
 const PLATFORMS = env.TARPORT_WEB_PLATFORMS.split(',');
 const SHOTS = env.SCREENSHOTS || '';
+const PRIVATE_REF = env.TARPORT_WEB_PRIVATE_REF || '';
+const PRIVATE_USER = env.TARPORT_WEB_PRIVATE_USER || '';
+const PRIVATE_PASS = env.TARPORT_WEB_PRIVATE_PASS || '';
 
 const require = createRequire(import.meta.url);
 const { chromium } = require(env.PLAYWRIGHT_CORE);
@@ -342,6 +346,41 @@ async function e2e(browser) {
       check(ans.status === 404, `the server answered ${ans.status} ${ans.body?.error?.code}`);
       check(PLATFORMS.every((p) => msg.includes(p)), `the server's message lists ${PLATFORMS}: ${msg}`);
       await waitErrorText(page, msg, 'missing platform');
+    } finally {
+      expectHTTPErrors = false;
+    }
+  });
+
+  await step('private image: link with the credentials, asked again after a reload', async () => {
+    if (!PRIVATE_REF) throw new Error('TARPORT_WEB_PRIVATE_REF is not set');
+    await go(page, '#/');
+    const before = await cardIDs(page);
+    const download = page.waitForEvent('download', { timeout: 120000 });
+    // Typing a private reference looks its details up anonymously: a 401.
+    expectHTTPErrors = true;
+    const ans = await quickSubmit(page, PRIVATE_REF, 'linux/amd64', { username: PRIVATE_USER, password: PRIVATE_PASS });
+    expectHTTPErrors = false;
+    check(ans.status === 200 || ans.status === 202, `private download accepted (${ans.status})`);
+    const id = await newCardID(page, before);
+    await watchToReady(page, id);
+    // The server signs a private job's link only with the registry's yes:
+    // the page asked with the credentials it keeps in memory for this job.
+    const href = await card(page, id).locator('a[data-testid=link]').getAttribute('href');
+    check(!!href && !href.includes(id), `private link shown, without the job id (${href})`);
+    const d = await download;
+    check((await d.failure()) === null, `private download ${d.suggestedFilename()} saved`);
+    const stored = await page.evaluate(() => JSON.stringify({ ...sessionStorage }) + JSON.stringify({ ...localStorage }));
+    check(!stored.includes(PRIVATE_PASS), 'the password is in neither sessionStorage nor localStorage');
+    const anon = await page.request.get(`${BASE}/api/downloads/${id}`);
+    check(anon.status() === 401, `the job's status without credentials is ${anon.status()}`);
+    // After a reload the credentials are gone: the entry says so and offers to enter them.
+    expectHTTPErrors = true;
+    try {
+      await page.reload();
+      await card(page, id).locator('[data-testid=error]').waitFor({ state: 'visible' });
+      const msg = await card(page, id).locator('[data-testid=error]').innerText();
+      check(/private/i.test(msg), `after a reload the entry says why there is no link: "${msg}"`);
+      check(await card(page, id).locator('.dl-actions button').count() === 1, 'and offers to enter the credentials');
     } finally {
       expectHTTPErrors = false;
     }

@@ -195,6 +195,9 @@ func (tl tools) run(t *testing.T, st *stack, extraEnv []string) result {
 		"TARPORT_WEB_TAG="+demoTag,
 		"TARPORT_WEB_OTHER_TAG="+otherTag,
 		"TARPORT_WEB_PLATFORMS="+strings.Join(demoPlatforms, ","),
+		"TARPORT_WEB_PRIVATE_REF="+st.privateRef,
+		"TARPORT_WEB_PRIVATE_USER="+privateUser,
+		"TARPORT_WEB_PRIVATE_PASS="+privatePass,
 		"PLAYWRIGHT_CORE="+tl.playwright,
 		"CHROMIUM="+tl.chromium,
 	)
@@ -232,10 +235,14 @@ func tail(s string, n int) string {
 
 // stack is the local server with its fake Docker Hub and registry.
 type stack struct {
-	URL    string
-	images map[string]regtest.Image // what demoRepo:demoTag holds, by platform
-	logs   *regtest.SyncBuffer
+	URL        string
+	images     map[string]regtest.Image // what demoRepo:demoTag holds, by platform
+	privateRef string                   // an image only privateUser may pull
+	logs       *regtest.SyncBuffer
 }
+
+// The login of the private registry (a password the page must never store).
+const privateUser, privatePass = "alice", "private-pa55-not-stored"
 
 // startStack starts, on loopback, a registry holding docker.io's
 // library/demoRepo, a fake Hub that lists it, and the local server
@@ -290,13 +297,15 @@ func startStack(t *testing.T) *stack {
 	}
 	slowReg := httptest.NewServer(proxy)
 	t.Cleanup(slowReg.Close)
+	private := regtest.Start(t, regtest.WithHtpasswd(privateUser, privatePass))
+	regtest.PushImage(t, private, "alice/secret", "1", regtest.ImageSpec{Layers: []regtest.LayerSpec{{Size: 256 << 10, Random: true, Seed: "web-private"}}})
 
 	env := map[string]string{
 		"TARPORT_DATA_DIR":            t.TempDir(),
 		"TARPORT_WARM_EVERY":          "0",
 		"TARPORT_HUB_API":             hub.URL,
 		"TARPORT_DOCKERHUB_REGISTRY":  slowReg.URL,
-		"TARPORT_INSECURE_REGISTRIES": strings.TrimPrefix(slowReg.URL, "http://"),
+		"TARPORT_INSECURE_REGISTRIES": strings.TrimPrefix(slowReg.URL, "http://") + "," + private.Host,
 	}
 	s, err := settings.Parse(func(k string) string { return env[k] })
 	if err != nil {
@@ -313,7 +322,7 @@ func startStack(t *testing.T) *stack {
 		srv.Close()
 		a.Close()
 	})
-	return &stack{URL: srv.URL, images: images, logs: logs}
+	return &stack{URL: srv.URL, images: images, privateRef: private.Ref("alice/secret", "1"), logs: logs}
 }
 
 // pushDemo pushes one image per demoPlatforms (three layers, ~5 MiB, so

@@ -66,7 +66,7 @@ export function imageDetails(image, signal) {
   return cachedGet(`/api/image-details?${query({ image })}`, signal);
 }
 
-/** Starts (or joins) a download job. Credentials travel only in this body. */
+/** Starts (or joins) a download job; credentials, if any, travel in this body. */
 export function createDownload({ image, platform, username, password }) {
   const body = { image, platform };
   if (username) body.username = username;
@@ -78,6 +78,20 @@ export function createDownload({ image, platform, username, password }) {
   });
 }
 
-export function getDownload(id, signal) {
-  return request(`/api/downloads/${encodeURIComponent(id)}`, { signal });
+/**
+ * Reads a job. A private job's link is given only with the registry
+ * credentials it was asked with (HTTP basic auth; kept in memory by the
+ * caller, never stored).
+ */
+export function getDownload(id, signal, creds) {
+  const headers = {};
+  if (creds && creds.username) headers.Authorization = `Basic ${base64(`${creds.username}:${creds.password}`)}`;
+  return request(`/api/downloads/${encodeURIComponent(id)}`, { signal, headers });
+}
+
+// base64 of a string's UTF-8 bytes (btoa alone takes only Latin-1).
+function base64(s) {
+  let bin = '';
+  for (const b of new TextEncoder().encode(s)) bin += String.fromCharCode(b);
+  return btoa(bin);
 }

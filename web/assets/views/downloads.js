@@ -1,7 +1,11 @@
 // The downloads panel: one entry per job, polled about once a second until
 // it is ready or failed. Jobs (id, image, platform; never credentials) are
 // kept in sessionStorage so a reload keeps showing them; a job's file is
-// started automatically once, when it first turns ready.
+// started automatically once, when it first turns ready. A private job's
+// credentials stay in this tab's memory (never in storage) so its own
+// status reads can get the link, which the server gives a private job only
+// with credentials the registry accepts again; after a reload they are
+// gone, and the entry asks for them.
 //
 // A request the server refuses at once (4xx/5xx on POST) becomes an entry
 // too, data-status="failed", data-id="local-N" (there is no job id), with the
@@ -72,6 +76,7 @@ export class Downloads {
    * then exists). Never rejects: a refusal becomes a failed entry.
    */
   async start({ image, platform, username, password }) {
+    const creds = username ? { username, password } : null;
     let job;
     try {
       job = await api.createDownload({ image, platform, username, password });
@@ -89,7 +94,9 @@ export class Downloads {
     const again = !!e;
     if (!e) {
       e = this.add({ key: job.id, id: job.id, image: job.image || image, platform: job.platform || platform, auto: false });
+      e.creds = creds;
     } else {
+      if (creds) e.creds = creds;
       // Same image+platform joins the running job: show the existing entry first.
       this.o.list.prepend(e.el.root);
       e.error = null;
@@ -104,7 +111,7 @@ export class Downloads {
 
   add({ key, id, image, platform, auto }) {
     const e = {
-      key, id, image, platform, auto,
+      key, id, image, platform, auto, creds: null,
       status: 'queued', job: null, error: null, samples: [],
       expanded: false, connLost: false, failures: 0, timer: 0, ctrl: null, el: null,
     };
@@ -197,7 +204,7 @@ export class Downloads {
       if (!this.entries.has(e.key)) return;
       e.ctrl = new AbortController();
       try {
-        const job = await api.getDownload(e.id, e.ctrl.signal);
+        const job = await api.getDownload(e.id, e.ctrl.signal, e.creds);
         if (!this.entries.has(e.key)) return;
         e.failures = 0;
         e.connLost = false;
@@ -390,7 +397,7 @@ export class Downloads {
     if (!exp || exp - Date.now() > 15_000 || !e.id) return;
     ev.preventDefault();
     try {
-      const job = await api.getDownload(e.id);
+      const job = await api.getDownload(e.id, undefined, e.creds);
       this.update(e, job);
       if (absolute(job.url)) saveFile(absolute(job.url), fileName(e));
     } catch (err) {

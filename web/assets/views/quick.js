@@ -1,6 +1,7 @@
 // form#quick: a full reference, a platform, optional registry credentials.
-// Credentials go only into the one POST body; the password field is emptied
-// right after submit and nothing about them is kept. While a reference is
+// Credentials go into the POST body; the password field is emptied right
+// after submit. The downloads panel keeps them in memory for that private
+// job's own status reads (its link needs them), never in storage. While a reference is
 // typed, the image's details are looked up (debounced) so the platforms it
 // offers beyond the standard list can be picked too.
 import * as api from '../api.js';
