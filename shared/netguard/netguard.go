@@ -26,6 +26,9 @@ type Policy struct {
 	// Trusted holds "host:port" (or bare "host") entries the operator
 	// trusts: allowed on loopback and private addresses.
 	Trusted []string
+	// Resolver looks names up (nil: the system's); tests point it at a
+	// DNS server of their own.
+	Resolver *net.Resolver
 }
 
 func (p Policy) trusted(addr string) bool {
@@ -45,10 +48,11 @@ func (p Policy) trusted(addr string) bool {
 // after DNS resolution, so a name that resolves (or rebinds) to
 // 169.254.169.254 is refused too, also on redirects.
 func (p Policy) Dialer() func(ctx context.Context, network, addr string) (net.Conn, error) {
-	open := &net.Dialer{Timeout: 15 * time.Second, KeepAlive: 30 * time.Second}
+	open := &net.Dialer{Timeout: 15 * time.Second, KeepAlive: 30 * time.Second, Resolver: p.Resolver}
 	guarded := &net.Dialer{
 		Timeout:   15 * time.Second,
 		KeepAlive: 30 * time.Second,
+		Resolver:  p.Resolver,
 		Control: func(_, address string, _ syscall.RawConn) error {
 			ap, err := netip.ParseAddrPort(address)
 			if err != nil {

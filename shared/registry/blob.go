@@ -401,7 +401,8 @@ func (b *blobReader) reopen() error {
 		if b.ctx.Err() != nil {
 			return b.ctx.Err()
 		}
-		if errors.Is(err, netguard.ErrBlocked) {
+		var dnsErr *net.DNSError
+		if errors.Is(err, netguard.ErrBlocked) || errors.As(err, &dnsErr) {
 			return classify(err, "fetching %s", b.what) // retrying cannot help
 		}
 		b.failures++

@@ -6,7 +6,10 @@ package registry
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -17,6 +20,7 @@ import (
 	"github.com/regclient/regclient"
 	"github.com/regclient/regclient/config"
 	"github.com/regclient/regclient/scheme/reg"
+	"github.com/regclient/regclient/types/errs"
 
 	"github.com/tarport/tarport/shared/netguard"
 	"github.com/tarport/tarport/shared/tarport"
@@ -56,6 +60,8 @@ type Options struct {
 	MinRate int64
 	Cache   MetaCache
 	Logger  *slog.Logger
+	// Resolver looks registry hosts up (nil: the system's); for tests.
+	Resolver *net.Resolver
 }
 
 // DefaultDockerHubRegistry is where docker.io images come from unless
@@ -78,6 +84,7 @@ type Client struct {
 	opts        Options
 	dockerHost  config.Host
 	http        *http.Client
+	regHTTP     *http.Client  // http for regclient, whose DNS failures it does not retry
 	blobBackoff time.Duration // half the first wait of a blob read after a failure
 
 	mu         sync.Mutex
@@ -108,16 +115,33 @@ func New(opts Options) *Client {
 			}
 		}
 	}
-	return &Client{
+	c := &Client{
 		opts:        opts,
 		dockerHost:  *hub,
 		blobBackoff: 250 * time.Millisecond,
 		http: &http.Client{
-			Transport: netguard.Policy{Trusted: trusted}.Transport(netguard.Watch{Idle: opts.IdleTimeout, MinRate: opts.MinRate}),
+			Transport: netguard.Policy{Trusted: trusted, Resolver: opts.Resolver}.Transport(netguard.Watch{Idle: opts.IdleTimeout, MinRate: opts.MinRate}),
 		},
 		sessions:   map[string]*regclient.RegClient{},
 		transports: map[string]http.RoundTripper{},
 	}
+	c.regHTTP = &http.Client{Transport: finalDNS{c.http.Transport}}
+	return c
+}
+
+// finalDNS marks a failed name lookup not retryable for regclient, which
+// otherwise retries every transport error with backoff: a host that does
+// not resolve now will not in the next seconds, and a request must answer
+// within API Gateway's 30 s.
+type finalDNS struct{ base http.RoundTripper }
+
+func (t finalDNS) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := t.base.RoundTrip(req)
+	var dnsErr *net.DNSError
+	if err != nil && errors.As(err, &dnsErr) {
+		return nil, fmt.Errorf("%w: %w", errs.ErrNotRetryable, err)
+	}
+	return resp, err
 }
 
 // session returns a regclient for registry host that logs in with
@@ -128,7 +152,9 @@ func (c *Client) session(host string, creds tarport.Credentials) *regclient.RegC
 	build := func() *regclient.RegClient {
 		return regclient.New(
 			regclient.WithConfigHost(c.hostConfigs(host, creds)...),
-			regclient.WithRegOpts(reg.WithHTTPClient(c.http)),
+			// DNS failures are final (see finalDNS); manifests over
+			// maxManifestBytes are refused before they are read whole.
+			regclient.WithRegOpts(reg.WithHTTPClient(c.regHTTP), reg.WithManifestMax(maxManifestBytes, maxManifestBytes)),
 			// Few, short retries: a Resolve runs inside an API request
 			// (API Gateway answers within ~30 s); Resolve retries too.
 			regclient.WithRetryLimit(3),

@@ -3,8 +3,10 @@ package registry
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"sort"
 	"strings"
 	"time"
@@ -12,6 +14,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/regclient/regclient"
 	"github.com/regclient/regclient/types/descriptor"
+	"github.com/regclient/regclient/types/errs"
 	"github.com/regclient/regclient/types/manifest"
 	"github.com/regclient/regclient/types/mediatype"
 	"github.com/regclient/regclient/types/platform"
@@ -30,14 +33,16 @@ const (
 // against the registry on every call (a HEAD at least), so a cached tar of
 // a private image is only handed to someone the registry lets pull it.
 // A failing registry (5xx, a dropped connection) is asked again a few
-// times, within the caller's deadline.
+// times, within the caller's deadline; a host whose name does not resolve
+// is not (it will not resolve in the next seconds either).
 func (c *Client) Resolve(ctx context.Context, r ref.Ref, p tarport.Platform, creds tarport.Credentials) (tarport.Image, error) {
 	var err error
 	for attempt, wait := 0, 250*time.Millisecond; ; attempt, wait = attempt+1, wait*2 {
 		var img tarport.Image
 		img, err = c.resolve(ctx, r, p, creds)
 		code := tarport.ErrorCode(err)
-		if err == nil || attempt == 3 || (code != tarport.CodeUpstream && code != tarport.CodeUpstreamTimeout) {
+		var dnsErr *net.DNSError
+		if err == nil || attempt == 3 || (code != tarport.CodeUpstream && code != tarport.CodeUpstreamTimeout) || errors.As(err, &dnsErr) {
 			return img, err
 		}
 		select {
@@ -141,6 +146,17 @@ func (c *Client) resolve(ctx context.Context, r ref.Ref, p tarport.Platform, cre
 	return img, nil
 }
 
+// errManifestTooBig refuses a manifest over maxManifestBytes (size -1:
+// found while reading): a final answer, not retried. Real manifests are a
+// few KiB; reading megabytes for each of many requests is a way to make
+// the server hold memory.
+func errManifestTooBig(r ref.Ref, size int64) error {
+	if size < 0 {
+		return tarport.Errorf(tarport.CodeTooLarge, "the manifest of %s is over %d bytes; no image needs one that big", r.CommonName(), maxManifestBytes)
+	}
+	return tarport.Errorf(tarport.CodeTooLarge, "the manifest of %s is %d bytes, over %d; no image needs one that big", r.CommonName(), size, maxManifestBytes)
+}
+
 func isSchema1(mt string) bool {
 	return mt == mediatype.Docker1Manifest || mt == mediatype.Docker1ManifestSigned
 }
@@ -167,6 +183,9 @@ func (c *Client) authorize(ctx context.Context, r ref.Ref, creds tarport.Credent
 	desc := head.GetDescriptor()
 	if isSchema1(desc.MediaType) {
 		return "", errSchema1(r)
+	}
+	if desc.Size > maxManifestBytes {
+		return "", errManifestTooBig(r, desc.Size)
 	}
 	want := desc.Digest
 	if r.Digest != "" {
@@ -210,6 +229,9 @@ func (c *Client) fetchManifest(ctx context.Context, rc *regclient.RegClient, r r
 		}
 	}
 	m, err := rc.ManifestGet(ctx, target)
+	if errors.Is(err, errs.ErrSizeLimitExceeded) {
+		return nil, "", "", errManifestTooBig(target, -1)
+	}
 	if err != nil {
 		return nil, "", "", classify(err, "fetching the manifest of %s", target.CommonName())
 	}
@@ -218,7 +240,7 @@ func (c *Client) fetchManifest(ctx context.Context, rc *regclient.RegClient, r r
 		return nil, "", "", tarport.Wrap(err, tarport.CodeUpstream, "reading the manifest of %s", target.CommonName())
 	}
 	if len(raw) > maxManifestBytes {
-		return nil, "", "", tarport.Errorf(tarport.CodeUpstream, "the manifest of %s is over %d bytes", target.CommonName(), maxManifestBytes)
+		return nil, "", "", errManifestTooBig(target, int64(len(raw)))
 	}
 	got := digest.FromBytes(raw)
 	if want != "" {
