@@ -99,7 +99,9 @@ type HTTPHandler = func(ctx context.Context, ev events.APIGatewayV2HTTPRequest) 
 // server runs, with only the parts this function serves (and holds
 // permissions for).
 func (a *App) HTTP(ctx context.Context, parts Parts) (HTTPHandler, error) {
-	opts := httpapi.Options{RatePerMinute: a.Settings.RateLimitPerMinute, Logger: a.Log}
+	// Links are S3's; a public URL, when the operator gives one, is what
+	// job-creating requests' Origin must be.
+	opts := httpapi.Options{RatePerMinute: a.Settings.RateLimitPerMinute, PublicURL: a.Settings.PublicURL, Logger: a.Log}
 	if parts&Downloads != 0 {
 		svc, err := a.downloads(ctx)
 		if err != nil {

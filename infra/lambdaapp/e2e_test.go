@@ -18,12 +18,17 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/opencontainers/go-digest"
+	"github.com/regclient/regclient/types/descriptor"
 
+	"github.com/tarport/tarport/shared/download"
 	"github.com/tarport/tarport/shared/dynamo"
+	"github.com/tarport/tarport/shared/tarport"
 	"github.com/tarport/tarport/shared/testkit/dynalite"
 	"github.com/tarport/tarport/shared/testkit/fakehub"
 	"github.com/tarport/tarport/shared/testkit/fakesqs"
 	"github.com/tarport/tarport/shared/testkit/faultproxy"
+	"github.com/tarport/tarport/shared/testkit/hostile"
 	"github.com/tarport/tarport/shared/testkit/lambdatest"
 	"github.com/tarport/tarport/shared/testkit/regtest"
 	"github.com/tarport/tarport/shared/testkit/s3test"
@@ -507,5 +512,64 @@ func TestPrivateImageOnLambda(t *testing.T) {
 		if strings.Contains(f.Log(), pass) {
 			t.Fatal("a function logged the password")
 		}
+	}
+}
+
+// TestHostileRegistryOnLambda: the trust model on the AWS path. Alice's
+// private image is cached in S3 under her registry's origin; a registry
+// of the attacker's own that names her manifest digest, or lists one of
+// her layers in a manifest of its own, and says yes to every blob HEAD,
+// gets nothing: no job of theirs is ever ready, and nothing is cached
+// under their origin.
+func TestHostileRegistryOnLambda(t *testing.T) {
+	t.Parallel()
+	st := newStack(t)
+	const user, pass = "alice", "alice-lambda-pw"
+	private := regtest.Start(t, regtest.WithHtpasswd(user, pass))
+	evil := hostile.Start(t)
+	st.env = append(st.env, "TARPORT_INSECURE_REGISTRIES="+st.reg.Host+","+private.Host+","+evil.Host())
+	pushed := regtest.PushImage(t, private, "alice/secret", "1", regtest.ImageSpec{Layers: []regtest.LayerSpec{{Size: 6 << 20, Random: true}, {}}})
+	st.start("DownloadFunction", 29*time.Second)
+	st.start("AssembleFunction", 2*time.Minute)
+	drain := func() {
+		if _, err := st.sqs.Drain(context.Background(), st.mapping(st.tasksURL, 10), st.mapping(st.dlqURL, 10)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	res := st.api("DownloadFunction", "POST", "/api/downloads", fmt.Sprintf(`{"image":%q,"username":%q,"password":%q}`, pushed.Ref, user, pass))
+	alice := decodeJob(t, res)
+	drain()
+	basic := "Authorization: Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass))
+	if alice = decodeJob(t, st.api("DownloadFunction", "GET", "/api/downloads/"+alice.ID, "", basic)); alice.Status != "ready" {
+		t.Fatalf("Alice's job: %+v", alice)
+	}
+	img := pushed.Images[0]
+	big := img.Layers[0]
+	keys := strings.Join(st.s3.Keys(t, st.bucket), "\n")
+	aliceOrigin, evilOrigin := tarport.RegistryOrigin(private.Host), tarport.RegistryOrigin(evil.Host())
+	if !strings.Contains(keys, download.EntryKey(aliceOrigin, digest.Digest(big.Digest))) {
+		t.Fatalf("Alice's layer is not cached under her registry's origin; keys:\n%s", keys)
+	}
+
+	evil.SetManifest("x", "1", hostile.Manifest{Claim: digest.Digest(img.Manifest.Digest), MediaType: img.Manifest.MediaType, ClaimSize: img.Manifest.Size})
+	evil.ClaimEveryBlob()
+	evil.SetBlob("", digest.Digest(big.Digest), hostile.Blob{Claim: big.Size})
+	evil.PushImage("y", "1", descriptor.Descriptor{MediaType: big.MediaType, Digest: digest.Digest(big.Digest), Size: big.Size})
+	for _, ref := range []string{evil.Ref("x", "1"), evil.Ref("y", "1")} {
+		res := st.api("DownloadFunction", "POST", "/api/downloads", fmt.Sprintf(`{"image":%q}`, ref))
+		if res.StatusCode != http.StatusAccepted && res.StatusCode != http.StatusOK {
+			continue // refused at once: nothing to hand out
+		}
+		j := decodeJob(t, res)
+		drain()
+		j = decodeJob(t, st.api("DownloadFunction", "GET", "/api/downloads/"+j.ID, ""))
+		if j.Status == "ready" || j.URL != "" {
+			t.Fatalf("%s: the attacker's job is ready: %+v", ref, j)
+		}
+	}
+	keys = strings.Join(st.s3.Keys(t, st.bucket), "\n")
+	if strings.Contains(keys, "entries/"+evilOrigin.Key()+"/") || strings.Contains(keys, "meta/"+evilOrigin.Key()+"/"+"sha256/"+strings.TrimPrefix(img.Manifest.Digest, "sha256:")) {
+		t.Fatalf("something of Alice's is cached under the attacker's origin:\n%s", keys)
 	}
 }

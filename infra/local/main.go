@@ -35,8 +35,16 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	ln, err := net.Listen("tcp", s.Addr)
+	if err != nil {
+		return err
+	}
+	if s.PublicURL == "" {
+		s.Addr = ln.Addr().String() // a port 0 is the one the system gave
+	}
 	a, err := app.New(ctx, s, log)
 	if err != nil {
+		ln.Close()
 		return err
 	}
 	defer a.Close()
@@ -52,17 +60,8 @@ func run() error {
 		}
 	}()
 
-	ln, err := net.Listen("tcp", s.Addr)
-	if err != nil {
-		return err
-	}
-	srv := &http.Server{
-		Handler:           a.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		// No WriteTimeout: a 20 GB tar takes as long as the client's link.
-	}
-	log.Info("tarport listening", "url", "http://"+ln.Addr().String(), "data", s.DataDir, "dockerhub", s.DockerHubRegistry) // settings refuse credentials in this URL
+	srv := a.Server()
+	log.Info("tarport listening", "addr", ln.Addr().String(), "url", s.LocalURL(), "data", s.DataDir, "dockerhub", s.DockerHubRegistry) // settings refuse credentials in these URLs
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

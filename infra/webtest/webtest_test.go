@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -300,7 +301,13 @@ func startStack(t *testing.T) *stack {
 	private := regtest.Start(t, regtest.WithHtpasswd(privateUser, privatePass))
 	regtest.PushImage(t, private, "alice/secret", "1", regtest.ImageSpec{Layers: []regtest.LayerSpec{{Size: 256 << 10, Random: true, Seed: "web-private"}}})
 
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
 	env := map[string]string{
+		"TARPORT_PUBLIC_URL":          "http://" + ln.Addr().String(),
 		"TARPORT_DATA_DIR":            t.TempDir(),
 		"TARPORT_WARM_EVERY":          "0",
 		"TARPORT_HUB_API":             hub.URL,
@@ -317,7 +324,10 @@ func startStack(t *testing.T) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(a.Handler())
+	srv := httptest.NewUnstartedServer(nil)
+	srv.Listener.Close()
+	srv.Listener, srv.Config = ln, a.Server()
+	srv.Start()
 	t.Cleanup(func() {
 		srv.Close()
 		a.Close()

@@ -17,6 +17,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tarport/tarport/shared/tarport"
 )
 
 // LinkPrefix is the path under which signed links are served.
@@ -57,12 +59,28 @@ func (s *Store) signature(key, exp, name string) string {
 	return hex.EncodeToString(m.Sum(nil))
 }
 
+// ErrorWriter answers an error in the API's JSON shape, through its one
+// table of codes and statuses (the local server wires httpapi.WriteError).
+type ErrorWriter func(w http.ResponseWriter, r *http.Request, err error)
+
+// SetErrorWriter sets how link errors are answered; until it is set they
+// are a bare 500.
+func (s *Store) SetErrorWriter(f ErrorWriter) { s.writeErr = f }
+
+func (s *Store) fail(w http.ResponseWriter, r *http.Request, err error) {
+	if s.writeErr == nil {
+		http.Error(w, "link error", http.StatusInternalServerError)
+		return
+	}
+	s.writeErr(w, r, err)
+}
+
 // ServeHTTP serves signed links with Range support, so `curl -C -` and
 // parallel ranged downloads work.
 func (s *Store) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
-		linkError(w, http.StatusMethodNotAllowed, "method_not_allowed", "download links answer GET and HEAD only")
+		s.fail(w, r, tarport.Errorf(tarport.CodeMethodNotAllowed, "download links answer GET and HEAD only"))
 		return
 	}
 	key := strings.TrimPrefix(r.URL.Path, LinkPrefix)
@@ -70,16 +88,16 @@ func (s *Store) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	exp, name, sig := q.Get("exp"), q.Get("name"), q.Get("sig")
 	expUnix, err := strconv.ParseInt(exp, 10, 64)
 	if err != nil || !hmac.Equal([]byte(sig), []byte(s.signature(key, exp, name))) {
-		linkError(w, http.StatusForbidden, "invalid_signature", "this download link is not valid")
+		s.fail(w, r, tarport.Errorf(tarport.CodeLinkInvalid, "this download link is not valid"))
 		return
 	}
 	if time.Now().Unix() > expUnix {
-		linkError(w, http.StatusForbidden, "link_expired", "this download link has expired; ask for the job's status to get a fresh one")
+		s.fail(w, r, tarport.Errorf(tarport.CodeLinkExpired, "this download link has expired; ask for the job's status to get a fresh one"))
 		return
 	}
 	obj, err := s.open(key)
 	if err != nil {
-		linkError(w, http.StatusNotFound, "not_found", "the file behind this link is gone; request the image again")
+		s.fail(w, r, tarport.Wrap(err, tarport.CodeNotFound, "the file behind this link is gone; request the image again"))
 		return
 	}
 	defer obj.Close()
@@ -105,7 +123,38 @@ func (s *Store) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	http.ServeContent(w, r, "", obj.modTime, io.NewSectionReader(obj, 0, obj.size))
+	// ServeContent answers the rest, its errors in the JSON shape too.
+	http.ServeContent(&jsonErrors{ResponseWriter: w, fail: func(status int) {
+		code := tarport.CodeRangeUnsatisfied
+		if status != http.StatusRequestedRangeNotSatisfiable {
+			code = tarport.CodePrecondition
+		}
+		s.fail(w, r, tarport.Errorf(code, "%s", http.StatusText(status)))
+	}}, r, "", obj.modTime, io.NewSectionReader(obj, 0, obj.size))
+}
+
+// jsonErrors answers http.ServeContent's errors (416 for a Range outside
+// the file, 412 for a failed condition) with fail instead of its text.
+type jsonErrors struct {
+	http.ResponseWriter
+	fail   func(status int)
+	failed bool
+}
+
+func (j *jsonErrors) WriteHeader(status int) {
+	if status >= 400 && !j.failed {
+		j.failed = true
+		j.fail(status)
+		return
+	}
+	j.ResponseWriter.WriteHeader(status)
+}
+
+func (j *jsonErrors) Write(b []byte) (int, error) {
+	if j.failed {
+		return len(b), nil // the error's text, already answered
+	}
+	return j.ResponseWriter.Write(b)
 }
 
 // simpleRange recognises a plain GET or HEAD (no conditions) of the whole
@@ -142,10 +191,4 @@ func simpleRange(r *http.Request, size int64) (off, n int64, status int, ok bool
 		b = min(b, size-1)
 	}
 	return a, b - a + 1, http.StatusPartialContent, true
-}
-
-func linkError(w http.ResponseWriter, status int, code, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	fmt.Fprintf(w, `{"error":{"code":%q,"message":%q}}`+"\n", code, msg)
 }

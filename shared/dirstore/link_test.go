@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"mime"
 	"mime/multipart"
 	"net/http"
@@ -16,12 +17,17 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tarport/tarport/shared/httpapi"
 	"github.com/tarport/tarport/shared/tarplan"
 )
 
-// serve starts an HTTP server in front of the store's signed links.
+// serve starts an HTTP server in front of the store's signed links, its
+// errors answered by the API's one table, as the local server wires it.
 func serve(t *testing.T, s *Store) *httptest.Server {
 	t.Helper()
+	s.SetErrorWriter(func(w http.ResponseWriter, r *http.Request, err error) {
+		httpapi.WriteError(w, r, slog.New(slog.DiscardHandler), err)
+	})
 	mux := http.NewServeMux()
 	mux.Handle(LinkPrefix, s)
 	srv := httptest.NewServer(mux)
@@ -65,8 +71,8 @@ func get(t *testing.T, u, rangeHeader string) (*http.Response, []byte) {
 // errorCode decodes the JSON error body of a refused link.
 func errorCode(t *testing.T, resp *http.Response, body []byte) string {
 	t.Helper()
-	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
-		t.Errorf("error Content-Type = %q, want application/json", ct)
+	if mt, _, err := mime.ParseMediaType(resp.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		t.Errorf("error Content-Type = %q, want application/json", resp.Header.Get("Content-Type"))
 	}
 	var e struct {
 		Error struct {
@@ -120,6 +126,9 @@ func TestLinkServesStitchedTar(t *testing.T) {
 			if tt.wantStatus == http.StatusRequestedRangeNotSatisfiable {
 				if cr := resp.Header.Get("Content-Range"); cr != fmt.Sprintf("bytes */%d", size) {
 					t.Errorf("Content-Range = %q, want bytes */%d", cr, size)
+				}
+				if code := errorCode(t, resp, body); code != "range_not_satisfiable" {
+					t.Errorf("416 error code %q, want range_not_satisfiable in the JSON shape", code)
 				}
 				return
 			}

@@ -27,8 +27,9 @@ import (
 
 // Store keeps objects under a directory.
 type Store struct {
-	dir    string
-	secret []byte // signs download links
+	dir      string
+	secret   []byte // signs download links
+	writeErr ErrorWriter
 }
 
 var (

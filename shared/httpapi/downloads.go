@@ -46,7 +46,7 @@ type layerResponse struct {
 	DoneBytes int64  `json:"done_bytes"`
 }
 
-func toResponse(r *http.Request, v download.View) jobResponse {
+func (a *API) toResponse(v download.View) jobResponse {
 	out := jobResponse{
 		ID: v.ID, Image: v.Image, Platform: v.Platform, Digest: v.Digest.String(), Status: v.Status,
 		TotalBytes: v.TotalBytes, DoneBytes: v.DoneBytes(), Error: v.Error, FileName: v.FileName,
@@ -56,24 +56,22 @@ func toResponse(r *http.Request, v download.View) jobResponse {
 		out.Layers = append(out.Layers, layerResponse{Digest: l.Digest.String(), Size: l.Size, DoneBytes: l.DoneBytes})
 	}
 	if v.URL != "" {
-		out.URL = absoluteURL(r, v.URL)
+		out.URL = a.absolute(v.URL)
 		exp := v.LinkExpiresAt.UTC()
 		out.ExpiresAt = &exp
 	}
 	return out
 }
 
-// absoluteURL makes a path-only link (local mode) absolute for the host
-// the client reached us by; S3 presigned URLs are absolute already.
-func absoluteURL(r *http.Request, u string) string {
-	if !strings.HasPrefix(u, "/") {
+// absolute makes a path-only link (local mode) absolute under the
+// configured public address, never the request's Host (a forged Host
+// would put another site in links); S3 presigned URLs are absolute
+// already. Without a public address a path stays a path.
+func (a *API) absolute(u string) string {
+	if !strings.HasPrefix(u, "/") || a.public == nil {
 		return u
 	}
-	scheme := "http"
-	if r.TLS != nil || r.Header.Get("X-Forwarded-Proto") == "https" {
-		scheme = "https"
-	}
-	return scheme + "://" + r.Host + u
+	return strings.TrimSuffix(a.public.String(), "/") + u
 }
 
 func (a *API) createDownload(w http.ResponseWriter, r *http.Request) {
@@ -97,8 +95,8 @@ func (a *API) createDownload(w http.ResponseWriter, r *http.Request) {
 	if v.Status == tarport.StatusReady {
 		status = http.StatusOK
 	}
-	w.Header().Set("Location", "/api/downloads/"+v.ID)
-	writeJSON(w, status, toResponse(r, v))
+	w.Header().Set("Location", a.absolute("/api/downloads/"+v.ID))
+	writeJSON(w, status, a.toResponse(v))
 }
 
 func (a *API) downloadStatus(w http.ResponseWriter, r *http.Request) {
@@ -117,7 +115,7 @@ func (a *API) downloadStatus(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, a.log, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, toResponse(r, v))
+	writeJSON(w, http.StatusOK, a.toResponse(v))
 }
 
 // pull is the curl one-liner: 303 to the tar when ready; while pending a
@@ -144,8 +142,8 @@ func (a *API) pull(w http.ResponseWriter, r *http.Request) {
 	}
 	switch v.Status {
 	case tarport.StatusReady:
-		w.Header().Set("Location", absoluteURL(r, v.URL))
-		writeJSON(w, http.StatusSeeOther, toResponse(r, v))
+		w.Header().Set("Location", a.absolute(v.URL))
+		writeJSON(w, http.StatusSeeOther, a.toResponse(v))
 	case tarport.StatusFailed:
 		err := tarport.Errorf(tarport.CodeInternal, "the download failed")
 		if v.Error != nil {
@@ -154,7 +152,7 @@ func (a *API) pull(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, a.log, err)
 	default:
 		w.Header().Set("Retry-After", "3")
-		writeJSON(w, http.StatusServiceUnavailable, toResponse(r, v))
+		writeJSON(w, http.StatusServiceUnavailable, a.toResponse(v))
 	}
 }
 
@@ -200,13 +198,16 @@ func toRequest(b downloadRequest) (download.Request, error) {
 	}, nil
 }
 
-// decodeBody reads one bounded JSON object. The Content-Type is not
-// checked: `curl -d '{...}'` labels JSON as a form, and that should work.
+// decodeBody reads one bounded JSON object. Its Content-Type is checked
+// (jobCreating) only where a cross-site form could do harm: starting a
+// download. A search sent as `curl -d '{...}'` (labelled a form) works.
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
 	if err := dec.Decode(v); err != nil {
 		var tooBig *http.MaxBytesError
 		switch {
+		case tarport.ErrorCode(err) == tarport.CodeRequestTimeout:
+			return err
 		case errors.As(err, &tooBig):
 			return tarport.Errorf(tarport.CodeTooLarge, "the body is over %d bytes", MaxBodyBytes)
 		case errors.Is(err, io.EOF):

@@ -189,33 +189,37 @@ func checkJobShape(t *testing.T, body map[string]any, v download.View) {
 }
 
 // TestJobShape: GET /api/downloads/{id} in every state, with path-only
-// links made absolute for the host the client used.
+// links made absolute under the configured public address, whatever Host
+// (or X-Forwarded-*) the request carries.
 func TestJobShape(t *testing.T) {
 	t.Parallel()
 	s3URL := "https://bucket.s3.example/tars/x.tar?X-Amz-Signature=abc"
 	for _, tc := range []struct {
 		name    string
 		view    download.View
-		proto   string
+		public  string
 		wantURL string
 	}{
 		{"pending", pendingView(), "", ""},
 		{"queued", func() download.View { v := pendingView(); v.Status = tarport.StatusQueued; return v }(), "", ""},
 		{"failed", failedView(tarport.CodeDigestMismatch, "layer sha256:ab did not match its digest"), "", ""},
 		{"ready, presigned", readyView(s3URL), "", s3URL},
-		{"ready, local path", readyView("/files/tars/x.tar?sig=abc&exp=1"), "", "http://tarport.example:8443/files/tars/x.tar?sig=abc&exp=1"},
-		{"ready, local path behind TLS", readyView("/files/tars/x.tar?sig=abc"), "https", "https://tarport.example:8443/files/tars/x.tar?sig=abc"},
+		{"ready, presigned, with a public address", readyView(s3URL), "http://tarport.example:8443", s3URL},
+		{"ready, local path", readyView("/files/tars/x.tar?sig=abc&exp=1"), "http://tarport.example:8443", "http://tarport.example:8443/files/tars/x.tar?sig=abc&exp=1"},
+		{"ready, local path behind TLS", readyView("/files/tars/x.tar?sig=abc"), "https://tarport.example:8443/", "https://tarport.example:8443/files/tars/x.tar?sig=abc"},
 		{"ready, no layers", func() download.View { v := readyView(s3URL); v.Layers = nil; return v }(), "", s3URL},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			d := &fakeDownloads{status: func(_ context.Context, id string) (download.View, error) { return tc.view, nil }}
 			r := httpGet("/api/downloads/" + tc.view.ID)
-			r.Host = "tarport.example:8443"
-			if tc.proto != "" {
-				r.Header.Set("X-Forwarded-Proto", tc.proto)
+			r.Host = "evil.example"
+			r.Header.Set("X-Forwarded-Host", "evil.example")
+			r.Header.Set("X-Forwarded-Proto", "https")
+			res := do(t, newTestAPI(t, d, Options{PublicURL: tc.public}), r)
+			if strings.Contains(res.raw, "evil.example") {
+				t.Errorf("the answer was built from the request's Host: %s", res.raw)
 			}
-			res := do(t, newTestAPI(t, d, Options{}), r)
 			if res.status != 200 {
 				t.Fatalf("status %d: %s", res.status, res.raw)
 			}
@@ -263,7 +267,9 @@ func TestPull(t *testing.T) {
 		d := &fakeDownloads{create: func(context.Context, download.Request) (download.View, error) {
 			return readyView("/files/tars/x.tar?sig=1"), nil
 		}}
-		res := do(t, newTestAPI(t, d, Options{}), httpGet("/api/pull/nginx"))
+		r := httpGet("/api/pull/nginx")
+		r.Host = "evil.example"
+		res := do(t, newTestAPI(t, d, Options{PublicURL: "http://tarport.example"}), r)
 		if res.status != http.StatusSeeOther || res.header.Get("Location") != "http://tarport.example/files/tars/x.tar?sig=1" {
 			t.Errorf("%d, Location %q; want 303 to the absolute link", res.status, res.header.Get("Location"))
 		}

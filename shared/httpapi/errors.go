@@ -30,6 +30,13 @@ var statusByCode = map[tarport.Code]int{
 	tarport.CodeUpstreamTimeout:  http.StatusGatewayTimeout,
 	tarport.CodeUnavailable:      http.StatusServiceUnavailable,
 	tarport.CodeInternal:         http.StatusInternalServerError,
+	tarport.CodeMediaType:        http.StatusUnsupportedMediaType,
+	tarport.CodeCrossSite:        http.StatusForbidden,
+	tarport.CodeRequestTimeout:   http.StatusRequestTimeout,
+	tarport.CodeLinkInvalid:      http.StatusForbidden,
+	tarport.CodeLinkExpired:      http.StatusForbidden,
+	tarport.CodeRangeUnsatisfied: http.StatusRequestedRangeNotSatisfiable,
+	tarport.CodePrecondition:     http.StatusPreconditionFailed,
 }
 
 // StatusOf returns the HTTP status for a code.
@@ -47,6 +54,13 @@ type errorBody struct {
 type errorDetail struct {
 	Code    tarport.Code `json:"code"`
 	Message string       `json:"message"`
+}
+
+// WriteError answers with the error's code, status and safe message in
+// the JSON error shape; internal detail goes to log only. Everything that
+// answers an error over HTTP (the API, the local download links) uses it.
+func WriteError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+	writeError(w, r, log, err)
 }
 
 // writeError answers with the error's code and safe message; internal

@@ -7,6 +7,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -35,12 +36,22 @@ type Options struct {
 	// PullWait is how long /api/pull holds a request for a job to finish
 	// before answering 503 + Retry-After (API Gateway allows ~30 s).
 	PullWait time.Duration
-	Logger   *slog.Logger
+	// PublicURL is the address clients reach the server by (local mode:
+	// TARPORT_PUBLIC_URL, by default the listen address): links and
+	// Location headers are built on it, never on a request's Host, and a
+	// job-creating request's Origin must be it. Empty (Lambda): links are
+	// S3's, and no Origin is compared.
+	PublicURL string
+	// BodyTimeout is how long a client has to send a request body (the
+	// server's ReadHeaderTimeout covers headers); 0: no limit here.
+	BodyTimeout time.Duration
+	Logger      *slog.Logger
 }
 
 // API serves /api/*.
 type API struct {
 	opts    Options
+	public  *url.URL // opts.PublicURL, parsed; nil without one
 	log     *slog.Logger
 	limiter *limiter
 	mux     *http.ServeMux
@@ -61,15 +72,21 @@ func New(opts Options) *API {
 		opts.PullWait = 20 * time.Second
 	}
 	a := &API{opts: opts, log: opts.Logger, limiter: newLimiter(opts.RatePerMinute, time.Minute), mux: http.NewServeMux()}
+	if u, err := url.Parse(opts.PublicURL); err == nil && u.Host != "" && (u.Scheme == "http" || u.Scheme == "https") {
+		a.public = u
+	}
 	a.mux.HandleFunc("GET /api/health", a.health)
 	// A Lambda serves only its share of the API (and holds only the
 	// permissions for it): the routes of a missing part answer 404.
 	if opts.Downloads != nil {
 		for _, p := range []string{"/api/downloads", "/api/download", "/api/download-stream"} {
-			a.mux.HandleFunc("POST "+p, a.limited(a.createDownload))
+			a.mux.HandleFunc("POST "+p, a.jobCreating(a.createDownload))
 		}
 		a.mux.HandleFunc("GET /api/downloads/{id}", a.downloadStatus)
-		a.mux.HandleFunc("GET /api/pull/{image...}", a.limited(a.pull))
+		a.mux.HandleFunc("GET /api/pull/{image...}", a.jobCreating(a.pull))
+		// GET patterns answer HEAD too; a HEAD (a link checker) must not
+		// start a download.
+		a.mux.HandleFunc("HEAD /api/pull/{image...}", a.getOnly)
 	}
 	if opts.Discovery != nil {
 		// GET, and POST as the seed's UI sent it.
@@ -94,7 +111,18 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	w.Header().Set("X-Content-Type-Options", "nosniff")
+	if !CanonicalPath(r.URL.Path) || r.URL.Path == "/api" {
+		// ServeMux would redirect (with an HTML body) to the cleaned path.
+		writeError(w, r, a.log, tarport.Errorf(tarport.CodeNotFound, "no such endpoint: %s", r.URL.Path))
+		return
+	}
+	a.bodyDeadline(w, r)
 	a.mux.ServeHTTP(w, r)
+}
+
+func (a *API) getOnly(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Allow", http.MethodGet)
+	writeError(w, r, a.log, tarport.Errorf(tarport.CodeMethodNotAllowed, "%s is not allowed on %s: use GET", r.Method, r.URL.Path))
 }
 
 func (a *API) health(w http.ResponseWriter, _ *http.Request) {

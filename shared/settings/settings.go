@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"net"
 	"net/url"
 	"os"
 	"strconv"
@@ -16,6 +17,8 @@ import (
 // Settings is the whole configuration.
 type Settings struct {
 	Addr               string        // TARPORT_ADDR
+	PublicURL          string        // TARPORT_PUBLIC_URL: the address clients use, "" if unset (see LocalURL)
+	ReadTimeout        time.Duration // TARPORT_READ_TIMEOUT: a client's time to send a request's headers, and again its body
 	DataDir            string        // TARPORT_DATA_DIR
 	HubAPI             string        // TARPORT_HUB_API
 	DockerHubRegistry  string        // TARPORT_DOCKERHUB_REGISTRY
@@ -103,6 +106,12 @@ func Parse(getenv func(string) string) (Settings, error) {
 		return Settings{}, fmt.Errorf("TARPORT_LOG_LEVEL: want debug, info, warn or error, got %q", getenv("TARPORT_LOG_LEVEL"))
 	}
 	var err error
+	if s.PublicURL, err = publicURL(get("TARPORT_PUBLIC_URL", ""), s.Addr); err != nil {
+		return Settings{}, err
+	}
+	if s.ReadTimeout, err = time.ParseDuration(get("TARPORT_READ_TIMEOUT", "20s")); err != nil || s.ReadTimeout <= 0 {
+		return Settings{}, fmt.Errorf("TARPORT_READ_TIMEOUT: want a positive duration like 20s, got %q", getenv("TARPORT_READ_TIMEOUT"))
+	}
 	// S3 presigned links live at most 7 days.
 	if s.PresignTTL, err = time.ParseDuration(get("TARPORT_PRESIGN_TTL", "1h")); err != nil || s.PresignTTL <= 0 || s.PresignTTL > 7*24*time.Hour {
 		return Settings{}, fmt.Errorf("TARPORT_PRESIGN_TTL: want a duration from 1s to 168h, like 1h, got %q", getenv("TARPORT_PRESIGN_TTL"))
@@ -135,6 +144,37 @@ func Parse(getenv func(string) string) (Settings, error) {
 		return Settings{}, fmt.Errorf("TARPORT_WORKERS: want 1..64, got %q", getenv("TARPORT_WORKERS"))
 	}
 	return s, nil
+}
+
+// LocalURL is the address clients reach the local server by, on which
+// its links and Location headers are built: TARPORT_PUBLIC_URL, else the
+// listen address (127.0.0.1 for an unspecified host: 0.0.0.0, ::, none;
+// a LAN address must be configured).
+func (s Settings) LocalURL() string {
+	if s.PublicURL != "" {
+		return s.PublicURL
+	}
+	host, port, _ := net.SplitHostPort(s.Addr) // checked by Parse
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port)
+}
+
+// publicURL checks TARPORT_PUBLIC_URL (and the listen address, which
+// makes the default).
+func publicURL(v, addr string) (string, error) {
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return "", fmt.Errorf("TARPORT_ADDR: want host:port like 127.0.0.1:8080, got %q", addr)
+	}
+	if v == "" {
+		return "", nil
+	}
+	u, err := url.Parse(v)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" {
+		return "", fmt.Errorf("TARPORT_PUBLIC_URL: want the address clients use, like https://tarport.example.com or http://192.168.1.5:8080 (no path), got %q", v)
+	}
+	return u.Scheme + "://" + u.Host, nil
 }
 
 // ParseBytes reads sizes like 64GiB, 500MB, 1048576.

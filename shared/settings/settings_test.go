@@ -24,6 +24,7 @@ func TestDefaults(t *testing.T) {
 	// undocumented knobs at their built-in values.
 	want := Settings{
 		Addr:               "127.0.0.1:8080",
+		ReadTimeout:        20 * time.Second,
 		DataDir:            "./.data",
 		HubAPI:             "https://hub.docker.com",
 		DockerHubRegistry:  "https://registry-1.docker.io",
@@ -74,8 +75,17 @@ func TestOverrides(t *testing.T) {
 		env   []string
 		check func(s Settings) bool
 	}{
-		{"addr", []string{"TARPORT_ADDR", "0.0.0.0:9000"}, func(s Settings) bool { return s.Addr == "0.0.0.0:9000" }},
-		{"addr trimmed", []string{"TARPORT_ADDR", " :9000\n"}, func(s Settings) bool { return s.Addr == ":9000" }},
+		{"addr", []string{"TARPORT_ADDR", "0.0.0.0:9000"}, func(s Settings) bool {
+			return s.Addr == "0.0.0.0:9000" && s.PublicURL == "" && s.LocalURL() == "http://127.0.0.1:9000"
+		}},
+		{"addr trimmed", []string{"TARPORT_ADDR", " :9000\n"}, func(s Settings) bool { return s.Addr == ":9000" && s.LocalURL() == "http://127.0.0.1:9000" }},
+		{"addr ipv6", []string{"TARPORT_ADDR", "[::1]:9000"}, func(s Settings) bool { return s.LocalURL() == "http://[::1]:9000" }},
+		{"default local url", nil, func(s Settings) bool { return s.LocalURL() == "http://127.0.0.1:8080" }},
+		{"public url", []string{"TARPORT_ADDR", "0.0.0.0:8080", "TARPORT_PUBLIC_URL", "https://Tarport.Example.com/"}, func(s Settings) bool {
+			return s.PublicURL == "https://Tarport.Example.com" && s.LocalURL() == s.PublicURL
+		}},
+		{"public url with port", []string{"TARPORT_PUBLIC_URL", "http://192.168.1.5:8080"}, func(s Settings) bool { return s.PublicURL == "http://192.168.1.5:8080" }},
+		{"read timeout", []string{"TARPORT_READ_TIMEOUT", "2s"}, func(s Settings) bool { return s.ReadTimeout == 2*time.Second }},
 		{"data dir", []string{"TARPORT_DATA_DIR", "/var/lib/tarport"}, func(s Settings) bool { return s.DataDir == "/var/lib/tarport" }},
 		{"hub api", []string{"TARPORT_HUB_API", "http://127.0.0.1:5001"}, func(s Settings) bool { return s.HubAPI == "http://127.0.0.1:5001" }},
 		{"hub api trailing slash", []string{"TARPORT_HUB_API", "http://hub.test/"}, func(s Settings) bool { return s.HubAPI == "http://hub.test" }},
@@ -175,6 +185,14 @@ func TestInvalidValues(t *testing.T) {
 		{"TARPORT_PRESIGN_TTL", "169h"}, // over S3's 7 days
 		{"TARPORT_BLOB_IDLE_TIMEOUT", "0s"},
 		{"TARPORT_BLOB_MIN_RATE", "slow"},
+		{"TARPORT_PUBLIC_URL", "tarport.example.com"},
+		{"TARPORT_PUBLIC_URL", "ftp://tarport.example.com"},
+		{"TARPORT_PUBLIC_URL", "https://tarport.example.com/prefix"},
+		{"TARPORT_PUBLIC_URL", "https://user:pw@tarport.example.com"},
+		{"TARPORT_PUBLIC_URL", "https://tarport.example.com/?x=1"},
+		{"TARPORT_READ_TIMEOUT", "0s"},
+		{"TARPORT_READ_TIMEOUT", "soon"},
+		{"TARPORT_ADDR", "8080"},
 		{"TARPORT_BLOB_MIN_RATE", "-1KiB"},
 		{"TARPORT_DOCKERHUB_REGISTRY", "mirror.example.com"},
 		{"TARPORT_DOCKERHUB_REGISTRY", "ftp://mirror.example.com"},

@@ -14,24 +14,31 @@ import (
 type Code string
 
 const (
-	CodeInvalid          Code = "invalid_request"      // malformed input
-	CodeInvalidReference Code = "invalid_reference"    // not a Docker image reference
-	CodeInvalidPlatform  Code = "invalid_platform"     // not os/arch[/variant]
-	CodeTooLarge         Code = "too_large"            // body or image over a limit
-	CodeUnsupported      Code = "unsupported"          // e.g. schema1 manifests
-	CodeUnauthorized     Code = "unauthorized"         // registry wants (other) credentials
-	CodeForbidden        Code = "forbidden"            // registry or policy refuses
-	CodeNotFound         Code = "not_found"            // image, tag or job missing
-	CodePlatformNotFound Code = "platform_not_found"   // image lacks the asked platform
-	CodeRateLimited      Code = "rate_limited"         // we or the registry throttle
-	CodeUpstream         Code = "upstream_error"       // registry failed or lied
-	CodeUpstreamTimeout  Code = "upstream_timeout"     // registry too slow
-	CodeDigestMismatch   Code = "digest_mismatch"      // bytes did not match their digest
-	CodeMethodNotAllowed Code = "method_not_allowed"   // wrong HTTP method
-	CodeInternal         Code = "internal_error"       // our bug; details only in logs
-	CodeUnavailable      Code = "service_unavailable"  // shutting down, store offline
-	CodeBlockedAddress   Code = "blocked_address"      // SSRF guard refused a host
-	CodeCredentialsGone  Code = "credentials_required" // private job lost its in-memory credentials
+	CodeInvalid          Code = "invalid_request"        // malformed input
+	CodeInvalidReference Code = "invalid_reference"      // not a Docker image reference
+	CodeInvalidPlatform  Code = "invalid_platform"       // not os/arch[/variant]
+	CodeTooLarge         Code = "too_large"              // body or image over a limit
+	CodeUnsupported      Code = "unsupported"            // e.g. schema1 manifests
+	CodeUnauthorized     Code = "unauthorized"           // registry wants (other) credentials
+	CodeForbidden        Code = "forbidden"              // registry or policy refuses
+	CodeNotFound         Code = "not_found"              // image, tag or job missing
+	CodePlatformNotFound Code = "platform_not_found"     // image lacks the asked platform
+	CodeRateLimited      Code = "rate_limited"           // we or the registry throttle
+	CodeUpstream         Code = "upstream_error"         // registry failed or lied
+	CodeUpstreamTimeout  Code = "upstream_timeout"       // registry too slow
+	CodeDigestMismatch   Code = "digest_mismatch"        // bytes did not match their digest
+	CodeMethodNotAllowed Code = "method_not_allowed"     // wrong HTTP method
+	CodeInternal         Code = "internal_error"         // our bug; details only in logs
+	CodeUnavailable      Code = "service_unavailable"    // shutting down, store offline
+	CodeBlockedAddress   Code = "blocked_address"        // SSRF guard refused a host
+	CodeCredentialsGone  Code = "credentials_required"   // a private job's link (or resume) needs credentials
+	CodeMediaType        Code = "unsupported_media_type" // a body that is not JSON
+	CodeCrossSite        Code = "cross_site_request"     // a job asked for by another site's page
+	CodeRequestTimeout   Code = "request_timeout"        // a client too slow sending its request
+	CodeLinkInvalid      Code = "invalid_signature"      // a download link altered or made up
+	CodeLinkExpired      Code = "link_expired"           // a download link past its expiry
+	CodeRangeUnsatisfied Code = "range_not_satisfiable"  // a Range outside the file
+	CodePrecondition     Code = "precondition_failed"    // an If-Match or If-Unmodified-Since that failed
 )
 
 // Error is a failure with a code and a message that is safe to show a user.

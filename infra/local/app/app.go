@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/tarport/tarport/shared/boltdb"
@@ -22,6 +23,7 @@ import (
 	"github.com/tarport/tarport/shared/httpapi"
 	"github.com/tarport/tarport/shared/registry"
 	"github.com/tarport/tarport/shared/settings"
+	"github.com/tarport/tarport/shared/tarport"
 	"github.com/tarport/tarport/shared/workpool"
 	"github.com/tarport/tarport/web"
 )
@@ -47,6 +49,7 @@ type App struct {
 	cache     *boltdb.Cache
 	pool      *workpool.Pool
 	handler   http.Handler
+	settings  settings.Settings
 	log       *slog.Logger
 	stopGC    context.CancelFunc
 	gcDone    chan struct{}
@@ -93,13 +96,23 @@ func New(ctx context.Context, s settings.Settings, log *slog.Logger) (*App, erro
 	dcfg.Registry = reg
 	disc := discovery.New(dockerhub.New(s.HubAPI, &http.Client{Timeout: 20 * time.Second}), cache, dcfg)
 
-	api := httpapi.New(httpapi.Options{Downloads: svc, Discovery: disc, RatePerMinute: s.RateLimitPerMinute, Logger: log})
+	api := httpapi.New(httpapi.Options{
+		Downloads:     svc,
+		Discovery:     disc,
+		RatePerMinute: s.RateLimitPerMinute,
+		PublicURL:     s.LocalURL(),
+		BodyTimeout:   s.ReadTimeout,
+		Logger:        log,
+	})
+	writeErr := func(w http.ResponseWriter, r *http.Request, err error) { httpapi.WriteError(w, r, log, err) }
+	store.SetErrorWriter(writeErr)
 	mux := http.NewServeMux()
 	mux.Handle("/api/", api)
+	mux.Handle("/api", api)
 	mux.Handle(dirstore.LinkPrefix, store)
 	mux.Handle("/", ui())
 
-	a := &App{Store: store, Jobs: jobs, Service: svc, Discovery: disc, cache: cache, pool: pool, handler: mux, log: log, gcDone: make(chan struct{})}
+	a := &App{Store: store, Jobs: jobs, Service: svc, Discovery: disc, cache: cache, pool: pool, handler: jsonPaths(mux, writeErr), settings: s, log: log, gcDone: make(chan struct{})}
 	unfinished, err := jobs.Unfinished(ctx)
 	if err != nil {
 		a.Close()
@@ -119,6 +132,36 @@ func New(ctx context.Context, s settings.Settings, log *slog.Logger) (*App, erro
 
 // Handler serves the API, the download links and the UI.
 func (a *App) Handler() http.Handler { return a.handler }
+
+// Server is the HTTP server of the local tarport, around Handler. Headers
+// must arrive within TARPORT_READ_TIMEOUT (and a body within as long
+// again, which the API sets per request); a slow client's connection is
+// closed, not held. There is no WriteTimeout: a 20 GB tar takes as long as
+// the client's link.
+func (a *App) Server() *http.Server {
+	return &http.Server{
+		Handler:           a.handler,
+		ReadHeaderTimeout: a.settings.ReadTimeout,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
+	}
+}
+
+// jsonPaths answers the API's and the links' paths that ServeMux would
+// redirect (to a cleaned path, or /api to /api/) with a JSON 404 instead
+// of an HTML redirect.
+func jsonPaths(next http.Handler, writeErr func(http.ResponseWriter, *http.Request, error)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p := r.URL.Path
+		ours := p == "/files" || strings.HasPrefix(p, "/api/") || strings.HasPrefix(p, dirstore.LinkPrefix)
+		if p == "/files" || (ours && !httpapi.CanonicalPath(p)) {
+			writeErr(w, r, tarport.Errorf(tarport.CodeNotFound, "no such endpoint: %s", p))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
 
 // Close stops the workers (their jobs resume at the next start) and closes
 // the job database.

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -35,25 +36,39 @@ func startServer(t *testing.T, env map[string]string) *server {
 
 func startServerAt(t *testing.T, dataDir string, env map[string]string) *server {
 	t.Helper()
+	// The listener first: its address is the public address links use.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
 	s, err := settings.Parse(func(k string) string {
 		switch {
 		case k == "TARPORT_DATA_DIR":
 			return dataDir
 		case k == "TARPORT_WARM_EVERY" && env[k] == "":
 			return "0" // tests warm explicitly
+		case k == "TARPORT_PUBLIC_URL" && env[k] == "":
+			return "http://" + ln.Addr().String()
 		}
 		return env[k]
 	})
 	if err != nil {
+		ln.Close()
 		t.Fatal(err)
 	}
 	logs := &regtest.SyncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	a, err := app.New(t.Context(), s, log)
 	if err != nil {
+		ln.Close()
 		t.Fatal(err)
 	}
-	srv := &server{Server: httptest.NewServer(a.Handler()), app: a, dataDir: dataDir, logs: logs}
+	// The server main runs (its timeouts too), on that listener.
+	hs := httptest.NewUnstartedServer(nil)
+	hs.Listener.Close()
+	hs.Listener, hs.Config = ln, a.Server()
+	hs.Start()
+	srv := &server{Server: hs, app: a, dataDir: dataDir, logs: logs}
 	t.Cleanup(func() {
 		srv.Close()
 		a.Close()

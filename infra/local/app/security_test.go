@@ -1,8 +1,11 @@
 package app_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -322,4 +325,213 @@ func TestExpiredPrivateLinkNeedsCredentials(t *testing.T) {
 func jsonDecode(resp *http.Response, v any) error {
 	defer resp.Body.Close()
 	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// TestHTTPHardening: what a public server must not let a client do.
+func TestHTTPHardening(t *testing.T) {
+	t.Parallel()
+	reg := regtest.Start(t)
+	regtest.PushImage(t, reg, "team/app", "1", regtest.ImageSpec{Layers: []regtest.LayerSpec{{Size: 32 << 10, Seed: "hardening"}}})
+	evil := hostile.Start(t)
+	env := registryEnv(reg.Host, evil.Host())
+	env["TARPORT_READ_TIMEOUT"] = "2s"
+	srv := startServer(t, env)
+	image := reg.Ref("team/app", "1")
+	jobsCreated := func() int { return strings.Count(srv.logs.String(), `msg="job created"`) }
+
+	t.Run("a body sent a byte a second is cut", func(t *testing.T) {
+		conn, err := net.Dial("tcp", strings.TrimPrefix(srv.URL, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		body := fmt.Sprintf(`{"image":%q}`, image)
+		fmt.Fprintf(conn, "POST /api/downloads HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n", len(body))
+		start := time.Now()
+		closed := make(chan struct{})
+		go func() {
+			defer close(closed)
+			io.Copy(io.Discard, conn)
+		}()
+		for i := 0; i < len(body); i++ {
+			select {
+			case <-closed:
+				i = len(body)
+				continue
+			case <-time.After(time.Second):
+			}
+			conn.Write([]byte{body[i]})
+		}
+		select {
+		case <-closed:
+		case <-time.After(10 * time.Second):
+			t.Fatal("the connection was still open 10 s after a read timeout of 2 s")
+		}
+		if took := time.Since(start); took > 6*time.Second {
+			t.Errorf("the slow body was held for %v, want about the 2 s read timeout", took)
+		}
+	})
+	t.Run("headers sent a byte a second are cut", func(t *testing.T) {
+		conn, err := net.Dial("tcp", strings.TrimPrefix(srv.URL, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		start := time.Now()
+		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		go func() {
+			for _, b := range []byte("GET /api/health HTTP/1.1\r\nHost: x\r\nX-Slow: ") {
+				if _, err := conn.Write([]byte{b}); err != nil {
+					return
+				}
+				time.Sleep(time.Second)
+			}
+		}()
+		io.Copy(io.Discard, conn)
+		if took := time.Since(start); took > 6*time.Second {
+			t.Errorf("slow headers were held for %v, want about the 2 s read timeout", took)
+		}
+	})
+	t.Run("a cross-site form cannot start a download", func(t *testing.T) {
+		before := jobsCreated()
+		for _, h := range []map[string]string{
+			{"Content-Type": "text/plain", "Origin": "http://evil.example"},
+			{"Content-Type": "text/plain"},
+			{"Content-Type": "application/json", "Origin": "http://evil.example"},
+			{"Content-Type": "application/json", "Sec-Fetch-Site": "cross-site"},
+		} {
+			req, _ := http.NewRequest(http.MethodPost, srv.URL+"/api/downloads", strings.NewReader(fmt.Sprintf(`{"image":%q}`, image)))
+			for k, v := range h {
+				req.Header.Set(k, v)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var e errorBody
+			decodeErr := jsonDecode(resp, &e)
+			if (resp.StatusCode != http.StatusForbidden && resp.StatusCode != http.StatusUnsupportedMediaType) || decodeErr != nil || e.Error.Code == "" {
+				t.Errorf("%v: %d %+v, want 403 or 415 in the JSON shape", h, resp.StatusCode, e)
+			}
+		}
+		if n := jobsCreated() - before; n != 0 {
+			t.Errorf("%d jobs were created by cross-site requests", n)
+		}
+	})
+	t.Run("HEAD never creates a job", func(t *testing.T) {
+		before := jobsCreated()
+		req, _ := http.NewRequest(http.MethodHead, srv.URL+"/api/pull/"+image, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "GET" {
+			t.Errorf("HEAD /api/pull: %d, Allow %q; want 405, GET", resp.StatusCode, resp.Header.Get("Allow"))
+		}
+		if n := jobsCreated() - before; n != 0 {
+			t.Errorf("HEAD created %d jobs", n)
+		}
+	})
+	t.Run("a forged Host is not copied into links", func(t *testing.T) {
+		body, _ := json.Marshal(request{Image: image})
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+"/api/downloads", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Host = "evil.example"
+		req.Header.Set("X-Forwarded-Host", "evil.example")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var j job
+		if err := jsonDecode(resp, &j); err != nil {
+			t.Fatal(err)
+		}
+		if loc := resp.Header.Get("Location"); strings.Contains(loc, "evil") {
+			t.Errorf("Location %q", loc)
+		}
+		j = srv.wait(t, j.ID, time.Minute)
+		pull, _ := http.NewRequest(http.MethodGet, srv.URL+"/api/pull/"+image, nil)
+		pull.Host = "evil.example"
+		client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		pr, err := client.Do(pull)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pr.Body.Close()
+		status := func(host string) job {
+			req, _ := http.NewRequest(http.MethodGet, srv.URL+"/api/downloads/"+j.ID, nil)
+			req.Host = host
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out job
+			if err := jsonDecode(resp, &out); err != nil {
+				t.Fatal(err)
+			}
+			return out
+		}
+		forged := status("evil.example")
+		for what, u := range map[string]string{"the job's url": forged.URL, "the pull's Location": pr.Header.Get("Location")} {
+			if !strings.HasPrefix(u, srv.URL+"/files/") {
+				t.Errorf("%s is %q, want it under the server's own address %s", what, u, srv.URL)
+			}
+		}
+	})
+	t.Run("a 6 MB manifest is refused at once, not read and retried", func(t *testing.T) {
+		raw := []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","annotations":{"x":"` + strings.Repeat("a", 6<<20) + `"}}`)
+		evil.SetManifest("big", "1", hostile.Manifest{Raw: raw, MediaType: hostile.MediaManifest})
+		// And one whose HEAD hides its size: only the read can find out.
+		evil.SetManifest("sneaky", "1", hostile.Manifest{Raw: raw, MediaType: hostile.MediaManifest, ClaimSize: 900})
+		for _, repo := range []string{"big", "sneaky"} {
+			var e errorBody
+			start := time.Now()
+			st := post(t, srv.URL+"/api/downloads", request{Image: evil.Ref(repo, "1")}, &e)
+			if st != http.StatusRequestEntityTooLarge || e.Error.Code != "too_large" {
+				t.Errorf("%s: %d %+v, want 413 too_large", repo, st, e)
+			}
+			if took := time.Since(start); took > 5*time.Second {
+				t.Errorf("%s: refused after %v", repo, took)
+			}
+			gets := 0
+			for _, q := range evil.Requests() {
+				if q.Method == http.MethodGet && strings.HasPrefix(q.Path, "/v2/"+repo+"/manifests/") {
+					gets++
+				}
+			}
+			if gets > 1 {
+				t.Errorf("%s: the manifest was read %d times; a refusal is final", repo, gets)
+			}
+		}
+	})
+	t.Run("every error is JSON, 416 and would-be redirects too", func(t *testing.T) {
+		_, j := srv.download(t, request{Image: image})
+		for _, tc := range []struct {
+			path, rng string
+			status    int
+		}{
+			{strings.TrimPrefix(j.URL, srv.URL), fmt.Sprintf("bytes=%d-", j.TotalBytes), http.StatusRequestedRangeNotSatisfiable},
+			{"/api", "", http.StatusNotFound},
+			{"/api//health", "", http.StatusNotFound},
+			{"/api/pull/team/../app:1", "", http.StatusNotFound},
+			{"/files", "", http.StatusNotFound},
+			{"/files//tars/x.tar", "", http.StatusNotFound},
+		} {
+			req, _ := http.NewRequest(http.MethodGet, srv.URL+tc.path, nil)
+			if tc.rng != "" {
+				req.Header.Set("Range", tc.rng)
+			}
+			client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var e errorBody
+			decodeErr := jsonDecode(resp, &e)
+			if resp.StatusCode != tc.status || decodeErr != nil || e.Error.Code == "" || e.Error.Message == "" {
+				t.Errorf("GET %s (%s): %d, %+v (%v); want %d in the JSON error shape", tc.path, tc.rng, resp.StatusCode, e, decodeErr, tc.status)
+			}
+		}
+	})
 }

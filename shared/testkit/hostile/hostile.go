@@ -42,7 +42,8 @@ type Manifest struct {
 	Raw       []byte
 	MediaType string
 	Claim     digest.Digest
-	// ClaimSize, when set, is the Content-Length its HEAD announces.
+	// ClaimSize, when set, is the Content-Length its HEAD announces; its
+	// GET then sends no length (chunked).
 	ClaimSize int64
 }
 
@@ -222,12 +223,17 @@ func (r *Registry) serveManifest(w http.ResponseWriter, req *http.Request, repo,
 	h := w.Header()
 	h.Set("Content-Type", m.MediaType)
 	h.Set("Docker-Content-Digest", d.String())
-	if size > 0 {
-		h.Set("Content-Length", strconv.FormatInt(size, 10))
-	}
 	if req.Method == http.MethodHead {
+		if size > 0 {
+			h.Set("Content-Length", strconv.FormatInt(size, 10))
+		}
 		return
 	}
+	if m.ClaimSize == 0 {
+		h.Set("Content-Length", strconv.Itoa(len(m.Raw)))
+	}
+	// With a claimed size the body goes chunked, its length unsaid: only
+	// reading it can tell.
 	w.Write(m.Raw)
 }
 
