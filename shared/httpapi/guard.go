@@ -43,8 +43,18 @@ func (a *API) jobCreating(h http.HandlerFunc) http.HandlerFunc {
 // nor the same origin on a loopback name. (A same-origin request under
 // any other Host could be a DNS-rebinding page; one under the public
 // address or localhost cannot.)
+//
+// A browser's request must also be addressed to the public address's host,
+// a loopback name or an IP address: a page served under the attacker's own
+// name, rebound to this server's address (DNS rebinding), is same-origin to
+// the browser and sends no Origin on a GET, but it cannot choose the Host.
+// (A non-browser client can send any Host: it gets links on the public
+// address all the same.)
 func (a *API) sameSite(r *http.Request) error {
 	refuse := tarport.Errorf(tarport.CodeCrossSite, "a page of another site cannot start downloads on this server")
+	if r.Header.Get("Sec-Fetch-Site") != "" && a.public != nil && !a.knownHost(r.Host) {
+		return tarport.Errorf(tarport.CodeCrossSite, "this server answers as %s: set TARPORT_PUBLIC_URL to the address clients use, or use an IP address", a.public.Host)
+	}
 	switch r.Header.Get("Sec-Fetch-Site") {
 	case "", "same-origin", "none":
 	default:
@@ -70,6 +80,18 @@ func (a *API) sameSite(r *http.Request) error {
 		return nil
 	}
 	return refuse
+}
+
+// knownHost says whether a request addressed to hostport may start a
+// download: the public address's host, a loopback name, or an IP address
+// (DNS rebinding needs a name).
+func (a *API) knownHost(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	return host == "" || strings.EqualFold(host, a.public.Hostname()) || loopbackName(host) || net.ParseIP(host) != nil
 }
 
 func loopbackName(host string) bool {

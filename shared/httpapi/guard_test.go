@@ -49,6 +49,15 @@ func TestJobCreatingRefusesCrossSite(t *testing.T) {
 		{"the seed's endpoint", public, req{http.MethodPost, "/api/download", "text/plain", "", "", ""}, http.StatusUnsupportedMediaType, tarport.CodeMediaType},
 		{"pull from another site", public, req{http.MethodGet, "/api/pull/nginx", "", "http://evil.example", "cross-site", ""}, http.StatusForbidden, tarport.CodeCrossSite},
 		{"pull with curl", public, req{http.MethodGet, "/api/pull/nginx", "", "", "", ""}, http.StatusServiceUnavailable, ""},
+		{"browser pull under the public name", public, req{http.MethodGet, "/api/pull/nginx", "", "", "none", "tarport.example:8080"}, http.StatusServiceUnavailable, ""},
+		{"browser pull by LAN address", public, req{http.MethodGet, "/api/pull/nginx", "", "", "none", "192.168.1.5:8080"}, http.StatusServiceUnavailable, ""},
+		{"browser pull by IPv6 address", public, req{http.MethodGet, "/api/pull/nginx", "", "", "none", "[2001:db8::5]:8080"}, http.StatusServiceUnavailable, ""},
+		{"browser pull on localhost", public, req{http.MethodGet, "/api/pull/nginx", "", "", "same-origin", "localhost:8080"}, http.StatusServiceUnavailable, ""},
+		// DNS rebinding: a same-origin GET (no Origin) under the attacker's name.
+		{"pull under a rebound name", public, req{http.MethodGet, "/api/pull/nginx", "", "", "same-origin", "rebind.example:8080"}, http.StatusForbidden, tarport.CodeCrossSite},
+		{"browser post under a rebound name", public, req{http.MethodPost, "/api/downloads", "application/json", "http://rebind.example", "same-origin", "rebind.example"}, http.StatusForbidden, tarport.CodeCrossSite},
+		{"curl with a forged Host", public, req{http.MethodPost, "/api/downloads", "application/json", "", "", "evil.example"}, http.StatusAccepted, ""},
+		{"no public address, any name", "", req{http.MethodGet, "/api/pull/nginx", "", "", "same-origin", "abc.execute-api.example"}, http.StatusServiceUnavailable, ""},
 		{"HEAD of pull", public, req{http.MethodHead, "/api/pull/nginx", "", "", "", ""}, http.StatusMethodNotAllowed, tarport.CodeMethodNotAllowed},
 		// On Lambda behind CloudFront there is no public address to compare
 		// Origin with: Sec-Fetch-Site and the JSON label still hold.

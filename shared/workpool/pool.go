@@ -5,9 +5,10 @@
 // Work is shared fairly between flows (a flow is one registry host and one
 // client): waiting tasks start in round-robin order across flows, and a
 // flow with nothing running may start one task on a spare slot when every
-// worker is busy. So a few slow registries (or one client asking for many
-// huge images) can hold the workers, but never keep a small image of a
-// healthy registry waiting: it starts at once, while the slow ones crawl.
+// worker is busy, one spare slot per client at a time. So a few slow
+// registries (or one client asking for many huge images from many) can
+// hold the workers, but never keep a small image of a healthy registry
+// waiting: it starts at once, while the slow ones crawl.
 package workpool
 
 import (
@@ -46,6 +47,7 @@ type Pool struct {
 	waiting   map[string][]delivery // by flow, oldest first
 	ring      []string              // flows with waiting tasks, in turn order
 	running   map[string]int        // by flow
+	spareBy   map[string]bool       // clients with a task on a spare slot
 	busy      int                   // tasks on worker slots
 	spareBusy int                   // tasks on spare slots
 }
@@ -71,7 +73,7 @@ func New(workers int, handler Handler, dead DeadLetter, log *slog.Logger) *Pool 
 		workers: workers, spare: workers,
 		slots: make(chan struct{}, queueCap),
 		ctx:   ctx, cancel: cancel,
-		waiting: map[string][]delivery{}, running: map[string]int{},
+		waiting: map[string][]delivery{}, running: map[string]int{}, spareBy: map[string]bool{},
 	}
 }
 
@@ -144,6 +146,7 @@ func (p *Pool) dispatch() {
 		d.spare = p.busy >= p.workers
 		if d.spare {
 			p.spareBusy++
+			p.spareBy[d.task.Client] = true
 		} else {
 			p.busy++
 		}
@@ -166,7 +169,7 @@ func (p *Pool) next() int {
 		return -1
 	}
 	for i, f := range p.ring {
-		if p.running[f] == 0 {
+		if p.running[f] == 0 && !p.spareBy[p.waiting[f][0].task.Client] {
 			return i
 		}
 	}
@@ -184,6 +187,7 @@ func (p *Pool) run(d delivery) {
 	}
 	if d.spare {
 		p.spareBusy--
+		delete(p.spareBy, d.task.Client)
 	} else {
 		p.busy--
 	}

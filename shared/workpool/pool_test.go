@@ -409,8 +409,14 @@ func TestSpareSlotForAFlowWithNothingRunning(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the new flow's first task", 5*time.Second, func() bool { return count(fast.Ref) == 1 })
+	// A client holds one spare slot at a time, whatever registries it
+	// names: this client's next registry waits.
+	sameClient := download.Task{JobID: "f2", Ref: "fast2.example/y:1", Client: "203.0.113.9"}
+	if err := p.Enqueue(context.Background(), []download.Task{sameClient}); err != nil {
+		t.Fatal(err)
+	}
 	// The same registry for another client is another flow; a third flow
-	// finds the spare slots taken.
+	// then finds the spare slots taken.
 	other := download.Task{JobID: "o", Ref: "fast.example/y:1", Client: "198.51.100.4"}
 	third := download.Task{JobID: "t", Ref: "third.example/z:1"}
 	if err := p.Enqueue(context.Background(), []download.Task{other, third}); err != nil {
@@ -418,12 +424,12 @@ func TestSpareSlotForAFlowWithNothingRunning(t *testing.T) {
 	}
 	waitFor(t, "another client's task", 5*time.Second, func() bool { return count(fast.Ref) == 2 })
 	time.Sleep(50 * time.Millisecond)
-	if n, m := count("third.example/z:1"), count("slow.example/x:1"); n != 0 || m != workers {
-		t.Fatalf("third flow started %d, slow flow %d; want 0 (no spare slot left) and %d", n, m, workers)
+	if n, m, k := count("third.example/z:1"), count("slow.example/x:1"), count(sameClient.Ref); n != 0 || m != workers || k != 0 {
+		t.Fatalf("third flow started %d, slow flow %d, the first client's second registry %d; want 0 (no spare slot left), %d, 0 (one spare per client)", n, m, k, workers)
 	}
 	close(release)
 	waitFor(t, "everything", 5*time.Second, func() bool {
-		return count("slow.example/x:1") == 3 && count(fast.Ref) == 3 && count("third.example/z:1") == 1
+		return count("slow.example/x:1") == 3 && count(fast.Ref) == 3 && count("third.example/z:1") == 1 && count(sameClient.Ref) == 1
 	})
 }
 
