@@ -267,10 +267,46 @@ func TestPrivateJobLinkNeedsTheRegistryAgain(t *testing.T) {
 		t.Fatalf("a link was signed for a requester the registry did not authorize")
 	}
 	got, err := h.svc.Status(context.Background(), v.ID, alice)
-	if err != nil || got.URL == "" || h.reg.manifestChecks != 2 {
+	if err != nil || got.URL == "" || h.reg.manifestChecks != 3 {
 		t.Fatalf("status with Alice's credentials: %+v, %v (%d manifest checks); want a link", got, err, h.reg.manifestChecks)
 	}
 	if w, err := h.svc.Wait(context.Background(), v.ID, time.Second, tarport.Credentials{}); tarport.ErrorCode(err) != tarport.CodeCredentialsGone || w.URL != "" {
 		t.Fatalf("Wait without credentials: %+v, %v", w, err)
+	}
+}
+
+// TestSplitLayerUsesAnotherJobsEntryOnlyAfterACheck: a split layer whose
+// entry another job stores while its parts wait is not taken without the
+// registry's yes for this requester: refused, the job fails and nothing
+// is stitched; allowed, it is used.
+func TestSplitLayerUsesAnotherJobsEntryOnlyAfterACheck(t *testing.T) {
+	t.Parallel()
+	for _, denied := range []bool{true, false} {
+		h := newHarness(t, splitConfig())
+		ti := newTestImage(t, "registry.example/team/huge:v1", 56, 12<<20+700)
+		h.serve(ti)
+		mallory := tarport.Credentials{Username: "mallory", Password: "x"}
+		_, tasks := create(t, h, Request{Image: "registry.example/team/huge:v1", Creds: mallory})
+		if len(tasks) != 3 {
+			t.Fatalf("%d tasks, want 3 parts", len(tasks))
+		}
+		entry := entryBytes(t, ti.blobs[ti.img.Layers[0].Digest])
+		if err := h.objs.Put(context.Background(), EntryKey(testOrigin, ti.img.Layers[0].Digest), bytes.NewReader(entry), int64(len(entry))); err != nil {
+			t.Fatal(err)
+		}
+		if denied {
+			h.reg.denied = map[string]bool{"mallory": true}
+		}
+		runQueued(t, h, 56, false)
+		job := h.jobs.job(t, tasks[0].JobID)
+		if denied {
+			if job.Status != tarport.StatusFailed || job.Error.Code != tarport.CodeUnauthorized || h.objs.stitchCount() != 0 {
+				t.Fatalf("refused requester: job %s %+v, %d stitches; want failed unauthorized and no tar", job.Status, job.Error, h.objs.stitchCount())
+			}
+			continue
+		}
+		if job.Status != tarport.StatusReady || h.reg.checks == 0 {
+			t.Fatalf("allowed requester: job %s %+v after %d checks; want ready after a check", job.Status, job.Error, h.reg.checks)
+		}
 	}
 }

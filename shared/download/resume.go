@@ -30,7 +30,12 @@ func (s *Service) Resume(ctx context.Context, jobs []tarport.Job) error {
 			continue
 		}
 		if err := s.queue.Enqueue(ctx, tasks); err != nil {
-			return fmt.Errorf("resuming job %s: %w", job.ID, err)
+			if ctx.Err() != nil || tarport.ErrorCode(err) == tarport.CodeInternal {
+				return fmt.Errorf("resuming job %s: %w", job.ID, err) // the queue is broken
+			}
+			// A full queue: this job fails, the others and the server go on.
+			s.fail(ctx, job.ID, tarport.Wrap(err, tarport.CodeUnavailable, "the download could not resume after a restart; request it again"))
+			continue
 		}
 		s.log.Info("job resumed", "job", job.ID, "image", job.Ref, "layers", len(tasks))
 	}

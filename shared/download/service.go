@@ -15,6 +15,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -168,7 +169,7 @@ func (s *Service) Create(ctx context.Context, req Request) (View, error) {
 	now := s.now()
 	job := tarport.Job{
 		ID:           newID(),
-		Key:          jobKey(in.Name, in.RefName, layout.ManifestDigest, p),
+		Key:          jobKey(in.Name, in.RefName, layout.ManifestDigest, p, req.Creds),
 		Image:        displayName(img),
 		Ref:          r.CommonName(),
 		Platform:     p.String(),
@@ -228,8 +229,14 @@ func (s *Service) Create(ctx context.Context, req Request) (View, error) {
 			return View{}, err
 		}
 	} else if err := s.queue.Enqueue(ctx, tasks); err != nil {
-		s.fail(ctx, job.ID, tarport.Wrap(err, tarport.CodeUnavailable, "could not queue the download"))
-		return View{}, tarport.Wrap(err, tarport.CodeUnavailable, "could not queue the download; try again")
+		if tarport.ErrorCode(err) == tarport.CodeInternal {
+			err = tarport.Wrap(err, tarport.CodeUnavailable, "could not queue the download; try again")
+		}
+		// A refused job must not be joined: fail it, with the queue's answer.
+		if ferr := s.fail(ctx, job.ID, err); ferr != nil {
+			s.log.Error("failing a job the queue refused", "job", job.ID, "err", ferr)
+		}
+		return View{}, err
 	}
 	job, err = s.jobs.Get(ctx, job.ID)
 	if err != nil {
@@ -250,14 +257,19 @@ func (s *Service) Status(ctx context.Context, id string, creds tarport.Credentia
 		return View{}, err
 	}
 	if job.Private && job.Status == tarport.StatusReady {
-		if creds.Anonymous() {
-			return View{}, tarport.Errorf(tarport.CodeCredentialsGone, "download %s is of a private image: its link is given only with registry credentials that may read it (send them as HTTP basic auth, e.g. curl -u USER:TOKEN)", job.ID)
-		}
 		r, err := tarport.ParseReference(job.Ref)
 		if err != nil {
 			return View{}, fmt.Errorf("job %s: %w", job.ID, err)
 		}
-		if err := s.reg.CheckManifest(ctx, r.SetDigest(job.Digest.String()), creds); err != nil {
+		// Bounded: a registry that does not answer must not hold a
+		// status read (or a Lambda) for long.
+		checkCtx, cancel := context.WithTimeout(ctx, linkCheckTimeout)
+		err = s.reg.CheckManifest(checkCtx, r.SetDigest(job.Digest.String()), creds)
+		cancel()
+		if err != nil && creds.Anonymous() && isRefusal(err) {
+			return View{}, tarport.Wrap(err, tarport.CodeCredentialsGone, "download %s is of a private image: its link is given only with registry credentials that may read it (send them as HTTP basic auth, e.g. curl -u USER:TOKEN)", job.ID)
+		}
+		if err != nil {
 			return View{}, err
 		}
 	}
@@ -420,7 +432,19 @@ func (s *Service) Abandon(ctx context.Context, t Task, err error) error {
 	return s.fail(ctx, t.JobID, tarport.Wrap(err, tarport.CodeInternal, "a worker could not finish layer %s; request the image again", t.Desc.Digest))
 }
 
+// isRefusal says whether err is a registry's no (rather than a failure).
+func isRefusal(err error) bool {
+	switch tarport.ErrorCode(err) {
+	case tarport.CodeUnauthorized, tarport.CodeForbidden, tarport.CodeNotFound:
+		return true
+	}
+	return false
+}
+
 const (
+	// linkCheckTimeout bounds the registry's check before a private job's
+	// link is signed.
+	linkCheckTimeout = 15 * time.Second
 	// MaxLayers bounds the distinct layers of an image (runtimes stop at
 	// about 128; a hostile manifest may list tens of thousands).
 	MaxLayers = 1000
@@ -483,30 +507,45 @@ func (s *Service) fetchEntry(ctx context.Context, t Task) error {
 		n, err := s.objects.Size(ctx, key)
 		return err == nil && n == want
 	}
+	fetch := func() error { return s.fetchWithRetries(ctx, t, r, origin, key, hdr, want, progress) }
 	useStored := func() error {
-		if err := s.reg.CheckBlob(ctx, r, t.Desc, origin, t.Creds); err != nil {
+		err := s.reg.CheckBlob(ctx, r, t.Desc, origin, t.Creds)
+		if tarport.ErrorCode(err) == tarport.CodeNotFound {
+			// The origin's HEAD does not know the blob (or misstates its
+			// size); a GET, whose bytes are verified, is the real test.
+			return fetch()
+		}
+		if err != nil {
 			return err
 		}
 		progress.add(t.Desc.Size)
 		return nil
 	}
-	fetch := func() error { return s.fetchWithRetries(ctx, t, r, origin, key, hdr, want, progress) }
 	// The key includes the size, so manifests disagreeing on it never share.
 	flight := fmt.Sprintf("%s/%d", key, want)
 	for range 3 {
 		if stored() {
 			return useStored()
 		}
-		fetchedHere := false
-		_, err, _ := s.fetches.Do(flight, func() (any, error) {
+		var fetchedHere atomic.Bool
+		shared := s.fetches.DoChan(flight, func() (any, error) {
 			if stored() {
 				return nil, nil
 			}
-			fetchedHere = true
+			fetchedHere.Store(true)
 			return nil, fetch()
 		})
+		var err error
+		select {
+		case res := <-shared:
+			err = res.Err
+		case <-ctx.Done():
+			// This task is over (its job expired, the worker stops); the
+			// fetch goes on for whoever started it.
+			return ctx.Err()
+		}
 		switch {
-		case fetchedHere:
+		case fetchedHere.Load():
 			return err
 		case ctx.Err() != nil:
 			return ctx.Err()
@@ -697,9 +736,17 @@ func newID() string {
 }
 
 // jobKey is what identical requests share: the same manifest, named the
-// same way, for the same platform.
-func jobKey(name, refName string, d digest.Digest, p tarport.Platform) string {
-	h := sha256.Sum256([]byte(strings.Join([]string{name, refName, d.String(), p.String()}, "\n")))
+// same way, for the same platform, asked for by the same kind of
+// requester: anonymous requests share jobs, and a registry login shares
+// only with itself (its tasks run with that login; a job another login
+// made could fail for reasons of that login's, or be private to it).
+// The key is a hash: it names no login.
+func jobKey(name, refName string, d digest.Digest, p tarport.Platform, creds tarport.Credentials) string {
+	parts := []string{name, refName, d.String(), p.String()}
+	if !creds.Anonymous() {
+		parts = append(parts, "login", creds.Username)
+	}
+	h := sha256.Sum256([]byte(strings.Join(parts, "\n")))
 	return hex.EncodeToString(h[:])
 }
 

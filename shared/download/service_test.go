@@ -176,14 +176,26 @@ func TestCreateJoinsTheLiveJob(t *testing.T) {
 	if len(tasks) != 2 {
 		t.Fatalf("%d tasks, want 2", len(tasks))
 	}
-	// A second requester (with credentials: still authorized by Resolve
-	// first) joins the job.
-	again, more := create(t, h, Request{Image: "registry.example/team/app:v1", Platform: "", Creds: tarport.Credentials{Username: "u", Password: "p"}})
+	// A second anonymous requester (still authorized by Resolve first)
+	// joins the job.
+	again, more := create(t, h, Request{Image: "registry.example/team/app:v1", Platform: ""})
 	if again.ID != first.ID || len(more) != 0 || h.queue.batchCount() != 1 {
 		t.Errorf("second Create: job %s (first %s), %d more tasks, %d enqueues; want the same job, enqueued once", again.ID, first.ID, len(more), h.queue.batchCount())
 	}
 	if h.reg.resolves != 2 {
 		t.Errorf("%d resolves; every request must be checked against the registry", h.reg.resolves)
+	}
+	// A registry login shares a job only with itself: its tasks run with
+	// that login, and the job is private to it.
+	u := tarport.Credentials{Username: "u", Password: "p"}
+	login, _ := create(t, h, Request{Image: "registry.example/team/app:v1", Creds: u})
+	sameLogin, _ := create(t, h, Request{Image: "registry.example/team/app:v1", Creds: tarport.Credentials{Username: "u", Password: "p"}})
+	otherLogin, _ := create(t, h, Request{Image: "registry.example/team/app:v1", Creds: tarport.Credentials{Username: "w", Password: "p"}})
+	if login.ID == first.ID || sameLogin.ID != login.ID || otherLogin.ID == login.ID || otherLogin.ID == first.ID {
+		t.Errorf("jobs: anonymous %s, login u %s and %s, login w %s; want u's shared, apart from anonymous and w", first.ID, login.ID, sameLogin.ID, otherLogin.ID)
+	}
+	if strings.Contains(mustJSON(t, h.jobs.job(t, login.ID)), `"u"`) {
+		t.Errorf("the job names the login")
 	}
 	for _, req := range []Request{
 		{Image: "registry.example/team/app:latest"},
@@ -542,4 +554,27 @@ func TestResume(t *testing.T) {
 			t.Error("Resume with the queue down: no error")
 		}
 	})
+}
+
+// TestCreatePassesQueueRefusals: a queue that refuses for its bounds (a
+// coded error) is answered with its own code and message, and the job is
+// failed so no one joins it.
+func TestCreatePassesQueueRefusals(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, Config{})
+	ti := newTestImage(t, "registry.example/team/app:v1", 6, 1000)
+	h.serve(ti)
+	refusal := tarport.Errorf(tarport.CodeRateLimited, "4000 layers of your downloads are waiting to start")
+	refusal.RetryAfter = 60
+	h.queue.err = refusal
+	_, err := h.svc.Create(context.Background(), Request{Image: "registry.example/team/app:v1", Client: "198.51.100.1"})
+	var coded *tarport.Error
+	if !errors.As(err, &coded) || coded.Code != tarport.CodeRateLimited || coded.RetryAfter != 60 || coded.Message != refusal.Message {
+		t.Fatalf("Create: %v; want the queue's rate_limited answer", err)
+	}
+	for _, j := range h.jobs.jobs {
+		if j.Status != tarport.StatusFailed {
+			t.Errorf("job %s is %s, want failed", j.ID, j.Status)
+		}
+	}
 }

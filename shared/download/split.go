@@ -138,34 +138,47 @@ func (s *Service) runRange(ctx context.Context, job tarport.Job, t Task) error {
 	}
 	staging := StagingKey(t.JobID, t.Desc.Digest)
 	// A late delivery after the verify task completed the upload finds
-	// no upload to put into: the layer's bytes are all in already.
-	done := func() bool {
+	// no upload to put into: the layer's bytes are all in already. An
+	// entry stored by another job is this job's only once the origin says
+	// this requester may read it (the trust model's first rule).
+	done := func() (bool, error) {
 		want, _, _ := entryLen(t.Desc)
 		if job.Layers[t.Layer].Finished {
-			return true
+			return true, nil
 		}
-		for _, key := range []string{staging, EntryKey(t.origin(), t.Desc.Digest)} {
-			if n, err := s.objects.Size(ctx, key); err == nil && n == want {
-				return true
-			}
+		if n, err := s.objects.Size(ctx, staging); err == nil && n == want {
+			return true, nil
 		}
-		return false
+		if n, err := s.objects.Size(ctx, EntryKey(t.origin(), t.Desc.Digest)); err != nil || n != want {
+			return false, nil
+		}
+		r, err := tarport.ParseReference(t.Ref)
+		if err == nil {
+			err = s.reg.CheckBlob(ctx, r, t.Desc, t.origin(), t.Creds)
+		}
+		return err == nil, err
 	}
-	if !done() {
+	ok, err := done()
+	if !ok && err == nil {
 		fetchCtx, cancel := taskContext(ctx, job)
-		err := s.putRange(fetchCtx, sp, t)
+		err = s.putRange(fetchCtx, sp, t)
 		cancel()
-		if err != nil && !done() {
-			if ctx.Err() != nil {
-				return ctx.Err()
+		if err != nil {
+			if ok, derr := done(); ok || derr != nil {
+				err = derr
 			}
-			// The job is over: its upload's parts would be billed until
-			// the bucket's lifecycle rule aborts it.
-			if aerr := sp.objects.AbortParts(context.WithoutCancel(ctx), staging, t.UploadID); aerr != nil {
-				s.log.Warn("aborting a split layer's upload", "job", job.ID, "err", aerr)
-			}
-			return s.fail(ctx, job.ID, err)
 		}
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		// The job is over: its upload's parts would be billed until the
+		// bucket's lifecycle rule aborts it.
+		if aerr := sp.objects.AbortParts(context.WithoutCancel(ctx), staging, t.UploadID); aerr != nil {
+			s.log.Warn("aborting a split layer's upload", "job", job.ID, "err", aerr)
+		}
+		return s.fail(ctx, job.ID, err)
 	}
 	remaining, _, err := sp.jobs.FinishPart(ctx, job.ID, t.Layer, t.Part)
 	if err != nil {

@@ -110,6 +110,11 @@ func (a *API) downloadStatus(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, a.log, err)
 		return
 	}
+	// A read with credentials makes the registry check them: limited like
+	// a job request, or it would be a password-guessing oracle.
+	if !creds.Anonymous() && !a.allow(w, r) {
+		return
+	}
 	v, err := a.opts.Downloads.Status(r.Context(), id, creds)
 	if err != nil {
 		writeError(w, r, a.log, err)

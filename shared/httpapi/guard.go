@@ -52,12 +52,18 @@ func (a *API) jobCreating(h http.HandlerFunc) http.HandlerFunc {
 // address all the same.)
 func (a *API) sameSite(r *http.Request) error {
 	refuse := tarport.Errorf(tarport.CodeCrossSite, "a page of another site cannot start downloads on this server")
-	if r.Header.Get("Sec-Fetch-Site") != "" && a.public != nil && !a.knownHost(r.Host) {
+	if a.opts.RebindGuard && r.Header.Get("Sec-Fetch-Site") != "" && a.public != nil && !a.knownHost(r.Host) {
 		return tarport.Errorf(tarport.CodeCrossSite, "this server answers as %s: set TARPORT_PUBLIC_URL to the address clients use, or use an IP address", a.public.Host)
 	}
 	switch r.Header.Get("Sec-Fetch-Site") {
 	case "", "same-origin", "none":
 	default:
+		// A link to /api/pull on another site, clicked by its reader: a
+		// top-level navigation the user made (a page cannot fake the
+		// user's activation), so the download is theirs to start.
+		if r.Method == http.MethodGet && r.Header.Get("Sec-Fetch-Mode") == "navigate" && r.Header.Get("Sec-Fetch-User") == "?1" {
+			return nil
+		}
 		return refuse
 	}
 	origin := r.Header.Get("Origin")

@@ -49,6 +49,9 @@ func TestJobCreatingRefusesCrossSite(t *testing.T) {
 		{"the seed's endpoint", public, req{http.MethodPost, "/api/download", "text/plain", "", "", ""}, http.StatusUnsupportedMediaType, tarport.CodeMediaType},
 		{"pull from another site", public, req{http.MethodGet, "/api/pull/nginx", "", "http://evil.example", "cross-site", ""}, http.StatusForbidden, tarport.CodeCrossSite},
 		{"pull with curl", public, req{http.MethodGet, "/api/pull/nginx", "", "", "", ""}, http.StatusServiceUnavailable, ""},
+		{"a link to pull on another site, clicked", public, req{http.MethodGet, "/api/pull/nginx", "", "", "cross-site navigate ?1", ""}, http.StatusServiceUnavailable, ""},
+		{"a navigation to pull without a click", public, req{http.MethodGet, "/api/pull/nginx", "", "", "cross-site navigate", ""}, http.StatusForbidden, tarport.CodeCrossSite},
+		{"a clicked navigation that POSTs", public, req{http.MethodPost, "/api/downloads", "application/json", "http://evil.example", "cross-site navigate ?1", ""}, http.StatusForbidden, tarport.CodeCrossSite},
 		{"browser pull under the public name", public, req{http.MethodGet, "/api/pull/nginx", "", "", "none", "tarport.example:8080"}, http.StatusServiceUnavailable, ""},
 		{"browser pull by LAN address", public, req{http.MethodGet, "/api/pull/nginx", "", "", "none", "192.168.1.5:8080"}, http.StatusServiceUnavailable, ""},
 		{"browser pull by IPv6 address", public, req{http.MethodGet, "/api/pull/nginx", "", "", "none", "[2001:db8::5]:8080"}, http.StatusServiceUnavailable, ""},
@@ -68,7 +71,7 @@ func TestJobCreatingRefusesCrossSite(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			d := &fakeDownloads{status: func(context.Context, string) (download.View, error) { return pendingView(), nil }}
-			api := newTestAPI(t, d, Options{PublicURL: tc.public})
+			api := newTestAPI(t, d, Options{PublicURL: tc.public, RebindGuard: tc.public != ""})
 			var body *strings.Reader
 			if tc.r.method == http.MethodPost {
 				body = strings.NewReader(`{"image":"nginx"}`)
@@ -76,11 +79,15 @@ func TestJobCreatingRefusesCrossSite(t *testing.T) {
 				body = strings.NewReader("")
 			}
 			r := httptest.NewRequest(tc.r.method, tc.r.path, body)
-			for k, v := range map[string]string{"Content-Type": tc.r.ctype, "Origin": tc.r.origin, "Sec-Fetch-Site": tc.r.fetchSite} {
+			// fetchSite is "site [mode [user]]".
+			fetch := strings.Fields(tc.r.fetchSite)
+			fetch = append(fetch, "", "", "")
+			for k, v := range map[string]string{"Content-Type": tc.r.ctype, "Origin": tc.r.origin, "Sec-Fetch-Site": fetch[0], "Sec-Fetch-Mode": fetch[1], "Sec-Fetch-User": fetch[2]} {
 				if v != "" {
 					r.Header.Set(k, v)
 				}
 			}
+			r.Host = "tarport.example:8080" // the public address, unless the case says
 			if tc.r.host != "" {
 				r.Host = tc.r.host
 			}

@@ -76,13 +76,20 @@ func clientOf(r *http.Request) string {
 
 func (a *API) limited(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if ok, wait := a.limiter.allow(clientOf(r)); !ok {
-			secs := int(wait.Seconds()) + 1
-			err := tarport.Errorf(tarport.CodeRateLimited, "too many requests from your address; try again in %d s", secs)
-			err.RetryAfter = secs
-			writeError(w, r, a.log, err)
-			return
+		if a.allow(w, r) {
+			h(w, r)
 		}
-		h(w, r)
 	}
+}
+
+// allow takes a token for the request's client, or answers 429.
+func (a *API) allow(w http.ResponseWriter, r *http.Request) bool {
+	if ok, wait := a.limiter.allow(clientOf(r)); !ok {
+		secs := int(wait.Seconds()) + 1
+		err := tarport.Errorf(tarport.CodeRateLimited, "too many requests from your address; try again in %d s", secs)
+		err.RetryAfter = secs
+		writeError(w, r, a.log, err)
+		return false
+	}
+	return true
 }

@@ -1,12 +1,14 @@
 package httpapi
 
 import (
+	"context"
 	"net/http"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/tarport/tarport/shared/download"
 	"github.com/tarport/tarport/shared/tarport"
 )
 
@@ -163,5 +165,30 @@ func TestLimitedPerIPv6Slash64(t *testing.T) {
 	checkError(t, do(t, api, from("2001:db8::ffff:1")), http.StatusTooManyRequests, tarport.CodeRateLimited)
 	if res := do(t, api, from("2001:db8:0:1::1")); res.status != http.StatusAccepted {
 		t.Errorf("the next /64: %d, want its own bucket", res.status)
+	}
+}
+
+// TestStatusWithCredentialsIsLimited: a status read with credentials
+// makes the registry check them, so it counts against the client's limit
+// (else: a password-guessing oracle); plain status reads do not.
+func TestStatusWithCredentialsIsLimited(t *testing.T) {
+	t.Parallel()
+	d := &fakeDownloads{status: func(context.Context, string) (download.View, error) { return pendingView(), nil }}
+	api := newTestAPI(t, d, Options{RatePerMinute: 2})
+	withCreds := func() *http.Request {
+		r := httpGet("/api/downloads/abc")
+		r.SetBasicAuth("alice", "guess")
+		return r
+	}
+	for range 2 {
+		if res := do(t, api, withCreds()); res.status != http.StatusOK {
+			t.Fatalf("status with credentials: %d", res.status)
+		}
+	}
+	checkError(t, do(t, api, withCreds()), http.StatusTooManyRequests, tarport.CodeRateLimited)
+	for range 5 {
+		if res := do(t, api, httpGet("/api/downloads/abc")); res.status != http.StatusOK {
+			t.Fatalf("a plain status read was limited: %d", res.status)
+		}
 	}
 }

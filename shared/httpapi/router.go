@@ -45,6 +45,10 @@ type Options struct {
 	// BodyTimeout is how long a client has to send a request body (the
 	// server's ReadHeaderTimeout covers headers); 0: no limit here.
 	BodyTimeout time.Duration
+	// RebindGuard refuses a browser's job request addressed to a host name
+	// other than PublicURL's or a loopback name (DNS rebinding): on for
+	// the local server; behind CloudFront the Host is API Gateway's own.
+	RebindGuard bool
 	Logger      *slog.Logger
 }
 

@@ -158,6 +158,7 @@ type watchedBody struct {
 	floor  int64
 	n      atomic.Int64 // bytes in the current window
 	slow   atomic.Bool  // cut for a window under the floor
+	closed atomic.Bool
 }
 
 func newWatchedBody(body io.ReadCloser, w Watch) *watchedBody {
@@ -165,7 +166,9 @@ func newWatchedBody(body io.ReadCloser, w Watch) *watchedBody {
 	b.timer = time.AfterFunc(w.Idle, func() { _ = body.Close() })
 	if w.MinRate > 0 {
 		b.floor = max(1, int64(float64(w.MinRate)*w.Idle.Seconds()))
-		b.window = time.AfterFunc(w.Idle, b.check)
+		// Armed once assigned: check reads b.window.
+		b.window = time.AfterFunc(time.Hour, b.check)
+		b.window.Reset(w.Idle)
 	}
 	return b
 }
@@ -173,6 +176,9 @@ func newWatchedBody(body io.ReadCloser, w Watch) *watchedBody {
 // check ends a window: a body under the floor is cut, else a new window
 // starts.
 func (b *watchedBody) check() {
+	if b.closed.Load() {
+		return
+	}
 	if b.n.Swap(0) < b.floor {
 		b.slow.Store(true)
 		_ = b.body.Close()
@@ -194,6 +200,7 @@ func (b *watchedBody) Read(p []byte) (int, error) {
 }
 
 func (b *watchedBody) Close() error {
+	b.closed.Store(true)
 	b.timer.Stop()
 	if b.window != nil {
 		b.window.Stop()

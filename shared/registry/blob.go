@@ -41,11 +41,18 @@ const (
 	// progress between them) end a blob read.
 	blobFailures = 8
 	maxBackoff   = 30 * time.Second
-	// slowCutsAllowed is how many bodies in a row may be cut for being
-	// under the minimum rate (none of them averaging it) before a read
-	// gives up: a new connection may reach a faster server; three that do
-	// not are the registry's answer.
+	// slowCutsAllowed is how many bodies in a row may end under the
+	// minimum rate (cut for crawling, or ended by the registry) before a
+	// read gives up: a new connection may reach a faster server; three
+	// that do not are the registry's answer.
 	slowCutsAllowed = 3
+	// rateGrace is how many windows a read may take before its bytes must
+	// average the minimum rate, across all its connections.
+	rateGrace = 3
+	// maxForeignURLs and locateTimeout bound the search for a foreign
+	// layer's origin (real ones list one or two URLs).
+	maxForeignURLs = 3
+	locateTimeout  = 2 * time.Minute
 )
 
 // Locate says where layer d of r is read from: the registry, or, for a
@@ -54,20 +61,28 @@ const (
 // asked with a HEAD, so the origin is known (and pinned) before any byte
 // is read: a cached entry is reused only under the origin it came from.
 // A layer without URLs is the registry's, with no request made.
+//
+// A manifest may list any number of URLs: only the first maxForeignURLs
+// usable ones are asked, all within locateTimeout.
 func (c *Client) Locate(ctx context.Context, r ref.Ref, d descriptor.Descriptor, creds tarport.Credentials) (tarport.Origin, error) {
 	reg := tarport.RegistryOrigin(r.Registry)
 	if len(d.URLs) == 0 {
 		return reg, nil
 	}
+	ctx, cancel := context.WithTimeout(ctx, locateTimeout)
+	defer cancel()
 	err := c.CheckBlob(ctx, r, d, reg, creds)
 	if err == nil || tarport.ErrorCode(err) != tarport.CodeNotFound {
 		return reg, err
 	}
-	refused := 0
+	refused, asked := 0, 0
 	for _, u := range d.URLs {
 		if !c.allowedURL(u) {
 			refused++
 			continue
+		}
+		if asked++; asked > maxForeignURLs {
+			break
 		}
 		o := tarport.URLOrigin(u)
 		if err = c.CheckBlob(ctx, r, d, o, creds); err == nil {
@@ -134,6 +149,8 @@ func (c *Client) openBlob(ctx context.Context, r ref.Ref, d descriptor.Descripto
 		offset:  start,
 		backoff: c.blobBackoff,
 		minRate: c.opts.MinRate,
+		window:  c.opts.IdleTimeout,
+		began:   time.Now(),
 		what:    "layer " + d.Digest.String() + " of " + r.CommonName(),
 	}
 	if ranged {
@@ -291,13 +308,15 @@ type blobReader struct {
 	backoff  time.Duration // the first wait after a failure is twice this
 	what     string
 	body     io.ReadCloser
-	progress bool  // the current body delivered at least one byte
-	offset   int64 // the blob offset of the next byte: start + bytes delivered
-	failures int   // failed requests and empty bodies since the last progress
-	minRate  int64 // bytes per second a body must average (0: no floor)
-	opened   time.Time
-	bodyFrom int64 // offset at which the current body started
-	slowCuts int   // bodies in a row cut under the floor, none averaging it
+	progress bool          // the current body delivered at least one byte
+	offset   int64         // the blob offset of the next byte: start + bytes delivered
+	failures int           // failed requests and empty bodies since the last progress
+	minRate  int64         // bytes per second the read must average (0: no floor)
+	window   time.Duration // the idle timeout: the window of the floor
+	began    time.Time     // the read's first request
+	opened   time.Time     // the current body's request
+	bodyFrom int64         // offset at which the current body started
+	slowCuts int           // bodies in a row under the floor
 	lastErr  error
 	done     bool
 }
@@ -388,10 +407,11 @@ func (b *blobReader) reopen() error {
 			case <-time.After(wait):
 			}
 		}
+		opened := time.Now()
 		body, err := b.request()
 		if err == nil {
 			b.body, b.progress = body, false
-			b.opened, b.bodyFrom = time.Now(), b.offset
+			b.opened, b.bodyFrom = opened, b.offset
 			return nil
 		}
 		var herr *httpStatusError
@@ -468,25 +488,34 @@ func statusError(resp *http.Response) *httpStatusError {
 	return e
 }
 
-// slowBody counts a body cut for crawling under the minimum rate (err is
-// how it ended), and gives up after slowCutsAllowed in a row; a body that
-// averaged the rate over its life ends the run.
+// slowBody judges a body that ended early (err is how): a registry must
+// not hold a worker by crawling, whether its bodies crawl until the
+// watchdog cuts them or end by themselves after a byte or two. A body that
+// brought bytes under the minimum rate, over its life from the request,
+// counts as slow (one shorter than a second only if cut for crawling: a
+// flaky link drops young connections); slowCutsAllowed in a row fail the
+// read, and a body at the rate ends the run. Across bodies, the read must
+// average the rate once rateGrace windows have passed.
 func (b *blobReader) slowBody(err error) error {
 	if b.minRate <= 0 {
 		return nil
 	}
-	elapsed := time.Since(b.opened).Seconds()
-	if float64(b.offset-b.bodyFrom) >= float64(b.minRate)*elapsed {
+	now := time.Now()
+	lived := now.Sub(b.opened)
+	got := b.offset - b.bodyFrom
+	switch {
+	case got == 0: // failed requests have their own budget
+	case float64(got) >= float64(b.minRate)*lived.Seconds():
 		b.slowCuts = 0
-		return nil
+	case lived >= time.Second || errors.Is(err, netguard.ErrTooSlow):
+		if b.slowCuts++; b.slowCuts >= slowCutsAllowed {
+			return tarport.Wrap(err, tarport.CodeUpstreamTimeout, "%s: the registry sends it slower than this server's minimum of %d bytes/s, %d times in a row", b.what, b.minRate, b.slowCuts)
+		}
 	}
-	if !errors.Is(err, netguard.ErrTooSlow) {
-		return nil
+	if over := now.Sub(b.began) - rateGrace*b.window; over > 0 && float64(b.offset-b.start) < float64(b.minRate)*over.Seconds() {
+		return tarport.Wrap(err, tarport.CodeUpstreamTimeout, "%s: the registry sent %d bytes in %s, under this server's minimum of %d bytes/s", b.what, b.offset-b.start, now.Sub(b.began).Round(time.Second), b.minRate)
 	}
-	if b.slowCuts++; b.slowCuts < slowCutsAllowed {
-		return nil
-	}
-	return tarport.Wrap(err, tarport.CodeUpstreamTimeout, "%s: the registry sends it slower than this server's minimum of %d bytes/s, %d times in a row", b.what, b.minRate, b.slowCuts)
+	return nil
 }
 
 func contentRangeStart(h string) (int64, bool) {

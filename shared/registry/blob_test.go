@@ -872,3 +872,58 @@ func TestOpenBlobGivesUpOnACrawl(t *testing.T) {
 		t.Fatalf("requests with ranges %q, want the first and two resumes from the last byte", rs)
 	}
 }
+
+// TestOpenBlobGivesUpOnShortBodies: a registry that dodges the crawl
+// watchdog by ending each body itself after a byte (honest Content-Range,
+// then a closed connection), so the reader reconnects at once with
+// progress made, is given up on all the same: its bodies are under the
+// minimum rate, and so is the read as a whole after the grace windows.
+func TestOpenBlobGivesUpOnShortBodies(t *testing.T) {
+	t.Parallel()
+	blob := testBlob()
+	for _, tc := range []struct {
+		name string
+		life time.Duration // how long each body lives before the registry ends it
+	}{
+		{"bodies that outlive a window", 1100 * time.Millisecond}, // the watchdog cuts them
+		{"young bodies", 150 * time.Millisecond},                  // under a second: only the read's average catches them
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s := newBlobServer(t, func(w http.ResponseWriter, r *http.Request, _ int) {
+				var from int
+				fmt.Sscanf(r.Header.Get("Range"), "bytes=%d-", &from)
+				breakBodyAtAfter(t, w, blob, from, 1, tc.life)
+			})
+			const window = 300 * time.Millisecond
+			c := registry.New(registry.Options{Insecure: []string{s.host()}, IdleTimeout: window, MinRate: 10_000})
+			start := time.Now()
+			got, err := readBlob(t, c, s, layerOf(blob), 20*time.Second)
+			if code := tarport.ErrorCode(err); code != tarport.CodeUpstreamTimeout {
+				t.Fatalf("read %d bytes: %v (%s); want upstream_timeout", len(got), err, code)
+			}
+			if elapsed := time.Since(start); elapsed > 3*time.Second+4*tc.life {
+				t.Errorf("gave up after %v", elapsed)
+			}
+		})
+	}
+}
+
+// breakBodyAtAfter answers from byte from on (206 for from > 0) with the
+// length of the rest, sends count bytes, waits, and closes the connection.
+func breakBodyAtAfter(t *testing.T, w http.ResponseWriter, blob []byte, from, count int, wait time.Duration) {
+	conn, buf, err := w.(http.Hijacker).Hijack()
+	if err != nil {
+		t.Errorf("hijack: %v", err)
+		return
+	}
+	defer conn.Close()
+	if from == 0 {
+		fmt.Fprintf(buf, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", len(blob))
+	} else {
+		fmt.Fprintf(buf, "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes %d-%d/%d\r\nContent-Length: %d\r\n\r\n", from, len(blob)-1, len(blob), len(blob)-from)
+	}
+	buf.Write(blob[from : from+count])
+	buf.Flush()
+	time.Sleep(wait)
+}

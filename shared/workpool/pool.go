@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/tarport/tarport/shared/download"
+	"github.com/tarport/tarport/shared/tarport"
 )
 
 // Handler runs one task; an error asks for redelivery.
@@ -36,15 +37,16 @@ type Pool struct {
 	attempts int
 	backoff  func(attempt int) time.Duration
 	log      *slog.Logger
-	workers  int           // slots any flow may take
-	spare    int           // more slots, each for a flow with nothing running
-	slots    chan struct{} // one per waiting task: bounds the queue
+	workers  int // slots any flow may take
+	spare    int // more slots, each for a flow with nothing running
 	wg       sync.WaitGroup
 	ctx      context.Context // the pool's life; Close cancels it
 	cancel   context.CancelFunc
 
 	mu        sync.Mutex
 	waiting   map[string][]delivery // by flow, oldest first
+	queued    int                   // tasks waiting
+	queuedBy  map[string]int        // tasks waiting, by client
 	ring      []string              // flows with waiting tasks, in turn order
 	running   map[string]int        // by flow
 	spareBy   map[string]bool       // clients with a task on a spare slot
@@ -60,8 +62,14 @@ type delivery struct {
 
 var _ download.Queue = (*Pool)(nil)
 
-// queueCap bounds the tasks waiting to start; Enqueue waits for room.
-const queueCap = 4096
+// Bounds of the waiting tasks: Enqueue refuses (never waits for room: a
+// request waiting on a full queue is one more thing a client could hold)
+// tasks beyond queueCap in all, or beyond clientCap of one client, which
+// is four images of MaxLayers.
+const (
+	queueCap  = 16_384
+	clientCap = 4 * download.MaxLayers
+)
 
 // New starts a pool of workers slots (and as many spare ones) running
 // handler.
@@ -71,9 +79,8 @@ func New(workers int, handler Handler, dead DeadLetter, log *slog.Logger) *Pool 
 		handler: handler, dead: dead, attempts: 5, log: log,
 		backoff: func(attempt int) time.Duration { return time.Duration(attempt) * time.Second },
 		workers: workers, spare: workers,
-		slots: make(chan struct{}, queueCap),
-		ctx:   ctx, cancel: cancel,
-		waiting: map[string][]delivery{}, running: map[string]int{}, spareBy: map[string]bool{},
+		ctx: ctx, cancel: cancel,
+		waiting: map[string][]delivery{}, queuedBy: map[string]int{}, running: map[string]int{}, spareBy: map[string]bool{},
 	}
 }
 
@@ -84,44 +91,50 @@ func flow(t download.Task) string {
 	return host + "\x00" + t.Client
 }
 
-// Enqueue hands tasks to the pool without waiting for them to run (only
-// for room in the queue).
+// Enqueue hands tasks to the pool without waiting for them to run: all of
+// them, or, past the queue's bounds, none (a coded error: 429 for a
+// client's own bound, 503 for the server's).
 func (p *Pool) Enqueue(ctx context.Context, tasks []download.Task) error {
-	for _, t := range tasks {
-		if err := p.add(ctx, delivery{task: t, attempt: 1}); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// add queues d once there is room, and starts what may start.
-func (p *Pool) add(ctx context.Context, d delivery) error {
-	// Checked first: select picks at random among ready cases, and a task
-	// queued after Close would never run.
-	if p.ctx.Err() != nil {
-		return context.Canceled
-	}
-	select {
-	case p.slots <- struct{}{}:
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-p.ctx.Done():
-		return context.Canceled
+	if err := ctx.Err(); err != nil {
+		return err
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.ctx.Err() != nil {
-		<-p.slots
-		return context.Canceled
+		return context.Canceled // a closed pool runs nothing
 	}
+	byClient := map[string]int{}
+	for _, t := range tasks {
+		byClient[t.Client]++
+	}
+	for c, n := range byClient {
+		if c != "" && p.queuedBy[c]+n > clientCap {
+			e := tarport.Errorf(tarport.CodeRateLimited, "%d layers of your downloads are waiting to start; ask again when some are done", p.queuedBy[c])
+			e.RetryAfter = 60
+			return e
+		}
+	}
+	if p.queued+len(tasks) > queueCap {
+		e := tarport.Errorf(tarport.CodeUnavailable, "the server has %d layers waiting to download; try again later", p.queued)
+		e.RetryAfter = 60
+		return e
+	}
+	for _, t := range tasks {
+		p.push(delivery{task: t, attempt: 1})
+	}
+	p.dispatch()
+	return nil
+}
+
+// push queues d. Called with p.mu held.
+func (p *Pool) push(d delivery) {
 	f := flow(d.task)
 	if len(p.waiting[f]) == 0 {
 		p.ring = append(p.ring, f)
 	}
 	p.waiting[f] = append(p.waiting[f], d)
-	p.dispatch()
-	return nil
+	p.queued++
+	p.queuedBy[d.task.Client]++
 }
 
 // dispatch starts waiting tasks while there are slots for them: a worker
@@ -151,7 +164,10 @@ func (p *Pool) dispatch() {
 			p.busy++
 		}
 		p.running[f]++
-		<-p.slots // it no longer waits
+		p.queued--
+		if p.queuedBy[d.task.Client]--; p.queuedBy[d.task.Client] == 0 {
+			delete(p.queuedBy, d.task.Client)
+		}
 		p.wg.Add(1)
 		go p.run(d)
 	}
@@ -208,6 +224,8 @@ func (p *Pool) run(d delivery) {
 	go p.redeliver(delivery{task: d.task, attempt: d.attempt + 1}, p.backoff(d.attempt+1))
 }
 
+// redeliver queues d again after a wait; a task already admitted is not
+// refused for the queue's bounds.
 func (p *Pool) redeliver(d delivery, after time.Duration) {
 	defer p.wg.Done()
 	select {
@@ -215,7 +233,12 @@ func (p *Pool) redeliver(d delivery, after time.Duration) {
 	case <-p.ctx.Done():
 		return
 	}
-	_ = p.add(p.ctx, d) // fails only when the pool closes
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ctx.Err() == nil {
+		p.push(d)
+		p.dispatch()
+	}
 }
 
 // Close stops the pool, canceling tasks in flight and dropping waiting

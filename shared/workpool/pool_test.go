@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tarport/tarport/shared/download"
+	"github.com/tarport/tarport/shared/tarport"
 )
 
 func discardLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -333,20 +334,60 @@ func TestCloseStopsPendingRedelivery(t *testing.T) {
 	}
 }
 
-func TestEnqueueCanceledContext(t *testing.T) {
+// TestEnqueueRefusesBeyondItsBounds: a full queue refuses at once, with a
+// coded error, instead of holding the request until there is room (a
+// client filling the queue would hold everyone's requests): past a
+// client's own bound that client gets 429, past the server's everyone
+// gets 503; a refused batch adds nothing, and other clients go on.
+func TestEnqueueRefusesBeyondItsBounds(t *testing.T) {
 	t.Parallel()
-	// One worker blocked and a full queue: Enqueue must give up with ctx.
 	block := make(chan struct{})
 	p := New(1, func(context.Context, download.Task) error { <-block; return nil }, noDeadLetter(t), discardLog())
 	defer func() {
 		close(block)
 		p.Close()
 	}()
-	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-	defer cancel()
-	err := p.Enqueue(ctx, tasks(queueCap+5))
-	if !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Enqueue into a full pool: %v, want context.DeadlineExceeded", err)
+	of := func(client string, n int) []download.Task {
+		out := tasks(n)
+		for i := range out {
+			out[i].Client = client
+		}
+		return out
+	}
+	queued := func() int {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.queued
+	}
+	if err := p.Enqueue(context.Background(), of("198.51.100.1", clientCap)); err != nil {
+		t.Fatalf("a client's first %d tasks: %v", clientCap, err)
+	}
+	before := queued()
+	start := time.Now()
+	err := p.Enqueue(context.Background(), of("198.51.100.1", 2))
+	var coded *tarport.Error
+	if !errors.As(err, &coded) || coded.Code != tarport.CodeRateLimited || coded.RetryAfter <= 0 {
+		t.Fatalf("past the client's bound: %v, want rate_limited with a Retry-After", err)
+	}
+	if time.Since(start) > time.Second || queued() != before {
+		t.Fatalf("the refusal took %v and queued %d tasks; want at once, none", time.Since(start), queued()-before)
+	}
+	if err := p.Enqueue(context.Background(), of("198.51.100.2", 10)); err != nil {
+		t.Fatalf("another client: %v", err)
+	}
+	// Tasks of no client (a resumed job, the warm) count only to the
+	// server's bound, which then refuses everyone.
+	if err := p.Enqueue(context.Background(), of("", queueCap-queued())); err != nil {
+		t.Fatalf("filling the queue: %v", err)
+	}
+	err = p.Enqueue(context.Background(), of("198.51.100.3", 1))
+	if !errors.As(err, &coded) || coded.Code != tarport.CodeUnavailable || coded.RetryAfter <= 0 {
+		t.Fatalf("a full queue: %v, want service_unavailable with a Retry-After", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := p.Enqueue(ctx, of("198.51.100.4", 1)); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Enqueue with a canceled context: %v", err)
 	}
 }
 
@@ -467,7 +508,7 @@ func TestRoundRobinAcrossFlows(t *testing.T) {
 		defer mu.Unlock()
 		return len(order) == len(all)
 	})
-	if got, want := fmt.Sprint(order), "[a1 a2 b1 c1 a3 b2 c2]"; got != want {
+	if got, want := fmt.Sprint(order), "[a1 b1 c1 a2 b2 c2 a3]"; got != want {
 		t.Fatalf("start order %s, want %s", got, want)
 	}
 }

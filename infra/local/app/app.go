@@ -102,6 +102,7 @@ func New(ctx context.Context, s settings.Settings, log *slog.Logger) (*App, erro
 		RatePerMinute: s.RateLimitPerMinute,
 		PublicURL:     s.LocalURL(),
 		BodyTimeout:   s.ReadTimeout,
+		RebindGuard:   true,
 		Logger:        log,
 	})
 	writeErr := func(w http.ResponseWriter, r *http.Request, err error) { httpapi.WriteError(w, r, log, err) }
@@ -112,7 +113,7 @@ func New(ctx context.Context, s settings.Settings, log *slog.Logger) (*App, erro
 	mux.Handle(dirstore.LinkPrefix, store)
 	mux.Handle("/", ui())
 
-	a := &App{Store: store, Jobs: jobs, Service: svc, Discovery: disc, cache: cache, pool: pool, handler: jsonPaths(mux, writeErr), settings: s, log: log, gcDone: make(chan struct{})}
+	a := &App{Store: store, Jobs: jobs, Service: svc, Discovery: disc, cache: cache, pool: pool, handler: jsonPaths(mux, s.ReadTimeout, writeErr), settings: s, log: log, gcDone: make(chan struct{})}
 	unfinished, err := jobs.Unfinished(ctx)
 	if err != nil {
 		a.Close()
@@ -150,14 +151,20 @@ func (a *App) Server() *http.Server {
 
 // jsonPaths answers the API's and the links' paths that ServeMux would
 // redirect (to a cleaned path, or /api to /api/) with a JSON 404 instead
-// of an HTML redirect.
-func jsonPaths(next http.Handler, writeErr func(http.ResponseWriter, *http.Request, error)) http.Handler {
+// of an HTML redirect, and bounds the time to send a body nothing reads.
+func jsonPaths(next http.Handler, readTimeout time.Duration, writeErr func(http.ResponseWriter, *http.Request, error)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p := r.URL.Path
 		ours := p == "/files" || strings.HasPrefix(p, "/api/") || strings.HasPrefix(p, dirstore.LinkPrefix)
 		if p == "/files" || (ours && !httpapi.CanonicalPath(p)) {
 			writeErr(w, r, tarport.Errorf(tarport.CodeNotFound, "no such endpoint: %s", p))
 			return
+		}
+		if !strings.HasPrefix(p, "/api/") && r.ContentLength != 0 {
+			// Only the API reads bodies (within its read timeout), but
+			// net/http drains up to 256 KiB of an unread one when the
+			// request ends: bound that too.
+			_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(readTimeout))
 		}
 		next.ServeHTTP(w, r)
 	})

@@ -371,6 +371,28 @@ func TestHTTPHardening(t *testing.T) {
 			t.Errorf("the slow body was held for %v, want about the 2 s read timeout", took)
 		}
 	})
+	t.Run("a body sent slowly to a page is not waited for", func(t *testing.T) {
+		conn, err := net.Dial("tcp", strings.TrimPrefix(srv.URL, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		fmt.Fprintf(conn, "POST /files/tars/x.tar HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n")
+		start := time.Now()
+		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		go func() {
+			for range 20 {
+				if _, err := conn.Write([]byte{'x'}); err != nil {
+					return
+				}
+				time.Sleep(time.Second)
+			}
+		}()
+		io.Copy(io.Discard, conn) // the answer, then the close
+		if took := time.Since(start); took > 6*time.Second {
+			t.Errorf("the connection was held %v for a body nothing reads", took)
+		}
+	})
 	t.Run("headers sent a byte a second are cut", func(t *testing.T) {
 		conn, err := net.Dial("tcp", strings.TrimPrefix(srv.URL, "http://"))
 		if err != nil {
