@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -571,5 +572,79 @@ func TestHostileRegistryOnLambda(t *testing.T) {
 	keys = strings.Join(st.s3.Keys(t, st.bucket), "\n")
 	if strings.Contains(keys, "entries/"+evilOrigin.Key()+"/") || strings.Contains(keys, "meta/"+evilOrigin.Key()+"/"+"sha256/"+strings.TrimPrefix(img.Manifest.Digest, "sha256:")) {
 		t.Fatalf("something of Alice's is cached under the attacker's origin:\n%s", keys)
+	}
+}
+
+// TestTricklingLayerOnLambda: on AWS each task has the same limits as a
+// local worker: a layer trickling under TARPORT_BLOB_MIN_RATE is cut,
+// resumed and given up on within a few windows, whatever size it claims,
+// so the assemble invocation ends (the message is not redelivered) and
+// the job fails with upstream_timeout.
+func TestTricklingLayerOnLambda(t *testing.T) {
+	t.Parallel()
+	st := newStack(t)
+	evil := hostile.Start(t)
+	d := descriptor.Descriptor{MediaType: hostile.MediaLayer, Digest: digest.FromString("lambda trickle"), Size: 900 << 20}
+	evil.SetBlob("", d.Digest, hostile.Blob{Claim: d.Size, Trickle: 200 * time.Millisecond})
+	evil.PushImage("trickle", "1", d)
+	st.env = append(st.env,
+		"TARPORT_INSECURE_REGISTRIES="+st.reg.Host+","+evil.Host(),
+		"TARPORT_BLOB_IDLE_TIMEOUT=1s",
+		"TARPORT_BLOB_MIN_RATE=1KiB",
+	)
+	st.start("DownloadFunction", 29*time.Second)
+	st.start("AssembleFunction", 2*time.Minute)
+
+	res := st.api("DownloadFunction", "POST", "/api/downloads", fmt.Sprintf(`{"image":%q}`, evil.Ref("trickle", "1")))
+	job := decodeJob(t, res)
+	if res.StatusCode != http.StatusAccepted {
+		t.Fatalf("create: %d %s", res.StatusCode, res.Body)
+	}
+	start := time.Now()
+	if _, err := st.sqs.Drain(context.Background(), st.mapping(st.tasksURL, 10), st.mapping(st.dlqURL, 10)); err != nil {
+		t.Fatal(err)
+	}
+	job = decodeJob(t, st.api("DownloadFunction", "GET", "/api/downloads/"+job.ID, ""))
+	if job.Status != "failed" || job.Error == nil || job.Error.Code != "upstream_timeout" {
+		t.Fatalf("job %s %+v, want failed with upstream_timeout", job.Status, job.Error)
+	}
+	if took := time.Since(start); took > time.Minute {
+		t.Errorf("the trickling task ran %v", took)
+	}
+}
+
+// TestForeignLayerOnLambda: a Windows base layer read from its URL is
+// cached in S3 under that URL's origin, and a second image listing it
+// reuses it (checked at its URL, not at the registry, which never had it).
+func TestForeignLayerOnLambda(t *testing.T) {
+	t.Parallel()
+	st := newStack(t)
+	foreign := httptest.NewServer(regtest.ForeignLayerHandler())
+	t.Cleanup(foreign.Close)
+	baseURL := foreign.URL + "/base.tar.gz"
+	first := regtest.PushWindows(t, st.reg, "win/app", "ltsc", baseURL)
+	regtest.PushWindows(t, st.reg, "win/tool", "ltsc", baseURL)
+	st.env = append(st.env, "TARPORT_INSECURE_REGISTRIES="+st.reg.Host+","+strings.TrimPrefix(foreign.URL, "http://"))
+	st.start("DownloadFunction", 29*time.Second)
+	st.start("AssembleFunction", 2*time.Minute)
+
+	for _, ref := range []string{st.reg.Ref("win/app", "ltsc"), st.reg.Ref("win/tool", "ltsc")} {
+		res := st.api("DownloadFunction", "POST", "/api/downloads", fmt.Sprintf(`{"image":%q,"platform":"windows/amd64"}`, ref))
+		job := decodeJob(t, res)
+		if res.StatusCode != http.StatusAccepted && res.StatusCode != http.StatusOK {
+			t.Fatalf("%s: %d %s", ref, res.StatusCode, res.Body)
+		}
+		if _, err := st.sqs.Drain(context.Background(), st.mapping(st.tasksURL, 10), st.mapping(st.dlqURL, 10)); err != nil {
+			t.Fatal(err)
+		}
+		if job = decodeJob(t, st.api("DownloadFunction", "GET", "/api/downloads/"+job.ID, "")); job.Status != "ready" {
+			t.Fatalf("%s: %+v %+v", ref, job, job.Error)
+		}
+		tarcheck.Skopeo(t, st.fetch(job.URL))
+	}
+	base := digest.Digest(first.Images[0].Layers[0].Digest)
+	keys := strings.Join(st.s3.Keys(t, st.bucket), "\n")
+	if !strings.Contains(keys, download.EntryKey(tarport.URLOrigin(baseURL), base)) || strings.Contains(keys, download.EntryKey(tarport.RegistryOrigin(st.reg.Host), base)) {
+		t.Fatalf("the foreign layer is not cached (only) under its URL's origin:\n%s", keys)
 	}
 }

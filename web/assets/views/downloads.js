@@ -493,12 +493,19 @@ function speedOf(e) {
 /**
  * The server's link made absolute, and only if it is one a download may
  * follow: https (the presigned S3 link), or this server's own http link
- * (local mode). Anything else ('javascript:', another http host) is ''.
+ * (local mode). A local link (/files/...) is built on the server's public
+ * address, which may be another name for the page's own server (127.0.0.1
+ * for a page on localhost): it is served by this same server, so it is
+ * taken on the page's origin. Anything else ('javascript:', another http
+ * host) is ''.
  */
 function absolute(url) {
   let u;
   try { u = new URL(url, location.href); } catch { return ''; }
-  if (u.protocol === 'https:' || (u.protocol === 'http:' && u.origin === location.origin)) return u.href;
+  if (u.protocol === 'https:') return u.href;
+  if (u.protocol === 'http:' && (u.origin === location.origin || u.pathname.startsWith('/files/'))) {
+    return new URL(u.pathname + u.search, location.origin).href;
+  }
   return '';
 }
 
