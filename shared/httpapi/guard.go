@@ -40,9 +40,9 @@ func (a *API) jobCreating(h http.HandlerFunc) http.HandlerFunc {
 // sameSite refuses a request a browser says comes from another site's
 // page: Sec-Fetch-Site other than same-origin or none (a typed URL, curl
 // sends none), or an Origin that is neither the configured public address
-// nor the same origin on a loopback name. (A same-origin request under
-// any other Host could be a DNS-rebinding page; one under the public
-// address or localhost cannot.)
+// nor the same origin under a loopback name or an IP address. (A
+// same-origin request under any other name could be a DNS-rebinding page;
+// one under the public address, localhost or an IP address cannot.)
 //
 // A browser's request must also be addressed to the public address's host,
 // a loopback name or an IP address: a page served under the attacker's own
@@ -77,8 +77,8 @@ func (a *API) sameSite(r *http.Request) error {
 	switch {
 	case err != nil || u.Host == "": // "null": a sandboxed or opaque page
 		return refuse
-	case strings.EqualFold(u.Host, r.Host) && loopbackName(u.Hostname()):
-		return nil
+	case strings.EqualFold(u.Host, r.Host) && (loopbackName(u.Hostname()) || net.ParseIP(u.Hostname()) != nil):
+		return nil // the server's own page, under a name no rebinding page can have
 	case a.public == nil:
 		// No public address to compare with (a Lambda behind CloudFront,
 		// which reaches it under its own Host): Sec-Fetch-Site and the

@@ -45,6 +45,8 @@ func TestJobCreatingRefusesCrossSite(t *testing.T) {
 		{"same-site by Sec-Fetch-Site", public, post("application/json", "", "same-site"), http.StatusForbidden, tarport.CodeCrossSite},
 		{"same origin on localhost", public, req{http.MethodPost, "/api/downloads", "application/json", "http://localhost:8080", "same-origin", "localhost:8080"}, http.StatusAccepted, ""},
 		{"same origin on 127.0.0.1", public, req{http.MethodPost, "/api/downloads", "application/json", "http://127.0.0.1:8080", "same-origin", "127.0.0.1:8080"}, http.StatusAccepted, ""},
+		{"same origin on a LAN address", public, req{http.MethodPost, "/api/downloads", "application/json", "http://192.168.1.5:8080", "", "192.168.1.5:8080"}, http.StatusAccepted, ""},
+		{"another site on an IP address", public, req{http.MethodPost, "/api/downloads", "application/json", "http://203.0.113.9", "", "192.168.1.5:8080"}, http.StatusForbidden, tarport.CodeCrossSite},
 		{"same origin under a rebound name", public, req{http.MethodPost, "/api/downloads", "application/json", "http://rebind.example:8080", "same-origin", "rebind.example:8080"}, http.StatusForbidden, tarport.CodeCrossSite},
 		{"the seed's endpoint", public, req{http.MethodPost, "/api/download", "text/plain", "", "", ""}, http.StatusUnsupportedMediaType, tarport.CodeMediaType},
 		{"pull from another site", public, req{http.MethodGet, "/api/pull/nginx", "", "http://evil.example", "cross-site", ""}, http.StatusForbidden, tarport.CodeCrossSite},
