@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"io"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -88,24 +87,10 @@ func TestSharedFetchFailureIsNotTheFollowersError(t *testing.T) {
 		}
 		return verifying(d, bytes.NewReader(blob)), nil
 	}
-	bLooked := make(chan struct{})
-	var once sync.Once
-	h.objs.onSize = func(ctx context.Context, _ string) {
-		if ctx.Value(ctxKey{}) == "b" {
-			once.Do(func() { close(bLooked) })
-		}
-	}
 	doneA := make(chan error, 1)
 	go func() { doneA <- h.svc.RunTask(context.Background(), tasksA[0]) }()
 	<-opened
-	doneB := make(chan error, 1)
-	go func() { doneB <- h.svc.RunTask(context.WithValue(context.Background(), ctxKey{}, "b"), tasksB[0]) }()
-	select {
-	case <-bLooked:
-	case <-time.After(5 * time.Second):
-		t.Fatal("task B never looked for the entry")
-	}
-	time.Sleep(50 * time.Millisecond) // let B join A's fetch
+	doneB := joinFetch(t, h, tasksB[0])
 	close(release)
 	for _, done := range []chan error{doneA, doneB} {
 		if err := <-done; err != nil {

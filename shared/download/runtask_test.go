@@ -328,6 +328,29 @@ func TestRunTaskCanceled(t *testing.T) {
 
 type ctxKey struct{}
 
+// joinFetch runs task (a second job's task of a layer whose fetch is in
+// flight) and returns once it has looked for the entry and had time to
+// join that fetch; its result comes on the channel.
+func joinFetch(t *testing.T, h *harness, task Task) chan error {
+	t.Helper()
+	looked := make(chan struct{})
+	var once sync.Once
+	h.objs.onSize = func(ctx context.Context, _ string) {
+		if ctx.Value(ctxKey{}) == "b" {
+			once.Do(func() { close(looked) })
+		}
+	}
+	done := make(chan error, 1)
+	go func() { done <- h.svc.RunTask(context.WithValue(context.Background(), ctxKey{}, "b"), task) }()
+	select {
+	case <-looked:
+	case <-time.After(5 * time.Second):
+		t.Fatal("task B never looked for the entry")
+	}
+	time.Sleep(50 * time.Millisecond) // let B join the fetch in flight
+	return done
+}
+
 // TestRunTaskSharedFetchCanceledByAnotherTask: two jobs share a layer, so
 // their tasks share one fetch. When the task that started the fetch is
 // canceled, the other task (not canceled) must not fail its job.
@@ -353,26 +376,11 @@ func TestRunTaskSharedFetchCanceledByAnotherTask(t *testing.T) {
 		}
 		return verifying(d, bytes.NewReader(blob)), nil
 	}
-	bChecked := make(chan struct{})
-	var once sync.Once
-	h.objs.onSize = func(ctx context.Context, _ string) {
-		if ctx.Value(ctxKey{}) == "b" {
-			once.Do(func() { close(bChecked) })
-		}
-	}
-
 	ctxA, cancelA := context.WithCancel(context.Background())
 	doneA := make(chan error, 1)
 	go func() { doneA <- h.svc.RunTask(ctxA, tasksA[0]) }()
 	<-opened
-	doneB := make(chan error, 1)
-	go func() { doneB <- h.svc.RunTask(context.WithValue(context.Background(), ctxKey{}, "b"), tasksB[0]) }()
-	select {
-	case <-bChecked:
-	case <-time.After(5 * time.Second):
-		t.Fatal("task B never looked for the entry")
-	}
-	time.Sleep(50 * time.Millisecond) // let B join A's fetch
+	doneB := joinFetch(t, h, tasksB[0])
 	cancelA()
 	if err := <-doneA; !errors.Is(err, context.Canceled) {
 		t.Errorf("task A: %v, want context.Canceled", err)

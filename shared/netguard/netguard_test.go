@@ -264,7 +264,12 @@ func TestTransportRedirects(t *testing.T) {
 // transport.
 func trustedClient(t *testing.T, srv *httptest.Server, idle time.Duration) *http.Client {
 	t.Helper()
-	return &http.Client{Transport: Policy{Trusted: []string{srv.Listener.Addr().String()}}.Transport(Watch{Idle: idle})}
+	return watchedClient(srv, Watch{Idle: idle})
+}
+
+// watchedClient talks to srv (trusted) with bodies watched as w says.
+func watchedClient(srv *httptest.Server, w Watch) *http.Client {
+	return &http.Client{Transport: Policy{Trusted: []string{srv.Listener.Addr().String()}}.Transport(w)}
 }
 
 // stallServer sends half a body, then nothing until the test ends or the
@@ -540,7 +545,7 @@ func TestWatchedBodyUnderTheFloor(t *testing.T) {
 	t.Parallel()
 	const window = 300 * time.Millisecond
 	srv := trickleServer(t, 20*time.Millisecond) // 50 B/s
-	client := &http.Client{Transport: Policy{Trusted: []string{srv.Listener.Addr().String()}}.Transport(Watch{Idle: window, MinRate: 1000})}
+	client := watchedClient(srv, Watch{Idle: window, MinRate: 1000})
 	resp, err := client.Get(srv.URL)
 	if err != nil {
 		t.Fatal(err)
@@ -570,7 +575,7 @@ func TestWatchedBodyAtTheFloor(t *testing.T) {
 		}
 	}))
 	t.Cleanup(srv.Close)
-	client := &http.Client{Transport: Policy{Trusted: []string{srv.Listener.Addr().String()}}.Transport(Watch{Idle: 300 * time.Millisecond, MinRate: 100})}
+	client := watchedClient(srv, Watch{Idle: 300 * time.Millisecond, MinRate: 100})
 	resp, err := client.Get(srv.URL)
 	if err != nil {
 		t.Fatal(err)

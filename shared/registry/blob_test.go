@@ -98,6 +98,11 @@ func breakBody(t *testing.T, w http.ResponseWriter, blob []byte) {
 // breakBodyAt answers from byte from on (200, or 206 with a Content-Range),
 // with the length of the rest, sends count bytes and closes the connection.
 func breakBodyAt(t *testing.T, w http.ResponseWriter, blob []byte, from, count int) {
+	breakBodyAtAfter(t, w, blob, from, count, 0)
+}
+
+// breakBodyAtAfter is breakBodyAt that waits before closing the connection.
+func breakBodyAtAfter(t *testing.T, w http.ResponseWriter, blob []byte, from, count int, wait time.Duration) {
 	conn, buf, err := w.(http.Hijacker).Hijack()
 	if err != nil {
 		t.Errorf("hijack: %v", err)
@@ -111,6 +116,7 @@ func breakBodyAt(t *testing.T, w http.ResponseWriter, blob []byte, from, count i
 	}
 	buf.Write(blob[from : from+count])
 	buf.Flush()
+	time.Sleep(wait)
 }
 
 func newClient(insecure ...string) *registry.Client {
@@ -907,23 +913,4 @@ func TestOpenBlobGivesUpOnShortBodies(t *testing.T) {
 			}
 		})
 	}
-}
-
-// breakBodyAtAfter answers from byte from on (206 for from > 0) with the
-// length of the rest, sends count bytes, waits, and closes the connection.
-func breakBodyAtAfter(t *testing.T, w http.ResponseWriter, blob []byte, from, count int, wait time.Duration) {
-	conn, buf, err := w.(http.Hijacker).Hijack()
-	if err != nil {
-		t.Errorf("hijack: %v", err)
-		return
-	}
-	defer conn.Close()
-	if from == 0 {
-		fmt.Fprintf(buf, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", len(blob))
-	} else {
-		fmt.Fprintf(buf, "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes %d-%d/%d\r\nContent-Length: %d\r\n\r\n", from, len(blob)-1, len(blob), len(blob)-from)
-	}
-	buf.Write(blob[from : from+count])
-	buf.Flush()
-	time.Sleep(wait)
 }

@@ -30,18 +30,6 @@ func URLOrigin(u string) Origin { return Origin("url " + u) }
 // URL returns the foreign-layer URL of a URL origin.
 func (o Origin) URL() (string, bool) { return strings.CutPrefix(string(o), "url ") }
 
-// Registry returns the host of a registry origin.
-func (o Origin) Registry() (string, bool) { return strings.CutPrefix(string(o), "registry ") }
-
-// Valid reports whether o is a registry or URL origin.
-func (o Origin) Valid() bool {
-	if u, ok := o.URL(); ok {
-		return u != ""
-	}
-	h, ok := o.Registry()
-	return ok && h != ""
-}
-
 // Key is o as one object-key path segment: 32 hex digits of its SHA-256,
 // the same length for every origin and safe in any key grammar.
 func (o Origin) Key() string {

@@ -97,9 +97,6 @@ func Start(t testing.TB) *Registry {
 // Host is "127.0.0.1:PORT", the registry part of image references.
 func (r *Registry) Host() string { return strings.TrimPrefix(r.srv.URL, "http://") }
 
-// URL is the registry's base URL.
-func (r *Registry) URL() string { return r.srv.URL }
-
 // Ref is repo:tag on this registry.
 func (r *Registry) Ref(repo, tag string) string { return r.Host() + "/" + repo + ":" + tag }
 
