@@ -32,6 +32,7 @@ import (
 	"github.com/tarport/tarport/shared/dynamo"
 	"github.com/tarport/tarport/shared/httpapi"
 	"github.com/tarport/tarport/shared/lambdahttp"
+	"github.com/tarport/tarport/shared/limits"
 	"github.com/tarport/tarport/shared/registry"
 	"github.com/tarport/tarport/shared/s3store"
 	"github.com/tarport/tarport/shared/settings"
@@ -101,7 +102,24 @@ type HTTPHandler = func(ctx context.Context, ev events.APIGatewayV2HTTPRequest) 
 func (a *App) HTTP(ctx context.Context, parts Parts) (HTTPHandler, error) {
 	// Links are S3's; a public URL, when the operator gives one, is what
 	// job-creating requests' Origin must be.
-	opts := httpapi.Options{RatePerMinute: a.Settings.RateLimitPerMinute, PublicURL: a.Settings.PublicURL, Logger: a.Log}
+	token, err := a.secretOr(ctx, a.Settings.AccessTokenARN, a.Settings.AccessToken)
+	if err != nil {
+		return nil, err
+	}
+	origin, err := a.secretOr(ctx, a.Settings.OriginSecretARN, a.Settings.OriginSecret)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.requireAWS("TARPORT_TABLE"); err != nil {
+		return nil, err
+	}
+	opts := httpapi.Options{
+		Limits:       a.limits(),
+		AccessToken:  token,
+		OriginSecret: origin,
+		PublicURL:    a.Settings.PublicURL,
+		Logger:       a.Log,
+	}
 	if parts&Downloads != 0 {
 		svc, err := a.downloads(ctx)
 		if err != nil {
@@ -223,6 +241,7 @@ func (a *App) downloads(ctx context.Context) (*download.Service, error) {
 		return nil, err
 	}
 	svc.SetQueue(q)
+	svc.SetQuota(a.limits())
 	return svc, nil
 }
 
@@ -261,6 +280,24 @@ func (a *App) discovery(ctx context.Context) (*discovery.Service, error) {
 	cache := dynamo.NewCache(dynamodb.NewFromConfig(a.AWS), a.Settings.Table)
 	hub := dockerhub.New(a.Settings.HubAPI, &http.Client{Timeout: 20 * time.Second})
 	return discovery.New(hub, cache, cfg), nil
+}
+
+// limits counts requests and bytes in the table, so every instance of
+// every function counts against the same numbers.
+func (a *App) limits() *limits.Limiter {
+	return limits.New(dynamo.NewLimits(dynamodb.NewFromConfig(a.AWS), a.Settings.Table), limits.Rules{
+		RatePerMinute: a.Settings.RateLimitPerMinute,
+		ClientPerDay:  a.Settings.ClientQuotaPerDay,
+		BudgetPerDay:  a.Settings.BudgetPerDay,
+	}, nil)
+}
+
+// secretOr reads the secret at arn when one is given, else returns plain.
+func (a *App) secretOr(ctx context.Context, arn, plain string) (string, error) {
+	if arn == "" {
+		return plain, nil
+	}
+	return a.secret(ctx, arn)
 }
 
 func (a *App) secret(ctx context.Context, arn string) (string, error) {

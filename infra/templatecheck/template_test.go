@@ -355,10 +355,11 @@ var knownEnv = []string{
 	"TARPORT_PRESIGN_TTL", "TARPORT_MAX_IMAGE_BYTES", "TARPORT_RATE_LIMIT_PER_MINUTE",
 	"TARPORT_DOCKERHUB_USERNAME", "TARPORT_DOCKERHUB_TOKEN", "TARPORT_LOG_LEVEL",
 	"TARPORT_TASK_KEY_SECRET_ARN", "TARPORT_DOCKERHUB_SECRET_ARN", "TARPORT_DLQ_ARN", "TARPORT_HOT_IMAGES",
+	"TARPORT_CLIENT_QUOTA_PER_DAY", "TARPORT_BUDGET_PER_DAY", "TARPORT_ACCESS_TOKEN_SECRET_ARN", "TARPORT_ORIGIN_SECRET_ARN",
 }
 
 // secretEnv must never be plain environment on AWS: Secrets Manager holds them.
-var secretEnv = []string{"TARPORT_DOCKERHUB_USERNAME", "TARPORT_DOCKERHUB_TOKEN", "TARPORT_TASK_KEY"}
+var secretEnv = []string{"TARPORT_DOCKERHUB_USERNAME", "TARPORT_DOCKERHUB_TOKEN", "TARPORT_TASK_KEY", "TARPORT_ACCESS_TOKEN", "TARPORT_ORIGIN_SECRET"}
 
 // Each function's environment, as the template writes the values.
 var (
@@ -367,8 +368,11 @@ var (
 		"TARPORT_LOG_LEVEL": "!Ref LogLevel",
 		"TARPORT_HUB_API":   "!Ref HubApi",
 	}
-	discoveryEnv = map[string]string{
-		"TARPORT_RATE_LIMIT_PER_MINUTE": "!Ref RateLimitPerMinute",
+	// What every API function needs to guard its routes.
+	guardEnv = map[string]string{
+		"TARPORT_RATE_LIMIT_PER_MINUTE":   "!Ref RateLimitPerMinute",
+		"TARPORT_ORIGIN_SECRET_ARN":       "!Ref OriginSecret",
+		"TARPORT_ACCESS_TOKEN_SECRET_ARN": `{"Fn::If":["HasAccessToken",{"Ref":"AccessTokenSecret"},""]}`,
 	}
 	detailsEnv = map[string]string{
 		"TARPORT_DOCKERHUB_REGISTRY": "!Ref DockerHubRegistry",
@@ -385,10 +389,13 @@ var (
 		"TARPORT_DOCKERHUB_REGISTRY":    "!Ref DockerHubRegistry",
 	}
 	functionEnv = map[string][]map[string]string{
-		"SearchFunction":   {everyEnv, discoveryEnv},
-		"DetailsFunction":  {everyEnv, discoveryEnv, detailsEnv},
-		"PopularFunction":  {everyEnv, discoveryEnv},
-		"DownloadFunction": {everyEnv, jobEnv},
+		"SearchFunction":  {everyEnv, guardEnv},
+		"DetailsFunction": {everyEnv, guardEnv, detailsEnv},
+		"PopularFunction": {everyEnv, guardEnv},
+		"DownloadFunction": {everyEnv, jobEnv, guardEnv, {
+			"TARPORT_CLIENT_QUOTA_PER_DAY": "!Ref ClientQuotaPerDay",
+			"TARPORT_BUDGET_PER_DAY":       "!Ref BudgetPerDay",
+		}},
 		"AssembleFunction": {everyEnv, jobEnv, {"TARPORT_DLQ_ARN": "!GetAtt DeadLetterQueue.Arn"}},
 		"WarmFunction":     {everyEnv, jobEnv, {"TARPORT_HOT_IMAGES": "!Ref HotImages"}},
 	}
@@ -579,7 +586,16 @@ const (
 	cachePut    = "dynamodb:PutItem"
 	jobUpdate   = "dynamodb:UpdateItem"
 	jobDelete   = "dynamodb:DeleteItem"
+	query       = "dynamodb:Query" // the quotas' hours
+	originKey   = "!Ref OriginSecret"
+	accessToken = "!Ref AccessTokenSecret if HasAccessToken"
 )
+
+// guardGrants are what the guards of an API function take: the rate
+// limit's counters and the two secrets.
+func guardGrants() [][]string {
+	return [][]string{on(originKey, getSecret), on(accessToken, getSecret)}
+}
 
 // jobGrants are what creating and reading jobs takes (download and warm).
 func jobGrants() [][]string {
@@ -599,10 +615,10 @@ func jobGrants() [][]string {
 // grants are every permission of each function's role: least privilege
 // is this table, and the template must match it exactly.
 var grants = map[string][][]string{
-	"SearchFunction":   {logsTo("SearchLogGroup"), on(table, cacheGet, cachePut)},
-	"DetailsFunction":  {logsTo("DetailsLogGroup"), on(table, cacheGet, cachePut)},
-	"PopularFunction":  {logsTo("PopularLogGroup"), on(table, cacheGet, cachePut)},
-	"DownloadFunction": append([][]string{logsTo("DownloadLogGroup")}, jobGrants()...),
+	"SearchFunction":   append([][]string{logsTo("SearchLogGroup"), on(table, cacheGet, cachePut, jobUpdate, query)}, guardGrants()...),
+	"DetailsFunction":  append([][]string{logsTo("DetailsLogGroup"), on(table, cacheGet, cachePut, jobUpdate, query)}, guardGrants()...),
+	"PopularFunction":  append([][]string{logsTo("PopularLogGroup"), on(table, cacheGet, cachePut, jobUpdate, query)}, guardGrants()...),
+	"DownloadFunction": slices.Concat([][]string{logsTo("DownloadLogGroup"), on(table, query)}, jobGrants(), guardGrants()),
 	"WarmFunction":     append([][]string{logsTo("WarmLogGroup")}, jobGrants()...),
 	"AssembleFunction": {
 		logsTo("AssembleLogGroup"),
@@ -1051,6 +1067,9 @@ var parameters = map[string]string{
 	"EntryRetentionDays":     "14",
 	"WarmSchedule":           "rate(1 hour)",
 	"HotImages":              "",
+	"ClientQuotaPerDay":      "100GiB",
+	"BudgetPerDay":           "2TiB",
+	"AccessToken":            "",
 }
 
 // parameterExamples are values each parameter's constraints must accept.
@@ -1063,6 +1082,9 @@ var parameterExamples = map[string][]string{
 	"DockerHubRegistry":  {"https://registry-1.docker.io", "http://mirror.internal:5000"},
 	"WarmSchedule":       {"rate(1 hour)", "rate(30 minutes)", "cron(0 * * * ? *)"},
 	"HotImages":          {"", "nginx:1.27 linux/amd64,redis:7 linux/arm64"},
+	"ClientQuotaPerDay":  {"0", "100GiB", "5000000000"},
+	"BudgetPerDay":       {"0", "2TiB", "500GB"},
+	"AccessToken":        {"", "0123456789abcdef", "h7R-x~2!kQ9_vP4#mL8$"},
 }
 
 // noDefaultCheck are parameters whose default this test leaves to the template.

@@ -9,7 +9,9 @@
 // (an amd64-only tag), TARPORT_WEB_PLATFORMS (the tag's platforms, comma
 // separated), TARPORT_WEB_PRIVATE_REF, _USER, _PASS (a private image and
 // its registry login), PLAYWRIGHT_CORE (the package directory), CHROMIUM
-// (the browser), and SCREENSHOTS=<dir> to write screenshots instead of testing.
+// (the browser), SCREENSHOTS=<dir> to write screenshots instead of testing,
+// and GUARD_TOKEN=<token> to test the guards (a server with that access token
+// and a client quota smaller than the demo image) instead.
 import { createRequire } from 'node:module';
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -25,6 +27,7 @@ const SHOTS = env.SCREENSHOTS || '';
 const PRIVATE_REF = env.TARPORT_WEB_PRIVATE_REF || '';
 const PRIVATE_USER = env.TARPORT_WEB_PRIVATE_USER || '';
 const PRIVATE_PASS = env.TARPORT_WEB_PRIVATE_PASS || '';
+const GUARD_TOKEN = env.GUARD_TOKEN || '';
 
 const require = createRequire(import.meta.url);
 const { chromium } = require(env.PLAYWRIGHT_CORE);
@@ -471,6 +474,51 @@ async function e2e(browser) {
   await phone.close();
 }
 
+// guards: the access token is asked for once, a wrong one again, the right
+// one is remembered and shown in the curl command; a download past the
+// client's daily quota shows the server's message, which says when.
+async function guards(browser) {
+  const ctx = await newContext(browser, { viewport: { width: 1280, height: 800 } });
+  const page = await newPage(ctx, 'guards');
+  const dialog = page.locator('dialog#token-dialog');
+  expectHTTPErrors = true;
+  try {
+    await step('token asked for', async () => {
+      await go(page, '#/');
+      await dialog.waitFor({ state: 'visible' });
+      check(await dialog.evaluate((d) => d.open), 'the token dialog opens when the API refuses without a token');
+      await page.fill('#token-input', 'not-the-token');
+      await page.click('#token-save');
+      await page.waitForFunction(() => document.querySelector('dialog#token-dialog').open, null, { timeout: 15000 });
+      check(true, 'a wrong token is asked for again');
+      await page.fill('#token-input', GUARD_TOKEN);
+      await page.click('#token-save');
+      await page.locator('ul#popular > li[data-testid=popular-item]').first().waitFor();
+      check(!(await dialog.evaluate((d) => d.open)), 'the dialog closes and the page loads with the right token');
+    });
+    await step('token remembered', async () => {
+      await page.reload();
+      await page.locator('ul#popular > li[data-testid=popular-item]').first().waitFor();
+      check(!(await dialog.evaluate((d) => d.open)), 'after a reload the token is not asked for again');
+      await go(page, `#/image/${REPO}`);
+      await page.locator('.pick-curl code').waitFor();
+      await page.waitForFunction(() => /api\/pull\//.test(document.querySelector('.pick-curl code')?.innerText || ''));
+      const curl = await page.locator('.pick-curl code').innerText();
+      check(curl.includes(`X-Tarport-Token: ${GUARD_TOKEN}`), `the curl command carries the token: ${curl}`);
+    });
+    await step('quota refusal shown', async () => {
+      await go(page, '#/');
+      const ans = await quickSubmit(page, `${REPO}:${TAG}`, 'linux/amd64');
+      check(ans.status === 429 && ans.body?.error?.code === 'quota_exceeded', `a download past the quota is refused (${ans.status} ${ans.body?.error?.code})`);
+      check(/daily quota/.test(ans.body.error.message), `the refusal says why: ${ans.body.error.message}`);
+      await waitErrorText(page, ans.body.error.message, 'quota');
+    });
+  } finally {
+    expectHTTPErrors = false;
+  }
+  await ctx.close();
+}
+
 async function shot(page, name, settle = true) {
   if (settle) await page.waitForLoadState('networkidle').catch(() => {});
   await page.evaluate(() => document.fonts && document.fonts.ready);
@@ -567,6 +615,7 @@ const browser = await chromium.launch({
 let code = 0;
 try {
   if (SHOTS) await screenshots(browser);
+  else if (GUARD_TOKEN) await guards(browser);
   else await e2e(browser);
   result.ok = result.console_errors.length === 0;
   if (!result.ok) result.failure = 'console errors or CSP violations';

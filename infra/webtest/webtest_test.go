@@ -72,6 +72,20 @@ func TestWebUI(t *testing.T) {
 	st.checkTar(t, res.PhoneDownload, res.PhoneJobID, want, demoRepo+":"+demoTag)
 }
 
+// TestWebUIGuards: against a server with an access token and a client
+// quota smaller than the demo image, the page asks for the token, keeps
+// it, puts it in its curl command, and shows the quota refusal.
+func TestWebUIGuards(t *testing.T) {
+	t.Parallel()
+	tools := findTools(t)
+	const token = "web-guard-token-0123456789"
+	st := startStack(t, "TARPORT_ACCESS_TOKEN", token, "TARPORT_CLIENT_QUOTA_PER_DAY", "1MiB")
+	res := tools.run(t, st, []string{"GUARD_TOKEN=" + token})
+	if len(res.Checks) < 7 {
+		t.Errorf("the script made %d checks; it stopped early?", len(res.Checks))
+	}
+}
+
 // TestScreenshots writes the main screens at phone and desktop widths to
 // $TARPORT_SCREENSHOTS (`make screenshots` sets it to docs/screenshots);
 // without it the test skips.
@@ -247,8 +261,9 @@ const privateUser, privatePass = "alice", "private-pa55-not-stored"
 
 // startStack starts, on loopback, a registry holding docker.io's
 // library/demoRepo, a fake Hub that lists it, and the local server
-// pulling docker.io images from that registry.
-func startStack(t *testing.T) *stack {
+// pulling docker.io images from that registry, with any more settings
+// given as name, value pairs.
+func startStack(t *testing.T, more ...string) *stack {
 	t.Helper()
 	reg := regtest.Start(t)
 	images, index := pushDemo(t, reg)
@@ -313,6 +328,9 @@ func startStack(t *testing.T) *stack {
 		"TARPORT_HUB_API":             hub.URL,
 		"TARPORT_DOCKERHUB_REGISTRY":  slowReg.URL,
 		"TARPORT_INSECURE_REGISTRIES": strings.TrimPrefix(slowReg.URL, "http://") + "," + private.Host,
+	}
+	for i := 0; i+1 < len(more); i += 2 {
+		env[more[i]] = more[i+1]
 	}
 	s, err := settings.Parse(func(k string) string { return env[k] })
 	if err != nil {

@@ -119,6 +119,13 @@ type Queue interface {
 	Enqueue(ctx context.Context, tasks []Task) error
 }
 
+// Quota charges a requester for a tar's bytes before anything is fetched
+// (limits.Limiter): the client's daily quota and the service's budget. A
+// repeat of the same mark within the day is not charged again.
+type Quota interface {
+	Charge(ctx context.Context, client, mark string, bytes int64) error
+}
+
 // Signer makes time-limited download links for finished tars.
 type Signer interface {
 	Sign(ctx context.Context, key, fileName string, ttl time.Duration) (url string, err error)

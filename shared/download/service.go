@@ -77,6 +77,7 @@ type Service struct {
 	meta    MetaStore
 	jobs    Jobs
 	queue   Queue
+	quota   Quota
 	signer  Signer
 	cfg     Config
 	log     *slog.Logger
@@ -115,13 +116,17 @@ func New(reg Registry, objects Objects, meta MetaStore, jobs Jobs, signer Signer
 // SetQueue sets where tasks go.
 func (s *Service) SetQueue(q Queue) { s.queue = q }
 
+// SetQuota sets what requesters are charged against; without one, nothing
+// is counted.
+func (s *Service) SetQuota(q Quota) { s.quota = q }
+
 // Request asks for one image for one platform.
 type Request struct {
 	Image    string
 	Platform string
 	Creds    tarport.Credentials
-	// Client identifies the requester for fair scheduling (never stored
-	// in a job).
+	// Client identifies the requester for fair scheduling and quotas
+	// (never stored in a job).
 	Client string
 }
 
@@ -199,6 +204,13 @@ func (s *Service) Create(ctx context.Context, req Request) (View, error) {
 		job.Layers = append(job.Layers, tarport.LayerProgress{Digest: l.Digest, Size: l.Size, Parts: parts})
 	}
 	job.Remaining = len(tasks)
+	// A client is charged for the tar it asks for, joined or new; the
+	// warm (no client) is the operator's own.
+	if s.quota != nil && req.Client != "" {
+		if err := s.quota.Charge(ctx, req.Client, job.Key, job.TotalBytes); err != nil {
+			return View{}, err
+		}
+	}
 
 	live, created, err := s.jobs.Create(ctx, job)
 	if err == nil && !created && s.stalled(live) {

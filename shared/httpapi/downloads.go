@@ -85,7 +85,7 @@ func (a *API) createDownload(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, a.log, err)
 		return
 	}
-	req.Client = clientOf(r)
+	req.Client = a.clientOf(r)
 	v, err := a.opts.Downloads.Create(r.Context(), req)
 	if err != nil {
 		writeError(w, r, a.log, err)
@@ -136,7 +136,7 @@ func (a *API) pull(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, a.log, err)
 		return
 	}
-	req.Client = clientOf(r)
+	req.Client = a.clientOf(r)
 	v, err := a.opts.Downloads.Create(r.Context(), req)
 	if err == nil && !v.Status.Terminal() {
 		v, err = a.opts.Downloads.Wait(r.Context(), v.ID, a.opts.PullWait, req.Creds)

@@ -37,6 +37,8 @@ var statusByCode = map[tarport.Code]int{
 	tarport.CodeLinkExpired:      http.StatusForbidden,
 	tarport.CodeRangeUnsatisfied: http.StatusRequestedRangeNotSatisfiable,
 	tarport.CodePrecondition:     http.StatusPreconditionFailed,
+	tarport.CodeAccessDenied:     http.StatusUnauthorized,
+	tarport.CodeQuotaExceeded:    http.StatusTooManyRequests,
 }
 
 // StatusOf returns the HTTP status for a code.

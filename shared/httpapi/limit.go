@@ -1,69 +1,67 @@
 package httpapi
 
 import (
+	"context"
+	"crypto/subtle"
 	"net"
 	"net/http"
 	"net/netip"
-	"sync"
-	"time"
+	"strings"
 
 	"github.com/tarport/tarport/shared/tarport"
 )
 
-// limiter is a per-client token bucket: rate tokens per window, refilled
-// continuously, so bursts up to rate pass and steady abuse does not.
-type limiter struct {
-	mu      sync.Mutex
-	rate    float64 // tokens per window
-	window  time.Duration
-	buckets map[string]*bucket
-	now     func() time.Time
+// Headers of the CloudFront hop (template.yaml): CloudFront sets the
+// viewer's address, and adds the origin secret, which only it and the
+// API know, to every request it forwards.
+const (
+	ViewerAddressHeader = "CloudFront-Viewer-Address"
+	OriginSecretHeader  = "X-Tarport-Origin-Secret"
+	TokenHeader         = "X-Tarport-Token"
+)
+
+// Limits counts what clients use (limits.Limiter): requests here, tar
+// bytes in the download service.
+type Limits interface {
+	Allow(ctx context.Context, client string) error
 }
 
-type bucket struct {
-	tokens float64
-	last   time.Time
-}
-
-func newLimiter(rate int, window time.Duration) *limiter {
-	return &limiter{rate: float64(rate), window: window, buckets: map[string]*bucket{}, now: time.Now}
-}
-
-// allow takes a token for client, or says how long until one is free.
-func (l *limiter) allow(client string) (bool, time.Duration) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	now := l.now()
-	if len(l.buckets) > 100_000 {
-		for k, b := range l.buckets {
-			if now.Sub(b.last) > l.window {
-				delete(l.buckets, k)
-			}
+// clientOf is who a request counts against. Behind CloudFront (an origin
+// secret configured, and checked in ServeHTTP) it is the viewer's address
+// CloudFront reports; otherwise the peer's. Forwarded headers are never
+// read: anyone can send them.
+func (a *API) clientOf(r *http.Request) string {
+	if a.opts.OriginSecret != "" {
+		if v := r.Header.Get(ViewerAddressHeader); v != "" {
+			return clientKey(viewerHost(v))
 		}
 	}
-	b, ok := l.buckets[client]
-	if !ok {
-		b = &bucket{tokens: l.rate, last: now}
-		l.buckets[client] = b
-	}
-	b.tokens = min(l.rate, b.tokens+now.Sub(b.last).Seconds()*l.rate/l.window.Seconds())
-	b.last = now
-	if b.tokens >= 1 {
-		b.tokens--
-		return true, 0
-	}
-	wait := time.Duration((1 - b.tokens) / l.rate * float64(l.window))
-	return false, wait
-}
-
-// clientOf is who a request counts against: its peer's IPv4 address, or
-// the /64 of its IPv6 address (one subscriber holds a whole /64, so a
-// per-address limit would give them 2^64 buckets).
-func clientOf(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		host = r.RemoteAddr
 	}
+	return clientKey(host)
+}
+
+// viewerHost takes the address out of CloudFront-Viewer-Address, which is
+// "IP:port" with the IPv6 address unbracketed ("2001:db8::1:46532").
+func viewerHost(v string) string {
+	v = strings.TrimSpace(v)
+	if host, _, err := net.SplitHostPort(v); err == nil {
+		return host
+	}
+	if i := strings.LastIndexByte(v, ':'); i > 0 {
+		if _, err := netip.ParseAddr(v[:i]); err == nil {
+			return v[:i]
+		}
+	}
+	return v
+}
+
+// clientKey is an IPv4 address, or the /64 of an IPv6 address (one
+// subscriber holds a whole /64, so a per-address limit would give them
+// 2^64 buckets).
+func clientKey(host string) string {
 	addr, err := netip.ParseAddr(host)
 	if err != nil {
 		return host
@@ -82,14 +80,37 @@ func (a *API) limited(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-// allow takes a token for the request's client, or answers 429.
+// allow counts the request against its client, or answers 429.
 func (a *API) allow(w http.ResponseWriter, r *http.Request) bool {
-	if ok, wait := a.limiter.allow(clientOf(r)); !ok {
-		secs := int(wait.Seconds()) + 1
-		err := tarport.Errorf(tarport.CodeRateLimited, "too many requests from your address; try again in %d s", secs)
-		err.RetryAfter = secs
+	if err := a.opts.Limits.Allow(r.Context(), a.clientOf(r)); err != nil {
 		writeError(w, r, a.log, err)
 		return false
 	}
 	return true
+}
+
+// admitted checks what every request but health must carry: CloudFront's
+// origin secret when one is configured (nothing else may claim a viewer
+// address), and the access token when one is set.
+func (a *API) admitted(r *http.Request) error {
+	if r.URL.Path == "/api/health" {
+		return nil
+	}
+	if a.opts.OriginSecret != "" && !sameSecret(r.Header.Get(OriginSecretHeader), a.opts.OriginSecret) {
+		return tarport.Errorf(tarport.CodeForbidden, "this API answers only through its site's address")
+	}
+	if a.opts.AccessToken != "" && !sameSecret(r.Header.Get(TokenHeader), a.opts.AccessToken) {
+		// A wrong guess counts against the client's rate: the token
+		// cannot be tried at line speed.
+		if err := a.opts.Limits.Allow(r.Context(), a.clientOf(r)); err != nil {
+			return err
+		}
+		return tarport.Errorf(tarport.CodeAccessDenied, "this tarport needs an access token: send it in the %s header", TokenHeader)
+	}
+	return nil
+}
+
+// sameSecret compares in constant time, so timing tells nothing of the secret.
+func sameSecret(got, want string) bool {
+	return subtle.ConstantTimeCompare([]byte(got), []byte(want)) == 1
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tarport/tarport/shared/download"
+	"github.com/tarport/tarport/shared/limits"
 	"github.com/tarport/tarport/shared/tarport"
 )
 
@@ -30,54 +31,8 @@ func (c *clock) add(d time.Duration) {
 	c.t = c.t.Add(d)
 }
 
-// TestLimiterRefills: a full bucket lets a burst of rate through, then one
-// token comes back every window/rate, never more than rate are saved up.
-func TestLimiterRefills(t *testing.T) {
-	t.Parallel()
-	c := &clock{t: time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)}
-	l := newLimiter(3, time.Minute) // a token every 20 s
-	l.now = c.now
-	type step struct {
-		advance time.Duration
-		ok      bool
-		wait    time.Duration // when refused
-	}
-	for i, s := range []step{
-		{0, true, 0}, {0, true, 0}, {0, true, 0}, // the burst
-		{0, false, 20 * time.Second},
-		{10 * time.Second, false, 10 * time.Second},
-		{10 * time.Second, true, 0},
-		{0, false, 20 * time.Second},
-		{time.Hour, true, 0}, // a long rest saves up rate tokens, no more
-		{0, true, 0},
-		{0, true, 0},
-		{0, false, 20 * time.Second},
-	} {
-		c.add(s.advance)
-		ok, wait := l.allow("192.0.2.1")
-		if ok != s.ok || (!ok && (wait < s.wait-time.Millisecond || wait > s.wait+time.Millisecond)) {
-			t.Fatalf("step %d: allow = %v, wait %v; want %v, %v", i, ok, wait, s.ok, s.wait)
-		}
-	}
-}
-
-// TestLimiterBucketsPerClient: one client's burst does not limit another.
-func TestLimiterBucketsPerClient(t *testing.T) {
-	t.Parallel()
-	c := &clock{t: time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)}
-	l := newLimiter(2, time.Minute)
-	l.now = c.now
-	for _, client := range []string{"192.0.2.1", "192.0.2.2", "2001:db8::1"} {
-		for i := range 2 {
-			if ok, _ := l.allow(client); !ok {
-				t.Fatalf("%s request %d refused", client, i+1)
-			}
-		}
-		if ok, _ := l.allow(client); ok {
-			t.Fatalf("%s: third request allowed", client)
-		}
-	}
-}
+// The limiter's own rules (refill, buckets per client, atomicity) are
+// limitstest's; these tests are about which requests count, as whom.
 
 func TestClientOf(t *testing.T) {
 	t.Parallel()
@@ -94,7 +49,7 @@ func TestClientOf(t *testing.T) {
 	} {
 		r := httpGet("/api/health")
 		r.RemoteAddr = addr
-		if got := clientOf(r); got != want {
+		if got := (&API{}).clientOf(r); got != want {
 			t.Errorf("clientOf(%q) = %q, want %q", addr, got, want)
 		}
 	}
@@ -105,9 +60,8 @@ func TestClientOf(t *testing.T) {
 func TestLimitedHandlers(t *testing.T) {
 	t.Parallel()
 	d := &fakeDownloads{}
-	api := newTestAPI(t, d, Options{RatePerMinute: 2})
 	c := &clock{t: time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)}
-	api.limiter.now = c.now
+	api := newTestAPI(t, d, Options{Limits: limits.New(limits.NewMemory(), limits.Rules{RatePerMinute: 2}, c.now)})
 
 	from := func(r *http.Request, ip string) *http.Request { r.RemoteAddr = ip + ":5555"; return r }
 	// POST and pull share the client's bucket.

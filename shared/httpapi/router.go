@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tarport/tarport/shared/download"
+	"github.com/tarport/tarport/shared/limits"
 	"github.com/tarport/tarport/shared/tarport"
 )
 
@@ -31,8 +32,17 @@ type Options struct {
 	// untyped nil) for a server that does not offer that part.
 	Downloads Downloads
 	Discovery Discovery
-	// RatePerMinute limits job-creating requests per client; 0 = 100.
+	// Limits counts requests per client; nil: a limiter of RatePerMinute
+	// (0 = 100) in memory.
+	Limits        Limits
 	RatePerMinute int
+	// AccessToken, when set, is what every request but health must carry
+	// in X-Tarport-Token (TARPORT_ACCESS_TOKEN).
+	AccessToken string
+	// OriginSecret, when set, is what CloudFront adds to every request it
+	// forwards (X-Tarport-Origin-Secret): requests without it are refused,
+	// and the client is the viewer address CloudFront reports.
+	OriginSecret string
 	// PullWait is how long /api/pull holds a request for a job to finish
 	// before answering 503 + Retry-After (API Gateway allows ~30 s).
 	PullWait time.Duration
@@ -54,11 +64,10 @@ type Options struct {
 
 // API serves /api/*.
 type API struct {
-	opts    Options
-	public  *url.URL // opts.PublicURL, parsed; nil without one
-	log     *slog.Logger
-	limiter *limiter
-	mux     *http.ServeMux
+	opts   Options
+	public *url.URL // opts.PublicURL, parsed; nil without one
+	log    *slog.Logger
+	mux    *http.ServeMux
 }
 
 // MaxBodyBytes bounds a request body.
@@ -69,13 +78,13 @@ func New(opts Options) *API {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	if opts.RatePerMinute <= 0 {
-		opts.RatePerMinute = 100
+	if opts.Limits == nil {
+		opts.Limits = limits.New(limits.NewMemory(), limits.Rules{RatePerMinute: opts.RatePerMinute}, nil)
 	}
 	if opts.PullWait <= 0 {
 		opts.PullWait = 20 * time.Second
 	}
-	a := &API{opts: opts, log: opts.Logger, limiter: newLimiter(opts.RatePerMinute, time.Minute), mux: http.NewServeMux()}
+	a := &API{opts: opts, log: opts.Logger, mux: http.NewServeMux()}
 	if u, err := url.Parse(opts.PublicURL); err == nil && u.Host != "" && (u.Scheme == "http" || u.Scheme == "https") {
 		a.public = u
 	}
@@ -118,6 +127,10 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !CanonicalPath(r.URL.Path) || r.URL.Path == "/api" {
 		// ServeMux would redirect (with an HTML body) to the cleaned path.
 		writeError(w, r, a.log, tarport.Errorf(tarport.CodeNotFound, "no such endpoint: %s", r.URL.Path))
+		return
+	}
+	if err := a.admitted(r); err != nil {
+		writeError(w, r, a.log, err)
 		return
 	}
 	a.bodyDeadline(w, r)

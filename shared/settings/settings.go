@@ -35,6 +35,10 @@ type Settings struct {
 	BlobIdleTimeout    time.Duration // TARPORT_BLOB_IDLE_TIMEOUT: a silent blob body is cut and resumed
 	BlobMinRate        int64         // TARPORT_BLOB_MIN_RATE: bytes/s a blob body must bring per idle window, 0 = no floor
 	WarmEvery          time.Duration // TARPORT_WARM_EVERY: local cache warming period, 0 = off
+	AccessToken        string        // TARPORT_ACCESS_TOKEN: what every API request must carry in X-Tarport-Token, "" = open
+	ClientQuotaPerDay  int64         // TARPORT_CLIENT_QUOTA_PER_DAY: tar bytes per client per rolling day, 0 = no quota
+	BudgetPerDay       int64         // TARPORT_BUDGET_PER_DAY: tar bytes for all clients per rolling day, 0 = no budget
+	OriginSecret       string        // TARPORT_ORIGIN_SECRET: the header value CloudFront adds; set, the viewer address is the client
 	LogLevel           slog.Level    // TARPORT_LOG_LEVEL: debug, info, warn, error
 
 	// On AWS (set by template.yaml):
@@ -42,6 +46,8 @@ type Settings struct {
 	TaskKeySecretARN   string     // TARPORT_TASK_KEY_SECRET_ARN: seals private jobs' credentials in queue messages
 	TaskKey            string     // TARPORT_TASK_KEY: that key given directly (tests, setups without Secrets Manager)
 	DockerHubSecretARN string     // TARPORT_DOCKERHUB_SECRET_ARN: {"username","token"} of the service's Docker Hub account
+	AccessTokenARN     string     // TARPORT_ACCESS_TOKEN_SECRET_ARN: the access token, kept in Secrets Manager
+	OriginSecretARN    string     // TARPORT_ORIGIN_SECRET_ARN: the origin secret, kept in Secrets Manager
 	HotImages          []HotImage // TARPORT_HOT_IMAGES: "image platform" entries, comma-separated, pre-fetched by the warm
 	SplitAbove         int64      // TARPORT_SPLIT_ABOVE: layers bigger than this are fetched by range tasks
 	RangeSize          int64      // TARPORT_RANGE_SIZE: the bytes of one range task (a buffered S3 part)
@@ -78,6 +84,10 @@ func Parse(getenv func(string) string) (Settings, error) {
 		TaskKeySecretARN:   get("TARPORT_TASK_KEY_SECRET_ARN", ""),
 		TaskKey:            get("TARPORT_TASK_KEY", ""),
 		DockerHubSecretARN: get("TARPORT_DOCKERHUB_SECRET_ARN", ""),
+		AccessToken:        get("TARPORT_ACCESS_TOKEN", ""),
+		AccessTokenARN:     get("TARPORT_ACCESS_TOKEN_SECRET_ARN", ""),
+		OriginSecret:       get("TARPORT_ORIGIN_SECRET", ""),
+		OriginSecretARN:    get("TARPORT_ORIGIN_SECRET_ARN", ""),
 	}
 	for _, entry := range strings.Split(getenv("TARPORT_HOT_IMAGES"), ",") {
 		fields := strings.Fields(entry)
@@ -125,10 +135,14 @@ func Parse(getenv func(string) string) (Settings, error) {
 	if s.BlobIdleTimeout, err = time.ParseDuration(get("TARPORT_BLOB_IDLE_TIMEOUT", "60s")); err != nil || s.BlobIdleTimeout <= 0 {
 		return Settings{}, fmt.Errorf("TARPORT_BLOB_IDLE_TIMEOUT: want a positive duration like 60s, got %q", getenv("TARPORT_BLOB_IDLE_TIMEOUT"))
 	}
-	if v := get("TARPORT_BLOB_MIN_RATE", "16KiB"); v != "0" {
-		if s.BlobMinRate, err = ParseBytes(v); err != nil {
-			return Settings{}, fmt.Errorf("TARPORT_BLOB_MIN_RATE: bytes per second, like 16KiB, or 0 for no floor: %w", err)
-		}
+	if s.BlobMinRate, err = bytesOrOff(get("TARPORT_BLOB_MIN_RATE", "16KiB")); err != nil {
+		return Settings{}, fmt.Errorf("TARPORT_BLOB_MIN_RATE: bytes per second, like 16KiB, or 0 for no floor: %w", err)
+	}
+	if s.ClientQuotaPerDay, err = bytesOrOff(get("TARPORT_CLIENT_QUOTA_PER_DAY", "100GiB")); err != nil {
+		return Settings{}, fmt.Errorf("TARPORT_CLIENT_QUOTA_PER_DAY: bytes per day, like 100GiB, or 0 for no quota: %w", err)
+	}
+	if s.BudgetPerDay, err = bytesOrOff(get("TARPORT_BUDGET_PER_DAY", "2TiB")); err != nil {
+		return Settings{}, fmt.Errorf("TARPORT_BUDGET_PER_DAY: bytes per day, like 2TiB, or 0 for no budget: %w", err)
 	}
 	if s.WarmEvery, err = time.ParseDuration(get("TARPORT_WARM_EVERY", "1h")); err != nil || s.WarmEvery < 0 {
 		return Settings{}, fmt.Errorf("TARPORT_WARM_EVERY: want a duration like 1h, or 0 to turn warming off, got %q", getenv("TARPORT_WARM_EVERY"))
@@ -175,6 +189,14 @@ func publicURL(v, addr string) (string, error) {
 		return "", fmt.Errorf("TARPORT_PUBLIC_URL: want the address clients use, like https://tarport.example.com or http://192.168.1.5:8080 (no path), got %q", v)
 	}
 	return u.Scheme + "://" + u.Host, nil
+}
+
+// bytesOrOff is ParseBytes, or 0 for "0" (a limit turned off).
+func bytesOrOff(v string) (int64, error) {
+	if v == "0" {
+		return 0, nil
+	}
+	return ParseBytes(v)
 }
 
 // ParseBytes reads sizes like 64GiB, 500MB, 1048576.

@@ -35,6 +35,8 @@ func TestDefaults(t *testing.T) {
 		BlobIdleTimeout:    time.Minute,
 		BlobMinRate:        16 << 10,
 		WarmEvery:          time.Hour,
+		ClientQuotaPerDay:  100 << 30,
+		BudgetPerDay:       2 << 40,
 		LogLevel:           slog.LevelInfo,
 		SplitAbove:         1 << 30,
 		RangeSize:          64 << 20,
@@ -53,6 +55,9 @@ func TestDefaults(t *testing.T) {
 			"TARPORT_PRESIGN_TTL", " ",
 			"TARPORT_MAX_IMAGE_BYTES", " ",
 			"TARPORT_RATE_LIMIT_PER_MINUTE", " ",
+			"TARPORT_CLIENT_QUOTA_PER_DAY", " ",
+			"TARPORT_BUDGET_PER_DAY", " ",
+			"TARPORT_ACCESS_TOKEN", " ",
 		)},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -108,6 +113,15 @@ func TestOverrides(t *testing.T) {
 		{"log level", []string{"TARPORT_LOG_LEVEL", "debug"}, func(s Settings) bool { return s.LogLevel == slog.LevelDebug }},
 		{"aws secrets and dlq", []string{"TARPORT_DLQ_ARN", "arn:aws:sqs:us-east-1:1:dlq", "TARPORT_TASK_KEY_SECRET_ARN", "arn:sm:k", "TARPORT_DOCKERHUB_SECRET_ARN", "arn:sm:h", "TARPORT_TASK_KEY", "k"}, func(s Settings) bool {
 			return s.DLQARN == "arn:aws:sqs:us-east-1:1:dlq" && s.TaskKeySecretARN == "arn:sm:k" && s.DockerHubSecretARN == "arn:sm:h" && s.TaskKey == "k"
+		}},
+		{"quotas", []string{"TARPORT_CLIENT_QUOTA_PER_DAY", "5GB", "TARPORT_BUDGET_PER_DAY", "1TiB"}, func(s Settings) bool {
+			return s.ClientQuotaPerDay == 5e9 && s.BudgetPerDay == 1<<40
+		}},
+		{"no quotas", []string{"TARPORT_CLIENT_QUOTA_PER_DAY", "0", "TARPORT_BUDGET_PER_DAY", "0"}, func(s Settings) bool {
+			return s.ClientQuotaPerDay == 0 && s.BudgetPerDay == 0
+		}},
+		{"guards", []string{"TARPORT_ACCESS_TOKEN", " tok-en ", "TARPORT_ORIGIN_SECRET", "cf", "TARPORT_ACCESS_TOKEN_SECRET_ARN", "arn:sm:t", "TARPORT_ORIGIN_SECRET_ARN", "arn:sm:o"}, func(s Settings) bool {
+			return s.AccessToken == "tok-en" && s.OriginSecret == "cf" && s.AccessTokenARN == "arn:sm:t" && s.OriginSecretARN == "arn:sm:o"
 		}},
 		{"split", []string{"TARPORT_SPLIT_ABOVE", "8MiB", "TARPORT_RANGE_SIZE", "5MiB"}, func(s Settings) bool {
 			return s.SplitAbove == 8<<20 && s.RangeSize == 5<<20
@@ -199,6 +213,9 @@ func TestInvalidValues(t *testing.T) {
 		{"TARPORT_DOCKERHUB_REGISTRY", "https://user:pw@mirror.example.com"},
 		{"TARPORT_INSECURE_REGISTRIES", "http://127.0.0.1:5000"},
 		{"TARPORT_LOG_LEVEL", "loud"},
+		{"TARPORT_CLIENT_QUOTA_PER_DAY", "-1GiB"},
+		{"TARPORT_CLIENT_QUOTA_PER_DAY", "lots"},
+		{"TARPORT_BUDGET_PER_DAY", "2PB"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name+"="+tt.value, func(t *testing.T) {

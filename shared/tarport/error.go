@@ -39,6 +39,8 @@ const (
 	CodeLinkExpired      Code = "link_expired"           // a download link past its expiry
 	CodeRangeUnsatisfied Code = "range_not_satisfiable"  // a Range outside the file
 	CodePrecondition     Code = "precondition_failed"    // an If-Match or If-Unmodified-Since that failed
+	CodeAccessDenied     Code = "access_denied"          // no or a wrong access token (TARPORT_ACCESS_TOKEN)
+	CodeQuotaExceeded    Code = "quota_exceeded"         // a client's daily bytes, or the service's daily budget, used up
 )
 
 // Error is a failure with a code and a message that is safe to show a user.

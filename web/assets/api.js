@@ -11,10 +11,31 @@ export class ApiError extends Error {
   }
 }
 
-async function request(path, init) {
-  let resp;
+// The operator's access token (TARPORT_ACCESS_TOKEN), when the server has
+// one: asked for once, kept in this browser, sent on every API call.
+const TOKEN_KEY = 'tarport.token';
+
+export function accessToken() {
+  try { return localStorage.getItem(TOKEN_KEY) || ''; } catch { return ''; }
+}
+
+export function setAccessToken(token) {
   try {
-    resp = await fetch(path, { credentials: 'same-origin', cache: 'no-store', ...init });
+    if (token) localStorage.setItem(TOKEN_KEY, token);
+    else localStorage.removeItem(TOKEN_KEY);
+  } catch { /* private mode: this page only */ }
+  memoryToken = token;
+  cache.clear();
+}
+let memoryToken = '';
+
+async function request(path, init = {}) {
+  let resp;
+  const token = accessToken() || memoryToken;
+  const headers = { ...(init.headers || {}) };
+  if (token) headers['X-Tarport-Token'] = token;
+  try {
+    resp = await fetch(path, { credentials: 'same-origin', cache: 'no-store', ...init, headers });
   } catch (e) {
     if (e && e.name === 'AbortError') throw e;
     throw new ApiError(0, 'network', t('err.network'));
@@ -27,6 +48,8 @@ async function request(path, init) {
   }
   if (!resp.ok) {
     const err = body && body.error;
+    // The server wants a token: the page asks for it (app.js).
+    if (err && err.code === 'access_denied') window.dispatchEvent(new CustomEvent('tarport:token-needed'));
     if (err && err.message) throw new ApiError(resp.status, err.code || 'error', err.message);
     throw new ApiError(resp.status, 'bad_answer', t('err.badAnswer', { status: resp.status }));
   }

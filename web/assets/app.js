@@ -21,6 +21,7 @@ import { setupQuick } from './views/quick.js';
 import { renderHome } from './views/home.js';
 import { renderSearch, searchHref } from './views/search.js';
 import { renderDetails } from './views/details.js';
+import { accessToken, setAccessToken } from './api.js';
 
 const THEME_KEY = 'tarport.theme';
 const root = document.documentElement;
@@ -166,6 +167,24 @@ function route({ focus = false } = {}) {
     (heading || view).focus({ preventScroll: true });
   }
 }
+
+// ---- the access token: asked for when the server refuses without it, then
+// the page is drawn again with it (downloads already started keep going).
+const tokenDialog = document.getElementById('token-dialog');
+const tokenInput = document.getElementById('token-input');
+window.addEventListener('tarport:token-needed', () => {
+  if (tokenDialog.open) return;
+  tokenInput.value = '';
+  tokenDialog.dataset.retry = accessToken() ? 'wrong' : 'missing';
+  tokenDialog.showModal();
+  tokenInput.focus();
+});
+document.getElementById('token-form').addEventListener('submit', () => {
+  const token = tokenInput.value.trim();
+  if (!token) return;
+  setAccessToken(token);
+  route();
+});
 
 window.addEventListener('hashchange', () => { navigations++; route({ focus: true }); });
 onLangChange(() => {

@@ -21,6 +21,7 @@ import (
 	"github.com/tarport/tarport/shared/dockerhub"
 	"github.com/tarport/tarport/shared/download"
 	"github.com/tarport/tarport/shared/httpapi"
+	"github.com/tarport/tarport/shared/limits"
 	"github.com/tarport/tarport/shared/registry"
 	"github.com/tarport/tarport/shared/settings"
 	"github.com/tarport/tarport/shared/tarport"
@@ -85,6 +86,12 @@ func New(ctx context.Context, s settings.Settings, log *slog.Logger) (*App, erro
 	svc := download.New(reg, store, store, jobs, store, download.Config{LinkTTL: s.PresignTTL}, log)
 	pool := workpool.New(s.Workers, svc.RunTask, svc.Abandon, log)
 	svc.SetQueue(pool)
+	lim := limits.New(limits.NewMemory(), limits.Rules{
+		RatePerMinute: s.RateLimitPerMinute,
+		ClientPerDay:  s.ClientQuotaPerDay,
+		BudgetPerDay:  s.BudgetPerDay,
+	}, nil)
+	svc.SetQuota(lim)
 
 	cache, err := boltdb.OpenCache(filepath.Join(s.DataDir, "cache.db"))
 	if err != nil {
@@ -97,13 +104,15 @@ func New(ctx context.Context, s settings.Settings, log *slog.Logger) (*App, erro
 	disc := discovery.New(dockerhub.New(s.HubAPI, &http.Client{Timeout: 20 * time.Second}), cache, dcfg)
 
 	api := httpapi.New(httpapi.Options{
-		Downloads:     svc,
-		Discovery:     disc,
-		RatePerMinute: s.RateLimitPerMinute,
-		PublicURL:     s.LocalURL(),
-		BodyTimeout:   s.ReadTimeout,
-		RebindGuard:   true,
-		Logger:        log,
+		Downloads:    svc,
+		Discovery:    disc,
+		Limits:       lim,
+		AccessToken:  s.AccessToken,
+		OriginSecret: s.OriginSecret,
+		PublicURL:    s.LocalURL(),
+		BodyTimeout:  s.ReadTimeout,
+		RebindGuard:  true,
+		Logger:       log,
 	})
 	writeErr := func(w http.ResponseWriter, r *http.Request, err error) { httpapi.WriteError(w, r, log, err) }
 	store.SetErrorWriter(writeErr)

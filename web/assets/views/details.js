@@ -104,7 +104,8 @@ export function renderDetails(view, params, ctx, name) {
       const path = name.split('/').map(seg).join('/') + ':' + seg(tg.name);
       const query = new URLSearchParams({ platform: plat }).toString().replace(/%2F/gi, '/');
       const pull = new URL(`/api/pull/${path}?${query}`, location.href).href;
-      curl.set(['curl -fL --retry 100', ['-o', shellQuote(file)], { url: shellQuote(pull) }]);
+      const token = api.accessToken();
+      curl.set(['curl -fL --retry 100', ...(token ? [['-H', shellQuote(`X-Tarport-Token: ${token}`)]] : []), ['-o', shellQuote(file)], { url: shellQuote(pull) }]);
       dlBtn.setAttribute('aria-label', `${t('details.download')}: ${ref} (${fmt.platformLabel(platformSelect.value)})`);
       for (const row of tagList.querySelectorAll('li')) row.classList.toggle('is-selected', row.dataset.tag === tg.name);
     };
