@@ -10,6 +10,7 @@ import (
 	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -33,6 +34,8 @@ import (
 	"github.com/tarport/tarport/shared/httpapi"
 	"github.com/tarport/tarport/shared/lambdahttp"
 	"github.com/tarport/tarport/shared/limits"
+	"github.com/tarport/tarport/shared/metrics"
+	"github.com/tarport/tarport/shared/metrics/emf"
 	"github.com/tarport/tarport/shared/registry"
 	"github.com/tarport/tarport/shared/s3store"
 	"github.com/tarport/tarport/shared/settings"
@@ -46,6 +49,9 @@ type App struct {
 	Settings settings.Settings
 	Log      *slog.Logger
 	AWS      aws.Config
+	// Metrics are written as EMF lines when each invocation ends.
+	Metrics *metrics.Metrics
+	emf     *emf.Sink
 
 	taskKeyOnce sync.Once
 	taskKeyVal  []byte
@@ -61,12 +67,44 @@ func Main(build func(ctx context.Context, a *App) (any, error)) {
 	if err == nil {
 		var h any
 		if h, err = build(ctx, a); err == nil {
-			lambda.Start(h)
+			lambda.Start(flushing{lambda.NewHandler(h), a})
 			return
 		}
 	}
-	slog.New(slog.NewJSONHandler(os.Stdout, nil)).Error("starting the function", "err", err)
+	NewLogger(os.Stdout, slog.LevelInfo).Error("starting the function", "err", err)
 	os.Exit(1)
+}
+
+// flushing writes an invocation's metrics when it ends, on stdout among
+// the logs, where CloudWatch reads Embedded Metric Format lines.
+type flushing struct {
+	lambda.Handler
+	a *App
+}
+
+func (f flushing) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
+	out, err := f.Handler.Invoke(ctx, payload)
+	if ferr := f.a.emf.Flush(os.Stdout, time.Now()); ferr != nil {
+		f.a.Log.Warn("writing metrics", "err", ferr)
+	}
+	return out, err
+}
+
+// NewLogger writes JSON lines as Lambda's log-level filter reads them
+// (LogFormat JSON, ApplicationLogLevel): the level under "level", and the
+// time as RFC 3339 under "timestamp". A line whose timestamp Lambda cannot
+// find counts as INFO, and a WARN filter would drop every error.
+func NewLogger(w io.Writer, level slog.Level) *slog.Logger {
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{
+		Level: level,
+		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+			// The record's own time (our code logs no other time "time").
+			if len(groups) == 0 && a.Key == slog.TimeKey && a.Value.Kind() == slog.KindTime {
+				a.Key = "timestamp"
+			}
+			return a
+		},
+	}))
 }
 
 // New reads the settings and the AWS configuration.
@@ -77,12 +115,14 @@ func New(ctx context.Context) (*App, error) {
 	}
 	// Lambda sends stdout to the function's log group; JSON is what its
 	// LogFormat JSON and Logs Insights read.
-	log := slog.New(slog.NewJSONHandler(os.Stdout, &slog.HandlerOptions{Level: s.LogLevel}))
+	log := NewLogger(os.Stdout, s.LogLevel)
 	cfg, err := config.LoadDefaultConfig(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("loading the AWS configuration: %w", err)
 	}
-	return &App{Settings: s, Log: log, AWS: cfg}, nil
+	// Metric lines carry the configured level, so the filter keeps them.
+	sink := emf.New(s.LogLevel.String())
+	return &App{Settings: s, Log: log, AWS: cfg, Metrics: metrics.New(sink), emf: sink}, nil
 }
 
 // Parts says which part of the HTTP API a function serves.
@@ -114,6 +154,7 @@ func (a *App) HTTP(ctx context.Context, parts Parts) (HTTPHandler, error) {
 		return nil, err
 	}
 	opts := httpapi.Options{
+		Metrics:      a.Metrics,
 		Limits:       a.limits(),
 		AccessToken:  token,
 		OriginSecret: origin,
@@ -242,6 +283,7 @@ func (a *App) downloads(ctx context.Context) (*download.Service, error) {
 	}
 	svc.SetQueue(q)
 	svc.SetQuota(a.limits())
+	svc.SetMetrics(a.Metrics)
 	return svc, nil
 }
 
@@ -259,6 +301,7 @@ func (a *App) registry(ctx context.Context, cache registry.MetaCache) (*registry
 		IdleTimeout:       a.Settings.BlobIdleTimeout,
 		MinRate:           a.Settings.BlobMinRate,
 		Cache:             cache,
+		Metrics:           a.Metrics,
 		Logger:            a.Log,
 	}), nil
 }
@@ -289,7 +332,7 @@ func (a *App) limits() *limits.Limiter {
 		RatePerMinute: a.Settings.RateLimitPerMinute,
 		ClientPerDay:  a.Settings.ClientQuotaPerDay,
 		BudgetPerDay:  a.Settings.BudgetPerDay,
-	}, nil)
+	}, nil).WithMetrics(a.Metrics)
 }
 
 // secretOr reads the secret at arn when one is given, else returns plain.

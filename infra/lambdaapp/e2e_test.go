@@ -229,6 +229,38 @@ func TestDownloadOnLambda(t *testing.T) {
 	if res.StatusCode != http.StatusSeeOther || !strings.Contains(res.Headers["Location"], "X-Amz-Signature") {
 		t.Fatalf("pull of a ready image: %d %v %s", res.StatusCode, res.Headers, res.Body)
 	}
+
+	// The functions' output: JSON lines Lambda's filter reads (level and an
+	// RFC 3339 timestamp), and the invocations' metrics as EMF lines.
+	metrics := map[string]float64{}
+	for _, fn := range []string{"DownloadFunction", "AssembleFunction"} {
+		for _, line := range strings.Split(st.function(fn).Log(), "\n") {
+			if !strings.HasPrefix(line, "{") {
+				continue // the emulator's own lines
+			}
+			var rec map[string]any
+			if err := json.Unmarshal([]byte(line), &rec); err != nil {
+				t.Fatalf("%s wrote a line that is not JSON: %s", fn, line)
+			}
+			ts, _ := rec["timestamp"].(string)
+			if _, err := time.Parse(time.RFC3339Nano, ts); err != nil || rec["level"] == nil {
+				t.Fatalf("%s: a line without level or RFC 3339 timestamp: %s", fn, line)
+			}
+			if aws, ok := rec["_aws"].(map[string]any); ok {
+				for _, d := range aws["CloudWatchMetrics"].([]any) {
+					for _, m := range d.(map[string]any)["Metrics"].([]any) {
+						name := m.(map[string]any)["Name"].(string)
+						if v, ok := rec[name].(float64); ok {
+							metrics[name] += v
+						}
+					}
+				}
+			}
+		}
+	}
+	if metrics["JobsCreated"] != 1 || metrics["JobsFinished"] != 1 || metrics["RegistryBytes"] < 19<<20 || metrics["Requests"] < 3 {
+		t.Fatalf("EMF metrics written: %v; want a job created and finished, its bytes from the registry, the requests", metrics)
+	}
 }
 
 // TestSplitLayerOnLambda: a layer over TARPORT_SPLIT_ABOVE is fetched by

@@ -23,6 +23,7 @@ import (
 	"github.com/regclient/regclient/types/ref"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/tarport/tarport/shared/metrics"
 	"github.com/tarport/tarport/shared/tarplan"
 	"github.com/tarport/tarport/shared/tarport"
 )
@@ -78,6 +79,7 @@ type Service struct {
 	jobs    Jobs
 	queue   Queue
 	quota   Quota
+	metrics *metrics.Metrics
 	signer  Signer
 	cfg     Config
 	log     *slog.Logger
@@ -119,6 +121,9 @@ func (s *Service) SetQueue(q Queue) { s.queue = q }
 // SetQuota sets what requesters are charged against; without one, nothing
 // is counted.
 func (s *Service) SetQuota(q Quota) { s.quota = q }
+
+// SetMetrics sets where jobs, registry bytes and cache hits are counted.
+func (s *Service) SetMetrics(m *metrics.Metrics) { s.metrics = m }
 
 // Request asks for one image for one platform.
 type Request struct {
@@ -228,6 +233,7 @@ func (s *Service) Create(ctx context.Context, req Request) (View, error) {
 		// Resolving just now authorized this requester for this manifest.
 		return s.view(ctx, live)
 	}
+	s.metrics.JobCreated()
 	// The job exists now and others may join it: the requester going
 	// away must not leave it half queued.
 	ctx = context.WithoutCancel(ctx)
@@ -530,6 +536,7 @@ func (s *Service) fetchEntry(ctx context.Context, t Task) error {
 		if err != nil {
 			return err
 		}
+		s.metrics.CacheHitBytes(t.Desc.Size)
 		progress.add(t.Desc.Size)
 		return nil
 	}
@@ -593,6 +600,7 @@ func (s *Service) retry(ctx context.Context, t Task, progress *progress, attempt
 	var last error
 	for n := 1; n <= s.cfg.Attempts; n++ {
 		if n > 1 {
+			s.metrics.RegistryRetry()
 			if err := sleep(ctx, n); err != nil {
 				return err
 			}
@@ -650,6 +658,7 @@ func (s *Service) stitch(ctx context.Context, job tarport.Job) error {
 		// and mark it again.
 		return fmt.Errorf("finishing job %s: %w", job.ID, err)
 	}
+	s.metrics.JobFinished(string(tarport.StatusReady), "", s.now().Sub(job.CreatedAt))
 	s.log.Info("job ready", "job", job.ID, "image", job.Ref, "bytes", job.TotalBytes)
 	return nil
 }
@@ -730,11 +739,18 @@ func (s *Service) entryKeys(ctx context.Context, job tarport.Job, layers []descr
 // cannot record the failure returns it, so the task is delivered again
 // rather than the job left hanging.
 func (s *Service) fail(ctx context.Context, id string, err error) error {
+	ctx = context.WithoutCancel(ctx)
 	jerr := &tarport.JobError{Code: tarport.ErrorCode(err), Message: tarport.ErrorMessage(err)}
 	s.log.Error("job failed", "job", id, "code", jerr.Code, "err", err)
-	if serr := s.jobs.SetStatus(context.WithoutCancel(ctx), id, tarport.StatusFailed, jerr); serr != nil {
+	// Several tasks of one job may fail it: only a live job's failure is
+	// counted (a race between two may count twice; the status is exact).
+	before, gerr := s.jobs.Get(ctx, id)
+	if serr := s.jobs.SetStatus(ctx, id, tarport.StatusFailed, jerr); serr != nil {
 		s.log.Error("recording job failure", "job", id, "err", serr)
 		return fmt.Errorf("recording the failure of job %s: %w", id, serr)
+	}
+	if gerr == nil && !before.Status.Terminal() {
+		s.metrics.JobFinished(string(tarport.StatusFailed), string(jerr.Code), s.now().Sub(before.CreatedAt))
 	}
 	return nil
 }
@@ -852,6 +868,7 @@ func (c *countingReader) Read(b []byte) (int, error) {
 	n, err := c.r.Read(b)
 	if n > 0 {
 		c.p.add(int64(n))
+		c.p.s.metrics.RegistryBytes(int64(n))
 	}
 	return n, err
 }

@@ -77,16 +77,17 @@ func intParam(v any, name string, def int) (int, error) {
 
 // cacheHeader tells clients where an answer came from; a stale answer was
 // served because Docker Hub failed.
-func cacheHeader(w http.ResponseWriter, cached, stale bool) {
+func (a *API) cacheHeader(w http.ResponseWriter, cached, stale bool) {
+	result := "miss"
 	switch {
 	case stale:
-		w.Header().Set("X-Cache", "STALE")
+		result = "stale"
 		w.Header().Set("Warning", `110 - "Response is Stale"`)
 	case cached:
-		w.Header().Set("X-Cache", "HIT")
-	default:
-		w.Header().Set("X-Cache", "MISS")
+		result = "hit"
 	}
+	w.Header().Set("X-Cache", strings.ToUpper(result))
+	a.opts.Metrics.DiscoveryCache(result)
 }
 
 func (a *API) search(w http.ResponseWriter, r *http.Request) {
@@ -107,7 +108,7 @@ func (a *API) search(w http.ResponseWriter, r *http.Request) {
 			var res discovery.Result[tarport.SearchPage]
 			res, err = a.opts.Discovery.Search(r.Context(), query, page, limit)
 			if err == nil {
-				cacheHeader(w, res.Cached, res.Stale)
+				a.cacheHeader(w, res.Cached, res.Stale)
 				writeJSON(w, http.StatusOK, res.Value)
 				return
 			}
@@ -127,7 +128,7 @@ func (a *API) details(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, a.log, err)
 		return
 	}
-	cacheHeader(w, res.Cached, res.Stale)
+	a.cacheHeader(w, res.Cached, res.Stale)
 	writeJSON(w, http.StatusOK, res.Value)
 }
 
@@ -147,6 +148,6 @@ func (a *API) popular(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, a.log, err)
 		return
 	}
-	cacheHeader(w, res.Cached, res.Stale)
+	a.cacheHeader(w, res.Cached, res.Stale)
 	writeJSON(w, http.StatusOK, map[string]any{"results": res.Value})
 }

@@ -105,6 +105,7 @@ func (a *API) admitted(r *http.Request) error {
 		if err := a.opts.Limits.Allow(r.Context(), a.clientOf(r)); err != nil {
 			return err
 		}
+		a.opts.Metrics.Refused(string(tarport.CodeAccessDenied))
 		return tarport.Errorf(tarport.CodeAccessDenied, "this tarport needs an access token: send it in the %s header", TokenHeader)
 	}
 	return nil

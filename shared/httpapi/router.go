@@ -14,6 +14,7 @@ import (
 
 	"github.com/tarport/tarport/shared/download"
 	"github.com/tarport/tarport/shared/limits"
+	"github.com/tarport/tarport/shared/metrics"
 	"github.com/tarport/tarport/shared/tarport"
 )
 
@@ -59,7 +60,10 @@ type Options struct {
 	// other than PublicURL's or a loopback name (DNS rebinding): on for
 	// the local server; behind CloudFront the Host is API Gateway's own.
 	RebindGuard bool
-	Logger      *slog.Logger
+	// Metrics counts requests by route and status, discovery cache results
+	// and token refusals (nil: none).
+	Metrics *metrics.Metrics
+	Logger  *slog.Logger
 }
 
 // API serves /api/*.
@@ -114,6 +118,16 @@ func New(opts Options) *API {
 }
 
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rec := &statusRecorder{ResponseWriter: w}
+	w = rec
+	defer func() {
+		// The router's pattern, once it matched: a bounded set of routes.
+		route := r.Pattern
+		if route == "" || route == "/api/" {
+			route = "other"
+		}
+		a.opts.Metrics.Request(route, rec.status())
+	}()
 	defer func() {
 		if v := recover(); v != nil {
 			if v == http.ErrAbortHandler {
@@ -161,4 +175,34 @@ func (a *API) notFound(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeError(w, r, a.log, tarport.Errorf(tarport.CodeNotFound, "no such endpoint: %s", r.URL.Path))
+}
+
+// statusRecorder remembers the status a handler answered with.
+type statusRecorder struct {
+	http.ResponseWriter
+	code int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if s.code == 0 {
+		s.code = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	if s.code == 0 {
+		s.code = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection (deadlines).
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
+
+func (s *statusRecorder) status() int {
+	if s.code == 0 {
+		return http.StatusOK
+	}
+	return s.code
 }

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/tarport/tarport/shared/metrics"
 	"github.com/tarport/tarport/shared/tarport"
 )
 
@@ -53,9 +54,16 @@ const Day = 24 * time.Hour
 
 // Limiter applies Rules over a Store.
 type Limiter struct {
-	store Store
-	rules Rules
-	now   func() time.Time
+	store   Store
+	rules   Rules
+	now     func() time.Time
+	metrics *metrics.Metrics
+}
+
+// WithMetrics counts refusals and charged bytes into m.
+func (l *Limiter) WithMetrics(m *metrics.Metrics) *Limiter {
+	l.metrics = m
+	return l
 }
 
 // New returns a Limiter; now is the clock (time.Now when nil).
@@ -94,6 +102,7 @@ func (l *Limiter) Allow(ctx context.Context, client string) error {
 		return tarport.Wrap(err, tarport.CodeUnavailable, "the request could not be counted; try again")
 	}
 	if wait > 0 {
+		l.metrics.Refused(string(tarport.CodeRateLimited))
 		secs := seconds(wait)
 		e := tarport.Errorf(tarport.CodeRateLimited, "too many requests from your address; try again in %d s", secs)
 		e.RetryAfter = secs
@@ -135,6 +144,9 @@ func (l *Limiter) Charge(ctx context.Context, client, mark string, n int64) erro
 		}
 		if err := l.take(ctx, q, now, n); err != nil {
 			refund()
+			if tarport.ErrorCode(err) == tarport.CodeQuotaExceeded {
+				l.metrics.Refused(string(tarport.CodeQuotaExceeded))
+			}
 			return err
 		}
 		charged = append(charged, q)
@@ -146,6 +158,9 @@ func (l *Limiter) Charge(ctx context.Context, client, mark string, n int64) erro
 	}
 	if err != nil {
 		return unavailable(err)
+	}
+	if first {
+		l.metrics.ChargedBytes(n)
 	}
 	return nil
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/regclient/regclient/types/descriptor"
 	"github.com/regclient/regclient/types/ref"
 
+	"github.com/tarport/tarport/shared/metrics"
 	"github.com/tarport/tarport/shared/netguard"
 	"github.com/tarport/tarport/shared/tarport"
 )
@@ -152,6 +153,7 @@ func (c *Client) openBlob(ctx context.Context, r ref.Ref, d descriptor.Descripto
 		window:  c.opts.IdleTimeout,
 		began:   time.Now(),
 		what:    "layer " + d.Digest.String() + " of " + r.CommonName(),
+		metrics: c.opts.Metrics,
 	}
 	if ranged {
 		br.what = fmt.Sprintf("bytes %d-%d of %s", start, end-1, br.what)
@@ -319,6 +321,7 @@ type blobReader struct {
 	slowCuts int           // bodies in a row under the floor
 	lastErr  error
 	done     bool
+	metrics  *metrics.Metrics
 }
 
 func (b *blobReader) Read(p []byte) (int, error) {
@@ -396,6 +399,7 @@ func (b *blobReader) reopen() error {
 			return classify(b.lastErr, "%s: giving up after %d failed requests", b.what, b.failures)
 		}
 		if b.failures > 0 {
+			b.metrics.RegistryRetry()
 			wait := min(time.Duration(1<<min(b.failures, 6))*b.backoff, maxBackoff)
 			var herr *httpStatusError
 			if errors.As(b.lastErr, &herr) && herr.retryAfter > 0 {

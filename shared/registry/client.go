@@ -22,6 +22,7 @@ import (
 	"github.com/regclient/regclient/scheme/reg"
 	"github.com/regclient/regclient/types/errs"
 
+	"github.com/tarport/tarport/shared/metrics"
 	"github.com/tarport/tarport/shared/netguard"
 	"github.com/tarport/tarport/shared/tarport"
 )
@@ -58,6 +59,8 @@ type Options struct {
 	// IdleTimeout; after slowCutsAllowed such bodies in a row, none
 	// averaging MinRate, the read fails.
 	MinRate int64
+	// Metrics counts retried blob requests (nil: none).
+	Metrics *metrics.Metrics
 	Cache   MetaCache
 	Logger  *slog.Logger
 	// Resolver looks registry hosts up (nil: the system's); for tests.

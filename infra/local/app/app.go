@@ -22,6 +22,8 @@ import (
 	"github.com/tarport/tarport/shared/download"
 	"github.com/tarport/tarport/shared/httpapi"
 	"github.com/tarport/tarport/shared/limits"
+	"github.com/tarport/tarport/shared/metrics"
+	"github.com/tarport/tarport/shared/metrics/promsink"
 	"github.com/tarport/tarport/shared/registry"
 	"github.com/tarport/tarport/shared/settings"
 	"github.com/tarport/tarport/shared/tarport"
@@ -72,6 +74,8 @@ func New(ctx context.Context, s settings.Settings, log *slog.Logger) (*App, erro
 	if err != nil {
 		return nil, err
 	}
+	prom := promsink.New() // served at /metrics
+	m := metrics.New(prom)
 	reg := registry.New(registry.Options{
 		DockerHubRegistry: s.DockerHubRegistry,
 		Insecure:          s.InsecureRegistries,
@@ -81,6 +85,7 @@ func New(ctx context.Context, s settings.Settings, log *slog.Logger) (*App, erro
 		IdleTimeout:       s.BlobIdleTimeout,
 		MinRate:           s.BlobMinRate,
 		Cache:             store,
+		Metrics:           m,
 		Logger:            log,
 	})
 	svc := download.New(reg, store, store, jobs, store, download.Config{LinkTTL: s.PresignTTL}, log)
@@ -92,6 +97,8 @@ func New(ctx context.Context, s settings.Settings, log *slog.Logger) (*App, erro
 		BudgetPerDay:  s.BudgetPerDay,
 	}, nil)
 	svc.SetQuota(lim)
+	svc.SetMetrics(m)
+	lim.WithMetrics(m)
 
 	cache, err := boltdb.OpenCache(filepath.Join(s.DataDir, "cache.db"))
 	if err != nil {
@@ -112,6 +119,7 @@ func New(ctx context.Context, s settings.Settings, log *slog.Logger) (*App, erro
 		PublicURL:    s.LocalURL(),
 		BodyTimeout:  s.ReadTimeout,
 		RebindGuard:  true,
+		Metrics:      m,
 		Logger:       log,
 	})
 	writeErr := func(w http.ResponseWriter, r *http.Request, err error) { httpapi.WriteError(w, r, log, err) }
@@ -120,6 +128,7 @@ func New(ctx context.Context, s settings.Settings, log *slog.Logger) (*App, erro
 	mux.Handle("/api/", api)
 	mux.Handle("/api", api)
 	mux.Handle(dirstore.LinkPrefix, store)
+	mux.Handle("GET /metrics", prom.Handler())
 	mux.Handle("/", ui())
 
 	a := &App{Store: store, Jobs: jobs, Service: svc, Discovery: disc, cache: cache, pool: pool, handler: jsonPaths(mux, s.ReadTimeout, writeErr), settings: s, log: log, gcDone: make(chan struct{})}
