@@ -3,7 +3,7 @@
 SHELL := bash
 GO ?= go
 TOOLS := $(CURDIR)/.tools/bin
-export PATH := $(TOOLS):$(PATH)
+export PATH := $(TOOLS):$(CURDIR)/.tools/py/bin:$(PATH)
 
 .PHONY: run build test test-deps check fuzz bench screenshots clean
 

@@ -45,3 +45,21 @@ if ! cmp -s infra/dev/node/package-lock.json "$NODE_DIR/package-lock.json" || [ 
   cp infra/dev/node/package.json infra/dev/node/package-lock.json "$NODE_DIR/"
   (cd "$NODE_DIR" && npm ci --no-audit --no-fund --loglevel=error)
 fi
+
+# Python tools for the offline deploy rehearsal (template lint, SAM translation, moto's
+# AWS APIs), pinned; into a virtualenv under .tools/py only where the machine lacks them
+# (Debian has none of them, and its pip refuses system-wide installs).
+PY_PKGS=("moto[server]==5.2.1" "cfn-lint==1.51.0" "aws-sam-translator==1.110.0")
+if ! { command -v moto_server && command -v cfn-lint && python3 -c 'import samtranslator, moto'; } >/dev/null 2>&1; then
+  if [ ! -x "$PWD/.tools/py/bin/moto_server" ] || [ ! -x "$PWD/.tools/py/bin/cfn-lint" ]; then
+    if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' >/dev/null 2>&1; then
+      echo "installing Debian packages: python3-venv python3-pip"
+      SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+      $SUDO apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends python3-venv python3-pip >/dev/null
+    fi
+    echo "installing ${PY_PKGS[*]} into .tools/py"
+    python3 -m venv "$PWD/.tools/py"
+    "$PWD/.tools/py/bin/pip" install -q --disable-pip-version-check "${PY_PKGS[@]}"
+  fi
+fi

@@ -16,10 +16,12 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-lambda-go/lambda"
+	"github.com/aws/aws-lambda-go/lambdacontext"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
@@ -83,6 +85,11 @@ type flushing struct {
 }
 
 func (f flushing) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
+	// An instance runs one invocation at a time: its log lines carry its id.
+	if lc, ok := lambdacontext.FromContext(ctx); ok {
+		invocation.Store(lc.AwsRequestID)
+		defer invocation.Store("")
+	}
 	out, err := f.Handler.Invoke(ctx, payload)
 	if ferr := f.a.emf.Flush(os.Stdout, time.Now()); ferr != nil {
 		f.a.Log.Warn("writing metrics", "err", ferr)
@@ -95,7 +102,7 @@ func (f flushing) Invoke(ctx context.Context, payload []byte) ([]byte, error) {
 // time as RFC 3339 under "timestamp". A line whose timestamp Lambda cannot
 // find counts as INFO, and a WARN filter would drop every error.
 func NewLogger(w io.Writer, level slog.Level) *slog.Logger {
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{
+	return slog.New(withRequestID{slog.NewJSONHandler(w, &slog.HandlerOptions{
 		Level: level,
 		ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
 			// The record's own time (our code logs no other time "time").
@@ -104,7 +111,29 @@ func NewLogger(w io.Writer, level slog.Level) *slog.Logger {
 			}
 			return a
 		},
-	}))
+	})})
+}
+
+// invocation is the id of the invocation running, for the log lines.
+var invocation atomic.Value
+
+// withRequestID adds the running invocation's id to every line
+// ("requestId", as Lambda's own lines name it).
+type withRequestID struct{ slog.Handler }
+
+func (h withRequestID) Handle(ctx context.Context, r slog.Record) error {
+	if id, _ := invocation.Load().(string); id != "" {
+		r.AddAttrs(slog.String("requestId", id))
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h withRequestID) WithAttrs(as []slog.Attr) slog.Handler {
+	return withRequestID{h.Handler.WithAttrs(as)}
+}
+
+func (h withRequestID) WithGroup(name string) slog.Handler {
+	return withRequestID{h.Handler.WithGroup(name)}
 }
 
 // New reads the settings and the AWS configuration.

@@ -42,3 +42,22 @@ func TestLoggerLinesLambdaFilters(t *testing.T) {
 		}
 	}
 }
+
+// TestLoggerCarriesTheInvocation: lines written during an invocation name
+// it; lines outside one do not.
+func TestLoggerCarriesTheInvocation(t *testing.T) {
+	var buf bytes.Buffer
+	log := NewLogger(&buf, slog.LevelInfo).With("job", "j1")
+	invocation.Store("req-123")
+	log.Info("inside")
+	invocation.Store("")
+	log.Info("outside")
+	lines := bytes.Split(bytes.TrimSpace(buf.Bytes()), []byte("\n"))
+	var in, out map[string]any
+	if len(lines) != 2 || json.Unmarshal(lines[0], &in) != nil || json.Unmarshal(lines[1], &out) != nil {
+		t.Fatalf("lines: %s", buf.String())
+	}
+	if in["requestId"] != "req-123" || in["job"] != "j1" || out["requestId"] != nil {
+		t.Fatalf("inside %v, outside %v", in, out)
+	}
+}

@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	"github.com/tarport/tarport/shared/dynamo"
+	"github.com/tarport/tarport/shared/httpapi"
+	"github.com/tarport/tarport/shared/sqsqueue"
 	"github.com/tarport/tarport/web"
 )
 
@@ -39,6 +41,10 @@ var checks = []check{
 	{"warm schedule", checkWarmSchedule},
 	{"distribution", checkDistribution},
 	{"parameters", checkParameters},
+	{"parameters match the code", checkParametersMatchCode},
+	{"stateful policies", checkStatefulPolicies},
+	{"region-safe names", checkRegionSafeNames},
+	{"alarms", checkAlarms},
 	{"outputs", checkOutputs},
 	{"deploy", checkDeploy},
 }
@@ -251,6 +257,10 @@ var pseudoParameters = []string{
 	"AWS::Region", "AWS::StackId", "AWS::StackName", "AWS::URLSuffix",
 }
 
+// samGenerated are resources the SAM transform adds that the template
+// names (cfn-lint, which runs the transform, checks they exist).
+var samGenerated = []string{"HttpApiApiGatewayDefaultStage"}
+
 // attributes are the GetAtt names of the resource types the template
 // uses; a type missing here is not checked.
 var attributes = map[string][]string{
@@ -264,6 +274,8 @@ var attributes = map[string][]string{
 	"AWS::CloudFront::Distribution":          {"DomainName", "Id"},
 	"AWS::CloudFront::OriginAccessControl":   {"Id"},
 	"AWS::CloudFront::ResponseHeadersPolicy": {"Id", "LastModifiedTime"},
+	"AWS::ApiGatewayV2::DomainName":          {"RegionalDomainName", "RegionalHostedZoneId", "DomainNameArn"},
+	"AWS::CloudWatch::Alarm":                 {"Arn"},
 }
 
 func checkReferences(s *stack) []string {
@@ -272,7 +284,7 @@ func checkReferences(s *stack) []string {
 	refable := func(name string) bool {
 		_, isParam := asMap(s.raw["Parameters"])[name]
 		_, isResource := resources[name]
-		return isParam || isResource || slices.Contains(pseudoParameters, name)
+		return isParam || isResource || slices.Contains(pseudoParameters, name) || slices.Contains(samGenerated, name)
 	}
 	checkAtt := func(path, att string) {
 		res, name, ok := strings.Cut(att, ".")
@@ -393,8 +405,8 @@ var (
 		"DetailsFunction": {everyEnv, guardEnv, detailsEnv},
 		"PopularFunction": {everyEnv, guardEnv},
 		"DownloadFunction": {everyEnv, jobEnv, guardEnv, {
-			"TARPORT_CLIENT_QUOTA_PER_DAY": "!Ref ClientQuotaPerDay",
-			"TARPORT_BUDGET_PER_DAY":       "!Ref BudgetPerDay",
+			"TARPORT_CLIENT_QUOTA_PER_DAY": "!Sub ${ClientQuotaGiB}GiB",
+			"TARPORT_BUDGET_PER_DAY":       "!Sub ${BudgetGiB}GiB",
 		}},
 		"AssembleFunction": {everyEnv, jobEnv, {"TARPORT_DLQ_ARN": "!GetAtt DeadLetterQueue.Arn"}},
 		"WarmFunction":     {everyEnv, jobEnv, {"TARPORT_HOT_IMAGES": "!Ref HotImages"}},
@@ -876,6 +888,11 @@ func checkMappings(s *stack) []string {
 			problems = append(problems, fmt.Sprintf("parameter %s: want MinValue/MaxValue within %v..%v", name, lim[0], lim[1]))
 		}
 	}
+	// Every record of a batch runs at once: none waits for a slot until the
+	// invocation's deadline fails it.
+	if p := s.cfn.Parameters["AssembleBatchSize"]; p.MaxValue == nil || int(*p.MaxValue) > sqsqueue.Concurrency {
+		problems = append(problems, fmt.Sprintf("AssembleBatchSize: MaxValue must be at most the handler's %d records at once", sqsqueue.Concurrency))
+	}
 	if d := s.parameterDefault("AssembleBatchSize"); d != "1" {
 		problems = append(problems, "AssembleBatchSize: want default 1 (a task is a whole layer), got "+d)
 	}
@@ -946,10 +963,27 @@ func checkDistribution(s *stack) []string {
 	for _, o := range asList(cfg["Origins"]) {
 		o := asMap(o)
 		id := asString(o["Id"])
-		if text, _, ok := subOf(o["DomainName"]); ok && text == "${HttpApi}.execute-api.${AWS::Region}.amazonaws.com" {
+		// The API: its execute-api name, or the operator's domain for it.
+		domain := o["DomainName"]
+		if fn, arg, ok := intrinsic(domain); ok && fn == "Fn::If" {
+			if l := asList(arg); len(l) == 3 && asString(l[0]) == "HasApiDomain" && refTo(l[1]) == "ApiDomainName" {
+				domain = l[2]
+			}
+		}
+		if text, _, ok := subOf(domain); ok && text == "${HttpApi}.execute-api.${AWS::Region}.amazonaws.com" {
 			apiOrigin = id
 			if p := asString(asMap(o["CustomOriginConfig"])["OriginProtocolPolicy"]); p != "https-only" {
 				bad("origin %s: OriginProtocolPolicy: want https-only, got %q", id, p)
+			}
+			// The header the API checks, with the generated secret's value.
+			found := false
+			for _, h := range asList(o["OriginCustomHeaders"]) {
+				h := asMap(h)
+				text, _, _ := subOf(h["HeaderValue"])
+				found = found || (asString(h["HeaderName"]) == httpapi.OriginSecretHeader && text == "{{resolve:secretsmanager:${OriginSecret}:SecretString}}")
+			}
+			if !found {
+				bad("origin %s: want the custom header %s: !Sub \"{{resolve:secretsmanager:${OriginSecret}:SecretString}}\"", id, httpapi.OriginSecretHeader)
 			}
 		}
 		if bucket, _ := strings.CutSuffix(attOf(o["DomainName"]), ".RegionalDomainName"); bucket == "WebBucket" {
@@ -1067,9 +1101,14 @@ var parameters = map[string]string{
 	"EntryRetentionDays":     "14",
 	"WarmSchedule":           "rate(1 hour)",
 	"HotImages":              "",
-	"ClientQuotaPerDay":      "100GiB",
-	"BudgetPerDay":           "2TiB",
+	"ClientQuotaGiB":         "100",
+	"BudgetGiB":              "2048",
 	"AccessToken":            "",
+	"AlarmEmail":             "",
+	"MonthlyBudgetUsd":       "0",
+	"ApiReservedConcurrency": "0",
+	"ApiDomainName":          "",
+	"ApiCertificateArn":      "",
 }
 
 // parameterExamples are values each parameter's constraints must accept.
@@ -1082,8 +1121,11 @@ var parameterExamples = map[string][]string{
 	"DockerHubRegistry":  {"https://registry-1.docker.io", "http://mirror.internal:5000"},
 	"WarmSchedule":       {"rate(1 hour)", "rate(30 minutes)", "cron(0 * * * ? *)"},
 	"HotImages":          {"", "nginx:1.27 linux/amd64,redis:7 linux/arm64"},
-	"ClientQuotaPerDay":  {"0", "100GiB", "5000000000"},
-	"BudgetPerDay":       {"0", "2TiB", "500GB"},
+	"ClientQuotaGiB":     {"0", "100", "9999999"},
+	"BudgetGiB":          {"0", "2048", "500"},
+	"AlarmEmail":         {"", "ops@example.com", "first.last+tarport@mail.example.co.uk"},
+	"ApiDomainName":      {"", "api.tarport.example.com", "tarport-api.example.io"},
+	"ApiCertificateArn":  {"", "arn:aws:acm:us-east-1:123456789012:certificate/0a1b2c3d-1234-5678-9abc-0123456789ab"},
 	"AccessToken":        {"", "0123456789abcdef", "h7R-x~2!kQ9_vP4#mL8$"},
 }
 
@@ -1144,13 +1186,16 @@ func checkParameters(s *stack) []string {
 
 // outputs are what make deploy and the docs read, as the template writes them.
 var outputs = map[string]string{
-	"SiteUrl":        "!Sub https://${WebDistribution.DomainName}",
-	"ApiUrl":         "!Sub https://${HttpApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}",
-	"WebBucketName":  "!Ref WebBucket",
-	"DistributionId": "!Ref WebDistribution",
-	"DataBucketName": "!Ref DataBucket",
-	"TableName":      "!Ref Table",
-	"QueueUrl":       "!Ref TaskQueue",
+	"AlarmTopicArn":   "!Ref AlarmTopic",
+	"ApiDomainTarget": "!GetAtt ApiDomain.RegionalDomainName",
+	"DashboardUrl":    "!Sub https://${AWS::Region}.console.aws.amazon.com/cloudwatch/home?region=${AWS::Region}#dashboards:name=${Dashboard}",
+	"SiteUrl":         "!Sub https://${WebDistribution.DomainName}",
+	"ApiUrl":          "!Sub https://${HttpApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}",
+	"WebBucketName":   "!Ref WebBucket",
+	"DistributionId":  "!Ref WebDistribution",
+	"DataBucketName":  "!Ref DataBucket",
+	"TableName":       "!Ref Table",
+	"QueueUrl":        "!Ref TaskQueue",
 }
 
 func checkOutputs(s *stack) []string {

@@ -148,3 +148,18 @@ func TestTokenGuessesAreLimited(t *testing.T) {
 	}
 	checkError(t, guess("right-not"), http.StatusTooManyRequests, tarport.CodeRateLimited)
 }
+
+// TestRequestIDs: every answer names its request, differently each time,
+// so a user's report finds its log lines.
+func TestRequestIDs(t *testing.T) {
+	t.Parallel()
+	api := newTestAPI(t, &fakeDownloads{}, Options{})
+	seen := map[string]bool{}
+	for _, r := range []*http.Request{httpGet("/api/health"), httpGet("/api/nope"), httpGet("/api/health")} {
+		id := do(t, api, r).header.Get("X-Request-Id")
+		if len(id) != 16 || seen[id] {
+			t.Fatalf("request id %q (seen %v)", id, seen)
+		}
+		seen[id] = true
+	}
+}

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -138,8 +139,8 @@ func (a *API) pull(w http.ResponseWriter, r *http.Request) {
 	}
 	req.Client = a.clientOf(r)
 	v, err := a.opts.Downloads.Create(r.Context(), req)
-	if err == nil && !v.Status.Terminal() {
-		v, err = a.opts.Downloads.Wait(r.Context(), v.ID, a.opts.PullWait, req.Creds)
+	if wait := a.pullWait(r.Context()); err == nil && !v.Status.Terminal() && wait > 0 {
+		v, err = a.opts.Downloads.Wait(r.Context(), v.ID, wait, req.Creds)
 	}
 	if err != nil {
 		writeError(w, r, a.log, err)
@@ -231,4 +232,19 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
 	default:
 		return tarport.Errorf(tarport.CodeInvalid, "the body must hold one JSON object")
 	}
+}
+
+// pullReserve is what a pull keeps of its deadline to read the job once
+// more and answer.
+const pullReserve = 3 * time.Second
+
+// pullWait is how long a pull may still wait for its job: PullWait, but
+// never past the request's deadline (on Lambda, the function's timeout,
+// under API Gateway's 30 s) less pullReserve, counted after the lookup.
+func (a *API) pullWait(ctx context.Context) time.Duration {
+	wait := a.opts.PullWait
+	if dl, ok := ctx.Deadline(); ok {
+		wait = min(wait, time.Until(dl)-pullReserve)
+	}
+	return wait
 }

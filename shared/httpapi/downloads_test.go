@@ -410,3 +410,51 @@ func TestStatusPassesCredentials(t *testing.T) {
 		t.Errorf("the pull's wait got credentials %+v, want bob's", got)
 	}
 }
+
+// TestPullWaitsWithinTheDeadline: on Lambda the request's deadline is the
+// function's timeout, under API Gateway's 30 s: the lookup plus the wait
+// must end before it, with time left to answer 503 + Retry-After rather
+// than be cut off (a bare 500 from API Gateway).
+func TestPullWaitsWithinTheDeadline(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name      string
+		deadline  time.Duration // from the request's start
+		lookup    time.Duration // how long Create takes
+		wantWait  bool
+		maxWaited time.Duration
+	}{
+		{"no time left after the lookup", 3 * time.Second, 500 * time.Millisecond, false, 0},
+		{"some time left", 6 * time.Second, 500 * time.Millisecond, true, 6*time.Second - 500*time.Millisecond - pullReserve},
+		{"API Gateway's 29 s after a 21 s lookup", 29 * time.Second, 0, true, 29*time.Second - pullReserve},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			d := &fakeDownloads{
+				create: func(ctx context.Context, _ download.Request) (download.View, error) {
+					time.Sleep(tc.lookup)
+					return pendingView(), nil
+				},
+				status: func(context.Context, string) (download.View, error) { return pendingView(), nil },
+			}
+			api := newTestAPI(t, d, Options{PullWait: 20 * time.Second})
+			ctx, cancel := context.WithTimeout(context.Background(), tc.deadline)
+			defer cancel()
+			res := do(t, api, httpGet("/api/pull/nginx").WithContext(ctx))
+			if res.status != http.StatusServiceUnavailable || res.header.Get("Retry-After") == "" {
+				t.Fatalf("pull: %d %v, want 503 with Retry-After", res.status, res.header)
+			}
+			d.mu.Lock()
+			defer d.mu.Unlock()
+			if !tc.wantWait {
+				if len(d.waits) != 0 {
+					t.Fatalf("waited %v with no time left", d.waits)
+				}
+				return
+			}
+			if len(d.waits) != 1 || d.waits[0] > tc.maxWaited || d.waits[0] <= 0 {
+				t.Fatalf("waits %v, want one within %v", d.waits, tc.maxWaited)
+			}
+		})
+	}
+}

@@ -70,10 +70,11 @@ func WriteError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
 	code := tarport.ErrorCode(err)
 	status := StatusOf(code)
+	id := w.Header().Get("X-Request-Id")
 	if status >= 500 {
-		log.Error("request failed", "method", r.Method, "path", r.URL.Path, "code", code, "err", err)
+		log.Error("request failed", "method", r.Method, "path", r.URL.Path, "code", code, "request", id, "err", err)
 	} else {
-		log.Info("request refused", "method", r.Method, "path", r.URL.Path, "code", code, "err", err)
+		log.Info("request refused", "method", r.Method, "path", r.URL.Path, "code", code, "request", id, "err", err)
 	}
 	var te *tarport.Error
 	if errors.As(err, &te) && te.RetryAfter > 0 {

@@ -5,6 +5,8 @@ package httpapi
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -120,6 +122,8 @@ func New(opts Options) *API {
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rec := &statusRecorder{ResponseWriter: w}
 	w = rec
+	// An id per request, in the answer and in the log lines about it.
+	w.Header().Set("X-Request-Id", newRequestID())
 	defer func() {
 		// The router's pattern, once it matched: a bounded set of routes.
 		route := r.Pattern
@@ -205,4 +209,10 @@ func (s *statusRecorder) status() int {
 		return http.StatusOK
 	}
 	return s.code
+}
+
+func newRequestID() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }

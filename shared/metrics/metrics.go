@@ -21,7 +21,9 @@ const (
 
 // Def describes one metric for every sink: the Prometheus name, the
 // CloudWatch name and unit, and its label (dimension) names, which hold
-// only bounded values (routes, statuses, codes), never ids or addresses.
+// only bounded values (routes, status classes, codes), never ids or
+// addresses: each CloudWatch dimension combination is a metric billed
+// monthly.
 type Def struct {
 	Prom   string
 	EMF    string
@@ -29,20 +31,23 @@ type Def struct {
 	Kind   Kind
 	Help   string
 	Labels []string
+	// Rollup, when set, is a subset of Labels CloudWatch also aggregates
+	// by (an alarm cannot sum over a dimension).
+	Rollup []string
 }
 
 // The metrics. Their Prometheus names are DESIGN.md's.
 var (
-	HTTPRequests   = Def{"tarport_http_requests_total", "Requests", "Count", Counter, "API requests by route and status.", []string{"route", "status"}}
-	JobsCreated    = Def{"tarport_jobs_created_total", "JobsCreated", "Count", Counter, "Download jobs created (a request joining a live job creates none).", nil}
-	JobsFinished   = Def{"tarport_jobs_finished_total", "JobsFinished", "Count", Counter, "Download jobs finished, by status (ready, failed) and error code.", []string{"status", "code"}}
-	JobDuration    = Def{"tarport_job_duration_seconds", "JobDuration", "Seconds", Histogram, "Time from a job's creation to its end, by status.", []string{"status"}}
-	RegistryBytes  = Def{"tarport_registry_bytes_total", "RegistryBytes", "Bytes", Counter, "Layer bytes read from registries.", nil}
-	CacheHitBytes  = Def{"tarport_cache_hit_bytes_total", "CacheHitBytes", "Bytes", Counter, "Layer bytes served from the entry cache instead of a registry.", nil}
-	RegistryRetry  = Def{"tarport_registry_retries_total", "RegistryRetries", "Count", Counter, "Registry requests and layer fetches tried again after a failure.", nil}
-	DiscoveryCache = Def{"tarport_discovery_cache_total", "DiscoveryCache", "Count", Counter, "Discovery answers by cache result (hit, miss, stale).", []string{"result"}}
-	ChargedBytes   = Def{"tarport_charged_bytes_total", "ChargedBytes", "Bytes", Counter, "Tar bytes charged to clients' quotas and the daily budget.", nil}
-	Refusals       = Def{"tarport_refusals_total", "Refusals", "Count", Counter, "Requests refused by a guard, by code (rate_limited, quota_exceeded, access_denied).", []string{"code"}}
+	HTTPRequests   = Def{"tarport_http_requests_total", "Requests", "Count", Counter, "API requests by route and status class (2xx, 3xx, 4xx, 5xx).", []string{"route", "class"}, []string{"class"}}
+	JobsCreated    = Def{"tarport_jobs_created_total", "JobsCreated", "Count", Counter, "Download jobs created (a request joining a live job creates none).", nil, nil}
+	JobsFinished   = Def{"tarport_jobs_finished_total", "JobsFinished", "Count", Counter, "Download jobs finished, by status (ready, failed) and error code.", []string{"status", "code"}, []string{"status"}}
+	JobDuration    = Def{"tarport_job_duration_seconds", "JobDuration", "Seconds", Histogram, "Time from a job's creation to its end, by status.", []string{"status"}, nil}
+	RegistryBytes  = Def{"tarport_registry_bytes_total", "RegistryBytes", "Bytes", Counter, "Layer bytes read from registries.", nil, nil}
+	CacheHitBytes  = Def{"tarport_cache_hit_bytes_total", "CacheHitBytes", "Bytes", Counter, "Layer bytes served from the entry cache instead of a registry.", nil, nil}
+	RegistryRetry  = Def{"tarport_registry_retries_total", "RegistryRetries", "Count", Counter, "Registry requests and layer fetches tried again after a failure.", nil, nil}
+	DiscoveryCache = Def{"tarport_discovery_cache_total", "DiscoveryCache", "Count", Counter, "Discovery answers by cache result (hit, miss, stale).", []string{"result"}, nil}
+	ChargedBytes   = Def{"tarport_charged_bytes_total", "ChargedBytes", "Bytes", Counter, "Tar bytes charged to clients' quotas and the daily budget.", nil, nil}
+	Refusals       = Def{"tarport_refusals_total", "Refusals", "Count", Counter, "Requests refused by a guard, by code (rate_limited, quota_exceeded, access_denied).", []string{"code"}, nil}
 )
 
 // All lists every metric, for sinks that declare them up front.
@@ -65,9 +70,10 @@ func (m *Metrics) add(d Def, v float64, labels ...string) {
 	}
 }
 
-// Request counts an API answer; route is the router's pattern.
+// Request counts an API answer; route is the router's pattern. The status
+// goes in by its class: the exact status is in the log line.
 func (m *Metrics) Request(route string, status int) {
-	m.add(HTTPRequests, 1, route, strconv.Itoa(status))
+	m.add(HTTPRequests, 1, route, strconv.Itoa(status/100)+"xx")
 }
 
 func (m *Metrics) JobCreated() { m.add(JobsCreated, 1) }

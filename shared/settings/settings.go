@@ -191,9 +191,10 @@ func publicURL(v, addr string) (string, error) {
 	return u.Scheme + "://" + u.Host, nil
 }
 
-// bytesOrOff is ParseBytes, or 0 for "0" (a limit turned off).
+// bytesOrOff is ParseBytes, or 0 for a zero size ("0", "0GiB": a limit
+// turned off; the template writes its GiB parameters as "<n>GiB").
 func bytesOrOff(v string) (int64, error) {
-	if v == "0" {
+	if strings.TrimRight(strings.TrimRight(v, "BKMGTi"), "0") == "" && strings.HasPrefix(v, "0") {
 		return 0, nil
 	}
 	return ParseBytes(v)

@@ -120,6 +120,9 @@ func TestOverrides(t *testing.T) {
 		{"no quotas", []string{"TARPORT_CLIENT_QUOTA_PER_DAY", "0", "TARPORT_BUDGET_PER_DAY", "0"}, func(s Settings) bool {
 			return s.ClientQuotaPerDay == 0 && s.BudgetPerDay == 0
 		}},
+		{"no quotas in GiB", []string{"TARPORT_CLIENT_QUOTA_PER_DAY", "0GiB", "TARPORT_BUDGET_PER_DAY", "00GiB"}, func(s Settings) bool {
+			return s.ClientQuotaPerDay == 0 && s.BudgetPerDay == 0
+		}},
 		{"guards", []string{"TARPORT_ACCESS_TOKEN", " tok-en ", "TARPORT_ORIGIN_SECRET", "cf", "TARPORT_ACCESS_TOKEN_SECRET_ARN", "arn:sm:t", "TARPORT_ORIGIN_SECRET_ARN", "arn:sm:o"}, func(s Settings) bool {
 			return s.AccessToken == "tok-en" && s.OriginSecret == "cf" && s.AccessTokenARN == "arn:sm:t" && s.OriginSecretARN == "arn:sm:o"
 		}},
@@ -216,6 +219,8 @@ func TestInvalidValues(t *testing.T) {
 		{"TARPORT_CLIENT_QUOTA_PER_DAY", "-1GiB"},
 		{"TARPORT_CLIENT_QUOTA_PER_DAY", "lots"},
 		{"TARPORT_BUDGET_PER_DAY", "2PB"},
+		{"TARPORT_BUDGET_PER_DAY", "0PB"},
+		{"TARPORT_CLIENT_QUOTA_PER_DAY", "0.5GiB"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name+"="+tt.value, func(t *testing.T) {

@@ -43,10 +43,15 @@ type HandlerOptions struct {
 // tampered: no redelivery restores them). A record that is no task message
 // at all has no job to fail: it is reported failed until the dead-letter
 // queue takes it, and dropped with a log line when it comes from there.
+// Concurrency is how many records of a batch run at once by default; the
+// template's AssembleBatchSize stays within it, so no record waits for a
+// slot until the invocation's deadline fails it.
+const Concurrency = 4
+
 func Handler(run func(ctx context.Context, t download.Task) error, abandon func(ctx context.Context, t download.Task, err error) error, opts HandlerOptions) func(ctx context.Context, ev events.SQSEvent) (events.SQSEventResponse, error) {
 	codec, keyErr := NewCodec(opts.Key, 0)
 	if opts.Concurrency <= 0 {
-		opts.Concurrency = 4
+		opts.Concurrency = Concurrency
 	}
 	if opts.Reserve <= 0 {
 		opts.Reserve = 2 * time.Second

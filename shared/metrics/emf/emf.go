@@ -117,7 +117,7 @@ func (s *Sink) line(ser *series, values []float64, now time.Time) ([]byte, error
 			"Timestamp": now.UnixMilli(),
 			"CloudWatchMetrics": []any{map[string]any{
 				"Namespace":  Namespace,
-				"Dimensions": [][]string{dims},
+				"Dimensions": dimensionSets(dims, ser.def.Rollup),
 				"Metrics":    []any{map[string]string{"Name": ser.def.EMF, "Unit": ser.def.Unit}},
 			}},
 		},
@@ -141,4 +141,11 @@ func (s *Sink) line(ser *series, values []float64, now time.Time) ([]byte, error
 		return nil, fmt.Errorf("encoding metrics: %w", err)
 	}
 	return append(b, '\n'), nil
+}
+
+func dimensionSets(dims, rollup []string) [][]string {
+	if len(rollup) == 0 {
+		return [][]string{dims}
+	}
+	return [][]string{dims, rollup}
 }

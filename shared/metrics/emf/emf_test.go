@@ -148,7 +148,10 @@ func TestLinesFollowTheSpecification(t *testing.T) {
 			t.Errorf("Timestamp %d, want %d", ts, now.UnixMilli())
 		}
 		d := root["_aws"].(map[string]any)["CloudWatchMetrics"].([]any)[0].(map[string]any)
-		name := d["Metrics"].([]any)[0].(map[string]any)["Name"].(string)
+		if sets := d["Dimensions"].([]any); name(d) == "JobsFinished" && (len(sets) != 2 || fmt.Sprint(sets[1]) != "[status]") {
+			t.Errorf("JobsFinished dimension sets %v, want the rollup by status too (the failure-ratio alarm)", sets)
+		}
+		name := name(d)
 		seen[name] = true
 		key := name
 		for _, dim := range d["Dimensions"].([]any)[0].([]any) {
@@ -163,8 +166,8 @@ func TestLinesFollowTheSpecification(t *testing.T) {
 		}
 	}
 	for key, want := range map[string]float64{
-		"Requests GET /api/search 200":       2,
-		"Requests POST /api/downloads 429":   1,
+		"Requests GET /api/search 2xx":       2,
+		"Requests POST /api/downloads 4xx":   1,
 		"JobsCreated":                        1,
 		"JobsFinished ready none":            1,
 		"JobsFinished failed upstream_error": 150,
@@ -200,4 +203,8 @@ func TestNilMetrics(t *testing.T) {
 	m.Request("x", 200)
 	m.JobFinished("ready", "", time.Second)
 	metrics.New(nil).JobCreated()
+}
+
+func name(directive map[string]any) string {
+	return directive["Metrics"].([]any)[0].(map[string]any)["Name"].(string)
 }

@@ -20,6 +20,8 @@ var installHints = map[string]string{
 	"versitygw":      "GOBIN=%[1]s/.tools/bin go install github.com/versity/versitygw/cmd/versitygw@v1.8.0",
 	"aws-lambda-rie": "GOBIN=%[1]s/.tools/bin go install github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie@v0.0.0-20261030222936-bef5c4ba774d",
 	"skopeo":         "apt-get install skopeo",
+	"cfn-lint":       "make test-deps (pip: cfn-lint==1.51.0, into .tools/py)",
+	"moto_server":    "make test-deps (pip: moto[server]==5.2.1, into .tools/py)",
 	"containerd":     "apt-get install containerd",
 	"ctr":            "apt-get install containerd",
 	"podman":         "apt-get install podman",
@@ -30,7 +32,7 @@ var installHints = map[string]string{
 // Binary returns the path of the external tool name for test t.
 //
 // It looks, in order, at the environment variable TARPORT_<NAME>_BIN (see BinaryEnv),
-// at <repo root>/.tools/bin/<name>, and on PATH for name and then each candidate
+// at <repo root>/.tools/bin/<name> and .tools/py/bin/<name>, and on PATH for name and then each candidate
 // (other names or absolute paths the same tool is installed as, e.g. Debian's
 // "docker-registry"). When the tool is missing the test is skipped, so a plain
 // `go test ./...` works anywhere; with TARPORT_REQUIRE_TOOLS=1 it fails instead, so a
@@ -62,9 +64,11 @@ func FindBinary(name string, candidates ...string) (string, error) {
 		return p, nil
 	}
 	if root, err := RepoRoot(); err == nil {
-		p := filepath.Join(root, ".tools", "bin", name)
-		if checkExecutable(p) == nil {
-			return p, nil
+		for _, dir := range []string{"bin", "py/bin"} {
+			p := filepath.Join(root, ".tools", dir, name)
+			if checkExecutable(p) == nil {
+				return p, nil
+			}
 		}
 	}
 	for _, n := range append([]string{name}, candidates...) {
@@ -72,7 +76,7 @@ func FindBinary(name string, candidates ...string) (string, error) {
 			return p, nil
 		}
 	}
-	return "", fmt.Errorf("%s: not in $%s, .tools/bin or PATH: %w", name, env, ErrToolNotFound)
+	return "", fmt.Errorf("%s: not in $%s, .tools/bin, .tools/py/bin or PATH: %w", name, env, ErrToolNotFound)
 }
 
 // BinaryEnv names the environment variable that overrides where tool name lives:
