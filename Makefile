@@ -5,7 +5,7 @@ GO ?= go
 TOOLS := $(CURDIR)/.tools/bin
 export PATH := $(TOOLS):$(CURDIR)/.tools/py/bin:$(PATH)
 
-.PHONY: run build test test-deps check fuzz bench screenshots clean
+.PHONY: run build test test-deps check fuzz bench screenshots smoke clean
 
 ## run: the whole product as one local process on http://127.0.0.1:8080
 run:
@@ -45,6 +45,12 @@ bench:
 	./infra/dev/install-deps.sh
 	./infra/bench/install-peers.sh
 	GO=$(GO) $(GO) run ./infra/bench $(BENCHFLAGS)
+
+## smoke: check a running tarport end to end: make smoke SITE=https://... [TOKEN=...]
+## (health, search, details, one small public image downloaded and verified; prints the cost)
+smoke:
+	@if [ -z "$(SITE)" ]; then echo "make smoke: give SITE=https://<distribution>.cloudfront.net (or http://127.0.0.1:8080)" >&2; exit 2; fi
+	$(GO) run ./infra/smoke -site "$(SITE)" -token "$(TOKEN)" $(SMOKEFLAGS)
 
 clean:
 	rm -rf bin .data

@@ -16,17 +16,18 @@ var ErrToolNotFound = errors.New("tool not found")
 // installHints tells a developer how to get each external tool the test kits use, so a
 // skipped or failed test says what to run instead of only what is missing.
 var installHints = map[string]string{
-	"registry":       "GOBIN=%[1]s/.tools/bin go install github.com/distribution/distribution/v3/cmd/registry@v3.1.2 (or apt-get install docker-registry)",
-	"versitygw":      "GOBIN=%[1]s/.tools/bin go install github.com/versity/versitygw/cmd/versitygw@v1.8.0",
-	"aws-lambda-rie": "GOBIN=%[1]s/.tools/bin go install github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie@v0.0.0-20261030222936-bef5c4ba774d",
-	"skopeo":         "apt-get install skopeo",
-	"cfn-lint":       "make test-deps (pip: cfn-lint==1.51.0, into .tools/py)",
-	"moto_server":    "make test-deps (pip: moto[server]==5.2.1, into .tools/py)",
-	"containerd":     "apt-get install containerd",
-	"ctr":            "apt-get install containerd",
-	"podman":         "apt-get install podman",
-	"chromium":       "apt-get install chromium",
-	"node":           "apt-get install nodejs",
+	"registry":                  "GOBIN=%[1]s/.tools/bin go install github.com/distribution/distribution/v3/cmd/registry@v3.1.2 (or apt-get install docker-registry)",
+	"versitygw":                 "GOBIN=%[1]s/.tools/bin go install github.com/versity/versitygw/cmd/versitygw@v1.8.0",
+	"aws-lambda-rie":            "GOBIN=%[1]s/.tools/bin go install github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie@v0.0.0-20261030222936-bef5c4ba774d",
+	"skopeo":                    "apt-get install skopeo",
+	"cfn-lint":                  "make test-deps (pip: cfn-lint==1.51.0, into .tools/py)",
+	"moto_server":               "make test-deps (pip: moto[server]==5.2.1, into .tools/py)",
+	"python-with-samtranslator": "make test-deps (pip: aws-sam-translator==1.110.0, into .tools/py)",
+	"containerd":                "apt-get install containerd",
+	"ctr":                       "apt-get install containerd",
+	"podman":                    "apt-get install podman",
+	"chromium":                  "apt-get install chromium",
+	"node":                      "apt-get install nodejs",
 }
 
 // Binary returns the path of the external tool name for test t.

@@ -1,0 +1,140 @@
+// Package moto runs moto_server, an emulator of AWS's APIs (CloudFormation,
+// SQS, DynamoDB, S3, IAM, SNS, CloudWatch, Secrets Manager), for a test, on
+// loopback, and gives aws-sdk-go-v2 configuration for it. make test-deps
+// installs moto[server] where the machine lacks it (.tools/py).
+//
+// moto is the stand-in for the AWS APIs nothing else here speaks, and a
+// second opinion on the ones dynalite and versitygw speak: a behaviour that
+// rests on one stand-in's quirk shows as a failure on the other.
+package moto
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+
+	"github.com/tarport/tarport/shared/testkit/daemon"
+	"github.com/tarport/tarport/shared/testkit/regtest"
+)
+
+// Credentials and region the kit's clients sign with.
+const (
+	AccessKey = "test"
+	SecretKey = "test"
+	Region    = "us-east-1"
+	// Account is moto's default account id.
+	Account = "123456789012"
+)
+
+// Server is one running moto_server.
+type Server struct {
+	URL string
+	d   *daemon.Daemon
+}
+
+// Start runs moto_server for t and stops it when t ends. A missing moto
+// skips t, or fails it under TARPORT_REQUIRE_TOOLS=1.
+func Start(t testing.TB, env ...string) *Server {
+	t.Helper()
+	bin := regtest.Binary(t, "moto_server")
+	d, err := daemon.Start(context.Background(), daemon.Spec{
+		Name: "moto_server",
+		Bin:  bin,
+		Args: func(addr string) []string {
+			host, port, _ := net.SplitHostPort(addr)
+			return []string{"-H", host, "-p", port}
+		},
+		Env: env,
+		Ready: func(ctx context.Context, addr string) error {
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/moto-api/", nil)
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return err
+			}
+			res.Body.Close()
+			return nil
+		},
+	})
+	if err != nil {
+		t.Fatalf("starting moto_server: %v", err)
+	}
+	s := &Server{URL: "http://" + d.Addr, d: d}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("moto_server output (tail):\n%s", tail(d.Log(), 3000))
+		}
+		d.Stop()
+	})
+	return s
+}
+
+// Config is an AWS configuration whose clients all reach this server.
+func (s *Server) Config() aws.Config {
+	return aws.Config{
+		Region:       Region,
+		Credentials:  credentials.NewStaticCredentialsProvider(AccessKey, SecretKey, ""),
+		BaseEndpoint: aws.String(s.URL),
+	}
+}
+
+// Env points the AWS SDKs (and the aws CLI) of a child process here.
+func (s *Server) Env() []string {
+	return []string{
+		"AWS_ENDPOINT_URL=" + s.URL,
+		"AWS_ACCESS_KEY_ID=" + AccessKey,
+		"AWS_SECRET_ACCESS_KEY=" + SecretKey,
+		"AWS_REGION=" + Region,
+		"AWS_DEFAULT_REGION=" + Region,
+	}
+}
+
+// Python returns a python that imports samtranslator (the SAM transform):
+// make test-deps' .tools/py first, then python3 on PATH.
+func Python(t testing.TB) string {
+	t.Helper()
+	var candidates []string
+	if root, err := regtest.RepoRoot(); err == nil {
+		candidates = append(candidates, filepath.Join(root, ".tools", "py", "bin", "python"))
+	}
+	candidates = append(candidates, "python3")
+	for _, c := range candidates {
+		if p, err := exec.LookPath(c); err == nil && exec.Command(p, "-c", "import samtranslator").Run() == nil {
+			return p
+		}
+	}
+	// regtest.Binary decides between skip and failure, and says how to install.
+	regtest.Binary(t, "python-with-samtranslator")
+	return ""
+}
+
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return fmt.Sprint("...", s[len(s)-n:])
+}
+
+var tableSeq atomic.Int64
+
+// CreateTable creates a fresh table from in (its name is made up) in this
+// server's DynamoDB and returns its name.
+func (s *Server) CreateTable(t testing.TB, in *dynamodb.CreateTableInput) string {
+	t.Helper()
+	in.TableName = aws.String(fmt.Sprintf("t%d", tableSeq.Add(1)))
+	if _, err := s.DynamoDB().CreateTable(t.Context(), in); err != nil {
+		t.Fatalf("creating table: %v", err)
+	}
+	return *in.TableName
+}
+
+// DynamoDB is a client of this server's DynamoDB.
+func (s *Server) DynamoDB() *dynamodb.Client { return dynamodb.NewFromConfig(s.Config()) }
