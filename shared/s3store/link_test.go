@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tarport/tarport/shared/testkit/s3test"
+	"github.com/tarport/tarport/shared/testkit/moto"
 )
 
 // fetch GETs a link with plain net/http, as a browser or curl would.
@@ -40,7 +40,11 @@ func fetch(t *testing.T, c *http.Client, link, rangeHeader string) (*http.Respon
 
 func TestSign(t *testing.T) {
 	t.Parallel()
-	eachServer(t, func(t *testing.T, srv *s3test.Server) {
+	eachServer(t, func(t *testing.T, srv server) {
+		if _, ok := srv.(*moto.Server); ok {
+			// versitygw runs it; S3 documents all three.
+			t.Skip("moto's S3 checks no presigned signature or expiry and ignores response-content-disposition")
+		}
 		ctx := context.Background()
 		e := newEnv(t, srv, Options{}, nil)
 		body := randomBytes(42, 10_000)

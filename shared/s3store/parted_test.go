@@ -72,7 +72,7 @@ func (c *pagedLists) ListParts(ctx context.Context, in *s3.ListPartsInput, opts 
 // changes nothing.
 func TestPartsRoundTrip(t *testing.T) {
 	t.Parallel()
-	eachServer(t, func(t *testing.T, srv *s3test.Server) {
+	eachServer(t, func(t *testing.T, srv server) {
 		var lists *pagedLists
 		e := newEnv(t, srv, Options{}, func(c Client) Client { lists = &pagedLists{Client: c}; return lists })
 		ctx := context.Background()
@@ -218,7 +218,7 @@ func TestFinishPartsRefused(t *testing.T) {
 // succeeds; finishing it fails, saying the object was never made.
 func TestAbortParts(t *testing.T) {
 	t.Parallel()
-	eachServer(t, func(t *testing.T, srv *s3test.Server) {
+	eachServer(t, func(t *testing.T, srv server) {
 		e := newEnv(t, srv, Options{}, nil)
 		ctx := context.Background()
 		id, err := e.store.BeginParts(ctx, "aborted")
@@ -245,7 +245,7 @@ func TestAbortParts(t *testing.T) {
 // stored; arguments out of S3's range are refused before any request.
 func TestPutPartFailures(t *testing.T) {
 	t.Parallel()
-	eachServer(t, func(t *testing.T, srv *s3test.Server) {
+	eachServer(t, func(t *testing.T, srv server) {
 		var calls atomic.Int32
 		e := newEnv(t, srv, Options{}, func(c Client) Client { return &countParts{Client: c, calls: &calls} })
 		ctx := context.Background()
@@ -329,7 +329,7 @@ func (c *countParts) CopyObject(ctx context.Context, in *s3.CopyObjectInput, opt
 // moving again succeeds.
 func TestMove(t *testing.T) {
 	t.Parallel()
-	eachServer(t, func(t *testing.T, srv *s3test.Server) {
+	eachServer(t, func(t *testing.T, srv server) {
 		tests := []struct {
 			name                 string
 			size                 int
@@ -467,7 +467,7 @@ func TestMoveRefused(t *testing.T) {
 
 func TestDelete(t *testing.T) {
 	t.Parallel()
-	eachServer(t, func(t *testing.T, srv *s3test.Server) {
+	eachServer(t, func(t *testing.T, srv server) {
 		e := newEnv(t, srv, Options{}, nil)
 		ctx := context.Background()
 		if err := e.store.Delete(ctx, "never/there"); err != nil {

@@ -22,7 +22,7 @@ import (
 
 func TestPutRoundTrip(t *testing.T) {
 	t.Parallel()
-	eachServer(t, func(t *testing.T, srv *s3test.Server) {
+	eachServer(t, func(t *testing.T, srv server) {
 		e := newEnv(t, srv, Options{PartSize: testPartSize, PartsInFlight: 3}, nil)
 		sizes := []int{
 			0,
@@ -77,7 +77,7 @@ func (r *endError) Read(b []byte) (int, error) {
 // stays open, for one PutObject and for multipart uploads alike.
 func TestPutFailures(t *testing.T) {
 	t.Parallel()
-	eachServer(t, func(t *testing.T, srv *s3test.Server) {
+	eachServer(t, func(t *testing.T, srv server) {
 		e := newEnv(t, srv, Options{PartSize: testPartSize, PartsInFlight: 2}, nil)
 		sizes := map[string]int{"single": 1000, "multipart": 2*testPartSize + 100}
 		tests := []struct {
@@ -127,7 +127,7 @@ func (c *cancelAfter) Read(b []byte) (int, error) {
 
 func TestPutCanceled(t *testing.T) {
 	t.Parallel()
-	eachServer(t, func(t *testing.T, srv *s3test.Server) {
+	eachServer(t, func(t *testing.T, srv server) {
 		e := newEnv(t, srv, Options{PartSize: testPartSize, PartsInFlight: 2}, nil)
 		for _, at := range []int{100, testPartSize + 100, 3 * testPartSize} {
 			t.Run(fmt.Sprint(at), func(t *testing.T) {

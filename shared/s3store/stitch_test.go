@@ -143,7 +143,7 @@ func TestStitch(t *testing.T) {
 	if len(f.parts) != 3 || !f.parts[0].Copy() || !f.parts[1].Copy() || f.parts[2].Copy() {
 		t.Fatalf("parts %+v: want two copy parts and a tail part", f.parts)
 	}
-	eachServer(t, func(t *testing.T, srv *s3test.Server) {
+	eachServer(t, func(t *testing.T, srv server) {
 		for _, mode := range tailModes {
 			t.Run(mode.name, func(t *testing.T) {
 				ctx := context.Background()
@@ -340,7 +340,7 @@ func TestStitchFailures(t *testing.T) {
 			wantErr: errTooLong,
 		},
 	}
-	eachServer(t, func(t *testing.T, srv *s3test.Server) {
+	eachServer(t, func(t *testing.T, srv server) {
 		bucket := srv.CreateBucket(t)
 		c := srv.Client()
 		seed := New(c, s3.NewPresignClient(c), bucket, Options{})

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"github.com/tarport/tarport/shared/download"
 	"github.com/tarport/tarport/shared/registry"
 	"github.com/tarport/tarport/shared/tarport"
+	"github.com/tarport/tarport/shared/testkit/moto"
 	"github.com/tarport/tarport/shared/testkit/s3test"
 )
 
@@ -26,16 +28,26 @@ var _ registry.MetaCache = (*Store)(nil)
 // testPartSize is S3's smallest part: multipart uploads with little data.
 const testPartSize = 5 << 20
 
-// env is a store on a fresh bucket of a running versitygw.
+// server is a running S3 API: versitygw (s3test) or moto.
+type server interface {
+	CreateBucket(t testing.TB) string
+	Client() *s3.Client
+	HTTPClient() *http.Client
+	Uploads(t testing.TB, bucket string) []string
+	Keys(t testing.TB, bucket string) []string
+	Log() string
+}
+
+// env is a store on a fresh bucket of a running S3 API.
 type env struct {
-	srv    *s3test.Server
+	srv    server
 	bucket string
 	store  *Store
 }
 
 // newEnv makes a bucket on srv and a store of it; wrap, when set, stands
 // between the store and the server (to inject faults or watch calls).
-func newEnv(t *testing.T, srv *s3test.Server, opts Options, wrap func(Client) Client) env {
+func newEnv(t *testing.T, srv server, opts Options, wrap func(Client) Client) env {
 	t.Helper()
 	bucket := srv.CreateBucket(t)
 	c := srv.Client()
@@ -48,19 +60,21 @@ func newEnv(t *testing.T, srv *s3test.Server, opts Options, wrap func(Client) Cl
 
 // eachServer runs test against versitygw over plain HTTP (the SDK hashes
 // bodies) and over TLS (the SDK streams aws-chunked with a trailing CRC32,
-// as against real S3), each its own server.
-func eachServer(t *testing.T, test func(t *testing.T, srv *s3test.Server)) {
+// as against real S3), and against moto's S3 (a second opinion: no
+// behaviour may rest on one stand-in's quirks), each its own server.
+func eachServer(t *testing.T, test func(t *testing.T, srv server)) {
 	t.Helper()
 	for _, tt := range []struct {
-		name string
-		opts []s3test.Option
+		name  string
+		start func(t *testing.T) server
 	}{
-		{"http", nil},
-		{"https", []s3test.Option{s3test.TLS()}},
+		{"http", func(t *testing.T) server { return s3test.Start(t) }},
+		{"https", func(t *testing.T) server { return s3test.Start(t, s3test.TLS()) }},
+		{"moto", func(t *testing.T) server { return moto.Start(t) }},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			test(t, s3test.Start(t, tt.opts...))
+			test(t, tt.start(t))
 		})
 	}
 }
@@ -120,7 +134,7 @@ func assertAbsent(t *testing.T, e env, key string) {
 
 func TestMissingObject(t *testing.T) {
 	t.Parallel()
-	eachServer(t, func(t *testing.T, srv *s3test.Server) {
+	eachServer(t, func(t *testing.T, srv server) {
 		e := newEnv(t, srv, Options{}, nil)
 		ctx := context.Background()
 		_, err := e.store.Size(ctx, "entries/sha256/nope")
@@ -143,7 +157,7 @@ func TestMissingObject(t *testing.T) {
 // use (download.MetaKey), one namespace per origin.
 func TestMeta(t *testing.T) {
 	t.Parallel()
-	eachServer(t, func(t *testing.T, srv *s3test.Server) {
+	eachServer(t, func(t *testing.T, srv server) {
 		e := newEnv(t, srv, Options{}, nil)
 		ctx := context.Background()
 		blobs := [][]byte{[]byte(`{"schemaVersion":2}`), {}, randomBytes(7, 100_000)}

@@ -21,9 +21,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/tarport/tarport/shared/testkit/daemon"
 	"github.com/tarport/tarport/shared/testkit/regtest"
+	"github.com/tarport/tarport/shared/testkit/s3test"
 )
 
 // Credentials and region the kit's clients sign with.
@@ -138,3 +140,37 @@ func (s *Server) CreateTable(t testing.TB, in *dynamodb.CreateTableInput) string
 
 // DynamoDB is a client of this server's DynamoDB.
 func (s *Server) DynamoDB() *dynamodb.Client { return dynamodb.NewFromConfig(s.Config()) }
+
+var bucketSeq atomic.Int64
+
+// S3 is a client of this server's S3, addressing buckets by path.
+func (s *Server) S3() *s3.Client {
+	return s3.NewFromConfig(s.Config(), func(o *s3.Options) { o.UsePathStyle = true })
+}
+
+// CreateBucket creates a fresh bucket and returns its name.
+func (s *Server) CreateBucket(t testing.TB) string {
+	t.Helper()
+	name := fmt.Sprintf("bucket-%d", bucketSeq.Add(1))
+	if _, err := s.S3().CreateBucket(t.Context(), &s3.CreateBucketInput{Bucket: aws.String(name)}); err != nil {
+		t.Fatalf("creating bucket: %v", err)
+	}
+	return name
+}
+
+// Client is S3, for test code written against s3test.Server.
+func (s *Server) Client() *s3.Client { return s.S3() }
+
+// Uploads lists the bucket's unfinished multipart uploads' keys.
+func (s *Server) Uploads(t testing.TB, bucket string) []string {
+	return s3test.Uploads(t, s.S3(), bucket)
+}
+
+// Keys lists the bucket's objects.
+func (s *Server) Keys(t testing.TB, bucket string) []string { return s3test.Keys(t, s.S3(), bucket) }
+
+// HTTPClient is the client that reaches the server (plain HTTP).
+func (s *Server) HTTPClient() *http.Client { return http.DefaultClient }
+
+// Log is the server's output.
+func (s *Server) Log() string { return s.d.Log() }

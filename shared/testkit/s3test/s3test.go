@@ -199,12 +199,19 @@ func (s *Server) NewBucket(ctx context.Context, name string) error {
 
 // Uploads lists the keys of the bucket's unfinished multipart uploads: a
 // test's way to see that a failed upload was aborted.
-func (s *Server) Uploads(t testing.TB, bucket string) []string {
+func (s *Server) Uploads(t testing.TB, bucket string) []string { return Uploads(t, s.Client(), bucket) }
+
+// Keys lists the bucket's objects.
+func (s *Server) Keys(t testing.TB, bucket string) []string { return Keys(t, s.Client(), bucket) }
+
+// Uploads lists the keys of a bucket's unfinished multipart uploads
+// through any S3 API client.
+func Uploads(t testing.TB, c *s3.Client, bucket string) []string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var keys []string
-	p := s3.NewListMultipartUploadsPaginator(s.Client(), &s3.ListMultipartUploadsInput{Bucket: aws.String(bucket)})
+	p := s3.NewListMultipartUploadsPaginator(c, &s3.ListMultipartUploadsInput{Bucket: aws.String(bucket)})
 	for p.HasMorePages() {
 		out, err := p.NextPage(ctx)
 		if err != nil {
@@ -217,13 +224,13 @@ func (s *Server) Uploads(t testing.TB, bucket string) []string {
 	return keys
 }
 
-// Keys lists the bucket's objects.
-func (s *Server) Keys(t testing.TB, bucket string) []string {
+// Keys lists a bucket's objects through any S3 API client.
+func Keys(t testing.TB, c *s3.Client, bucket string) []string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var keys []string
-	p := s3.NewListObjectsV2Paginator(s.Client(), &s3.ListObjectsV2Input{Bucket: aws.String(bucket)})
+	p := s3.NewListObjectsV2Paginator(c, &s3.ListObjectsV2Input{Bucket: aws.String(bucket)})
 	for p.HasMorePages() {
 		out, err := p.NextPage(ctx)
 		if err != nil {
