@@ -29,10 +29,11 @@ import (
 	"github.com/tarport/tarport/shared/dynamo"
 	"github.com/tarport/tarport/shared/testkit/daemon"
 	"github.com/tarport/tarport/shared/testkit/dynalite"
-	"github.com/tarport/tarport/shared/testkit/fakesqs"
 	"github.com/tarport/tarport/shared/testkit/lambdatest"
+	"github.com/tarport/tarport/shared/testkit/moto"
 	"github.com/tarport/tarport/shared/testkit/regtest"
 	"github.com/tarport/tarport/shared/testkit/s3test"
+	"github.com/tarport/tarport/shared/testkit/sqsmapping"
 )
 
 const (
@@ -59,7 +60,7 @@ type awsStack struct {
 	rie      string
 	db       *dynalite.Server
 	s3       *s3test.Server
-	sqs      *fakesqs.Server
+	sqs      *moto.Server
 	tasksURL string
 	workers  int
 	serial   int
@@ -75,7 +76,7 @@ type awsFunctions struct {
 	bucket, table string
 	download      *lambdatest.Function
 	assemble      []*lambdatest.Function
-	mappings      []*fakesqs.Mapping // one per assemble instance
+	mappings      []*sqsmapping.Mapping // one per assemble instance
 }
 
 // awsResult is one measured job on the AWS path.
@@ -202,14 +203,20 @@ func newAWSStack(ctx context.Context, e *environment, workers int) (*awsStack, e
 	if a.db, err = dynalite.Launch(ctx, node, cli, filepath.Join(a.dir, "dynalite")); err != nil {
 		return nil, err
 	}
-	a.sqs = fakesqs.NewServer()
+	motoBin, err := regtest.FindBinary("moto_server")
+	if err != nil {
+		return nil, err
+	}
+	if a.sqs, err = moto.Launch(ctx, motoBin); err != nil {
+		return nil, err
+	}
 	if _, err := a.createQueue(ctx, "tarport-dlq", nil); err != nil {
 		return nil, err
 	}
 	// The template's queue: a visibility timeout over the assemble function's 900 s.
 	if a.tasksURL, err = a.createQueue(ctx, "tarport-tasks", map[string]string{
 		"VisibilityTimeout": "1200",
-		"RedrivePolicy":     fmt.Sprintf(`{"deadLetterTargetArn":%q,"maxReceiveCount":"3"}`, fakesqs.QueueARN("tarport-dlq")),
+		"RedrivePolicy":     fmt.Sprintf(`{"deadLetterTargetArn":%q,"maxReceiveCount":"3"}`, moto.QueueARN("tarport-dlq")),
 	}); err != nil {
 		return nil, err
 	}
@@ -219,14 +226,14 @@ func newAWSStack(ctx context.Context, e *environment, workers int) (*awsStack, e
 		moduleVersion(versitygw),
 		"dynalite " + packageVersion(filepath.Join(filepath.Dir(cli), "package.json")) + " on node " + commandOutput(ctx, os.Environ(), node, "--version"),
 	}
-	logf("aws stack: versitygw %s, dynalite %s, fake SQS %s", a.s3.Endpoint(), a.db.Endpoint(), a.sqs.URL)
+	logf("aws stack: versitygw %s, dynalite %s, moto SQS %s", a.s3.Endpoint(), a.db.Endpoint(), a.sqs.URL)
 	ok = true
 	return a, nil
 }
 
 func (a *awsStack) close() {
 	if a.sqs != nil {
-		a.sqs.Close()
+		a.sqs.Stop()
 	}
 	if a.db != nil {
 		a.db.Stop()
@@ -237,7 +244,7 @@ func (a *awsStack) close() {
 }
 
 func (a *awsStack) createQueue(ctx context.Context, name string, attrs map[string]string) (string, error) {
-	out, err := a.sqs.Client().CreateQueue(ctx, &sqs.CreateQueueInput{QueueName: aws.String(name), Attributes: attrs})
+	out, err := a.sqs.SQS().CreateQueue(ctx, &sqs.CreateQueueInput{QueueName: aws.String(name), Attributes: attrs})
 	if err != nil {
 		return "", fmt.Errorf("creating queue %s: %w", name, err)
 	}
@@ -352,7 +359,7 @@ func (a *awsStack) funcEnv(bucket, table string) []string {
 		"TARPORT_TABLE="+table,
 		"TARPORT_BUCKET="+bucket,
 		"TARPORT_QUEUE_URL="+a.tasksURL,
-		"TARPORT_DLQ_ARN="+fakesqs.QueueARN("tarport-dlq"),
+		"TARPORT_DLQ_ARN="+moto.QueueARN("tarport-dlq"),
 		"TARPORT_TASK_KEY=bench-task-key",
 		"TARPORT_INSECURE_REGISTRIES="+a.env.registry.Host,
 		"TARPORT_HUB_API=http://127.0.0.1:9", // nothing measured here asks Docker Hub
@@ -526,8 +533,8 @@ func (a *awsStack) startFunctions(ctx context.Context, bucket, table string) (*a
 		// The template's mapping: batches of AssembleBatchSize (1), each
 		// poller invoking its own instance, as Lambda's pollers do up to
 		// MaximumConcurrency.
-		fs.mappings = append(fs.mappings, &fakesqs.Mapping{
-			Client:    a.sqs.Client(),
+		fs.mappings = append(fs.mappings, &sqsmapping.Mapping{
+			Client:    a.sqs.SQS(),
 			QueueURL:  a.tasksURL,
 			BatchSize: 1,
 			Wait:      time.Second,
@@ -618,7 +625,7 @@ func (a *awsStack) measure(ctx context.Context, fs *awsFunctions, c *benchCase) 
 	default:
 	}
 	r.invocations = invocations.Load()
-	if visible, inFlight, delayed := a.sqs.Depth("tarport-tasks"); visible+inFlight+delayed > 0 {
+	if visible, inFlight, delayed, err := sqsmapping.Depth(ctx, a.sqs.SQS(), a.tasksURL); err != nil || visible+inFlight+delayed > 0 {
 		logf("warning: %d task messages left after job %s was ready", visible+inFlight+delayed, j.ID)
 	}
 
@@ -664,7 +671,7 @@ func (a *awsStack) measure(ctx context.Context, fs *awsFunctions, c *benchCase) 
 // pollTasks plays one poller of the event source mapping until stop is
 // closed. A failed invocation ends the measurement: with the template's
 // visibility timeout its message would come back only after 20 minutes.
-func pollTasks(ctx context.Context, m *fakesqs.Mapping, stop <-chan struct{}, invocations *atomic.Int64) error {
+func pollTasks(ctx context.Context, m *sqsmapping.Mapping, stop <-chan struct{}, invocations *atomic.Int64) error {
 	for {
 		select {
 		case <-stop:

@@ -27,24 +27,25 @@ import (
 	"github.com/tarport/tarport/shared/tarport"
 	"github.com/tarport/tarport/shared/testkit/dynalite"
 	"github.com/tarport/tarport/shared/testkit/fakehub"
-	"github.com/tarport/tarport/shared/testkit/fakesqs"
 	"github.com/tarport/tarport/shared/testkit/faultproxy"
 	"github.com/tarport/tarport/shared/testkit/hostile"
 	"github.com/tarport/tarport/shared/testkit/lambdatest"
+	"github.com/tarport/tarport/shared/testkit/moto"
 	"github.com/tarport/tarport/shared/testkit/regtest"
 	"github.com/tarport/tarport/shared/testkit/s3test"
+	"github.com/tarport/tarport/shared/testkit/sqsmapping"
 	"github.com/tarport/tarport/shared/testkit/tarcheck"
 )
 
 // stack is tarport deployed the AWS way on loopback: the functions built
 // by the Makefile's SAM targets and run under the Lambda emulator, S3 by
-// versitygw, DynamoDB by dynalite, SQS by the fake (no stand-in runs
-// here), the test playing API Gateway and the SQS event source mappings.
+// versitygw, DynamoDB by dynalite, SQS by moto, the test playing API
+// Gateway and the SQS event source mappings.
 type stack struct {
 	t        *testing.T
 	reg      *regtest.Registry
 	s3       *s3test.Server
-	sqs      *fakesqs.Server
+	sqs      *moto.Server
 	hub      *fakehub.Hub
 	db       *dynalite.Server
 	table    string
@@ -65,12 +66,12 @@ func newStack(t *testing.T) *stack {
 	st.table = st.db.CreateTable(t, dynamo.Schema())
 	st.s3 = s3test.Start(t)
 	st.bucket = st.s3.CreateBucket(t)
-	st.sqs = fakesqs.New(t)
+	st.sqs = moto.Start(t)
 	st.hub = fakehub.New(t, "")
 	st.dlqURL = st.createQueue("tarport-dlq", nil)
 	st.tasksURL = st.createQueue("tarport-tasks", map[string]string{
 		"VisibilityTimeout": "960",
-		"RedrivePolicy":     fmt.Sprintf(`{"deadLetterTargetArn":%q,"maxReceiveCount":"3"}`, fakesqs.QueueARN("tarport-dlq")),
+		"RedrivePolicy":     fmt.Sprintf(`{"deadLetterTargetArn":%q,"maxReceiveCount":"3"}`, moto.QueueARN("tarport-dlq")),
 	})
 
 	st.env = append(append(st.db.Env(), st.s3.Env()...),
@@ -78,7 +79,7 @@ func newStack(t *testing.T) *stack {
 		"TARPORT_TABLE="+st.table,
 		"TARPORT_BUCKET="+st.bucket,
 		"TARPORT_QUEUE_URL="+st.tasksURL,
-		"TARPORT_DLQ_ARN="+fakesqs.QueueARN("tarport-dlq"),
+		"TARPORT_DLQ_ARN="+moto.QueueARN("tarport-dlq"),
 		"TARPORT_TASK_KEY=test-task-key",
 		"TARPORT_INSECURE_REGISTRIES="+st.reg.Host,
 		"TARPORT_HUB_API="+st.hub.URL,
@@ -87,9 +88,19 @@ func newStack(t *testing.T) *stack {
 	return st
 }
 
+// depth is a queue's messages: visible, in flight, delayed.
+func (st *stack) depth(url string) (visible, inFlight, delayed int) {
+	st.t.Helper()
+	v, f, d, err := sqsmapping.Depth(context.Background(), st.sqs.SQS(), url)
+	if err != nil {
+		st.t.Fatal(err)
+	}
+	return v, f, d
+}
+
 func (st *stack) createQueue(name string, attrs map[string]string) string {
 	st.t.Helper()
-	out, err := st.sqs.Client().CreateQueue(context.Background(), &sqs.CreateQueueInput{QueueName: aws.String(name), Attributes: attrs})
+	out, err := st.sqs.SQS().CreateQueue(context.Background(), &sqs.CreateQueueInput{QueueName: aws.String(name), Attributes: attrs})
 	if err != nil {
 		st.t.Fatal(err)
 	}
@@ -129,9 +140,9 @@ func (st *stack) api(logicalID, method, target, body string, headers ...string) 
 
 // mapping plays the SQS event source mapping of queueURL to the assemble
 // function running at the time of each poll.
-func (st *stack) mapping(queueURL string, batch int32) *fakesqs.Mapping {
-	return &fakesqs.Mapping{
-		Client:    st.sqs.Client(),
+func (st *stack) mapping(queueURL string, batch int32) *sqsmapping.Mapping {
+	return &sqsmapping.Mapping{
+		Client:    st.sqs.SQS(),
 		QueueURL:  queueURL,
 		BatchSize: batch,
 		Timeout:   2 * time.Minute,
@@ -207,7 +218,7 @@ func TestDownloadOnLambda(t *testing.T) {
 	if res.StatusCode != http.StatusAccepted || job.ID == "" || job.Status != "queued" {
 		t.Fatalf("create: %d %s", res.StatusCode, res.Body)
 	}
-	if n, err := st.sqs.Drain(context.Background(), st.mapping(st.tasksURL, 10), st.mapping(st.dlqURL, 10)); err != nil || n == 0 {
+	if n, err := sqsmapping.Drain(context.Background(), st.mapping(st.tasksURL, 10), st.mapping(st.dlqURL, 10)); err != nil || n == 0 {
 		t.Fatalf("draining the task queue: %d invocations, %v", n, err)
 	}
 	res = st.api("DownloadFunction", "GET", "/api/downloads/"+job.ID, "")
@@ -281,10 +292,10 @@ func TestSplitLayerOnLambda(t *testing.T) {
 	if res.StatusCode != http.StatusAccepted {
 		t.Fatalf("create: %d %s", res.StatusCode, res.Body)
 	}
-	if visible, _, _ := st.sqs.Depth("tarport-tasks"); visible < 6 {
+	if visible, _, _ := st.depth(st.tasksURL); visible < 6 {
 		t.Fatalf("%d task messages, want 5 ranges and a whole layer at least", visible)
 	}
-	if _, err := st.sqs.Drain(context.Background(), st.mapping(st.tasksURL, 3), st.mapping(st.dlqURL, 10)); err != nil {
+	if _, err := sqsmapping.Drain(context.Background(), st.mapping(st.tasksURL, 3), st.mapping(st.dlqURL, 10)); err != nil {
 		t.Fatal(err)
 	}
 	job = decodeJob(t, st.api("DownloadFunction", "GET", "/api/downloads/"+job.ID, ""))
@@ -324,7 +335,7 @@ func TestWorkerKilledMidLayer(t *testing.T) {
 	}
 
 	tasks := st.mapping(st.tasksURL, 1)
-	round := make(chan fakesqs.Round, 1)
+	round := make(chan sqsmapping.Round, 1)
 	go func() {
 		r, err := tasks.Poll(context.Background())
 		if err != nil {
@@ -347,12 +358,12 @@ func TestWorkerKilledMidLayer(t *testing.T) {
 	if ups := st.s3.Uploads(t, st.bucket); len(ups) != 1 {
 		t.Fatalf("uploads after the kill: %v, want the killed worker's one", ups)
 	}
-	if _, inFlight, _ := st.sqs.Depth("tarport-tasks"); inFlight != 1 {
+	if _, inFlight, _ := st.depth(st.tasksURL); inFlight != 1 {
 		t.Fatalf("the task message is not in flight after the kill (in flight: %d)", inFlight)
 	}
 
 	st.start("AssembleFunction", 2*time.Minute)
-	if _, err := st.sqs.Drain(context.Background(), tasks, st.mapping(st.dlqURL, 10)); err != nil {
+	if _, err := sqsmapping.Drain(context.Background(), tasks, st.mapping(st.dlqURL, 10)); err != nil {
 		t.Fatal(err)
 	}
 	job = decodeJob(t, st.api("DownloadFunction", "GET", "/api/downloads/"+job.ID, ""))
@@ -428,11 +439,17 @@ func TestPoisonTaskDeadLetters(t *testing.T) {
 	proxy.Stall(0, time.Minute, 1000) // the config is read; the layer will not come
 	tasks, dead := st.mapping(st.tasksURL, 1), st.mapping(st.dlqURL, 10)
 	tasks.Timeout, dead.Timeout = 4*time.Second, 4*time.Second
-	if _, err := st.sqs.Drain(context.Background(), tasks, dead); err != nil {
+	deadLetters := 0
+	invokeDead := dead.Invoke
+	dead.Invoke = func(ctx context.Context, ev events.SQSEvent) (events.SQSEventResponse, error) {
+		deadLetters += len(ev.Records)
+		return invokeDead(ctx, ev)
+	}
+	if _, err := sqsmapping.Drain(context.Background(), tasks, dead); err != nil {
 		t.Fatal(err)
 	}
-	if s := st.sqs.Stats(); s.Redriven != 1 {
-		t.Fatalf("%d messages went to the dead-letter queue, want 1 (%+v)", s.Redriven, s)
+	if deadLetters != 1 {
+		t.Fatalf("%d messages went to the dead-letter queue, want 1", deadLetters)
 	}
 	job = decodeJob(t, st.api("DownloadFunction", "GET", "/api/downloads/"+job.ID, ""))
 	if job.Status != "failed" || job.Error == nil || !strings.Contains(job.Error.Message, "could not finish layer") {
@@ -462,10 +479,10 @@ func TestWarmOnLambda(t *testing.T) {
 	if res := st.api("PopularFunction", "GET", "/api/popular", ""); res.StatusCode != http.StatusOK || res.Headers["X-Cache"] != "HIT" || st.hub.TotalHits() != hits {
 		t.Fatalf("popular after the warm: %d X-Cache %q", res.StatusCode, res.Headers["X-Cache"])
 	}
-	if visible, _, _ := st.sqs.Depth("tarport-tasks"); visible != 1 {
+	if visible, _, _ := st.depth(st.tasksURL); visible != 1 {
 		t.Fatalf("%d task messages after the warm, want the hot image's layer", visible)
 	}
-	if _, err := st.sqs.Drain(context.Background(), st.mapping(st.tasksURL, 10), st.mapping(st.dlqURL, 10)); err != nil {
+	if _, err := sqsmapping.Drain(context.Background(), st.mapping(st.tasksURL, 10), st.mapping(st.dlqURL, 10)); err != nil {
 		t.Fatal(err)
 	}
 	digest := pushed.Images[0].Layers[0].Digest
@@ -499,8 +516,8 @@ func TestPrivateImageOnLambda(t *testing.T) {
 	if res.StatusCode != http.StatusAccepted {
 		t.Fatalf("with credentials: %d %s", res.StatusCode, res.Body)
 	}
-	// Peek at the queued bodies (visibility 0 leaves them in the queue).
-	out, err := st.sqs.Client().ReceiveMessage(context.Background(), &sqs.ReceiveMessageInput{QueueUrl: aws.String(st.tasksURL), MaxNumberOfMessages: 10, VisibilityTimeout: 0})
+	// Peek at the queued bodies, then put them back (visible at once).
+	out, err := st.sqs.SQS().ReceiveMessage(context.Background(), &sqs.ReceiveMessageInput{QueueUrl: aws.String(st.tasksURL), MaxNumberOfMessages: 10})
 	if err != nil || len(out.Messages) == 0 {
 		t.Fatalf("peeking at the queue: %d messages, %v", len(out.Messages), err)
 	}
@@ -508,8 +525,13 @@ func TestPrivateImageOnLambda(t *testing.T) {
 		if strings.Contains(aws.ToString(m.Body), pass) || strings.Contains(aws.ToString(m.Body), user+":") {
 			t.Fatalf("a task message holds the credentials in clear: %s", aws.ToString(m.Body))
 		}
+		if _, err := st.sqs.SQS().ChangeMessageVisibility(context.Background(), &sqs.ChangeMessageVisibilityInput{
+			QueueUrl: aws.String(st.tasksURL), ReceiptHandle: m.ReceiptHandle, VisibilityTimeout: 0,
+		}); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if _, err := st.sqs.Drain(context.Background(), st.mapping(st.tasksURL, 10), st.mapping(st.dlqURL, 10)); err != nil {
+	if _, err := sqsmapping.Drain(context.Background(), st.mapping(st.tasksURL, 10), st.mapping(st.dlqURL, 10)); err != nil {
 		t.Fatal(err)
 	}
 	// A private job's link is signed only for credentials the registry
@@ -565,7 +587,7 @@ func TestHostileRegistryOnLambda(t *testing.T) {
 	st.start("DownloadFunction", 29*time.Second)
 	st.start("AssembleFunction", 2*time.Minute)
 	drain := func() {
-		if _, err := st.sqs.Drain(context.Background(), st.mapping(st.tasksURL, 10), st.mapping(st.dlqURL, 10)); err != nil {
+		if _, err := sqsmapping.Drain(context.Background(), st.mapping(st.tasksURL, 10), st.mapping(st.dlqURL, 10)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -633,7 +655,7 @@ func TestTricklingLayerOnLambda(t *testing.T) {
 		t.Fatalf("create: %d %s", res.StatusCode, res.Body)
 	}
 	start := time.Now()
-	if _, err := st.sqs.Drain(context.Background(), st.mapping(st.tasksURL, 10), st.mapping(st.dlqURL, 10)); err != nil {
+	if _, err := sqsmapping.Drain(context.Background(), st.mapping(st.tasksURL, 10), st.mapping(st.dlqURL, 10)); err != nil {
 		t.Fatal(err)
 	}
 	job = decodeJob(t, st.api("DownloadFunction", "GET", "/api/downloads/"+job.ID, ""))
@@ -666,7 +688,7 @@ func TestForeignLayerOnLambda(t *testing.T) {
 		if res.StatusCode != http.StatusAccepted && res.StatusCode != http.StatusOK {
 			t.Fatalf("%s: %d %s", ref, res.StatusCode, res.Body)
 		}
-		if _, err := st.sqs.Drain(context.Background(), st.mapping(st.tasksURL, 10), st.mapping(st.dlqURL, 10)); err != nil {
+		if _, err := sqsmapping.Drain(context.Background(), st.mapping(st.tasksURL, 10), st.mapping(st.dlqURL, 10)); err != nil {
 			t.Fatal(err)
 		}
 		if job = decodeJob(t, st.api("DownloadFunction", "GET", "/api/downloads/"+job.ID, "")); job.Status != "ready" {

@@ -108,7 +108,7 @@ func TestGuardsOnLambda(t *testing.T) {
 		}
 		dl.Stop()
 	}
-	if visible, inFlight, delayed := st.sqs.Depth("tarport-tasks"); visible+inFlight+delayed != 0 {
+	if visible, inFlight, delayed := st.depth(st.tasksURL); visible+inFlight+delayed != 0 {
 		t.Fatalf("%d tasks queued for refused downloads", visible+inFlight+delayed)
 	}
 }

@@ -15,7 +15,8 @@ import (
 
 	"github.com/tarport/tarport/shared/download"
 	"github.com/tarport/tarport/shared/sqsqueue"
-	"github.com/tarport/tarport/shared/testkit/fakesqs"
+	"github.com/tarport/tarport/shared/testkit/moto"
+	"github.com/tarport/tarport/shared/testkit/sqsmapping"
 )
 
 // countingAPI records the batch sizes sent through it.
@@ -32,6 +33,44 @@ func (c *countingAPI) SendMessageBatch(ctx context.Context, in *sqs.SendMessageB
 	return c.SendAPI.SendMessageBatch(ctx, in, opts...)
 }
 
+// failingAPI fails the next fail entries it is given, as SQS reports a
+// partial batch failure (a server fault: the sender may retry), and sends
+// the rest. moto has no way to fail a send; this is the one fault here.
+type failingAPI struct {
+	sqsqueue.SendAPI
+	mu   sync.Mutex
+	fail int
+}
+
+func (f *failingAPI) failNext(n int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.fail = n
+}
+
+func (f *failingAPI) SendMessageBatch(ctx context.Context, in *sqs.SendMessageBatchInput, opts ...func(*sqs.Options)) (*sqs.SendMessageBatchOutput, error) {
+	f.mu.Lock()
+	n := min(f.fail, len(in.Entries))
+	f.fail -= n
+	f.mu.Unlock()
+	failed := make([]types.BatchResultErrorEntry, 0, n)
+	for _, e := range in.Entries[:n] {
+		failed = append(failed, types.BatchResultErrorEntry{Id: e.Id, Code: aws.String("InternalError"), Message: aws.String("injected"), SenderFault: false})
+	}
+	out := &sqs.SendMessageBatchOutput{Failed: failed}
+	if n == len(in.Entries) {
+		return out, nil
+	}
+	rest := *in
+	rest.Entries = in.Entries[n:]
+	sent, err := f.SendAPI.SendMessageBatch(ctx, &rest, opts...)
+	if err != nil {
+		return nil, err
+	}
+	sent.Failed = append(sent.Failed, failed...)
+	return sent, nil
+}
+
 func noWait(int) time.Duration { return 0 }
 
 func newQueue(t *testing.T, api sqsqueue.SendAPI, url string, opts sqsqueue.Options) *sqsqueue.Queue {
@@ -44,10 +83,8 @@ func newQueue(t *testing.T, api sqsqueue.SendAPI, url string, opts sqsqueue.Opti
 }
 
 // receiveAll takes every message of the queue, as raw bodies by message
-// id, reading at least once as a consumer must: a message whose receive
-// went astray (an SDK retry after a lost response) comes back when its
-// visibility timeout is ended.
-func receiveAll(t *testing.T, s *fakesqs.Server, c *sqs.Client, url string) map[string]string {
+// id, until the queue is empty.
+func receiveAll(t *testing.T, c *sqs.Client, url string) map[string]string {
 	t.Helper()
 	ctx := context.Background()
 	bodies := map[string]string{}
@@ -57,11 +94,13 @@ func receiveAll(t *testing.T, s *fakesqs.Server, c *sqs.Client, url string) map[
 			t.Fatalf("ReceiveMessage: %v", err)
 		}
 		if len(out.Messages) == 0 {
-			name := url[strings.LastIndex(url, "/")+1:]
-			if v, f, d := s.Depth(name); v+f+d == 0 {
+			if v, f, d, err := sqsmapping.Depth(ctx, c, url); err != nil || v+f+d == 0 {
+				if err != nil {
+					t.Fatal(err)
+				}
 				return bodies
 			}
-			s.ExpireVisibility()
+			time.Sleep(50 * time.Millisecond)
 			continue
 		}
 		for _, m := range out.Messages {
@@ -89,13 +128,9 @@ func tasks(n int) []download.Task {
 
 func TestEnqueue(t *testing.T) {
 	t.Parallel()
-	s := fakesqs.New(t)
-	c := s.Client()
-	out, err := c.CreateQueue(context.Background(), &sqs.CreateQueueInput{QueueName: aws.String("tasks")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	url := aws.ToString(out.QueueUrl)
+	s := moto.Start(t)
+	c := s.SQS()
+	url := s.CreateQueue(t, "tasks", nil)
 	api := &countingAPI{SendAPI: c}
 	q := newQueue(t, api, url, sqsqueue.Options{Key: testKey})
 	want := tasks(25)
@@ -105,9 +140,9 @@ func TestEnqueue(t *testing.T) {
 	if !reflect.DeepEqual(api.batches, []int{10, 10, 5}) {
 		t.Errorf("batches = %v, want [10 10 5]", api.batches)
 	}
-	bodies := receiveAll(t, s, c, url)
-	if len(bodies) != 25 || s.Stats().Sent != 25 {
-		t.Fatalf("%d messages arrived, %d sent, want 25", len(bodies), s.Stats().Sent)
+	bodies := receiveAll(t, c, url)
+	if len(bodies) != 25 {
+		t.Fatalf("%d messages arrived, want 25", len(bodies))
 	}
 	dec := codec(t, testKey, 0)
 	got := make([]download.Task, 25)
@@ -128,25 +163,25 @@ func TestEnqueue(t *testing.T) {
 
 func TestEnqueueRetriesFailedEntries(t *testing.T) {
 	t.Parallel()
-	s := fakesqs.New(t)
-	c := s.Client()
-	out, _ := c.CreateQueue(context.Background(), &sqs.CreateQueueInput{QueueName: aws.String("tasks")})
-	url := aws.ToString(out.QueueUrl)
-	api := &countingAPI{SendAPI: c}
+	s := moto.Start(t)
+	c := s.SQS()
+	url := s.CreateQueue(t, "tasks", nil)
+	failing := &failingAPI{SendAPI: c}
+	api := &countingAPI{SendAPI: failing}
 	q := newQueue(t, api, url, sqsqueue.Options{Key: testKey, Backoff: noWait})
-	s.FailSends(4) // four entries of the first batch fail, then go on retry
+	failing.failNext(4) // four entries of the first batch fail, then go on retry
 	if err := q.Enqueue(context.Background(), tasks(12)); err != nil {
 		t.Fatalf("Enqueue: %v", err)
 	}
 	if !reflect.DeepEqual(api.batches, []int{10, 4, 2}) {
 		t.Errorf("batches = %v, want [10 4 2]", api.batches)
 	}
-	if n := len(receiveAll(t, s, c, url)); n != 12 || s.Stats().Sent != 12 {
+	if n := len(receiveAll(t, c, url)); n != 12 {
 		t.Errorf("%d messages arrived, want 12 (no duplicates, none lost)", n)
 	}
 
-	s.FailSends(1000)
-	q = newQueue(t, c, url, sqsqueue.Options{Key: testKey, Attempts: 3, Backoff: noWait})
+	failing.failNext(1000)
+	q = newQueue(t, failing, url, sqsqueue.Options{Key: testKey, Attempts: 3, Backoff: noWait})
 	err := q.Enqueue(context.Background(), tasks(3))
 	if err == nil || !strings.Contains(err.Error(), "3 still failed after 3 attempts") {
 		t.Errorf("Enqueue against a failing queue: %v", err)
@@ -179,16 +214,16 @@ func TestEnqueueRefused(t *testing.T) {
 
 func TestEnqueueCredentialsWithoutKey(t *testing.T) {
 	t.Parallel()
-	s := fakesqs.New(t)
-	c := s.Client()
-	out, _ := c.CreateQueue(context.Background(), &sqs.CreateQueueInput{QueueName: aws.String("tasks")})
-	q := newQueue(t, c, aws.ToString(out.QueueUrl), sqsqueue.Options{})
+	s := moto.Start(t)
+	c := s.SQS()
+	url := s.CreateQueue(t, "tasks", nil)
+	q := newQueue(t, c, url, sqsqueue.Options{})
 	err := q.Enqueue(context.Background(), tasks(4)) // tasks 1 and 3 have credentials
 	if !errors.Is(err, sqsqueue.ErrNoKey) {
 		t.Errorf("Enqueue = %v, want ErrNoKey", err)
 	}
-	if st := s.Stats(); st.Sent != 0 {
-		t.Errorf("%d messages sent; nothing should go", st.Sent)
+	if v, f, d, err := sqsmapping.Depth(context.Background(), c, url); err != nil || v+f+d != 0 {
+		t.Errorf("%d messages sent (%v); nothing should go", v+f+d, err)
 	}
 	if _, err := sqsqueue.New(c, "u", sqsqueue.Options{Key: []byte("short")}); err == nil {
 		t.Errorf("New accepted a short key")

@@ -22,6 +22,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
 	"github.com/tarport/tarport/shared/testkit/daemon"
 	"github.com/tarport/tarport/shared/testkit/regtest"
@@ -47,8 +48,27 @@ type Server struct {
 // skips t, or fails it under TARPORT_REQUIRE_TOOLS=1.
 func Start(t testing.TB, env ...string) *Server {
 	t.Helper()
-	bin := regtest.Binary(t, "moto_server")
-	d, err := daemon.Start(context.Background(), daemon.Spec{
+	s, err := Launch(context.Background(), regtest.Binary(t, "moto_server"), env...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("moto_server output (tail):\n%s", tail(s.d.Log(), 3000))
+		}
+		s.Stop()
+	})
+	return s
+}
+
+// Launch is Start without a testing.TB, for benchmarks and tools: it runs
+// bin (moto_server) with env (nil: the caller's) until Stop or until ctx
+// is done.
+func Launch(ctx context.Context, bin string, env ...string) (*Server, error) {
+	if len(env) == 0 {
+		env = nil
+	}
+	d, err := daemon.Start(ctx, daemon.Spec{
 		Name: "moto_server",
 		Bin:  bin,
 		Args: func(addr string) []string {
@@ -67,17 +87,13 @@ func Start(t testing.TB, env ...string) *Server {
 		},
 	})
 	if err != nil {
-		t.Fatalf("starting moto_server: %v", err)
+		return nil, fmt.Errorf("starting moto_server: %w", err)
 	}
-	s := &Server{URL: "http://" + d.Addr, d: d}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("moto_server output (tail):\n%s", tail(d.Log(), 3000))
-		}
-		d.Stop()
-	})
-	return s
+	return &Server{URL: "http://" + d.Addr, d: d}, nil
 }
+
+// Stop ends the server.
+func (s *Server) Stop() { s.d.Stop() }
 
 // Config is an AWS configuration whose clients all reach this server.
 func (s *Server) Config() aws.Config {
@@ -174,3 +190,19 @@ func (s *Server) HTTPClient() *http.Client { return http.DefaultClient }
 
 // Log is the server's output.
 func (s *Server) Log() string { return s.d.Log() }
+
+// SQS is a client of this server's SQS.
+func (s *Server) SQS() *sqs.Client { return sqs.NewFromConfig(s.Config()) }
+
+// CreateQueue creates queue name with attrs and returns its URL.
+func (s *Server) CreateQueue(t testing.TB, name string, attrs map[string]string) string {
+	t.Helper()
+	out, err := s.SQS().CreateQueue(t.Context(), &sqs.CreateQueueInput{QueueName: aws.String(name), Attributes: attrs})
+	if err != nil {
+		t.Fatalf("creating queue %s: %v", name, err)
+	}
+	return aws.ToString(out.QueueUrl)
+}
+
+// QueueARN is the ARN moto gives queue name.
+func QueueARN(name string) string { return "arn:aws:sqs:" + Region + ":" + Account + ":" + name }

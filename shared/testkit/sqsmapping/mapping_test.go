@@ -1,4 +1,4 @@
-package fakesqs_test
+package sqsmapping_test
 
 import (
 	"context"
@@ -12,16 +12,20 @@ import (
 	"time"
 
 	"github.com/aws/aws-lambda-go/events"
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
-	"github.com/tarport/tarport/shared/testkit/fakesqs"
+	"github.com/tarport/tarport/shared/testkit/moto"
+	"github.com/tarport/tarport/shared/testkit/sqsmapping"
 )
 
 func TestMappingEvent(t *testing.T) {
 	t.Parallel()
-	s, c, url := setup(t, "q", nil)
+	_, c, url := setup(t, "q", nil)
 	id := send(t, c, url, "body-1")
 	var got events.SQSEvent
-	m := &fakesqs.Mapping{Client: c, QueueURL: url, Invoke: func(ctx context.Context, ev events.SQSEvent) (events.SQSEventResponse, error) {
+	m := &sqsmapping.Mapping{Client: c, QueueURL: url, Invoke: func(ctx context.Context, ev events.SQSEvent) (events.SQSEventResponse, error) {
 		got = ev
 		if _, ok := ctx.Deadline(); !ok {
 			t.Errorf("the function's context has no deadline")
@@ -38,14 +42,14 @@ func TestMappingEvent(t *testing.T) {
 	rec := got.Records[0]
 	sum := md5.Sum([]byte("body-1"))
 	if rec.MessageId != id || rec.Body != "body-1" || rec.ReceiptHandle == "" || rec.Md5OfBody != hex.EncodeToString(sum[:]) ||
-		rec.EventSource != "aws:sqs" || rec.EventSourceARN != fakesqs.QueueARN("q") || rec.AWSRegion != fakesqs.Region {
+		rec.EventSource != "aws:sqs" || rec.EventSourceARN != moto.QueueARN("q") || rec.AWSRegion != moto.Region {
 		t.Errorf("record = %+v", rec)
 	}
 	if rec.Attributes["ApproximateReceiveCount"] != "1" || rec.Attributes["SentTimestamp"] == "" || rec.Attributes["SenderId"] == "" {
 		t.Errorf("attributes = %v", rec.Attributes)
 	}
-	if st := s.Stats(); st.Deleted != 1 {
-		t.Errorf("deleted = %d", st.Deleted)
+	if v, f, d, err := sqsmapping.Depth(context.Background(), c, url); err != nil || v+f+d != 0 {
+		t.Errorf("after the poll: %d visible, %d in flight, %d delayed (%v), want the message deleted", v, f, d, err)
 	}
 	if r, _ := m.Poll(context.Background()); r.Received != 0 {
 		t.Errorf("empty queue gave %d", r.Received)
@@ -81,12 +85,12 @@ func TestMappingFailures(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			s, c, url := setup(t, "q", map[string]string{"VisibilityTimeout": "30"})
+			_, c, url := setup(t, "q", map[string]string{"VisibilityTimeout": "30"})
 			var ids []string
 			for i := range 3 {
 				ids = append(ids, send(t, c, url, "m"+strconv.Itoa(i)))
 			}
-			m := &fakesqs.Mapping{Client: c, QueueURL: url, WholeBatch: tc.wholeBatch,
+			m := &sqsmapping.Mapping{Client: c, QueueURL: url, WholeBatch: tc.wholeBatch,
 				Invoke: func(_ context.Context, ev events.SQSEvent) (events.SQSEventResponse, error) { return tc.respond(ev) }}
 			r, err := m.Poll(ctx)
 			if err != nil || r.Received != 3 || (r.Err != nil) != tc.batchErr {
@@ -99,8 +103,11 @@ func TestMappingFailures(t *testing.T) {
 			if !slices.Equal(r.Failed, want) {
 				t.Errorf("failed = %v, want %v", r.Failed, want)
 			}
-			// What was kept reappears after the visibility timeout.
-			s.Advance(30 * time.Second)
+			// What was kept reappears when released (its visibility
+			// timeout ended).
+			if err := m.Release(ctx); err != nil {
+				t.Fatal(err)
+			}
 			var back []string
 			for _, msg := range receive(t, c, url, 10) {
 				back = append(back, *msg.MessageId)
@@ -116,7 +123,7 @@ func TestMappingTimeout(t *testing.T) {
 	t.Parallel()
 	_, c, url := setup(t, "q", nil)
 	send(t, c, url, "slow")
-	m := &fakesqs.Mapping{Client: c, QueueURL: url, Timeout: 50 * time.Millisecond,
+	m := &sqsmapping.Mapping{Client: c, QueueURL: url, Timeout: 50 * time.Millisecond,
 		Invoke: func(ctx context.Context, _ events.SQSEvent) (events.SQSEventResponse, error) {
 			<-ctx.Done()
 			time.Sleep(10 * time.Millisecond) // answers too late
@@ -130,18 +137,18 @@ func TestMappingTimeout(t *testing.T) {
 
 func TestDrainToDeadLetterQueue(t *testing.T) {
 	t.Parallel()
-	s := fakesqs.New(t)
-	c := s.Client()
+	s := moto.Start(t)
+	c := s.SQS()
 	dlq := createQueue(t, c, "dlq", nil)
 	url := createQueue(t, c, "q", map[string]string{
-		"RedrivePolicy": `{"deadLetterTargetArn":"` + fakesqs.QueueARN("dlq") + `","maxReceiveCount":4}`,
+		"RedrivePolicy": `{"deadLetterTargetArn":"` + moto.QueueARN("dlq") + `","maxReceiveCount":4}`,
 	})
 	for i := range 15 {
 		send(t, c, url, "m"+strconv.Itoa(i))
 	}
 	receives := map[string]int{}
 	var dead []string
-	fail := &fakesqs.Mapping{Client: c, QueueURL: url, Invoke: func(_ context.Context, ev events.SQSEvent) (events.SQSEventResponse, error) {
+	fail := &sqsmapping.Mapping{Client: c, QueueURL: url, Invoke: func(_ context.Context, ev events.SQSEvent) (events.SQSEventResponse, error) {
 		var resp events.SQSEventResponse
 		for _, r := range ev.Records {
 			receives[r.Body]++
@@ -151,13 +158,13 @@ func TestDrainToDeadLetterQueue(t *testing.T) {
 		}
 		return resp, nil
 	}}
-	collect := &fakesqs.Mapping{Client: c, QueueURL: dlq, Invoke: func(_ context.Context, ev events.SQSEvent) (events.SQSEventResponse, error) {
+	collect := &sqsmapping.Mapping{Client: c, QueueURL: dlq, Invoke: func(_ context.Context, ev events.SQSEvent) (events.SQSEventResponse, error) {
 		for _, r := range ev.Records {
 			dead = append(dead, r.Body)
 		}
 		return events.SQSEventResponse{}, nil
 	}}
-	n, err := s.Drain(context.Background(), fail, collect)
+	n, err := sqsmapping.Drain(context.Background(), fail, collect)
 	if err != nil {
 		t.Fatalf("Drain: %v", err)
 	}
@@ -167,4 +174,41 @@ func TestDrainToDeadLetterQueue(t *testing.T) {
 	if n < 6 { // 2 batches, 3 retries of m3, 1 from the DLQ
 		t.Errorf("%d invocations", n)
 	}
+}
+
+func setup(t *testing.T, name string, attrs map[string]string) (*moto.Server, *sqs.Client, string) {
+	t.Helper()
+	s := moto.Start(t)
+	c := s.SQS()
+	return s, c, createQueue(t, c, name, attrs)
+}
+
+func createQueue(t *testing.T, c *sqs.Client, name string, attrs map[string]string) string {
+	t.Helper()
+	out, err := c.CreateQueue(context.Background(), &sqs.CreateQueueInput{QueueName: aws.String(name), Attributes: attrs})
+	if err != nil {
+		t.Fatalf("CreateQueue %s: %v", name, err)
+	}
+	return aws.ToString(out.QueueUrl)
+}
+
+func send(t *testing.T, c *sqs.Client, url, body string) string {
+	t.Helper()
+	out, err := c.SendMessage(context.Background(), &sqs.SendMessageInput{QueueUrl: aws.String(url), MessageBody: aws.String(body)})
+	if err != nil {
+		t.Fatalf("SendMessage: %v", err)
+	}
+	return aws.ToString(out.MessageId)
+}
+
+func receive(t *testing.T, c *sqs.Client, url string, n int32) []types.Message {
+	t.Helper()
+	out, err := c.ReceiveMessage(context.Background(), &sqs.ReceiveMessageInput{
+		QueueUrl: aws.String(url), MaxNumberOfMessages: n,
+		MessageSystemAttributeNames: []types.MessageSystemAttributeName{types.MessageSystemAttributeNameAll},
+	})
+	if err != nil {
+		t.Fatalf("ReceiveMessage: %v", err)
+	}
+	return out.Messages
 }

@@ -1,4 +1,8 @@
-package fakesqs
+// Package sqsmapping plays Lambda's SQS event source mapping in tests: it
+// receives batches from a queue of any SQS API (moto's, here), hands them to
+// a function as Lambda does, and deletes what the function finished. Lambda's
+// poller is AWS's own and runs nowhere else, so test code plays it.
+package sqsmapping
 
 import (
 	"context"
@@ -16,6 +20,7 @@ import (
 
 // MappingAPI is what a Mapping needs of an SQS client (*sqs.Client).
 type MappingAPI interface {
+	ChangeMessageVisibility(ctx context.Context, in *sqs.ChangeMessageVisibilityInput, opts ...func(*sqs.Options)) (*sqs.ChangeMessageVisibilityOutput, error)
 	GetQueueAttributes(ctx context.Context, in *sqs.GetQueueAttributesInput, opts ...func(*sqs.Options)) (*sqs.GetQueueAttributesOutput, error)
 	ReceiveMessage(ctx context.Context, in *sqs.ReceiveMessageInput, opts ...func(*sqs.Options)) (*sqs.ReceiveMessageOutput, error)
 	DeleteMessageBatch(ctx context.Context, in *sqs.DeleteMessageBatchInput, opts ...func(*sqs.Options)) (*sqs.DeleteMessageBatchOutput, error)
@@ -52,6 +57,9 @@ type Mapping struct {
 	WholeBatch bool
 
 	arn string
+	// left are the receipt handles of messages this mapping received and
+	// left (failed): Release makes them visible again at once.
+	left []string
 }
 
 // Round is what one poll did.
@@ -101,6 +109,7 @@ func (m *Mapping) Poll(ctx context.Context) (Round, error) {
 		id := aws.ToString(msg.MessageId)
 		if failed.all || failed.ids[id] {
 			r.Failed = append(r.Failed, id)
+			m.left = append(m.left, aws.ToString(msg.ReceiptHandle))
 			continue
 		}
 		del = append(del, types.DeleteMessageBatchRequestEntry{Id: aws.String(strconv.Itoa(i)), ReceiptHandle: msg.ReceiptHandle})
@@ -190,12 +199,51 @@ func (m *Mapping) invoke(ctx context.Context, ev events.SQSEvent) failures {
 // finishes and a queue without a dead-letter queue.
 const maxDrainRounds = 1000
 
+// Release makes the messages this mapping left in flight visible again at
+// once, as if their visibility timeout had passed (each keeps its receive
+// count, so a queue's maxReceiveCount still sends it to its dead-letter
+// queue). A handle that no longer holds (the message came back, was
+// deleted or moved) is skipped.
+func (m *Mapping) Release(ctx context.Context) error {
+	left := m.left
+	m.left = nil
+	for _, h := range left {
+		_, err := m.Client.ChangeMessageVisibility(ctx, &sqs.ChangeMessageVisibilityInput{
+			QueueUrl: aws.String(m.QueueURL), ReceiptHandle: aws.String(h), VisibilityTimeout: 0,
+		})
+		var gone *types.ReceiptHandleIsInvalid
+		var notInFlight *types.MessageNotInflight
+		if err != nil && !errors.As(err, &gone) && !errors.As(err, &notInFlight) {
+			return fmt.Errorf("releasing a message of %s: %w", m.QueueURL, err)
+		}
+	}
+	return nil
+}
+
+// Depth is a queue's messages: visible, in flight, delayed.
+func Depth(ctx context.Context, c MappingAPI, queueURL string) (visible, inFlight, delayed int, err error) {
+	out, err := c.GetQueueAttributes(ctx, &sqs.GetQueueAttributesInput{
+		QueueUrl: aws.String(queueURL),
+		AttributeNames: []types.QueueAttributeName{types.QueueAttributeNameApproximateNumberOfMessages,
+			types.QueueAttributeNameApproximateNumberOfMessagesNotVisible, types.QueueAttributeNameApproximateNumberOfMessagesDelayed},
+	})
+	if err != nil {
+		return 0, 0, 0, fmt.Errorf("reading the depth of %s: %w", queueURL, err)
+	}
+	n := func(name types.QueueAttributeName) int {
+		v, _ := strconv.Atoi(out.Attributes[string(name)])
+		return v
+	}
+	return n(types.QueueAttributeNameApproximateNumberOfMessages), n(types.QueueAttributeNameApproximateNumberOfMessagesNotVisible),
+		n(types.QueueAttributeNameApproximateNumberOfMessagesDelayed), nil
+}
+
 // Drain plays the mappings until their queues are empty. Whenever a pass
-// over all of them receives nothing while messages are still in flight or
-// delayed, it ends those timeouts at once (ExpireVisibility), as if the
-// visibility timeout had passed, so a failed message comes back without a
-// wait. It returns the number of invocations.
-func (s *Server) Drain(ctx context.Context, maps ...*Mapping) (int, error) {
+// over all of them receives nothing while messages are still in flight,
+// the mappings release what they left, so a failed message comes back
+// without waiting out its visibility timeout. It returns the number of
+// invocations.
+func Drain(ctx context.Context, maps ...*Mapping) (int, error) {
 	invocations := 0
 	for range maxDrainRounds {
 		received := 0
@@ -214,13 +262,26 @@ func (s *Server) Drain(ctx context.Context, maps ...*Mapping) (int, error) {
 		}
 		pending := 0
 		for _, m := range maps {
-			visible, inFlight, delayed := s.Depth(m.QueueURL[strings.LastIndex(m.QueueURL, "/")+1:])
+			visible, inFlight, delayed, err := Depth(ctx, m.Client, m.QueueURL)
+			if err != nil {
+				return invocations, err
+			}
 			pending += visible + inFlight + delayed
 		}
 		if pending == 0 {
 			return invocations, nil
 		}
-		s.ExpireVisibility()
+		for _, m := range maps {
+			if err := m.Release(ctx); err != nil {
+				return invocations, err
+			}
+		}
+		// Messages in flight elsewhere, or delayed: give them a moment.
+		select {
+		case <-ctx.Done():
+			return invocations, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
 	return invocations, fmt.Errorf("draining: messages remain after %d rounds", maxDrainRounds)
 }
