@@ -598,7 +598,8 @@ const (
 	cachePut    = "dynamodb:PutItem"
 	jobUpdate   = "dynamodb:UpdateItem"
 	jobDelete   = "dynamodb:DeleteItem"
-	query       = "dynamodb:Query" // the quotas' hours
+	query       = "dynamodb:Query"          // a job with its progress items; the quotas' hours
+	batchWrite  = "dynamodb:BatchWriteItem" // a new job's progress items
 	originKey   = "!Ref OriginSecret"
 	accessToken = "!Ref AccessTokenSecret if HasAccessToken"
 )
@@ -612,7 +613,7 @@ func guardGrants() [][]string {
 // jobGrants are what creating and reading jobs takes (download and warm).
 func jobGrants() [][]string {
 	return [][]string{
-		on(table, cacheGet, cachePut, jobUpdate, jobDelete),
+		on(table, cacheGet, cachePut, jobUpdate, jobDelete, query, batchWrite),
 		on(dataBucket, listBucket),
 		on(meta, getObject, putObject),
 		on(entries, getObject),
@@ -630,11 +631,11 @@ var grants = map[string][][]string{
 	"SearchFunction":   append([][]string{logsTo("SearchLogGroup"), on(table, cacheGet, cachePut, jobUpdate, query)}, guardGrants()...),
 	"DetailsFunction":  append([][]string{logsTo("DetailsLogGroup"), on(table, cacheGet, cachePut, jobUpdate, query)}, guardGrants()...),
 	"PopularFunction":  append([][]string{logsTo("PopularLogGroup"), on(table, cacheGet, cachePut, jobUpdate, query)}, guardGrants()...),
-	"DownloadFunction": slices.Concat([][]string{logsTo("DownloadLogGroup"), on(table, query)}, jobGrants(), guardGrants()),
+	"DownloadFunction": slices.Concat([][]string{logsTo("DownloadLogGroup")}, jobGrants(), guardGrants()),
 	"WarmFunction":     append([][]string{logsTo("WarmLogGroup")}, jobGrants()...),
 	"AssembleFunction": {
 		logsTo("AssembleLogGroup"),
-		on(table, cacheGet, cachePut, jobUpdate),
+		on(table, cacheGet, cachePut, jobUpdate, query),
 		on(dataBucket, listBucket),
 		on(entries, getObject, putObject, s3Multipart, listParts),
 		on(tars, getObject, putObject, s3Multipart, listParts),

@@ -24,17 +24,26 @@ type JobsAPI interface {
 	PutItem(ctx context.Context, in *dynamodb.PutItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.PutItemOutput, error)
 	UpdateItem(ctx context.Context, in *dynamodb.UpdateItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.UpdateItemOutput, error)
 	DeleteItem(ctx context.Context, in *dynamodb.DeleteItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.DeleteItemOutput, error)
+	Query(ctx context.Context, in *dynamodb.QueryInput, opts ...func(*dynamodb.Options)) (*dynamodb.QueryOutput, error)
+	BatchWriteItem(ctx context.Context, in *dynamodb.BatchWriteItemInput, opts ...func(*dynamodb.Options)) (*dynamodb.BatchWriteItemOutput, error)
 }
 
-// A job is one item, pk "job#<id>", sk "job", so that every operation is
-// one conditional or atomic write of one item. Everything an update
+// A job is one item, pk "job#<id>", sk "job", so that every state change
+// is one conditional or atomic write of one item. Everything an update
 // changes is a top-level attribute: the status, the error, the remaining
-// count and, per layer i, done_<i> and left_<i> (done and size-done
-// bytes, changed together so a condition on either clamps progress to
-// [0, size] without reading the size) and fin_<i> (present once
-// finished). The layers' digests, sizes and part counts never change and
-// sit in one list; a split layer also counts its parts (jobs_parts.go).
-// Times are Unix nanoseconds; expires_at is the TTL.
+// count and, per layer i, fin_<i> (present once finished). The layers'
+// digests, sizes and part counts never change and sit in one list; a
+// split layer also counts its parts (jobs_parts.go). Times are Unix
+// nanoseconds; expires_at is the TTL.
+//
+// A layer's progress is an item of its own in the job's partition, sk
+// "layer#<i, 5 digits>": done and left (done and size-done bytes, changed
+// together so a condition on either clamps progress to [0, size] without
+// reading the size). DynamoDB bills a write by the size of the item it
+// changes, so a progress write, once a second per running task, costs one
+// unit however many layers the job has. A finished layer reads as done
+// whatever its progress item says. Get reads the job and its layers with
+// one Query of the partition.
 //
 // A job key's item, pk "key#<key>", sk "key", names the job requests with
 // that key join (job_id); Create changes it only by conditional puts.
@@ -76,10 +85,28 @@ const (
 	progressAttempts = 8
 )
 
-// layerAttrs names layer i's top-level attributes.
+// layerAttrs names layer i's top-level attributes on the job item: fin_<i>
+// its finish flag; done_<i> and left_<i> where jobs written before progress
+// items kept progress (still read, for jobs that span a deploy).
 func layerAttrs(i int) (done, left, fin string) {
 	n := strconv.Itoa(i)
 	return "done_" + n, "left_" + n, "fin_" + n
+}
+
+// Progress items' sort keys and attributes.
+const (
+	layerSKPrefix = "layer#"
+	attrDone      = "done"
+	attrLeft      = "left"
+	// attrLayerCount, on the job item, bounds the layer an update may name.
+	attrLayerCount = "layer_count"
+)
+
+func layerItemKey(id string, layer int) map[string]types.AttributeValue {
+	return map[string]types.AttributeValue{
+		AttrPK: &types.AttributeValueMemberS{Value: jobPrefix + id},
+		AttrSK: &types.AttributeValueMemberS{Value: fmt.Sprintf("%s%05d", layerSKPrefix, layer)},
+	}
 }
 
 // Jobs is the job store on DynamoDB.
@@ -182,6 +209,10 @@ func (j *Jobs) keyOwner(ctx context.Context, key string) (string, error) {
 }
 
 func (j *Jobs) putJob(ctx context.Context, job tarport.Job) error {
+	// The progress items first: once the job item is there, tasks may add.
+	if err := j.putLayers(ctx, job); err != nil {
+		return err
+	}
 	_, err := j.api.PutItem(ctx, &dynamodb.PutItemInput{
 		TableName:                aws.String(j.table),
 		Item:                     encodeJob(job),
@@ -193,6 +224,44 @@ func (j *Jobs) putJob(ctx context.Context, job tarport.Job) error {
 	}
 	if err != nil {
 		return fmt.Errorf("writing job item: %w", err)
+	}
+	return nil
+}
+
+// putLayers writes the job's progress items, 25 to a batch (DynamoDB's
+// most), retrying what DynamoDB leaves unprocessed.
+func (j *Jobs) putLayers(ctx context.Context, job tarport.Job) error {
+	var reqs []types.WriteRequest
+	for i, l := range job.Layers {
+		item := layerItemKey(job.ID, i)
+		item[attrDone] = num(l.DoneBytes)
+		item[attrLeft] = num(l.Size - l.DoneBytes)
+		if ttl, ok := ttlSeconds(job.ExpiresAt); ok {
+			item[AttrTTL] = ttl
+		}
+		reqs = append(reqs, types.WriteRequest{PutRequest: &types.PutRequest{Item: item}})
+	}
+	for len(reqs) > 0 {
+		n := min(len(reqs), 25)
+		batch := reqs[:n]
+		reqs = reqs[n:]
+		for attempt := 0; len(batch) > 0; attempt++ {
+			if attempt == progressAttempts {
+				return fmt.Errorf("writing progress items: %d still unprocessed", len(batch))
+			}
+			if attempt > 0 {
+				select {
+				case <-ctx.Done():
+					return ctx.Err()
+				case <-time.After(time.Duration(attempt) * 50 * time.Millisecond):
+				}
+			}
+			out, err := j.api.BatchWriteItem(ctx, &dynamodb.BatchWriteItemInput{RequestItems: map[string][]types.WriteRequest{j.table: batch}})
+			if err != nil {
+				return fmt.Errorf("writing progress items: %w", err)
+			}
+			batch = out.UnprocessedItems[j.table]
+		}
 	}
 	return nil
 }
@@ -239,13 +308,43 @@ func (j *Jobs) Get(ctx context.Context, id string) (tarport.Job, error) {
 	return job, nil
 }
 
-// load reads a job, expired or not.
+// load reads a job and its progress items, expired or not, with one
+// consistent Query of its partition.
 func (j *Jobs) load(ctx context.Context, id string) (tarport.Job, error) {
-	item, err := j.read(ctx, id)
-	if err != nil {
-		return tarport.Job{}, err
+	if !validID(id) {
+		return tarport.Job{}, errJobNotFound(id)
 	}
-	job, err := decodeJob(item)
+	var item map[string]types.AttributeValue
+	progress := map[int]map[string]types.AttributeValue{}
+	p := dynamodb.NewQueryPaginator(j.api, &dynamodb.QueryInput{
+		TableName:                 aws.String(j.table),
+		KeyConditionExpression:    aws.String("#pk = :pk"),
+		ExpressionAttributeNames:  map[string]string{"#pk": AttrPK},
+		ExpressionAttributeValues: map[string]types.AttributeValue{":pk": &types.AttributeValueMemberS{Value: jobPrefix + id}},
+		ConsistentRead:            aws.Bool(true),
+	})
+	for p.HasMorePages() {
+		page, err := p.NextPage(ctx)
+		if err != nil {
+			return tarport.Job{}, fmt.Errorf("reading job %s: %w", id, err)
+		}
+		for _, it := range page.Items {
+			sk, _ := it[AttrSK].(*types.AttributeValueMemberS)
+			switch {
+			case sk == nil:
+			case sk.Value == jobSK:
+				item = it
+			case strings.HasPrefix(sk.Value, layerSKPrefix):
+				if i, err := strconv.Atoi(strings.TrimPrefix(sk.Value, layerSKPrefix)); err == nil {
+					progress[i] = it
+				}
+			}
+		}
+	}
+	if item == nil {
+		return tarport.Job{}, errJobNotFound(id)
+	}
+	job, err := decodeJob(item, progress)
 	if err != nil {
 		return tarport.Job{}, fmt.Errorf("decoding job %s: %w", id, err)
 	}
@@ -334,26 +433,28 @@ func (j *Jobs) AddProgress(ctx context.Context, id string, layer int, delta int6
 	if !validID(id) {
 		return errJobNotFound(id)
 	}
-	done, left, fin := layerAttrs(layer)
-	// grow gains what shrink loses; their sum stays the layer's size.
-	grow, shrink, amount := done, left, delta
-	if delta < 0 {
-		grow, shrink, amount = left, done, -delta
+	if layer < 0 {
+		return j.exists(ctx, id)
 	}
-	names := map[string]string{"#grow": grow, "#shrink": shrink, "#fin": fin, "#upd": attrJobUpdated}
+	// grow gains what shrink loses; their sum stays the layer's size.
+	grow, shrink, amount := attrDone, attrLeft, delta
+	if delta < 0 {
+		grow, shrink, amount = attrLeft, attrDone, -delta
+	}
+	names := map[string]string{"#grow": grow, "#shrink": shrink}
 	steps := []struct{ update, cond string }{
-		{"SET #grow = #grow + :a, #shrink = #shrink - :a, #upd = :now", "attribute_not_exists(#fin) AND #shrink >= :a"},
-		{"SET #grow = #grow + #shrink, #shrink = :zero, #upd = :now", "attribute_not_exists(#fin) AND #shrink < :a"},
+		{"SET #grow = #grow + :a, #shrink = #shrink - :a", "#shrink >= :a"},
+		{"SET #grow = #grow + #shrink, #shrink = :zero", "#shrink < :a"},
 	}
 	for range progressAttempts {
 		for _, st := range steps {
-			values := map[string]types.AttributeValue{":a": num(amount), ":now": nanos(j.now())}
+			values := map[string]types.AttributeValue{":a": num(amount)}
 			if strings.Contains(st.update, ":zero") {
 				values[":zero"] = num(0)
 			}
 			_, err := j.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
 				TableName:                 aws.String(j.table),
-				Key:                       jobItemKey(id),
+				Key:                       layerItemKey(id, layer),
 				UpdateExpression:          aws.String(st.update),
 				ConditionExpression:       aws.String(st.cond),
 				ExpressionAttributeNames:  names,
@@ -366,21 +467,26 @@ func (j *Jobs) AddProgress(ctx context.Context, id string, layer int, delta int6
 				return fmt.Errorf("updating job %s: %w", id, err)
 			}
 		}
-		// Neither applied: a missing job, a layer out of range or
-		// finished (nothing to do), or a concurrent add moved the layer
-		// between the two conditions (try again).
-		item, err := j.read(ctx, id, left, fin)
+		// Neither applied: a missing job or layer (nothing to do), or a
+		// concurrent add moved the layer between the two conditions (try
+		// again). A finished layer reads as done whatever this item says.
+		out, err := j.api.GetItem(ctx, &dynamodb.GetItemInput{TableName: aws.String(j.table), Key: layerItemKey(id, layer), ConsistentRead: aws.Bool(true)})
 		if err != nil {
 			return fmt.Errorf("updating job %s: %w", id, err)
 		}
-		if _, ok := item[left]; !ok {
-			return nil
-		}
-		if _, ok := item[fin]; ok {
-			return nil
+		if _, ok := out.Item[attrLeft]; !ok {
+			return j.exists(ctx, id) // no such layer: nothing to do
 		}
 	}
 	return fmt.Errorf("updating job %s: layer %d kept changing under %d attempts to add %d bytes", id, layer, progressAttempts, delta)
+}
+
+// exists is nil for a stored job, else its not_found error.
+func (j *Jobs) exists(ctx context.Context, id string) error {
+	if _, err := j.read(ctx, id, attrJobID); err != nil {
+		return fmt.Errorf("updating job %s: %w", id, err)
+	}
+	return nil
 }
 
 // FinishLayer marks a layer done once: one update that sets its flag,
@@ -390,27 +496,12 @@ func (j *Jobs) FinishLayer(ctx context.Context, id string, layer int) (int, bool
 	if !validID(id) {
 		return 0, false, errJobNotFound(id)
 	}
-	done, left, fin := layerAttrs(layer)
-	out, err := j.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
-		TableName:        aws.String(j.table),
-		Key:              jobItemKey(id),
-		UpdateExpression: aws.String("SET #fin = :true, #done = #done + #left, #left = :zero, #upd = :now ADD #rem :minus"),
-		// left_<i> exists for every layer of a stored job.
-		ConditionExpression:      aws.String("attribute_exists(#left) AND attribute_not_exists(#fin)"),
-		ExpressionAttributeNames: map[string]string{"#fin": fin, "#done": done, "#left": left, "#upd": attrJobUpdated, "#rem": attrJobRemaining},
-		ExpressionAttributeValues: map[string]types.AttributeValue{
-			":true":  &types.AttributeValueMemberBOOL{Value: true},
-			":zero":  num(0),
-			":minus": num(-1),
-			":now":   nanos(j.now()),
-		},
-		ReturnValues: types.ReturnValueUpdatedNew,
-	})
-	first := err == nil
 	var item map[string]types.AttributeValue
-	if first {
-		item = out.Attributes
-	} else if conditionFailed(err) {
+	first, err := false, error(nil)
+	if layer >= 0 {
+		item, first, err = j.finish(ctx, id, layer)
+	}
+	if !first && err == nil {
 		// Finished before, or no such layer: report the count as it is.
 		item, err = j.read(ctx, id, attrJobRemaining)
 	}
@@ -422,6 +513,35 @@ func (j *Jobs) FinishLayer(ctx context.Context, id string, layer int) (int, bool
 		return 0, false, fmt.Errorf("finishing layer %d of job %s: %w", layer, id, err)
 	}
 	return int(remaining), first, nil
+}
+
+// finish sets layer's flag and counts remaining down, in one update
+// conditioned on the flag being unset; false when the condition refused.
+func (j *Jobs) finish(ctx context.Context, id string, layer int) (map[string]types.AttributeValue, bool, error) {
+	_, left, fin := layerAttrs(layer)
+	out, err := j.api.UpdateItem(ctx, &dynamodb.UpdateItemInput{
+		TableName:        aws.String(j.table),
+		Key:              jobItemKey(id),
+		UpdateExpression: aws.String("SET #fin = :true, #upd = :now ADD #rem :minus"),
+		// A layer of the job: below its layer count, or in an item written
+		// before progress items, one with a left_<i>.
+		ConditionExpression:      aws.String("attribute_not_exists(#fin) AND (#n > :i OR attribute_exists(#left))"),
+		ExpressionAttributeNames: map[string]string{"#fin": fin, "#left": left, "#n": attrLayerCount, "#upd": attrJobUpdated, "#rem": attrJobRemaining},
+		ExpressionAttributeValues: map[string]types.AttributeValue{
+			":true":  &types.AttributeValueMemberBOOL{Value: true},
+			":i":     num(int64(layer)),
+			":minus": num(-1),
+			":now":   nanos(j.now()),
+		},
+		ReturnValues: types.ReturnValueUpdatedNew,
+	})
+	if conditionFailed(err) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	return out.Attributes, true, nil
 }
 
 func conditionFailed(err error) bool {

@@ -60,14 +60,13 @@ func encodeJob(job tarport.Job) map[string]types.AttributeValue {
 				item[partsLeft] = num(int64(l.Parts))
 			}
 			layers[i] = &types.AttributeValueMemberM{Value: m}
-			done, left, fin := layerAttrs(i)
-			item[done] = num(l.DoneBytes)
-			item[left] = num(l.Size - l.DoneBytes)
-			if l.Finished {
+			// Progress is in the layer's own item (putLayers).
+			if _, _, fin := layerAttrs(i); l.Finished {
 				item[fin] = &types.AttributeValueMemberBOOL{Value: true}
 			}
 		}
 		item[attrJobLayers] = &types.AttributeValueMemberL{Value: layers}
+		item[attrLayerCount] = num(int64(len(job.Layers)))
 	}
 	if job.Error != nil {
 		item[attrJobError] = encodeJobError(job.Error)
@@ -82,8 +81,9 @@ func encodeJobError(e *tarport.JobError) types.AttributeValue {
 	}}
 }
 
-// decodeJob reads a job's item back.
-func decodeJob(item map[string]types.AttributeValue) (tarport.Job, error) {
+// decodeJob reads a job's item back, with its layers' progress items by
+// index (an item written before progress items keeps done_<i> itself).
+func decodeJob(item map[string]types.AttributeValue, progress map[int]map[string]types.AttributeValue) (tarport.Job, error) {
 	d := itemDecoder{item: item}
 	if _, ok := item[attrJobID]; !ok {
 		return tarport.Job{}, fmt.Errorf("item has no %q attribute", attrJobID)
@@ -126,11 +126,19 @@ func decodeJob(item map[string]types.AttributeValue) (tarport.Job, error) {
 			l := itemDecoder{item: m.Value}
 			done, _, fin := layerAttrs(i)
 			lp := tarport.LayerProgress{
-				Digest:    digest.Digest(l.str("d")),
-				Size:      l.num("s"),
-				DoneBytes: d.num(done),
-				Finished:  d.boolean(fin),
-				Parts:     int(l.num(attrLayerParts)),
+				Digest:   digest.Digest(l.str("d")),
+				Size:     l.num("s"),
+				Finished: d.boolean(fin),
+				Parts:    int(l.num(attrLayerParts)),
+			}
+			if p, ok := progress[i]; ok {
+				pd := itemDecoder{item: p}
+				lp.DoneBytes = pd.num(attrDone)
+				if pd.err != nil {
+					d.fail(attrDone, pd.err.Error())
+				}
+			} else if _, ok := item[done]; ok {
+				lp.DoneBytes = d.num(done)
 			}
 			if l.err != nil {
 				d.fail(attrJobLayers, l.err.Error())
