@@ -295,7 +295,7 @@ func (a *App) downloads(ctx context.Context) (*download.Service, error) {
 	jobs := dynamo.NewJobs(dynamodb.NewFromConfig(a.AWS), a.Settings.Table)
 	svc := download.New(reg, store, store, jobs, store, download.Config{
 		LinkTTL: a.Settings.PresignTTL,
-		// Each progress write is a DynamoDB write of the whole job item.
+		// Each progress write is a DynamoDB write (one unit: a layer's item).
 		ProgressEvery: time.Second,
 		// A task must end within Lambda's 15 minutes: big layers are
 		// fetched by range tasks, in parallel.
