@@ -24,10 +24,12 @@ import (
 	"github.com/aws/aws-lambda-go/lambdacontext"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials/stscreds"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
+	"github.com/aws/aws-sdk-go-v2/service/sts"
 
 	"github.com/tarport/tarport/shared/discovery"
 	"github.com/tarport/tarport/shared/dockerhub"
@@ -287,7 +289,8 @@ func (a *App) downloads(ctx context.Context) (*download.Service, error) {
 		return nil, err
 	}
 	s3c := s3.NewFromConfig(a.AWS)
-	store := s3store.New(s3c, s3.NewPresignClient(s3c), a.Settings.Bucket, s3store.Options{})
+	presign, signer := a.linkSigner(s3c)
+	store := s3store.New(s3c, presign, a.Settings.Bucket, s3store.Options{Credentials: signer})
 	reg, err := a.registry(ctx, store)
 	if err != nil {
 		return nil, err
@@ -352,6 +355,26 @@ func (a *App) discovery(ctx context.Context) (*discovery.Service, error) {
 	cache := dynamo.NewCache(dynamodb.NewFromConfig(a.AWS), a.Settings.Table)
 	hub := dockerhub.New(a.Settings.HubAPI, &http.Client{Timeout: 20 * time.Second})
 	return discovery.New(hub, cache, cfg), nil
+}
+
+// linkSigner is the presign client and its credentials. A Lambda's own
+// role credentials say nothing of when they expire, and a link dies with
+// them; with TARPORT_LINK_SIGNER_ROLE_ARN links are signed by a session of
+// that role (an hour, the most a role assumed from a role gets), renewed
+// 30 minutes before it ends, so every link lives at least 30 minutes (or
+// its PresignTTL) and says when it ends.
+func (a *App) linkSigner(s3c *s3.Client) (*s3.PresignClient, aws.CredentialsProvider) {
+	arn := a.Settings.LinkSignerRoleARN
+	if arn == "" {
+		return s3.NewPresignClient(s3c), a.AWS.Credentials
+	}
+	assume := stscreds.NewAssumeRoleProvider(sts.NewFromConfig(a.AWS), arn, func(o *stscreds.AssumeRoleOptions) {
+		o.RoleSessionName = "tarport-links"
+		o.Duration = time.Hour
+	})
+	creds := aws.NewCredentialsCache(assume, func(o *aws.CredentialsCacheOptions) { o.ExpiryWindow = 30 * time.Minute })
+	signing := s3.NewFromConfig(a.AWS, func(o *s3.Options) { o.Credentials = creds })
+	return s3.NewPresignClient(signing), creds
 }
 
 // limits counts requests and bytes in the table, so every instance of

@@ -368,6 +368,7 @@ var knownEnv = []string{
 	"TARPORT_DOCKERHUB_USERNAME", "TARPORT_DOCKERHUB_TOKEN", "TARPORT_LOG_LEVEL",
 	"TARPORT_TASK_KEY_SECRET_ARN", "TARPORT_DOCKERHUB_SECRET_ARN", "TARPORT_DLQ_ARN", "TARPORT_HOT_IMAGES",
 	"TARPORT_CLIENT_QUOTA_PER_DAY", "TARPORT_BUDGET_PER_DAY", "TARPORT_ACCESS_TOKEN_SECRET_ARN", "TARPORT_ORIGIN_SECRET_ARN",
+	"TARPORT_LINK_SIGNER_ROLE_ARN",
 }
 
 // secretEnv must never be plain environment on AWS: Secrets Manager holds them.
@@ -380,6 +381,8 @@ var (
 		"TARPORT_LOG_LEVEL": "!Ref LogLevel",
 		"TARPORT_HUB_API":   "!Ref HubApi",
 	}
+	// The functions that sign links.
+	signerEnv = map[string]string{"TARPORT_LINK_SIGNER_ROLE_ARN": "!GetAtt LinkSignerRole.Arn"}
 	// What every API function needs to guard its routes.
 	guardEnv = map[string]string{
 		"TARPORT_RATE_LIMIT_PER_MINUTE":   "!Ref RateLimitPerMinute",
@@ -404,12 +407,12 @@ var (
 		"SearchFunction":  {everyEnv, guardEnv},
 		"DetailsFunction": {everyEnv, guardEnv, detailsEnv},
 		"PopularFunction": {everyEnv, guardEnv},
-		"DownloadFunction": {everyEnv, jobEnv, guardEnv, {
+		"DownloadFunction": {everyEnv, jobEnv, guardEnv, signerEnv, {
 			"TARPORT_CLIENT_QUOTA_PER_DAY": "!Sub ${ClientQuotaGiB}GiB",
 			"TARPORT_BUDGET_PER_DAY":       "!Sub ${BudgetGiB}GiB",
 		}},
 		"AssembleFunction": {everyEnv, jobEnv, {"TARPORT_DLQ_ARN": "!GetAtt DeadLetterQueue.Arn"}},
-		"WarmFunction":     {everyEnv, jobEnv, {"TARPORT_HOT_IMAGES": "!Ref HotImages"}},
+		"WarmFunction":     {everyEnv, jobEnv, signerEnv, {"TARPORT_HOT_IMAGES": "!Ref HotImages"}},
 	}
 )
 
@@ -622,6 +625,7 @@ func jobGrants() [][]string {
 		on(taskQueue, sendTask),
 		on(taskKey, getSecret),
 		on(hubAccount, getSecret),
+		on("!Sub arn:${AWS::Partition}:iam::${AWS::AccountId}:role/${AWS::StackName}-links-${AWS::Region}", "sts:AssumeRole"),
 	}
 }
 

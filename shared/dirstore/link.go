@@ -44,13 +44,14 @@ func loadSecret(path string) ([]byte, error) {
 
 // Sign returns a path-only link (the HTTP layer makes it absolute for the
 // host the client used) valid for ttl, like an S3 presigned URL.
-func (s *Store) Sign(_ context.Context, key, fileName string, ttl time.Duration) (string, error) {
+func (s *Store) Sign(_ context.Context, key, fileName string, ttl time.Duration) (string, time.Duration, error) {
 	if _, err := s.path(key); err != nil {
-		return "", err
+		return "", 0, err
 	}
 	exp := strconv.FormatInt(time.Now().Add(ttl).Unix(), 10)
 	q := url.Values{"exp": {exp}, "name": {fileName}, "sig": {s.signature(key, exp, fileName)}}
-	return LinkPrefix + key + "?" + q.Encode(), nil
+	// Signed by the server's own secret: the link lives its whole ttl.
+	return LinkPrefix + key + "?" + q.Encode(), ttl, nil
 }
 
 func (s *Store) signature(key, exp, name string) string {

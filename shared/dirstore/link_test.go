@@ -37,7 +37,7 @@ func serve(t *testing.T, s *Store) *httptest.Server {
 
 func sign(t *testing.T, s *Store, key string, ttl time.Duration) string {
 	t.Helper()
-	link, err := s.Sign(context.Background(), key, "fixture_1.tar", ttl)
+	link, _, err := s.Sign(context.Background(), key, "fixture_1.tar", ttl)
 	if err != nil {
 		t.Fatalf("Sign: %v", err)
 	}
@@ -256,7 +256,7 @@ func TestLinkRefused(t *testing.T) {
 		}
 		return string(b)
 	}
-	otherLink, err := other.Sign(ctx, "tars/a.tar", "fixture_1.tar", time.Hour)
+	otherLink, _, err := other.Sign(ctx, "tars/a.tar", "fixture_1.tar", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -281,7 +281,7 @@ func TestKeys(t *testing.T) {
 			if err == nil {
 				t.Fatalf("Put(%q) succeeded, want the key refused", tt.key)
 			}
-			if _, err := s.Sign(ctx, tt.key, "x.tar", 0); err == nil {
+			if _, _, err := s.Sign(ctx, tt.key, "x.tar", 0); err == nil {
 				t.Errorf("Sign(%q) succeeded, want the key refused", tt.key)
 			}
 			if _, err := s.Size(ctx, tt.key); err == nil {

@@ -630,6 +630,9 @@ type fakeSigner struct {
 	mu    sync.Mutex
 	calls []signCall
 	err   error
+	// credentialsLeft, when set, is when the signing credentials expire:
+	// links live no longer.
+	credentialsLeft time.Duration
 }
 
 type signCall struct {
@@ -639,14 +642,18 @@ type signCall struct {
 
 var _ Signer = (*fakeSigner)(nil)
 
-func (f *fakeSigner) Sign(_ context.Context, key, fileName string, ttl time.Duration) (string, error) {
+func (f *fakeSigner) Sign(_ context.Context, key, fileName string, ttl time.Duration) (string, time.Duration, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.err != nil {
-		return "", f.err
+		return "", 0, f.err
 	}
 	f.calls = append(f.calls, signCall{key, fileName, ttl})
-	return "https://signed.example/" + key + "?file=" + url.QueryEscape(fileName) + "&ttl=" + ttl.String(), nil
+	lifetime := ttl
+	if f.credentialsLeft > 0 {
+		lifetime = min(ttl, f.credentialsLeft)
+	}
+	return "https://signed.example/" + key + "?file=" + url.QueryEscape(fileName) + "&ttl=" + lifetime.String(), lifetime, nil
 }
 
 func (f *fakeSigner) count() int {

@@ -128,5 +128,7 @@ type Quota interface {
 
 // Signer makes time-limited download links for finished tars.
 type Signer interface {
-	Sign(ctx context.Context, key, fileName string, ttl time.Duration) (url string, err error)
+	// Sign returns a link valid for at most ttl and the lifetime it
+	// really has: less when the credentials that sign it expire sooner.
+	Sign(ctx context.Context, key, fileName string, ttl time.Duration) (url string, lifetime time.Duration, err error)
 }

@@ -304,11 +304,11 @@ func (s *Service) view(ctx context.Context, job tarport.Job) (View, error) {
 	if ttl <= 0 {
 		return View{}, tarport.Errorf(tarport.CodeNotFound, "download job %q has expired", job.ID)
 	}
-	url, err := s.signer.Sign(ctx, job.TarKey, job.FileName, ttl)
+	url, lifetime, err := s.signer.Sign(ctx, job.TarKey, job.FileName, ttl)
 	if err != nil {
 		return View{}, fmt.Errorf("signing the link of job %s: %w", job.ID, err)
 	}
-	v.URL, v.LinkExpiresAt = url, s.now().Add(ttl)
+	v.URL, v.LinkExpiresAt = url, s.now().Add(min(ttl, lifetime))
 	return v, nil
 }
 

@@ -578,3 +578,23 @@ func TestCreatePassesQueueRefusals(t *testing.T) {
 		}
 	}
 }
+
+// TestLinkWithinTheSignersCredentials: a link's expires_at is when it
+// really stops working: the signer's lifetime, when its credentials end
+// before LinkTTL.
+func TestLinkWithinTheSignersCredentials(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, Config{LinkTTL: time.Hour})
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	h.svc.now = func() time.Time { return now }
+	h.signer.credentialsLeft = 5 * time.Minute
+	job := tarport.Job{ID: "j", Status: tarport.StatusReady, TarKey: "tars/x", FileName: "x.tar", ExpiresAt: now.Add(24 * time.Hour)}
+	h.jobs.put(job)
+	v, err := h.svc.Status(context.Background(), "j", tarport.Credentials{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !v.LinkExpiresAt.Equal(now.Add(5 * time.Minute)) {
+		t.Fatalf("expires %v, want %v (the signer's credentials end then)", v.LinkExpiresAt, now.Add(5*time.Minute))
+	}
+}

@@ -14,12 +14,32 @@ import (
 // MaxLinkTTL is the longest a SigV4 presigned link can live.
 const MaxLinkTTL = 7 * 24 * time.Hour
 
-// Sign returns a presigned GET link to key, valid for ttl, that makes a
-// browser save the file as fileName. The link also dies with the
-// credentials that signed it: callers sign at read time (see download).
-func (s *Store) Sign(ctx context.Context, key, fileName string, ttl time.Duration) (string, error) {
+// linkMargin is how long before its signing credentials expire a link
+// stops being offered: clocks differ, and a download started must not
+// find the link dead a second later.
+const linkMargin = time.Minute
+
+// Sign returns a presigned GET link to key that makes a browser save the
+// file as fileName, valid for ttl or until the credentials that sign it
+// expire (S3 refuses a link whose signer's session ended, whatever its
+// X-Amz-Expires says), and the lifetime it really has. Callers sign at
+// read time (see download), so a later read gets a fresh link.
+func (s *Store) Sign(ctx context.Context, key, fileName string, ttl time.Duration) (string, time.Duration, error) {
 	if ttl <= 0 || ttl > MaxLinkTTL {
-		return "", fmt.Errorf("signing a link to %s: lifetime %s outside (0, %s]", key, ttl, MaxLinkTTL)
+		return "", 0, fmt.Errorf("signing a link to %s: lifetime %s outside (0, %s]", key, ttl, MaxLinkTTL)
+	}
+	if s.opts.Credentials != nil {
+		creds, err := s.opts.Credentials.Retrieve(ctx)
+		if err != nil {
+			return "", 0, fmt.Errorf("signing a link to %s: %w", key, err)
+		}
+		if creds.CanExpire {
+			left := time.Until(creds.Expires) - linkMargin
+			if left <= 0 {
+				return "", 0, fmt.Errorf("signing a link to %s: the signing credentials expire at %s", key, creds.Expires.Format(time.RFC3339))
+			}
+			ttl = min(ttl, left.Truncate(time.Second))
+		}
 	}
 	req, err := s.presign.PresignGetObject(ctx, &s3.GetObjectInput{
 		Bucket:                     aws.String(s.bucket),
@@ -27,9 +47,9 @@ func (s *Store) Sign(ctx context.Context, key, fileName string, ttl time.Duratio
 		ResponseContentDisposition: aws.String(attachment(fileName)),
 	}, s3.WithPresignExpires(ttl))
 	if err != nil {
-		return "", fmt.Errorf("signing a link to %s: %w", key, err)
+		return "", 0, fmt.Errorf("signing a link to %s: %w", key, err)
 	}
-	return req.URL, nil
+	return req.URL, ttl, nil
 }
 
 // attachment is a Content-Disposition that saves the file as name (RFC

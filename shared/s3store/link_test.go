@@ -13,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/s3"
+
 	"github.com/tarport/tarport/shared/testkit/moto"
 )
 
@@ -55,7 +58,7 @@ func TestSign(t *testing.T) {
 		}
 		sign := func(t *testing.T, name string, ttl time.Duration) string {
 			t.Helper()
-			link, err := e.store.Sign(ctx, "tars/a.tar", name, ttl)
+			link, _, err := e.store.Sign(ctx, "tars/a.tar", name, ttl)
 			if err != nil {
 				t.Fatalf("Sign: %v", err)
 			}
@@ -169,7 +172,7 @@ func TestSignLifetime(t *testing.T) {
 	t.Parallel()
 	s := New(nil, nil, "b", Options{}) // refused before the presigner is used
 	for _, ttl := range []time.Duration{0, -time.Second, MaxLinkTTL + time.Second} {
-		if link, err := s.Sign(context.Background(), "tars/a.tar", "a.tar", ttl); err == nil {
+		if link, _, err := s.Sign(context.Background(), "tars/a.tar", "a.tar", ttl); err == nil {
 			t.Errorf("Sign with lifetime %s = %q, want an error", ttl, link)
 		}
 	}
@@ -201,5 +204,45 @@ func TestAttachment(t *testing.T) {
 	}
 	if h := attachment(""); h != "attachment" {
 		t.Errorf(`attachment("") = %q, want attachment`, h)
+	}
+}
+
+// expiringCredentials are credentials that end at a given time, as a
+// role session's do.
+type expiringCredentials struct{ expires time.Time }
+
+func (e expiringCredentials) Retrieve(context.Context) (aws.Credentials, error) {
+	return aws.Credentials{AccessKeyID: "AKIA", SecretAccessKey: "secret", SessionToken: "token", CanExpire: true, Expires: e.expires}, nil
+}
+
+// TestSignWithinCredentials: a link never claims to outlive the session
+// that signs it (S3 refuses it once the session ends, whatever its
+// X-Amz-Expires says): its lifetime and X-Amz-Expires stop a minute short
+// of the credentials' expiry, and credentials about to end sign nothing.
+func TestSignWithinCredentials(t *testing.T) {
+	t.Parallel()
+	store := func(expires time.Time) *Store {
+		creds := expiringCredentials{expires}
+		c := s3.New(s3.Options{Region: "us-east-1", Credentials: creds, BaseEndpoint: aws.String("https://s3.example")})
+		return New(c, s3.NewPresignClient(c), "bucket", Options{Credentials: creds})
+	}
+	ctx := context.Background()
+	link, lifetime, err := store(time.Now().Add(10*time.Minute)).Sign(ctx, "tars/a.tar", "a.tar", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lifetime > 9*time.Minute || lifetime < 8*time.Minute {
+		t.Errorf("lifetime %s, want about 9 min (the session's 10, less a minute)", lifetime)
+	}
+	u, _ := url.Parse(link)
+	if exp, _ := strconv.Atoi(u.Query().Get("X-Amz-Expires")); exp != int(lifetime.Seconds()) {
+		t.Errorf("X-Amz-Expires %d, want the lifetime's %d s", exp, int(lifetime.Seconds()))
+	}
+	// A long session leaves the asked lifetime alone.
+	if _, lifetime, err := store(time.Now().Add(6*time.Hour)).Sign(ctx, "tars/a.tar", "a.tar", time.Hour); err != nil || lifetime != time.Hour {
+		t.Errorf("with a 6 h session: %s, %v; want 1h", lifetime, err)
+	}
+	if _, _, err := store(time.Now().Add(30*time.Second)).Sign(ctx, "tars/a.tar", "a.tar", time.Hour); err == nil {
+		t.Errorf("credentials ending in 30 s signed a link")
 	}
 }

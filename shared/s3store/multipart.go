@@ -160,11 +160,14 @@ const abortAttempts = 6
 // returns cause (joined with the abort's own failure, if any). A part
 // whose request was still running on the server (its client side cut off
 // by a canceled ctx) may be stored after the abort and revive the upload,
-// so, as AWS advises, the abort is repeated until ListParts finds it gone.
+// so, as AWS advises, the abort is repeated until ListParts finds it gone,
+// and gone again half a second later (a part landing late was seen to
+// revive an upload ListParts had just found gone).
 func (u *upload) abort(ctx context.Context, cause error) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), abortTimeout)
 	defer cancel()
 	var err error
+	gone := false
 	for attempt := 1; attempt <= abortAttempts; attempt++ {
 		_, err = u.s.client.AbortMultipartUpload(ctx, &s3.AbortMultipartUploadInput{
 			Bucket:   aws.String(u.s.bucket),
@@ -180,19 +183,25 @@ func (u *upload) abort(ctx context.Context, cause error) error {
 			UploadId: u.id,
 			MaxParts: aws.Int32(1),
 		})
-		if noSuchUpload(err) {
+		wait := time.Duration(attempt) * 250 * time.Millisecond
+		switch {
+		case noSuchUpload(err) && gone:
 			return cause
-		}
-		if err == nil {
-			err = errors.New("the upload is still there")
+		case noSuchUpload(err):
+			gone, err, wait = true, nil, 500*time.Millisecond
+		case err == nil:
+			gone, err = false, errors.New("the upload is still there")
 		}
 		if attempt == abortAttempts {
 			break
 		}
 		select {
 		case <-ctx.Done():
-		case <-time.After(time.Duration(attempt) * 250 * time.Millisecond):
+		case <-time.After(wait):
 		}
+	}
+	if gone && err == nil {
+		return cause // gone at the last look
 	}
 	return errors.Join(cause, fmt.Errorf("aborting upload %s: %w", aws.ToString(u.id), err))
 }

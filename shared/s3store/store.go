@@ -63,6 +63,9 @@ type Options struct {
 	// object over 5 GiB, sent at once (default 16). Copy parts run inside
 	// S3 and cost no memory here.
 	CopyConcurrency int
+	// Credentials, when set, are the ones the presign client signs links
+	// with: a link is kept within their expiry (see Sign).
+	Credentials aws.CredentialsProvider
 }
 
 // Defaults of Options.

@@ -48,6 +48,7 @@ type Settings struct {
 	DockerHubSecretARN string     // TARPORT_DOCKERHUB_SECRET_ARN: {"username","token"} of the service's Docker Hub account
 	AccessTokenARN     string     // TARPORT_ACCESS_TOKEN_SECRET_ARN: the access token, kept in Secrets Manager
 	OriginSecretARN    string     // TARPORT_ORIGIN_SECRET_ARN: the origin secret, kept in Secrets Manager
+	LinkSignerRoleARN  string     // TARPORT_LINK_SIGNER_ROLE_ARN: a role assumed to sign links with credentials whose expiry is known
 	HotImages          []HotImage // TARPORT_HOT_IMAGES: "image platform" entries, comma-separated, pre-fetched by the warm
 	SplitAbove         int64      // TARPORT_SPLIT_ABOVE: layers bigger than this are fetched by range tasks
 	RangeSize          int64      // TARPORT_RANGE_SIZE: the bytes of one range task (a buffered S3 part)
@@ -88,6 +89,7 @@ func Parse(getenv func(string) string) (Settings, error) {
 		AccessTokenARN:     get("TARPORT_ACCESS_TOKEN_SECRET_ARN", ""),
 		OriginSecret:       get("TARPORT_ORIGIN_SECRET", ""),
 		OriginSecretARN:    get("TARPORT_ORIGIN_SECRET_ARN", ""),
+		LinkSignerRoleARN:  get("TARPORT_LINK_SIGNER_ROLE_ARN", ""),
 	}
 	for _, entry := range strings.Split(getenv("TARPORT_HOT_IMAGES"), ",") {
 		fields := strings.Fields(entry)
