@@ -73,7 +73,27 @@ func (m *Metrics) add(d Def, v float64, labels ...string) {
 // Request counts an API answer; route is the router's pattern. The status
 // goes in by its class: the exact status is in the log line.
 func (m *Metrics) Request(route string, status int) {
-	m.add(HTTPRequests, 1, route, strconv.Itoa(status/100)+"xx")
+	if m == nil {
+		return
+	}
+	m.add(HTTPRequests, 1, route, statusClass(status))
+}
+
+// statusClass is "2xx" and the like, without building a string per request.
+func statusClass(status int) string {
+	switch status / 100 {
+	case 1:
+		return "1xx"
+	case 2:
+		return "2xx"
+	case 3:
+		return "3xx"
+	case 4:
+		return "4xx"
+	case 5:
+		return "5xx"
+	}
+	return strconv.Itoa(status/100) + "xx"
 }
 
 func (m *Metrics) JobCreated() { m.add(JobsCreated, 1) }
