@@ -142,18 +142,18 @@ func TestRolesConfineTheFunctions(t *testing.T) {
 	})
 	values := map[string]string{
 		"AWS::Partition": "aws", "AWS::Region": moto.Region, "AWS::AccountId": moto.Account, "AWS::StackName": "tarport",
-		"DataBucket.Arn":        "arn:aws:s3:::" + bucket,
-		"TaskQueue.Arn":         moto.QueueARN("iam-tasks"),
-		"DeadLetterQueue.Arn":   moto.QueueARN("iam-dlq"),
-		"Table.Arn":             "arn:aws:dynamodb:" + moto.Region + ":" + moto.Account + ":table/" + st.table,
-		"TaskKeySecret":         "arn:aws:secretsmanager:" + moto.Region + ":" + moto.Account + ":secret:task-key-AbCdEf",
-		"OriginSecret":          "arn:aws:secretsmanager:" + moto.Region + ":" + moto.Account + ":secret:origin-AbCdEf",
-		"DownloadLogGroup.Arn":  "arn:aws:logs:" + moto.Region + ":" + moto.Account + ":log-group:/aws/lambda/tarport-download",
-		"AssembleLogGroup.Arn":  "arn:aws:logs:" + moto.Region + ":" + moto.Account + ":log-group:/aws/lambda/tarport-assemble",
-		"SearchLogGroup.Arn":    "arn:aws:logs:" + moto.Region + ":" + moto.Account + ":log-group:/aws/lambda/tarport-search",
-		"AccessTokenSecret":     "arn:aws:secretsmanager:" + moto.Region + ":" + moto.Account + ":secret:token-AbCdEf",
-		"DockerHubSecretArn":    "",
-		"LinkSignerRole.Arn":    "arn:aws:iam::" + moto.Account + ":role/tarport-links-" + moto.Region,
+		"DataBucket.Arn":       "arn:aws:s3:::" + bucket,
+		"TaskQueue.Arn":        moto.QueueARN("iam-tasks"),
+		"DeadLetterQueue.Arn":  moto.QueueARN("iam-dlq"),
+		"Table.Arn":            "arn:aws:dynamodb:" + moto.Region + ":" + moto.Account + ":table/" + st.table,
+		"TaskKeySecret":        "arn:aws:secretsmanager:" + moto.Region + ":" + moto.Account + ":secret:task-key-AbCdEf",
+		"OriginSecret":         "arn:aws:secretsmanager:" + moto.Region + ":" + moto.Account + ":secret:origin-AbCdEf",
+		"DownloadLogGroup.Arn": "arn:aws:logs:" + moto.Region + ":" + moto.Account + ":log-group:/aws/lambda/tarport-download",
+		"AssembleLogGroup.Arn": "arn:aws:logs:" + moto.Region + ":" + moto.Account + ":log-group:/aws/lambda/tarport-assemble",
+		"SearchLogGroup.Arn":   "arn:aws:logs:" + moto.Region + ":" + moto.Account + ":log-group:/aws/lambda/tarport-search",
+		"AccessTokenSecret":    "arn:aws:secretsmanager:" + moto.Region + ":" + moto.Account + ":secret:token-AbCdEf",
+		"DockerHubSecretArn":   "",
+		"LinkSignerRole.Arn":   "arn:aws:iam::" + moto.Account + ":role/tarport-links-" + moto.Region,
 	}
 	// SQS authorizes SendMessageBatch by sqs:SendMessage; moto checks it as
 	// an action of its own, so the test grants that name too.
