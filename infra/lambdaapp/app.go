@@ -360,9 +360,11 @@ func (a *App) discovery(ctx context.Context) (*discovery.Service, error) {
 // linkSigner is the presign client and its credentials. A Lambda's own
 // role credentials say nothing of when they expire, and a link dies with
 // them; with TARPORT_LINK_SIGNER_ROLE_ARN links are signed by a session of
-// that role (an hour, the most a role assumed from a role gets), renewed
-// 30 minutes before it ends, so every link lives at least 30 minutes (or
-// its PresignTTL) and says when it ends.
+// that role (an hour, the most a role assumed from a role gets), which
+// s3store.Sign renews when less than 30 minutes of it are left, so every
+// link lives at least 29 minutes (or its PresignTTL) and says when it ends.
+// The cache reports the session's real expiry (no ExpiryWindow): Sign
+// decides when to renew.
 func (a *App) linkSigner(s3c *s3.Client) (*s3.PresignClient, aws.CredentialsProvider) {
 	arn := a.Settings.LinkSignerRoleARN
 	if arn == "" {
@@ -372,7 +374,7 @@ func (a *App) linkSigner(s3c *s3.Client) (*s3.PresignClient, aws.CredentialsProv
 		o.RoleSessionName = "tarport-links"
 		o.Duration = time.Hour
 	})
-	creds := aws.NewCredentialsCache(assume, func(o *aws.CredentialsCacheOptions) { o.ExpiryWindow = 30 * time.Minute })
+	creds := aws.NewCredentialsCache(assume)
 	signing := s3.NewFromConfig(a.AWS, func(o *s3.Options) { o.Credentials = creds })
 	return s3.NewPresignClient(signing), creds
 }

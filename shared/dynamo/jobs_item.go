@@ -60,8 +60,14 @@ func encodeJob(job tarport.Job) map[string]types.AttributeValue {
 				item[partsLeft] = num(int64(l.Parts))
 			}
 			layers[i] = &types.AttributeValueMemberM{Value: m}
-			// Progress is in the layer's own item (putLayers).
-			if _, _, fin := layerAttrs(i); l.Finished {
+			// Progress is in the layer's own item (putLayers). done_<i> and
+			// left_<i> are written once, for code of the previous layout
+			// still running during a deploy (or after a rollback): it
+			// finishes a layer only where left_<i> exists.
+			done, left, fin := layerAttrs(i)
+			item[done] = num(l.DoneBytes)
+			item[left] = num(l.Size - l.DoneBytes)
+			if l.Finished {
 				item[fin] = &types.AttributeValueMemberBOOL{Value: true}
 			}
 		}

@@ -29,14 +29,15 @@ const attrLayerParts = "p"
 const maxJobItemBytes = 350_000
 
 // largestItemSize is the size job's item can grow to: every layer
-// finished and every part of every split layer in its set. (Progress is
-// in the layers' own items.)
+// finished, its done and left bytes both as long as its size (code of the
+// previous layout updates them), and every part of every split layer in
+// its set.
 func largestItemSize(job tarport.Job) int {
 	n := itemSize(encodeJob(job))
 	for i, l := range job.Layers {
-		if _, _, fin := layerAttrs(i); !l.Finished {
-			n += len(fin) + 1
-		}
+		_, _, fin := layerAttrs(i)
+		// done_<i> and left_<i> as long as the size each (an overcount).
+		n += len(fin) + 1 + 2*valueSize(num(l.Size)) - valueSize(num(l.DoneBytes)) - valueSize(num(l.Size-l.DoneBytes))
 		if l.Parts > 0 {
 			_, finished := partAttrs(i)
 			n += len(finished)

@@ -227,11 +227,9 @@ func TestJobsLargestItemFits(t *testing.T) {
 	for p := range all {
 		all[p] = strconv.Itoa(p + 1)
 	}
-	// (Progress is in the layers' own items: the job item gains a finish
-	// flag per layer.)
 	for i, l := range largest.Layers {
-		_, _, fin := layerAttrs(i)
-		item[fin] = &types.AttributeValueMemberBOOL{Value: true}
+		done, left, fin := layerAttrs(i)
+		item[done], item[left], item[fin] = num(l.Size), num(0), &types.AttributeValueMemberBOOL{Value: true}
 		if l.Parts > 0 {
 			pl, pf := partAttrs(i)
 			item[pl], item[pf] = num(0), &types.AttributeValueMemberNS{Value: all}

@@ -113,3 +113,38 @@ func TestJobWrittenBeforeProgressItems(t *testing.T) {
 		t.Fatalf("finished: %d done bytes, want 150", got.DoneBytes())
 	}
 }
+
+// TestNewJobFinishedByPreviousCode: during a deploy (or after a rollback)
+// an assemble function of the previous layout finishes layers of jobs the
+// new code made, with its own update: the job still counts down and reads
+// finished.
+func TestNewJobFinishedByPreviousCode(t *testing.T) {
+	t.Parallel()
+	db := dynalite.Start(t)
+	j := newJobs(t, db, jobstest.NewClock().Now)
+	ctx := context.Background()
+	if _, _, err := j.Create(ctx, jobstest.Job("mixed", "k-mixed", 100, 50)); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		// The previous FinishLayer, verbatim.
+		done, left, fin := layerAttrs(i)
+		_, err := db.Client().UpdateItem(ctx, &dynamodb.UpdateItemInput{
+			TableName:                aws.String(j.table),
+			Key:                      jobItemKey("mixed"),
+			UpdateExpression:         aws.String("SET #fin = :true, #done = #done + #left, #left = :zero, #upd = :now ADD #rem :minus"),
+			ConditionExpression:      aws.String("attribute_exists(#left) AND attribute_not_exists(#fin)"),
+			ExpressionAttributeNames: map[string]string{"#fin": fin, "#done": done, "#left": left, "#upd": attrJobUpdated, "#rem": attrJobRemaining},
+			ExpressionAttributeValues: map[string]types.AttributeValue{
+				":true": &types.AttributeValueMemberBOOL{Value: true}, ":zero": num(0), ":minus": num(-1), ":now": num(1),
+			},
+		})
+		if err != nil {
+			t.Fatalf("the previous FinishLayer(%d) on a new job: %v", i, err)
+		}
+	}
+	got, err := j.Get(ctx, "mixed")
+	if err != nil || got.Remaining != 0 || got.DoneBytes() != 150 || !got.Layers[0].Finished {
+		t.Fatalf("after the previous code finished it: %+v, %v", got, err)
+	}
+}

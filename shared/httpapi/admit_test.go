@@ -82,6 +82,13 @@ func TestOriginSecret(t *testing.T) {
 		}
 	}
 	checkError(t, do(t, api, via("from-cloudfront", "192.0.2.1:6000")), http.StatusTooManyRequests, tarport.CodeRateLimited)
+	// A value that is no address is not a client of its own: it counts as
+	// the peer (API Gateway's side here), whose one request a minute is
+	// then spent.
+	if res := do(t, api, via("from-cloudfront", "made-up-1")); res.status != http.StatusAccepted {
+		t.Fatalf("an unparseable viewer address: %d", res.status)
+	}
+	checkError(t, do(t, api, via("from-cloudfront", "made-up-2")), http.StatusTooManyRequests, tarport.CodeRateLimited)
 	checkError(t, do(t, api, via("from-cloudfront", "2001:db8::ffff:9:80")), http.StatusTooManyRequests, tarport.CodeRateLimited)
 	clients := map[string]bool{}
 	for _, c := range d.createCalls() {

@@ -32,8 +32,12 @@ type Limits interface {
 // read: anyone can send them.
 func (a *API) clientOf(r *http.Request) string {
 	if a.opts.OriginSecret != "" {
-		if v := r.Header.Get(ViewerAddressHeader); v != "" {
-			return clientKey(viewerHost(v))
+		// An address CloudFront did not write (not an IP) counts as the
+		// peer's: no string of a client's choosing becomes its own key.
+		if host := viewerHost(r.Header.Get(ViewerAddressHeader)); host != "" {
+			if _, err := netip.ParseAddr(host); err == nil {
+				return clientKey(host)
+			}
 		}
 	}
 	host, _, err := net.SplitHostPort(r.RemoteAddr)

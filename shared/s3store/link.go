@@ -19,6 +19,11 @@ const MaxLinkTTL = 7 * 24 * time.Hour
 // find the link dead a second later.
 const linkMargin = time.Minute
 
+// minLinkLife is the least a link should live: credentials with less left
+// are renewed first, when their provider can be told to (a cache of
+// assumed-role sessions, aws.CredentialsCache).
+const minLinkLife = 30 * time.Minute
+
 // Sign returns a presigned GET link to key that makes a browser save the
 // file as fileName, valid for ttl or until the credentials that sign it
 // expire (S3 refuses a link whose signer's session ended, whatever its
@@ -30,6 +35,10 @@ func (s *Store) Sign(ctx context.Context, key, fileName string, ttl time.Duratio
 	}
 	if s.opts.Credentials != nil {
 		creds, err := s.opts.Credentials.Retrieve(ctx)
+		if inv, ok := s.opts.Credentials.(interface{ Invalidate() }); ok && err == nil && creds.CanExpire && time.Until(creds.Expires)-linkMargin < min(ttl, minLinkLife) {
+			inv.Invalidate()
+			creds, err = s.opts.Credentials.Retrieve(ctx)
+		}
 		if err != nil {
 			return "", 0, fmt.Errorf("signing a link to %s: %w", key, err)
 		}

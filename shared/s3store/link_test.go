@@ -246,3 +246,30 @@ func TestSignWithinCredentials(t *testing.T) {
 		t.Errorf("credentials ending in 30 s signed a link")
 	}
 }
+
+// renewing are credentials a cache can be told to renew, as
+// aws.CredentialsCache over an assumed-role session is.
+type renewing struct {
+	expires  []time.Time // one per session, the next after Invalidate
+	sessions int
+}
+
+func (r *renewing) Retrieve(context.Context) (aws.Credentials, error) {
+	return aws.Credentials{AccessKeyID: "AKIA", SecretAccessKey: "s", SessionToken: "t", CanExpire: true, Expires: r.expires[r.sessions]}, nil
+}
+
+func (r *renewing) Invalidate() { r.sessions++ }
+
+// TestSignRenewsEndingCredentials: a session with under half an hour left
+// is renewed before it signs, so a link is not cut short (nor refused in
+// the session's last minute).
+func TestSignRenewsEndingCredentials(t *testing.T) {
+	t.Parallel()
+	creds := &renewing{expires: []time.Time{time.Now().Add(40 * time.Second), time.Now().Add(time.Hour)}}
+	c := s3.New(s3.Options{Region: "us-east-1", Credentials: creds, BaseEndpoint: aws.String("https://s3.example")})
+	s := New(c, s3.NewPresignClient(c), "bucket", Options{Credentials: creds})
+	_, lifetime, err := s.Sign(context.Background(), "tars/a.tar", "a.tar", time.Hour)
+	if err != nil || creds.sessions != 1 || lifetime < 58*time.Minute {
+		t.Fatalf("Sign with a session 40 s from its end: lifetime %s, %d renewals, %v; want a new session and about 59 min", lifetime, creds.sessions, err)
+	}
+}
