@@ -794,7 +794,7 @@ func expectedTar(t *testing.T, layout tarplan.Layout, blobs map[digest.Digest][]
 
 func planOf(t *testing.T, img tarport.Image) tarplan.Layout {
 	t.Helper()
-	layout, err := tarplan.Plan(img.PlanInput())
+	layout, err := tarplan.Plan(imagePlanInput(img))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -168,7 +168,7 @@ func (s *Service) Create(ctx context.Context, req Request) (View, error) {
 	if len(layers) > MaxLayers {
 		return View{}, tarport.Errorf(tarport.CodeTooLarge, "%s has %d layers; at most %d are supported", r.CommonName(), len(layers), MaxLayers)
 	}
-	in := img.PlanInput()
+	in := imagePlanInput(img)
 	layout, err := tarplan.Plan(in)
 	if err != nil {
 		return View{}, tarport.Wrap(err, tarport.CodeTooLarge, "%s cannot be laid out as a tar: its layers are too large", r.CommonName())
@@ -880,19 +880,7 @@ func replanInput(job tarport.Job, manifest, config []byte) (tarplan.Image, []des
 	if err != nil {
 		return tarplan.Image{}, nil, err
 	}
-	in := tarplan.Image{
-		Name:              job.Name,
-		RepoTags:          job.RepoTags,
-		RefName:           job.RefName,
-		Manifest:          manifest,
-		ManifestMediaType: m.MediaType, // tarplan defaults an empty one to OCI
-		Config:            config,
-		ConfigDigest:      job.ConfigDigest,
-	}
-	for _, l := range m.Layers {
-		in.Layers = append(in.Layers, tarplan.Blob{Digest: l.Digest, Size: l.Size, MediaType: l.MediaType})
-	}
-	return in, m.Layers, nil
+	return planInput(jobNames(job), manifest, m.MediaType, config, job.ConfigDigest, m.Layers), m.Layers, nil
 }
 
 // cachedManifest is what a job needs of its image manifest.

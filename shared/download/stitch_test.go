@@ -9,7 +9,9 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
+	"reflect"
 	"slices"
+	"strings"
 	"testing"
 	"testing/iotest"
 
@@ -411,5 +413,30 @@ func TestSegmentReaderOpenError(t *testing.T) {
 	}
 	if _, err := io.ReadAll(newSegmentReader(context.Background(), segs, 0, 5)); err == nil {
 		t.Errorf("a range past the last segment: no error")
+	}
+}
+
+// TestReplanMatchesCreate: the tar planned again at stitch time, from the
+// job's record and the cached manifest and config, is the tar planned at
+// create, input for input.
+func TestReplanMatchesCreate(t *testing.T) {
+	t.Parallel()
+	for _, ref := range []string{"registry.example/team/app:v1", "registry.example/team/app@sha256:" + strings.Repeat("ab", 32)} {
+		h := newHarness(t, Config{})
+		ti := newTestImage(t, "registry.example/team/app:v1", 7, 3000, -1, 12)
+		if strings.Contains(ref, "@") {
+			ti.img.Ref.Tag, ti.img.Ref.Digest = "", ti.img.ManifestDigest.String()
+			ref = "registry.example/team/app@" + ti.img.ManifestDigest.String()
+		}
+		h.serve(ti)
+		v, _ := create(t, h, Request{Image: ref})
+		job := h.jobs.job(t, v.ID)
+		got, _, err := replanInput(job, ti.img.Manifest, ti.img.Config)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := imagePlanInput(ti.img); !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: replanned input\n %+v\nwant the create's\n %+v", ref, got, want)
+		}
 	}
 }

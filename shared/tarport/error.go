@@ -1,7 +1,8 @@
 // Package tarport holds the domain of the product: coded errors, image
 // references and platforms, resolved images and download jobs. It depends
-// on the standard library, regclient's leaf types and the pure planner
-// only, so everything built on it can be tested without a network.
+// on the standard library and regclient's leaf types (with the digest type
+// they use) only, so everything built on it can be tested without a
+// network; infra/depcheck holds it to that.
 package tarport
 
 import (

@@ -6,8 +6,6 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/regclient/regclient/types/descriptor"
 	"github.com/regclient/regclient/types/ref"
-
-	"github.com/tarport/tarport/shared/tarplan"
 )
 
 // Credentials are a requester's registry login, used for one request and
@@ -53,24 +51,4 @@ func (img Image) TotalLayerBytes() int64 {
 		}
 	}
 	return n
-}
-
-// PlanInput turns the image into the planner's input, named after the
-// reference (RepoTags name:tag, none for a digest-only reference).
-func (img Image) PlanInput() tarplan.Image {
-	in := tarplan.Image{
-		Name:              FullName(img.Ref),
-		RefName:           img.Ref.Tag,
-		Manifest:          img.Manifest,
-		ManifestMediaType: img.ManifestMediaType,
-		Config:            img.Config,
-		ConfigDigest:      img.ConfigDigest,
-	}
-	if img.Ref.Tag != "" {
-		in.RepoTags = []string{ShortName(img.Ref) + ":" + img.Ref.Tag}
-	}
-	for _, l := range img.Layers {
-		in.Layers = append(in.Layers, tarplan.Blob{Digest: l.Digest, Size: l.Size, MediaType: l.MediaType})
-	}
-	return in
 }
