@@ -24,6 +24,7 @@ import (
 
 	"github.com/aws/aws-lambda-go/events"
 
+	"github.com/tarport/tarport/shared/httpapi"
 	"github.com/tarport/tarport/shared/tarport"
 )
 
@@ -42,7 +43,7 @@ func Handler(h http.Handler, log *slog.Logger) func(ctx context.Context, ev even
 			// API Gateway never sends such an event; answer rather than
 			// fail the invocation, which would be a bare 500.
 			log.Warn("bad API Gateway event", "err", err)
-			return jsonError(http.StatusBadRequest, tarport.CodeInvalid, "the request could not be read"), nil
+			return errorResponse(log, tarport.Wrap(err, tarport.CodeInvalid, "the request could not be read")), nil
 		}
 		w := httptest.NewRecorder()
 		h.ServeHTTP(w, r)
@@ -107,7 +108,7 @@ func Response(res *http.Response, log *slog.Logger) events.APIGatewayV2HTTPRespo
 	_, _ = body.ReadFrom(res.Body)
 	if body.Len() > MaxResponseBytes {
 		log.Error("response too large for Lambda", "bytes", body.Len(), "status", res.StatusCode)
-		return jsonError(http.StatusInternalServerError, tarport.CodeInternal, "the answer was too large")
+		return errorResponse(log, tarport.Errorf(tarport.CodeInternal, "the answer was too large"))
 	}
 	out := events.APIGatewayV2HTTPResponse{StatusCode: res.StatusCode, Headers: map[string]string{}}
 	for k, vs := range res.Header {
@@ -137,10 +138,18 @@ func textual(contentType string) bool {
 		mt == "application/javascript" || mt == "application/xml" || strings.HasSuffix(mt, "+xml")
 }
 
-func jsonError(status int, code tarport.Code, message string) events.APIGatewayV2HTTPResponse {
-	return events.APIGatewayV2HTTPResponse{
-		StatusCode: status,
-		Headers:    map[string]string{"Content-Type": "application/json"},
-		Body:       fmt.Sprintf(`{"error":{"code":%q,"message":%q}}`, code, message),
+// errorResponse answers err as the API answers every error: its status
+// from the one table, the JSON error shape, written by httpapi.WriteError.
+func errorResponse(log *slog.Logger, err error) events.APIGatewayV2HTTPResponse {
+	w := httptest.NewRecorder()
+	// The request is only named in the log line: there is none to name.
+	httpapi.WriteError(w, httptest.NewRequest(http.MethodPost, "/", nil), log, err)
+	res := w.Result()
+	var body bytes.Buffer
+	_, _ = body.ReadFrom(res.Body)
+	out := events.APIGatewayV2HTTPResponse{StatusCode: res.StatusCode, Headers: map[string]string{}, Body: body.String()}
+	for k, vs := range res.Header {
+		out.Headers[k] = strings.Join(vs, ", ")
 	}
+	return out
 }

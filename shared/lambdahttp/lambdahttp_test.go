@@ -112,6 +112,14 @@ func TestBadEvents(t *testing.T) {
 			if err != nil || res.StatusCode != http.StatusBadRequest || !strings.Contains(res.Body, `"code":"invalid_request"`) {
 				t.Fatalf("%d %q %v", res.StatusCode, res.Body, err)
 			}
+			// Written by the API's one error writer: JSON, never cached.
+			var body struct {
+				Error struct{ Code, Message string } `json:"error"`
+			}
+			if json.Unmarshal([]byte(res.Body), &body) != nil || body.Error.Message == "" || res.Headers["Cache-Control"] != "no-store" ||
+				!strings.HasPrefix(res.Headers["Content-Type"], "application/json") {
+				t.Fatalf("error answer %v %q: want httpapi's error shape and headers", res.Headers, res.Body)
+			}
 		})
 	}
 }
