@@ -171,12 +171,12 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// Service answers search, popular and details from the cache or Docker Hub.
 // Registry lists a repository's tags and platforms from the registry.
 type Registry interface {
 	Details(ctx context.Context, r ref.Ref, withPlatforms int) (tarport.RepoDetails, error)
 }
 
+// Service answers search, popular and details from the cache or Docker Hub.
 type Service struct {
 	hub     Hub
 	cache   Cache

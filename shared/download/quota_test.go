@@ -3,6 +3,7 @@ package download
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/tarport/tarport/shared/limits"
@@ -57,5 +58,18 @@ func TestCreateChargesTheQuota(t *testing.T) {
 	}
 	if n := used(""); n != 0 {
 		t.Fatalf("the warm was charged %d bytes", n)
+	}
+}
+
+// TestResumeStopsOnABrokenStore: a private job cannot resume and is
+// failed; a store that cannot record even that stops Resume (and the
+// server's start) with its error instead of going on as if it had.
+func TestResumeStopsOnABrokenStore(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, Config{})
+	h.jobs.put(tarport.Job{ID: "p", Status: tarport.StatusFetching, Private: true, Remaining: 1})
+	h.jobs.statusErr = errors.New("disk full")
+	if err := h.svc.Resume(context.Background(), []tarport.Job{h.jobs.job(t, "p")}); err == nil || !strings.Contains(err.Error(), "disk full") {
+		t.Fatalf("Resume over a store that cannot fail a job: %v", err)
 	}
 }

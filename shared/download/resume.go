@@ -20,13 +20,19 @@ func (s *Service) Resume(ctx context.Context, jobs []tarport.Job) error {
 			}
 			continue
 		}
+		// A job that cannot go on is failed; a store that cannot record
+		// that is broken, and the server should not start on it.
 		if job.Private {
-			s.fail(ctx, job.ID, tarport.Errorf(tarport.CodeCredentialsGone, "the server restarted during this private download; request it again with your credentials"))
+			if err := s.fail(ctx, job.ID, tarport.Errorf(tarport.CodeCredentialsGone, "the server restarted during this private download; request it again with your credentials")); err != nil {
+				return fmt.Errorf("resuming job %s: %w", job.ID, err)
+			}
 			continue
 		}
 		tasks, err := s.unfinishedTasks(ctx, job)
 		if err != nil {
-			s.fail(ctx, job.ID, tarport.Wrap(err, tarport.CodeInternal, "the download could not resume after a restart; request it again"))
+			if ferr := s.fail(ctx, job.ID, tarport.Wrap(err, tarport.CodeInternal, "the download could not resume after a restart; request it again")); ferr != nil {
+				return fmt.Errorf("resuming job %s: %w", job.ID, ferr)
+			}
 			continue
 		}
 		if err := s.queue.Enqueue(ctx, tasks); err != nil {
@@ -34,7 +40,9 @@ func (s *Service) Resume(ctx context.Context, jobs []tarport.Job) error {
 				return fmt.Errorf("resuming job %s: %w", job.ID, err) // the queue is broken
 			}
 			// A full queue: this job fails, the others and the server go on.
-			s.fail(ctx, job.ID, tarport.Wrap(err, tarport.CodeUnavailable, "the download could not resume after a restart; request it again"))
+			if ferr := s.fail(ctx, job.ID, tarport.Wrap(err, tarport.CodeUnavailable, "the download could not resume after a restart; request it again")); ferr != nil {
+				return fmt.Errorf("resuming job %s: %w", job.ID, ferr)
+			}
 			continue
 		}
 		s.log.Info("job resumed", "job", job.ID, "image", job.Ref, "layers", len(tasks))

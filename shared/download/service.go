@@ -239,8 +239,10 @@ func (s *Service) Create(ctx context.Context, req Request) (View, error) {
 	ctx = context.WithoutCancel(ctx)
 	s.log.Info("job created", "job", job.ID, "image", job.Ref, "platform", job.Platform, "bytes", job.TotalBytes, "layers", len(tasks))
 	if tasks, err = s.splitTasks(ctx, job, tasks); err != nil {
-		s.fail(ctx, job.ID, tarport.Wrap(err, tarport.CodeUnavailable, "could not start the download"))
-		return View{}, tarport.Wrap(err, tarport.CodeUnavailable, "could not start the download; try again")
+		// The job must not be joined: failed, or (if even that fails) left
+		// to the stall check; the requester sees only the coded message.
+		ferr := s.fail(ctx, job.ID, tarport.Wrap(err, tarport.CodeUnavailable, "could not start the download"))
+		return View{}, tarport.Wrap(errors.Join(err, ferr), tarport.CodeUnavailable, "could not start the download; try again")
 	}
 	if len(tasks) == 0 {
 		if err := s.stitch(ctx, job); err != nil {
@@ -822,12 +824,12 @@ type progress struct {
 	last    time.Time
 }
 
-func newProgress(s *Service, t Task) *progress { return &progress{s: s, t: t, last: time.Now()} }
+func newProgress(s *Service, t Task) *progress { return &progress{s: s, t: t, last: s.now()} }
 
 func (p *progress) add(n int64) {
 	p.mu.Lock()
 	p.pending += n
-	due := time.Since(p.last) >= p.s.cfg.ProgressEvery
+	due := p.s.now().Sub(p.last) >= p.s.cfg.ProgressEvery
 	p.mu.Unlock()
 	if due {
 		p.flush(context.Background())
@@ -847,7 +849,7 @@ func (p *progress) flush(ctx context.Context) {
 	n := p.pending
 	p.pending = 0
 	p.sent += n
-	p.last = time.Now()
+	p.last = p.s.now()
 	p.mu.Unlock()
 	if n == 0 {
 		return

@@ -485,11 +485,19 @@ func (b *blobReader) request() (io.ReadCloser, error) {
 // statusError is the error of an answer other than 200/206, with the
 // wait its Retry-After asks for.
 func statusError(resp *http.Response) *httpStatusError {
-	e := &httpStatusError{status: resp.StatusCode}
-	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
-		e.retryAfter = time.Duration(s) * time.Second
+	return &httpStatusError{status: resp.StatusCode, retryAfter: retryAfter(resp.Header.Get("Retry-After"), time.Now())}
+}
+
+// retryAfter reads a Retry-After header, in seconds or as an HTTP date
+// (RFC 9110 allows both); 0 when absent, malformed or past.
+func retryAfter(v string, now time.Time) time.Duration {
+	if s, err := strconv.Atoi(strings.TrimSpace(v)); err == nil {
+		return time.Duration(max(s, 0)) * time.Second
 	}
-	return e
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
 }
 
 // slowBody judges a body that ended early (err is how): a registry must

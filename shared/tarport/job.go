@@ -10,11 +10,11 @@ import (
 type Status string
 
 const (
-	StatusQueued     Status = "queued"
-	StatusFetching   Status = "fetching"
-	StatusAssembling Status = "assembling"
-	StatusReady      Status = "ready"
-	StatusFailed     Status = "failed"
+	StatusQueued     Status = "queued"     // created, no layer task started yet
+	StatusFetching   Status = "fetching"   // layer tasks running
+	StatusAssembling Status = "assembling" // every layer stored; the tar being stitched
+	StatusReady      Status = "ready"      // the tar is whole; links are signed on read
+	StatusFailed     Status = "failed"     // ended with Job.Error; never changes again
 )
 
 // Rank orders the statuses a job moves through.
@@ -37,7 +37,7 @@ func (s Status) Terminal() bool { return s == StatusReady || s == StatusFailed }
 // a private job's workers get them in memory from the request that made it.
 type Job struct {
 	ID  string // unguessable, handed to the client
-	Key string // what identical requests share (see JobKey)
+	Key string // what identical requests share (made by the download service's jobKey)
 
 	Image    string // as the user should see it: nginx:1.27
 	Ref      string // fully qualified: docker.io/library/nginx:1.27
