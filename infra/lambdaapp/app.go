@@ -57,6 +57,9 @@ type App struct {
 	Metrics *metrics.Metrics
 	emf     *emf.Sink
 
+	limiterOnce sync.Once
+	limiter     *limits.Limiter
+
 	taskKeyOnce sync.Once
 	taskKeyVal  []byte
 	taskKeyErr  error
@@ -380,13 +383,17 @@ func (a *App) linkSigner(s3c *s3.Client) (*s3.PresignClient, aws.CredentialsProv
 }
 
 // limits counts requests and bytes in the table, so every instance of
-// every function counts against the same numbers.
+// every function counts against the same numbers. One limiter serves the
+// router and the download service alike.
 func (a *App) limits() *limits.Limiter {
-	return limits.New(dynamo.NewLimits(dynamodb.NewFromConfig(a.AWS), a.Settings.Table), limits.Rules{
-		RatePerMinute: a.Settings.RateLimitPerMinute,
-		ClientPerDay:  a.Settings.ClientQuotaPerDay,
-		BudgetPerDay:  a.Settings.BudgetPerDay,
-	}, nil).WithMetrics(a.Metrics)
+	a.limiterOnce.Do(func() {
+		a.limiter = limits.New(dynamo.NewLimits(dynamodb.NewFromConfig(a.AWS), a.Settings.Table), limits.Rules{
+			RatePerMinute: a.Settings.RateLimitPerMinute,
+			ClientPerDay:  a.Settings.ClientQuotaPerDay,
+			BudgetPerDay:  a.Settings.BudgetPerDay,
+		}, nil).WithMetrics(a.Metrics)
+	})
+	return a.limiter
 }
 
 // secretOr reads the secret at arn when one is given, else returns plain.

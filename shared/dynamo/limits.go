@@ -36,7 +36,7 @@ type LimitsAPI interface {
 // times themselves (a stale tat is in the past and counts as none).
 const (
 	ratePrefix = "rate#"
-	useprefix  = "use#"
+	usePrefix  = "use#"
 	markPrefix = "mark#"
 	attrTAT    = "tat"
 	attrBytes  = "bytes"
@@ -117,7 +117,7 @@ func (l *Limits) Usage(ctx context.Context, key string, since time.Time) ([]limi
 		KeyConditionExpression:   aws.String("#pk = :pk AND #sk >= :since"),
 		ExpressionAttributeNames: map[string]string{"#pk": AttrPK, "#sk": AttrSK},
 		ExpressionAttributeValues: map[string]types.AttributeValue{
-			":pk": str(useprefix + key), ":since": str(hourSK(since)),
+			":pk": str(usePrefix + key), ":since": str(hourSK(since)),
 		},
 		ConsistentRead: aws.Bool(true),
 	}
@@ -145,7 +145,7 @@ func (l *Limits) Usage(ctx context.Context, key string, since time.Time) ([]limi
 
 func (l *Limits) Add(ctx context.Context, key string, hour time.Time, n, max int64) (bool, error) {
 	in := &dynamodb.UpdateItemInput{
-		Key:              itemKey(useprefix+key, hourSK(hour)),
+		Key:              itemKey(usePrefix+key, hourSK(hour)),
 		UpdateExpression: aws.String("ADD #bytes :n SET #exp = :exp"),
 		ExpressionAttributeValues: map[string]types.AttributeValue{
 			":n": num(n), ":exp": ttl(hour.Add(limits.Day + time.Hour)),

@@ -28,13 +28,7 @@ func NewMemory() *Memory {
 func (m *Memory) Take(_ context.Context, key string, now time.Time, every time.Duration, burst int) (time.Duration, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if len(m.tats) > maxKeys {
-		for k, tat := range m.tats {
-			if !tat.After(now) {
-				delete(m.tats, k)
-			}
-		}
-	}
+	sweepPast(m.tats, now)
 	next, wait := Admit(m.tats[key], now, every, burst)
 	if wait == 0 {
 		m.tats[key] = next
@@ -79,6 +73,19 @@ func (m *Memory) Add(_ context.Context, key string, hour time.Time, n, max int64
 	return true, nil
 }
 
+// sweepPast drops, once m has outgrown maxKeys, the entries whose time is
+// past: a bucket full again, a mark expired.
+func sweepPast(m map[string]time.Time, now time.Time) {
+	if len(m) <= maxKeys {
+		return
+	}
+	for k, t := range m {
+		if !t.After(now) {
+			delete(m, k)
+		}
+	}
+}
+
 func (m *Memory) sweepHours(now time.Time) {
 	for k, hours := range m.hours {
 		live := false
@@ -94,13 +101,7 @@ func (m *Memory) sweepHours(now time.Time) {
 func (m *Memory) Mark(_ context.Context, key string, now time.Time, ttl time.Duration) (bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if len(m.marks) > maxKeys {
-		for k, exp := range m.marks {
-			if !exp.After(now) {
-				delete(m.marks, k)
-			}
-		}
-	}
+	sweepPast(m.marks, now)
 	if exp, ok := m.marks[key]; ok && exp.After(now) {
 		return false, nil
 	}
