@@ -62,13 +62,15 @@ func TestWarmRespectsBudget(t *testing.T) {
 	t.Parallel()
 	hub := newFakeHub()
 	hub.delay = 20 * time.Millisecond
-	s, _ := newService(hub, newMemCache(), discovery.Config{WarmTop: 30, WarmMaxCalls: 1000, WarmBudget: 150 * time.Millisecond})
+	// A budget of some 20 calls (all 30 details take 60): room enough that
+	// a loaded machine still makes one before it is spent.
+	s, _ := newService(hub, newMemCache(), discovery.Config{WarmTop: 30, WarmMaxCalls: 1000, WarmBudget: 400 * time.Millisecond})
 	start := time.Now()
 	if err := s.Warm(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if took := time.Since(start); took > 400*time.Millisecond {
-		t.Fatalf("Warm took %v with a 150ms budget", took)
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("Warm took %v with a 400ms budget", took)
 	}
 	if n := hub.count("repository"); n == 0 || n >= 30 {
 		t.Fatalf("repository calls = %d, want some but not all 30", n)
