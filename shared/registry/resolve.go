@@ -61,64 +61,15 @@ func (c *Client) resolve(ctx context.Context, r ref.Ref, p tarport.Platform, cre
 	// Past the check, reads may use the service's own Docker Hub account
 	// (a higher pull limit); the check itself never does.
 	rc := c.session(r.Registry, c.pullCreds(r.Registry, creds))
-	// The top manifest was just authorized; what the cache holds below it
-	// is checked against the requester's repository before use.
-	raw, mt, d, err := c.fetchManifest(ctx, rc, r, want, nil)
+	m, err := c.platformManifest(ctx, rc, r, want, p, creds)
 	if err != nil {
 		return tarport.Image{}, err
 	}
-	img := tarport.Image{Ref: r, Platform: p}
-	for depth := 0; isIndex(mt); depth++ {
-		if depth == maxIndexDepth {
-			return tarport.Image{}, tarport.Errorf(tarport.CodeUnsupported, "%s nests indexes more than %d deep", r.CommonName(), maxIndexDepth)
-		}
-		if img.IndexDigest == "" {
-			img.IndexDigest = d
-		}
-		desc, err := pickPlatform(r, raw, mt, p)
-		if err != nil {
-			return tarport.Image{}, err
-		}
-		raw, mt, d, err = c.fetchManifest(ctx, rc, r, desc.Digest, func() error {
-			_, err := c.session(r.Registry, creds).ManifestHead(ctx, r.SetDigest(desc.Digest.String()))
-			return classify(err, "looking up %s", r.SetDigest(desc.Digest.String()).CommonName())
-		})
-		if err != nil {
-			return tarport.Image{}, err
-		}
-	}
-	switch mt {
-	case mediatype.Docker2Manifest, mediatype.OCI1Manifest:
-	case mediatype.Docker1Manifest, mediatype.Docker1ManifestSigned:
-		return tarport.Image{}, errSchema1(r)
-	default:
-		return tarport.Image{}, tarport.Errorf(tarport.CodeUnsupported, "%s has a manifest of media type %q, which is not a container image", r.CommonName(), mt)
-	}
-	m, err := manifest.New(manifest.WithRaw(raw), manifest.WithDesc(descriptor.Descriptor{MediaType: mt, Digest: d, Size: int64(len(raw))}))
+	img := tarport.Image{Ref: r, Platform: p, IndexDigest: m.index}
+	raw, mt, d := m.raw, m.mediaType, m.digest
+	cfgDesc, layers, err := imageParts(r, raw, mt, d)
 	if err != nil {
-		return tarport.Image{}, tarport.Wrap(err, tarport.CodeUpstream, "the registry served a manifest for %s that does not parse", r.CommonName())
-	}
-	imager, ok := m.(manifest.Imager)
-	if !ok {
-		return tarport.Image{}, tarport.Errorf(tarport.CodeUnsupported, "%s is not an image manifest", r.CommonName())
-	}
-	cfgDesc, err := imager.GetConfig()
-	if err != nil {
-		return tarport.Image{}, tarport.Wrap(err, tarport.CodeUpstream, "reading the config descriptor of %s", r.CommonName())
-	}
-	switch cfgDesc.MediaType {
-	case mediatype.Docker2ImageConfig, mediatype.OCI1ImageConfig:
-	default:
-		return tarport.Image{}, tarport.Errorf(tarport.CodeUnsupported, "%s is an artifact with config type %q, not a container image", r.CommonName(), cfgDesc.MediaType)
-	}
-	layers, err := imager.GetLayers()
-	if err != nil {
-		return tarport.Image{}, tarport.Wrap(err, tarport.CodeUpstream, "reading the layers of %s", r.CommonName())
-	}
-	for _, l := range layers {
-		if l.Digest.Validate() != nil || l.Digest.Algorithm() != digest.SHA256 {
-			return tarport.Image{}, tarport.Errorf(tarport.CodeUnsupported, "%s has a layer digest %q; only sha256 is supported", r.CommonName(), l.Digest)
-		}
+		return tarport.Image{}, err
 	}
 	cfg, err := c.fetchConfig(ctx, rc, r, cfgDesc, func() error {
 		return c.CheckBlob(ctx, r, cfgDesc, tarport.RegistryOrigin(r.Registry), creds)
@@ -144,6 +95,86 @@ func (c *Client) resolve(ctx context.Context, r ref.Ref, p tarport.Platform, cre
 		return tarport.Image{}, tarport.Errorf(tarport.CodeTooLarge, "%s is %d bytes, over this server's limit of %d bytes", r.CommonName(), img.TotalLayerBytes(), max)
 	}
 	return img, nil
+}
+
+// imageManifest is the image manifest of one platform, and the digest of
+// the index it was picked from (empty for a single-platform image).
+type imageManifest struct {
+	raw       []byte
+	mediaType string
+	digest    digest.Digest
+	index     digest.Digest
+}
+
+// platformManifest fetches the authorized top manifest want and walks its
+// indexes down to p's image manifest. The top manifest was just
+// authorized; what the cache holds below it is checked against the
+// requester's repository before use.
+func (c *Client) platformManifest(ctx context.Context, rc *regclient.RegClient, r ref.Ref, want digest.Digest, p tarport.Platform, creds tarport.Credentials) (imageManifest, error) {
+	raw, mt, d, err := c.fetchManifest(ctx, rc, r, want, nil)
+	if err != nil {
+		return imageManifest{}, err
+	}
+	var index digest.Digest
+	for depth := 0; isIndex(mt); depth++ {
+		if depth == maxIndexDepth {
+			return imageManifest{}, tarport.Errorf(tarport.CodeUnsupported, "%s nests indexes more than %d deep", r.CommonName(), maxIndexDepth)
+		}
+		if index == "" {
+			index = d
+		}
+		desc, err := pickPlatform(r, raw, mt, p)
+		if err != nil {
+			return imageManifest{}, err
+		}
+		raw, mt, d, err = c.fetchManifest(ctx, rc, r, desc.Digest, func() error {
+			_, err := c.session(r.Registry, creds).ManifestHead(ctx, r.SetDigest(desc.Digest.String()))
+			return classify(err, "looking up %s", r.SetDigest(desc.Digest.String()).CommonName())
+		})
+		if err != nil {
+			return imageManifest{}, err
+		}
+	}
+	return imageManifest{raw: raw, mediaType: mt, digest: d, index: index}, nil
+}
+
+// imageParts reads an image manifest's config descriptor and layers,
+// refusing what is not a container image with sha256 layers.
+func imageParts(r ref.Ref, raw []byte, mt string, d digest.Digest) (descriptor.Descriptor, []descriptor.Descriptor, error) {
+	switch mt {
+	case mediatype.Docker2Manifest, mediatype.OCI1Manifest:
+	case mediatype.Docker1Manifest, mediatype.Docker1ManifestSigned:
+		return descriptor.Descriptor{}, nil, errSchema1(r)
+	default:
+		return descriptor.Descriptor{}, nil, tarport.Errorf(tarport.CodeUnsupported, "%s has a manifest of media type %q, which is not a container image", r.CommonName(), mt)
+	}
+	m, err := manifest.New(manifest.WithRaw(raw), manifest.WithDesc(descriptor.Descriptor{MediaType: mt, Digest: d, Size: int64(len(raw))}))
+	if err != nil {
+		return descriptor.Descriptor{}, nil, tarport.Wrap(err, tarport.CodeUpstream, "the registry served a manifest for %s that does not parse", r.CommonName())
+	}
+	imager, ok := m.(manifest.Imager)
+	if !ok {
+		return descriptor.Descriptor{}, nil, tarport.Errorf(tarport.CodeUnsupported, "%s is not an image manifest", r.CommonName())
+	}
+	cfgDesc, err := imager.GetConfig()
+	if err != nil {
+		return descriptor.Descriptor{}, nil, tarport.Wrap(err, tarport.CodeUpstream, "reading the config descriptor of %s", r.CommonName())
+	}
+	switch cfgDesc.MediaType {
+	case mediatype.Docker2ImageConfig, mediatype.OCI1ImageConfig:
+	default:
+		return descriptor.Descriptor{}, nil, tarport.Errorf(tarport.CodeUnsupported, "%s is an artifact with config type %q, not a container image", r.CommonName(), cfgDesc.MediaType)
+	}
+	layers, err := imager.GetLayers()
+	if err != nil {
+		return descriptor.Descriptor{}, nil, tarport.Wrap(err, tarport.CodeUpstream, "reading the layers of %s", r.CommonName())
+	}
+	for _, l := range layers {
+		if l.Digest.Validate() != nil || l.Digest.Algorithm() != digest.SHA256 {
+			return descriptor.Descriptor{}, nil, tarport.Errorf(tarport.CodeUnsupported, "%s has a layer digest %q; only sha256 is supported", r.CommonName(), l.Digest)
+		}
+	}
+	return cfgDesc, layers, nil
 }
 
 // errManifestTooBig refuses a manifest over maxManifestBytes (size -1:

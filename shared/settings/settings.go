@@ -91,6 +91,20 @@ func Parse(getenv func(string) string) (Settings, error) {
 		OriginSecretARN:    get("TARPORT_ORIGIN_SECRET_ARN", ""),
 		LinkSignerRoleARN:  get("TARPORT_LINK_SIGNER_ROLE_ARN", ""),
 	}
+	if err := s.parseLists(getenv); err != nil {
+		return Settings{}, err
+	}
+	if u, err := url.Parse(s.DockerHubRegistry); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
+		return Settings{}, fmt.Errorf("TARPORT_DOCKERHUB_REGISTRY: want a URL like https://mirror.example.com (no credentials), got %q", s.DockerHubRegistry)
+	}
+	if err := s.parseTunables(get, getenv); err != nil {
+		return Settings{}, err
+	}
+	return s, nil
+}
+
+// parseLists reads the comma-separated settings.
+func (s *Settings) parseLists(getenv func(string) string) error {
 	for _, entry := range strings.Split(getenv("TARPORT_HOT_IMAGES"), ",") {
 		fields := strings.Fields(entry)
 		switch len(fields) {
@@ -100,66 +114,69 @@ func Parse(getenv func(string) string) (Settings, error) {
 		case 2:
 			s.HotImages = append(s.HotImages, HotImage{Image: fields[0], Platform: fields[1]})
 		default:
-			return Settings{}, fmt.Errorf("TARPORT_HOT_IMAGES: want comma-separated \"image [platform]\" entries like \"nginx:1.27 linux/arm64\", got %q", entry)
+			return fmt.Errorf("TARPORT_HOT_IMAGES: want comma-separated \"image [platform]\" entries like \"nginx:1.27 linux/arm64\", got %q", entry)
 		}
 	}
 	for _, h := range strings.Split(getenv("TARPORT_INSECURE_REGISTRIES"), ",") {
 		if h = strings.TrimSpace(h); h != "" {
 			if strings.Contains(h, "/") {
-				return Settings{}, fmt.Errorf("TARPORT_INSECURE_REGISTRIES: want host:port entries without a scheme or path, got %q", h)
+				return fmt.Errorf("TARPORT_INSECURE_REGISTRIES: want host:port entries without a scheme or path, got %q", h)
 			}
 			s.InsecureRegistries = append(s.InsecureRegistries, strings.ToLower(h))
 		}
 	}
-	if u, err := url.Parse(s.DockerHubRegistry); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil {
-		return Settings{}, fmt.Errorf("TARPORT_DOCKERHUB_REGISTRY: want a URL like https://mirror.example.com (no credentials), got %q", s.DockerHubRegistry)
-	}
-	if err := s.LogLevel.UnmarshalText([]byte(get("TARPORT_LOG_LEVEL", "info"))); err != nil {
-		return Settings{}, fmt.Errorf("TARPORT_LOG_LEVEL: want debug, info, warn or error, got %q", getenv("TARPORT_LOG_LEVEL"))
-	}
+	return nil
+}
+
+// parseTunables reads the log level, public URL, durations, sizes and
+// counts, each checked against the range the code can use.
+func (s *Settings) parseTunables(get func(name, def string) string, getenv func(string) string) error {
 	var err error
+	if err = s.LogLevel.UnmarshalText([]byte(get("TARPORT_LOG_LEVEL", "info"))); err != nil {
+		return fmt.Errorf("TARPORT_LOG_LEVEL: want debug, info, warn or error, got %q", getenv("TARPORT_LOG_LEVEL"))
+	}
 	if s.PublicURL, err = publicURL(get("TARPORT_PUBLIC_URL", ""), s.Addr); err != nil {
-		return Settings{}, err
+		return err
 	}
 	if s.ReadTimeout, err = time.ParseDuration(get("TARPORT_READ_TIMEOUT", "20s")); err != nil || s.ReadTimeout <= 0 {
-		return Settings{}, fmt.Errorf("TARPORT_READ_TIMEOUT: want a positive duration like 20s, got %q", getenv("TARPORT_READ_TIMEOUT"))
+		return fmt.Errorf("TARPORT_READ_TIMEOUT: want a positive duration like 20s, got %q", getenv("TARPORT_READ_TIMEOUT"))
 	}
 	// S3 presigned links live at most 7 days.
 	if s.PresignTTL, err = time.ParseDuration(get("TARPORT_PRESIGN_TTL", "1h")); err != nil || s.PresignTTL <= 0 || s.PresignTTL > 7*24*time.Hour {
-		return Settings{}, fmt.Errorf("TARPORT_PRESIGN_TTL: want a duration from 1s to 168h, like 1h, got %q", getenv("TARPORT_PRESIGN_TTL"))
+		return fmt.Errorf("TARPORT_PRESIGN_TTL: want a duration from 1s to 168h, like 1h, got %q", getenv("TARPORT_PRESIGN_TTL"))
 	}
 	if s.MaxImageBytes, err = ParseBytes(get("TARPORT_MAX_IMAGE_BYTES", "64GiB")); err != nil {
-		return Settings{}, fmt.Errorf("TARPORT_MAX_IMAGE_BYTES: %w", err)
+		return fmt.Errorf("TARPORT_MAX_IMAGE_BYTES: %w", err)
 	}
 	if s.RateLimitPerMinute, err = strconv.Atoi(get("TARPORT_RATE_LIMIT_PER_MINUTE", "100")); err != nil || s.RateLimitPerMinute <= 0 {
-		return Settings{}, fmt.Errorf("TARPORT_RATE_LIMIT_PER_MINUTE: want a positive integer, got %q", getenv("TARPORT_RATE_LIMIT_PER_MINUTE"))
+		return fmt.Errorf("TARPORT_RATE_LIMIT_PER_MINUTE: want a positive integer, got %q", getenv("TARPORT_RATE_LIMIT_PER_MINUTE"))
 	}
 	if s.BlobIdleTimeout, err = time.ParseDuration(get("TARPORT_BLOB_IDLE_TIMEOUT", "60s")); err != nil || s.BlobIdleTimeout <= 0 {
-		return Settings{}, fmt.Errorf("TARPORT_BLOB_IDLE_TIMEOUT: want a positive duration like 60s, got %q", getenv("TARPORT_BLOB_IDLE_TIMEOUT"))
+		return fmt.Errorf("TARPORT_BLOB_IDLE_TIMEOUT: want a positive duration like 60s, got %q", getenv("TARPORT_BLOB_IDLE_TIMEOUT"))
 	}
 	if s.BlobMinRate, err = bytesOrOff(get("TARPORT_BLOB_MIN_RATE", "16KiB")); err != nil {
-		return Settings{}, fmt.Errorf("TARPORT_BLOB_MIN_RATE: bytes per second, like 16KiB, or 0 for no floor: %w", err)
+		return fmt.Errorf("TARPORT_BLOB_MIN_RATE: bytes per second, like 16KiB, or 0 for no floor: %w", err)
 	}
 	if s.ClientQuotaPerDay, err = bytesOrOff(get("TARPORT_CLIENT_QUOTA_PER_DAY", "100GiB")); err != nil {
-		return Settings{}, fmt.Errorf("TARPORT_CLIENT_QUOTA_PER_DAY: bytes per day, like 100GiB, or 0 for no quota: %w", err)
+		return fmt.Errorf("TARPORT_CLIENT_QUOTA_PER_DAY: bytes per day, like 100GiB, or 0 for no quota: %w", err)
 	}
 	if s.BudgetPerDay, err = bytesOrOff(get("TARPORT_BUDGET_PER_DAY", "2TiB")); err != nil {
-		return Settings{}, fmt.Errorf("TARPORT_BUDGET_PER_DAY: bytes per day, like 2TiB, or 0 for no budget: %w", err)
+		return fmt.Errorf("TARPORT_BUDGET_PER_DAY: bytes per day, like 2TiB, or 0 for no budget: %w", err)
 	}
 	if s.WarmEvery, err = time.ParseDuration(get("TARPORT_WARM_EVERY", "1h")); err != nil || s.WarmEvery < 0 {
-		return Settings{}, fmt.Errorf("TARPORT_WARM_EVERY: want a duration like 1h, or 0 to turn warming off, got %q", getenv("TARPORT_WARM_EVERY"))
+		return fmt.Errorf("TARPORT_WARM_EVERY: want a duration like 1h, or 0 to turn warming off, got %q", getenv("TARPORT_WARM_EVERY"))
 	}
 	if s.SplitAbove, err = ParseBytes(get("TARPORT_SPLIT_ABOVE", "1GiB")); err != nil {
-		return Settings{}, fmt.Errorf("TARPORT_SPLIT_ABOVE: %w", err)
+		return fmt.Errorf("TARPORT_SPLIT_ABOVE: %w", err)
 	}
 	// S3 parts are 5 MiB to 5 GiB; a range is held in memory while it uploads.
 	if s.RangeSize, err = ParseBytes(get("TARPORT_RANGE_SIZE", "64MiB")); err != nil || s.RangeSize < 5<<20 || s.RangeSize > 1<<30 {
-		return Settings{}, fmt.Errorf("TARPORT_RANGE_SIZE: want a size from 5MiB to 1GiB, got %q", getenv("TARPORT_RANGE_SIZE"))
+		return fmt.Errorf("TARPORT_RANGE_SIZE: want a size from 5MiB to 1GiB, got %q", getenv("TARPORT_RANGE_SIZE"))
 	}
 	if s.Workers, err = strconv.Atoi(get("TARPORT_WORKERS", "4")); err != nil || s.Workers <= 0 || s.Workers > 64 {
-		return Settings{}, fmt.Errorf("TARPORT_WORKERS: want 1..64, got %q", getenv("TARPORT_WORKERS"))
+		return fmt.Errorf("TARPORT_WORKERS: want 1..64, got %q", getenv("TARPORT_WORKERS"))
 	}
-	return s, nil
+	return nil
 }
 
 // LocalURL is the address clients reach the local server by, on which

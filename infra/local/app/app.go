@@ -76,18 +76,7 @@ func New(ctx context.Context, s settings.Settings, log *slog.Logger) (*App, erro
 	}
 	prom := promsink.New() // served at /metrics
 	m := metrics.New(prom)
-	reg := registry.New(registry.Options{
-		DockerHubRegistry: s.DockerHubRegistry,
-		Insecure:          s.InsecureRegistries,
-		DockerHubUsername: s.DockerHubUsername,
-		DockerHubToken:    s.DockerHubToken,
-		MaxImageBytes:     s.MaxImageBytes,
-		IdleTimeout:       s.BlobIdleTimeout,
-		MinRate:           s.BlobMinRate,
-		Cache:             store,
-		Metrics:           m,
-		Logger:            log,
-	})
+	reg := newRegistry(s, store, m, log)
 	svc := download.New(reg, store, store, jobs, store, download.Config{LinkTTL: s.PresignTTL}, log)
 	pool := workpool.New(s.Workers, svc.RunTask, svc.Abandon, log)
 	svc.SetQueue(pool)
@@ -122,16 +111,7 @@ func New(ctx context.Context, s settings.Settings, log *slog.Logger) (*App, erro
 		Metrics:      m,
 		Logger:       log,
 	})
-	writeErr := func(w http.ResponseWriter, r *http.Request, err error) { httpapi.WriteError(w, r, log, err) }
-	store.SetErrorWriter(writeErr)
-	mux := http.NewServeMux()
-	mux.Handle("/api/", api)
-	mux.Handle("/api", api)
-	mux.Handle(dirstore.LinkPrefix, store)
-	mux.Handle("GET /metrics", prom.Handler())
-	mux.Handle("/", ui())
-
-	a := &App{Store: store, Jobs: jobs, Service: svc, Discovery: disc, cache: cache, pool: pool, handler: jsonPaths(mux, s.ReadTimeout, writeErr), settings: s, log: log, gcDone: make(chan struct{})}
+	a := &App{Store: store, Jobs: jobs, Service: svc, Discovery: disc, cache: cache, pool: pool, handler: routes(api, store, prom, s.ReadTimeout, log), settings: s, log: log, gcDone: make(chan struct{})}
 	unfinished, err := jobs.Unfinished(ctx)
 	if err != nil {
 		a.Close()
@@ -147,6 +127,37 @@ func New(ctx context.Context, s settings.Settings, log *slog.Logger) (*App, erro
 	a.warmKick, a.warmDone = make(chan struct{}, 1), make(chan struct{})
 	go a.warm(gcCtx, s.WarmEvery)
 	return a, nil
+}
+
+// newRegistry is the registry adapter as the settings say, caching
+// manifests and configs in store.
+func newRegistry(s settings.Settings, store *dirstore.Store, m *metrics.Metrics, log *slog.Logger) *registry.Client {
+	return registry.New(registry.Options{
+		DockerHubRegistry: s.DockerHubRegistry,
+		Insecure:          s.InsecureRegistries,
+		DockerHubUsername: s.DockerHubUsername,
+		DockerHubToken:    s.DockerHubToken,
+		MaxImageBytes:     s.MaxImageBytes,
+		IdleTimeout:       s.BlobIdleTimeout,
+		MinRate:           s.BlobMinRate,
+		Cache:             store,
+		Metrics:           m,
+		Logger:            log,
+	})
+}
+
+// routes is the server's one handler: the API, the local download links,
+// /metrics and the UI, every error answered through the one table.
+func routes(api http.Handler, store *dirstore.Store, prom *promsink.Sink, readTimeout time.Duration, log *slog.Logger) http.Handler {
+	writeErr := func(w http.ResponseWriter, r *http.Request, err error) { httpapi.WriteError(w, r, log, err) }
+	store.SetErrorWriter(writeErr)
+	mux := http.NewServeMux()
+	mux.Handle("/api/", api)
+	mux.Handle("/api", api)
+	mux.Handle(dirstore.LinkPrefix, store)
+	mux.Handle("GET /metrics", prom.Handler())
+	mux.Handle("/", ui())
+	return jsonPaths(mux, readTimeout, writeErr)
 }
 
 // Handler serves the API, the download links and the UI.
