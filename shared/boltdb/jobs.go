@@ -30,9 +30,8 @@ type record struct {
 
 // Jobs is a bbolt-backed job store.
 type Jobs struct {
-	db         *bolt.DB
-	now        func() time.Time
-	joinMargin time.Duration
+	db  *bolt.DB
+	now func() time.Time
 }
 
 var (
@@ -58,21 +57,11 @@ func Open(path string) (*Jobs, error) {
 		db.Close()
 		return nil, fmt.Errorf("preparing job database %s: %w", path, err)
 	}
-	return &Jobs{db: db, now: time.Now, joinMargin: time.Hour}, nil
+	return &Jobs{db: db, now: time.Now}, nil
 }
 
 // Close closes the database.
 func (j *Jobs) Close() error { return j.db.Close() }
-
-func (j *Jobs) live(job tarport.Job) bool {
-	return job.Status != tarport.StatusFailed && j.now().Before(job.ExpiresAt)
-}
-
-// joinable is live with joinMargin to spare: a requester should not be
-// handed a link to a tar about to be collected.
-func (j *Jobs) joinable(job tarport.Job) bool {
-	return j.live(job) && j.now().Add(j.joinMargin).Before(job.ExpiresAt)
-}
 
 // Create stores job unless a joinable job has its key.
 func (j *Jobs) Create(_ context.Context, job tarport.Job) (tarport.Job, bool, error) {
@@ -81,7 +70,7 @@ func (j *Jobs) Create(_ context.Context, job tarport.Job) (tarport.Job, bool, er
 	err := j.db.Update(func(tx *bolt.Tx) error {
 		if id := tx.Bucket(keysBucket).Get([]byte(job.Key)); id != nil {
 			old, err := load(tx, string(id))
-			if err == nil && j.joinable(old.Job) {
+			if err == nil && old.Joinable(j.now()) {
 				live = old.Job
 				return nil
 			}
@@ -106,7 +95,7 @@ func (j *Jobs) Get(_ context.Context, id string) (tarport.Job, error) {
 		job = rec.Job
 		return err
 	})
-	if err == nil && !j.now().Before(job.ExpiresAt) {
+	if err == nil && job.Expired(j.now()) {
 		err = errNotFound(id)
 	}
 	return job, err
@@ -115,37 +104,28 @@ func (j *Jobs) Get(_ context.Context, id string) (tarport.Job, error) {
 // SetStatus moves a non-terminal job forward to status (a late,
 // redelivered task never moves it back) or to failed.
 func (j *Jobs) SetStatus(_ context.Context, id string, status tarport.Status, jobErr *tarport.JobError) error {
-	return j.update(id, func(job *tarport.Job) {
-		if job.Status.Terminal() || (status != tarport.StatusFailed && status.Rank() < job.Status.Rank()) {
-			return
+	return j.update(id, func(job *tarport.Job) bool {
+		if !job.Status.CanBecome(status) {
+			return false
 		}
 		job.Status, job.Error = status, jobErr
+		return true
 	})
 }
 
 // AddProgress adds delta done bytes to one layer, within [0, size].
 func (j *Jobs) AddProgress(_ context.Context, id string, layer int, delta int64) error {
-	return j.update(id, func(job *tarport.Job) {
-		if layer < 0 || layer >= len(job.Layers) || job.Layers[layer].Finished {
-			return
-		}
-		l := &job.Layers[layer]
-		l.DoneBytes = min(max(l.DoneBytes+delta, 0), l.Size)
-	})
+	return j.update(id, func(job *tarport.Job) bool { return job.AddProgress(layer, delta) })
 }
 
 // FinishLayer marks a layer done once.
 func (j *Jobs) FinishLayer(_ context.Context, id string, layer int) (int, bool, error) {
 	var remaining int
 	first := false
-	err := j.update(id, func(job *tarport.Job) {
-		if layer >= 0 && layer < len(job.Layers) && !job.Layers[layer].Finished {
-			job.Layers[layer].Finished = true
-			job.Layers[layer].DoneBytes = job.Layers[layer].Size
-			job.Remaining--
-			first = true
-		}
+	err := j.update(id, func(job *tarport.Job) bool {
+		first = job.FinishLayer(layer)
 		remaining = job.Remaining
+		return first
 	})
 	return remaining, first, err
 }
@@ -161,7 +141,7 @@ func (j *Jobs) FinishPart(_ context.Context, id string, layer, part int) (int, b
 		if err != nil {
 			return err
 		}
-		if !j.now().Before(rec.ExpiresAt) {
+		if rec.Expired(j.now()) {
 			return errNotFound(id)
 		}
 		if layer < 0 || layer >= len(rec.Layers) || rec.Layers[layer].Parts <= 0 {
@@ -226,7 +206,7 @@ func (j *Jobs) Unfinished(_ context.Context) ([]tarport.Job, error) {
 			if err := json.Unmarshal(v, &job); err != nil {
 				return err
 			}
-			if !job.Status.Terminal() && j.live(job) {
+			if !job.Status.Terminal() && job.Live(j.now()) {
 				out = append(out, job)
 			}
 			return nil
@@ -247,7 +227,7 @@ func (j *Jobs) Expired(_ context.Context) ([]tarport.Job, error) {
 			if err := json.Unmarshal(v, &job); err != nil {
 				return err
 			}
-			if !j.now().Before(job.ExpiresAt) {
+			if job.Expired(j.now()) {
 				out = append(out, job)
 			}
 			return nil
@@ -268,13 +248,17 @@ func (j *Jobs) Delete(_ context.Context, job tarport.Job) error {
 	})
 }
 
-func (j *Jobs) update(id string, fn func(*tarport.Job)) error {
+// update applies fn to a job, storing it (with UpdatedAt moved) if fn
+// reports a change.
+func (j *Jobs) update(id string, fn func(*tarport.Job) bool) error {
 	err := j.db.Update(func(tx *bolt.Tx) error {
 		rec, err := load(tx, id)
 		if err != nil {
 			return err
 		}
-		fn(&rec.Job)
+		if !fn(&rec.Job) {
+			return nil
+		}
 		rec.UpdatedAt = j.now()
 		return save(tx, rec)
 	})

@@ -43,8 +43,7 @@ func (c *clock) now() time.Time          { return time.Unix(0, c.ns.Load()).UTC(
 func (c *clock) set(t time.Time)         { c.ns.Store(t.UnixNano()) }
 func (c *clock) advance(d time.Duration) { c.ns.Add(int64(d)) }
 
-// openJobs opens a fresh store in a temporary directory with a fake clock
-// and no join margin, so jobs expiring an hour after t0 are shared.
+// openJobs opens a fresh store in a temporary directory with a fake clock.
 func openJobs(t *testing.T) (*Jobs, *clock, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "jobs.db")
@@ -54,15 +53,15 @@ func openJobs(t *testing.T) (*Jobs, *clock, string) {
 	}
 	c := newClock()
 	j.now = c.now
-	j.joinMargin = 0
 	t.Cleanup(func() { j.Close() })
 	return j, c, path
 }
 
-// job builds a queued job expiring an hour after t0 with one layer per size.
+// job builds a queued job with one layer per size, expiring an hour after
+// t0 plus the join margin (so it is shared until t0+1h).
 func job(id, key string, sizes ...int64) tarport.Job {
 	j := jobstest.Job(id, key, sizes...)
-	j.ExpiresAt = t0.Add(time.Hour)
+	j.ExpiresAt = t0.Add(time.Hour + tarport.JoinMargin)
 	return j
 }
 
@@ -172,9 +171,9 @@ func TestDelete(t *testing.T) {
 	j, c, _ := openJobs(t)
 	old := job("old", "k", 1)
 	mustCreate(t, j, old)
-	c.advance(2 * time.Hour) // old expires; a new job takes the key
+	c.advance(time.Hour + tarport.JoinMargin) // old expires; a new job takes the key
 	fresh := job("new", "k", 1)
-	fresh.ExpiresAt = c.now().Add(time.Hour)
+	fresh.ExpiresAt = c.now().Add(time.Hour + tarport.JoinMargin)
 	mustCreate(t, j, fresh)
 
 	// The collector deletes the expired job: the key stays with the new one.
@@ -186,7 +185,7 @@ func TestDelete(t *testing.T) {
 		t.Fatalf("Expired after deleting the only expired job = %v, %v; want none", ids(ex), err)
 	}
 	again := job("again", "k", 1)
-	again.ExpiresAt = c.now().Add(time.Hour)
+	again.ExpiresAt = c.now().Add(time.Hour + tarport.JoinMargin)
 	live, created, err := j.Create(ctx, again)
 	if err != nil || created || live.ID != "new" {
 		t.Fatalf("Create after deleting the old job = (%q, %v, %v), want the new job shared", live.ID, created, err)
@@ -239,7 +238,7 @@ func TestSurvivesReopen(t *testing.T) {
 		t.Fatalf("reopening: %v", err)
 	}
 	t.Cleanup(func() { j2.Close() })
-	j2.now, j2.joinMargin = c.now, 0
+	j2.now = c.now
 	after := mustGet(t, j2, "j")
 	if !reflect.DeepEqual(after, before) {
 		t.Fatalf("job after reopen:\n got %+v\nwant %+v", after, before)

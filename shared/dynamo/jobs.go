@@ -114,20 +114,13 @@ type Jobs struct {
 	api   JobsAPI
 	table string
 	now   func() time.Time
-	// joinMargin is the time a job must have left for a request to join
-	// it: a requester should not be handed a link to a tar about to go.
-	joinMargin time.Duration
 }
 
 var _ download.Jobs = (*Jobs)(nil)
 
 // NewJobs returns a job store in table.
 func NewJobs(api JobsAPI, table string) *Jobs {
-	return &Jobs{api: api, table: table, now: time.Now, joinMargin: time.Hour}
-}
-
-func (j *Jobs) joinable(job tarport.Job) bool {
-	return job.Status != tarport.StatusFailed && j.now().Add(j.joinMargin).Before(job.ExpiresAt)
+	return &Jobs{api: api, table: table, now: time.Now}
 }
 
 // Create stores job unless a joinable job has its key.
@@ -161,7 +154,7 @@ func (j *Jobs) Create(ctx context.Context, job tarport.Job) (tarport.Job, bool, 
 		if owner != "" {
 			live, err := j.load(ctx, owner)
 			switch {
-			case err == nil && j.joinable(live):
+			case err == nil && live.Joinable(j.now()):
 				dropOrphan()
 				return live, false, nil
 			case err != nil && tarport.ErrorCode(err) != tarport.CodeNotFound:
@@ -302,7 +295,7 @@ func (j *Jobs) Get(ctx context.Context, id string) (tarport.Job, error) {
 	if err != nil {
 		return tarport.Job{}, err
 	}
-	if !j.now().Before(job.ExpiresAt) {
+	if job.Expired(j.now()) {
 		return tarport.Job{}, errJobNotFound(id)
 	}
 	return job, nil
@@ -396,7 +389,7 @@ func (j *Jobs) SetStatus(ctx context.Context, id string, status tarport.Status, 
 	}
 	var from []string
 	for i, s := range []tarport.Status{tarport.StatusQueued, tarport.StatusFetching, tarport.StatusAssembling} {
-		if status == tarport.StatusFailed || s.Rank() <= status.Rank() {
+		if s.CanBecome(status) {
 			p := ":from" + strconv.Itoa(i)
 			values[p] = &types.AttributeValueMemberS{Value: string(s)}
 			from = append(from, p)

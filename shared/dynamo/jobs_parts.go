@@ -143,7 +143,7 @@ func (j *Jobs) explainPart(ctx context.Context, id string, layer, part int) (int
 		return 0, false, fmt.Errorf("finishing part %d of layer %d of job %s: %w", part, layer, id, err)
 	}
 	d := itemDecoder{item: out.Item}
-	if !j.now().Before(d.time(attrJobExpires)) {
+	if (tarport.Job{ExpiresAt: d.time(attrJobExpires)}).Expired(j.now()) {
 		return 0, false, fmt.Errorf("finishing part %d of layer %d of job %s: %w", part, layer, id, errJobNotFound(id))
 	}
 	parts := 0

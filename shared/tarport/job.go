@@ -33,6 +33,59 @@ func (s Status) Rank() int {
 // Terminal reports whether the job will not change any more.
 func (s Status) Terminal() bool { return s == StatusReady || s == StatusFailed }
 
+// CanBecome says whether a job at status s may be set to status to: a
+// terminal job never changes; any other may fail, or move forward (or stay:
+// a redelivered task repeats its step), never back.
+func (s Status) CanBecome(to Status) bool {
+	return !s.Terminal() && (to == StatusFailed || s.Rank() <= to.Rank())
+}
+
+// The rules every job store applies (download.Jobs; the jobstest suite
+// holds each store to them): a job past ExpiresAt is gone (not found); a
+// request joins the job with its Key only while that job is Joinable,
+// else it makes a new job that takes the key over; statuses move as
+// CanBecome says; a layer's progress stays within [0, Size] and is frozen
+// once the layer is finished, which happens once (FinishLayer).
+
+// JoinMargin is how long a job must still have to live for a new request
+// to join it: a requester must not be handed a tar about to be collected.
+const JoinMargin = time.Hour
+
+// Expired says whether the job is gone at now.
+func (j Job) Expired(now time.Time) bool { return !now.Before(j.ExpiresAt) }
+
+// Live says whether the job is neither failed nor expired at now.
+func (j Job) Live(now time.Time) bool { return j.Status != StatusFailed && !j.Expired(now) }
+
+// Joinable says whether a new request with the job's Key gets this job at
+// now rather than a new one: live, with JoinMargin to spare.
+func (j Job) Joinable(now time.Time) bool { return j.Live(now.Add(JoinMargin)) }
+
+// AddProgress adds delta done bytes to layer i, kept within [0, size];
+// a finished layer (or no such layer) is left as it is. It reports whether
+// the job changed.
+func (j *Job) AddProgress(i int, delta int64) bool {
+	if i < 0 || i >= len(j.Layers) || j.Layers[i].Finished {
+		return false
+	}
+	l := &j.Layers[i]
+	before := l.DoneBytes
+	l.DoneBytes = min(max(l.DoneBytes+delta, 0), l.Size)
+	return l.DoneBytes != before
+}
+
+// FinishLayer marks layer i finished (all its bytes done) and counts it
+// off Remaining, once: it reports whether this call did it.
+func (j *Job) FinishLayer(i int) bool {
+	if i < 0 || i >= len(j.Layers) || j.Layers[i].Finished {
+		return false
+	}
+	j.Layers[i].Finished = true
+	j.Layers[i].DoneBytes = j.Layers[i].Size
+	j.Remaining--
+	return true
+}
+
 // Job is one image+platform+tag download. It holds no credentials, ever:
 // a private job's workers get them in memory from the request that made it.
 type Job struct {
