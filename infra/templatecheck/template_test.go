@@ -14,6 +14,7 @@ import (
 	"github.com/tarport/tarport/shared/dynamo"
 	"github.com/tarport/tarport/shared/httpapi"
 	"github.com/tarport/tarport/shared/sqsqueue"
+	"github.com/tarport/tarport/shared/tarport"
 	"github.com/tarport/tarport/web"
 )
 
@@ -843,8 +844,8 @@ func checkQueues(s *stack) []string {
 	}
 	_, tp := s.resource("TaskQueue")
 	rp := asMap(tp["RedrivePolicy"])
-	if attOf(rp["deadLetterTargetArn"]) != "DeadLetterQueue.Arn" || fmt.Sprint(rp["maxReceiveCount"]) != "3" {
-		problems = append(problems, "TaskQueue: RedrivePolicy: want deadLetterTargetArn !GetAtt DeadLetterQueue.Arn, maxReceiveCount 3, got "+show(rp))
+	if attOf(rp["deadLetterTargetArn"]) != "DeadLetterQueue.Arn" || fmt.Sprint(rp["maxReceiveCount"]) != fmt.Sprint(tarport.QueueDeliveries) {
+		problems = append(problems, fmt.Sprintf("TaskQueue: RedrivePolicy: want deadLetterTargetArn !GetAtt DeadLetterQueue.Arn, maxReceiveCount %d (tarport.QueueDeliveries, the retry budget), got %s", tarport.QueueDeliveries, show(rp)))
 	}
 	return problems
 }

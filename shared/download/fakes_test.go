@@ -22,6 +22,7 @@ import (
 
 	"github.com/tarport/tarport/shared/tarplan"
 	"github.com/tarport/tarport/shared/tarport"
+	"github.com/tarport/tarport/shared/testkit/memjobs"
 )
 
 // In-memory fakes of the ports in ports.go. Each keeps the contract its
@@ -409,14 +410,15 @@ func (f *fakeMeta) GetMeta(_ context.Context, o tarport.Origin, d digest.Digest)
 	return b, nil
 }
 
-// fakeJobs keeps the semantics of the bbolt store: create-if-no-live-key,
-// terminal jobs never change, progress clamped to [0, size] and ignored
-// after a layer finished, a layer finished once.
+// fakeJobs is the in-memory job store (memjobs, which passes jobstest, so
+// it keeps every rule of the real stores), recording the calls made to it
+// and failing on demand.
 type fakeJobs struct {
+	store *memjobs.Jobs
+	// now is the store's clock; a test may set it before the service runs.
+	now func() time.Time
+
 	mu       sync.Mutex
-	jobs     map[string]tarport.Job
-	keys     map[string]string
-	now      func() time.Time
 	creates  int
 	statuses map[string][]tarport.Status // every SetStatus asked for, per job
 	deltas   map[string][]int64          // every AddProgress delta, per "id/layer"
@@ -426,150 +428,104 @@ type fakeJobs struct {
 	createErr error
 	// onGet, when set, is called by every Get after it read the job.
 	onGet func()
-	// partsDone: the finished parts of split layers, per "id/layer".
-	partsDone map[string]map[int]bool
 	// statusErr, when set, fails every SetStatus to failed.
 	statusErr error
 }
 
-var _ Jobs = (*fakeJobs)(nil)
+var (
+	_ Jobs       = (*fakeJobs)(nil)
+	_ PartedJobs = (*fakeJobs)(nil)
+)
 
 func newFakeJobs() *fakeJobs {
-	return &fakeJobs{
-		jobs: map[string]tarport.Job{}, keys: map[string]string{}, now: time.Now,
-		statuses: map[string][]tarport.Status{}, deltas: map[string][]int64{}, finishes: map[string]int{},
-	}
+	f := &fakeJobs{now: time.Now, statuses: map[string][]tarport.Status{}, deltas: map[string][]int64{}, finishes: map[string]int{}}
+	f.store = memjobs.New(func() time.Time { return f.now() })
+	return f
 }
 
 func layerKey(id string, layer int) string { return fmt.Sprintf("%s/%d", id, layer) }
 
-// put stores job as is (for tests that start from a given record).
+// put stores job as is (for tests that start from a given record), live
+// for a day unless it says otherwise.
 func (f *fakeJobs) put(job tarport.Job) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
 	if job.ExpiresAt.IsZero() {
 		job.ExpiresAt = time.Now().Add(24 * time.Hour)
 	}
-	f.jobs[job.ID] = cloneJob(job)
-	if job.Key != "" {
-		f.keys[job.Key] = job.ID
-	}
+	f.store.Put(job)
 }
 
-func cloneJob(j tarport.Job) tarport.Job {
-	j.Layers = slices.Clone(j.Layers)
-	j.RepoTags = slices.Clone(j.RepoTags)
-	if j.Error != nil {
-		e := *j.Error
-		j.Error = &e
-	}
-	return j
-}
-
-func (f *fakeJobs) Create(_ context.Context, job tarport.Job) (tarport.Job, bool, error) {
+func (f *fakeJobs) Create(ctx context.Context, job tarport.Job) (tarport.Job, bool, error) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	f.creates++
-	if f.createErr != nil {
-		return tarport.Job{}, false, f.createErr
+	err := f.createErr
+	f.mu.Unlock()
+	if err != nil {
+		return tarport.Job{}, false, err
 	}
-	if id, ok := f.keys[job.Key]; ok {
-		old := f.jobs[id]
-		if old.Status != tarport.StatusFailed && f.now().Before(old.ExpiresAt) {
-			return cloneJob(old), false, nil
-		}
-	}
-	f.jobs[job.ID] = cloneJob(job)
-	f.keys[job.Key] = job.ID
-	return cloneJob(job), true, nil
+	return f.store.Create(ctx, job)
 }
 
-func (f *fakeJobs) Get(_ context.Context, id string) (tarport.Job, error) {
-	f.mu.Lock()
-	job, ok := f.jobs[id]
-	job = cloneJob(job)
-	f.mu.Unlock()
+func (f *fakeJobs) Get(ctx context.Context, id string) (tarport.Job, error) {
+	job, err := f.store.Get(ctx, id)
 	if f.onGet != nil {
 		f.onGet() // after the read: the caller acts on this snapshot
 	}
-	if !ok {
-		return tarport.Job{}, tarport.Errorf(tarport.CodeNotFound, "no download job %q", id)
-	}
-	return job, nil
+	return job, err
 }
 
-func (f *fakeJobs) update(id string, fn func(*tarport.Job)) error {
-	job, ok := f.jobs[id]
-	if !ok {
-		return tarport.Errorf(tarport.CodeNotFound, "no download job %q", id)
-	}
-	fn(&job)
-	job.UpdatedAt = f.now()
-	f.jobs[id] = job
-	return nil
-}
-
-func (f *fakeJobs) SetStatus(_ context.Context, id string, status tarport.Status, jobErr *tarport.JobError) error {
+func (f *fakeJobs) SetStatus(ctx context.Context, id string, status tarport.Status, jobErr *tarport.JobError) error {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	f.statuses[id] = append(f.statuses[id], status)
-	if f.statusErr != nil && status == tarport.StatusFailed {
-		return f.statusErr
+	err := f.statusErr
+	f.mu.Unlock()
+	if err != nil && status == tarport.StatusFailed {
+		return err
 	}
-	return f.update(id, func(job *tarport.Job) {
-		if !job.Status.Terminal() {
-			job.Status, job.Error = status, jobErr
-		}
-	})
+	return f.store.SetStatus(ctx, id, status, jobErr)
 }
 
-func (f *fakeJobs) AddProgress(_ context.Context, id string, layer int, delta int64) error {
+func (f *fakeJobs) AddProgress(ctx context.Context, id string, layer int, delta int64) error {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	f.deltas[layerKey(id, layer)] = append(f.deltas[layerKey(id, layer)], delta)
-	return f.update(id, func(job *tarport.Job) {
-		if layer < 0 || layer >= len(job.Layers) || job.Layers[layer].Finished {
-			return
-		}
-		l := &job.Layers[layer]
-		l.DoneBytes = min(max(l.DoneBytes+delta, 0), l.Size)
-	})
+	f.mu.Unlock()
+	return f.store.AddProgress(ctx, id, layer, delta)
 }
 
-func (f *fakeJobs) FinishLayer(_ context.Context, id string, layer int) (int, bool, error) {
+func (f *fakeJobs) FinishLayer(ctx context.Context, id string, layer int) (int, bool, error) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	f.finishes[layerKey(id, layer)]++
-	var remaining int
-	first := false
-	err := f.update(id, func(job *tarport.Job) {
-		if layer >= 0 && layer < len(job.Layers) && !job.Layers[layer].Finished {
-			job.Layers[layer].Finished = true
-			job.Layers[layer].DoneBytes = job.Layers[layer].Size
-			job.Remaining--
-			first = true
-		}
-		remaining = job.Remaining
-	})
-	return remaining, first, err
+	f.mu.Unlock()
+	return f.store.FinishLayer(ctx, id, layer)
+}
+
+func (f *fakeJobs) FinishPart(ctx context.Context, id string, layer, part int) (int, bool, error) {
+	return f.store.FinishPart(ctx, id, layer, part)
 }
 
 func (f *fakeJobs) job(t *testing.T, id string) tarport.Job {
 	t.Helper()
-	job, err := f.Get(context.Background(), id)
+	job, err := f.store.Get(context.Background(), id)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return job
 }
 
-func (f *fakeJobs) deltaSum(id string, layer int) (sum int64, calls int) {
+// all is every job stored.
+func (f *fakeJobs) all() []tarport.Job { return f.store.All() }
+
+func (f *fakeJobs) deltaList(id string, layer int) []int64 {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for _, d := range f.deltas[layerKey(id, layer)] {
+	return slices.Clone(f.deltas[layerKey(id, layer)])
+}
+
+func (f *fakeJobs) deltaSum(id string, layer int) (sum int64, calls int) {
+	deltas := f.deltaList(id, layer)
+	for _, d := range deltas {
 		sum += d
 	}
-	return sum, len(f.deltas[layerKey(id, layer)])
+	return sum, len(deltas)
 }
 
 func (f *fakeJobs) finishCount(id string, layer int) int {
@@ -584,11 +540,13 @@ func (f *fakeJobs) statusCalls(id string) []tarport.Status {
 	return slices.Clone(f.statuses[id])
 }
 
-func (f *fakeJobs) count() int {
+func (f *fakeJobs) createCount() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return len(f.jobs)
+	return f.creates
 }
+
+func (f *fakeJobs) count() int { return len(f.store.All()) }
 
 // fakeQueue records the tasks it is given.
 type fakeQueue struct {
@@ -678,6 +636,8 @@ func newHarness(t *testing.T, cfg Config) *harness {
 	h := &harness{reg: newFakeRegistry(), objs: newFakeObjects(), meta: newFakeMeta(), jobs: newFakeJobs(), queue: &fakeQueue{}, signer: &fakeSigner{}}
 	h.svc = New(h.reg, h.objs, h.meta, h.jobs, h.signer, cfg, slog.New(slog.DiscardHandler))
 	h.svc.SetQueue(h.queue)
+	// One clock: a test that sets the service's sets the store's.
+	h.jobs.now = func() time.Time { return h.svc.now() }
 	return h
 }
 

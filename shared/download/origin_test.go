@@ -196,7 +196,7 @@ func TestSplitForeignLayerPinsOneOrigin(t *testing.T) {
 	}
 	for _, task := range tasks {
 		if task.Origin != tarport.URLOrigin(url) {
-			t.Fatalf("part %d reads from %q, want the located URL", task.Part, task.Origin)
+			t.Fatalf("part %+v reads from %q, want the located URL", task.Range, task.Origin)
 		}
 	}
 	runQueued(t, h, 54, true)

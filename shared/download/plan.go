@@ -1,6 +1,9 @@
 package download
 
 import (
+	"encoding/json"
+	"fmt"
+
 	"github.com/opencontainers/go-digest"
 	"github.com/regclient/regclient/types/descriptor"
 
@@ -54,4 +57,30 @@ func planInput(names tarNames, manifest []byte, manifestMediaType string, config
 // imagePlanInput is planInput for a resolved image.
 func imagePlanInput(img tarport.Image) tarplan.Image {
 	return planInput(namesOf(img), img.Manifest, img.ManifestMediaType, img.Config, img.ConfigDigest, img.Layers)
+}
+
+// replanInput is the planner input of a job, from its record and the
+// manifest and config it was planned from, and the manifest's layers.
+func replanInput(job tarport.Job, manifest, config []byte) (tarplan.Image, []descriptor.Descriptor, error) {
+	m, err := decodeManifest(job, manifest)
+	if err != nil {
+		return tarplan.Image{}, nil, err
+	}
+	return planInput(jobNames(job), manifest, m.MediaType, config, job.ConfigDigest, m.Layers), m.Layers, nil
+}
+
+// cachedManifest is what a job needs of its image manifest.
+type cachedManifest struct {
+	MediaType string                  `json:"mediaType"`
+	Layers    []descriptor.Descriptor `json:"layers"`
+}
+
+// decodeManifest reads a job's cached image manifest (Docker schema2 and
+// OCI manifests share these fields).
+func decodeManifest(job tarport.Job, raw []byte) (cachedManifest, error) {
+	var m cachedManifest
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return cachedManifest{}, fmt.Errorf("decoding manifest %s: %w", job.Digest, err)
+	}
+	return m, nil
 }

@@ -80,7 +80,7 @@ func (s *Service) unfinishedTasks(ctx context.Context, job tarport.Job) ([]Task,
 		if !ok {
 			return nil, fmt.Errorf("layer %s is not in manifest %s", l.Digest, job.Digest)
 		}
-		tasks = append(tasks, Task{JobID: job.ID, Layer: i, Ref: job.Ref, Desc: d})
+		tasks = append(tasks, layerTask(job, i, d, Request{}))
 	}
 	return tasks, nil
 }

@@ -33,9 +33,7 @@ func oneLayerJob(t *testing.T, h *harness, seed uint64, size int64) (Task, []byt
 // and their running sum never left [0, size] (no double count).
 func checkProgress(t *testing.T, h *harness, task Task) {
 	t.Helper()
-	h.jobs.mu.Lock()
-	deltas := append([]int64(nil), h.jobs.deltas[layerKey(task.JobID, task.Layer)]...)
-	h.jobs.mu.Unlock()
+	deltas := h.jobs.deltaList(task.JobID, task.Layer)
 	var sum int64
 	for i, d := range deltas {
 		sum += d
@@ -521,5 +519,60 @@ func TestAbandonKeepsCredentialsGone(t *testing.T) {
 	job := h.jobs.job(t, task.JobID)
 	if job.Error == nil || job.Error.Code != tarport.CodeCredentialsGone || strings.Contains(job.Error.Message, "7h ago") {
 		t.Fatalf("job error %+v", job.Error)
+	}
+}
+
+// TestDefaultAttemptsAreTheBudget: unconfigured, a layer is read
+// tarport.LayerAttempts times per delivery before its job fails (the
+// retry budget's second level).
+func TestDefaultAttemptsAreTheBudget(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, Config{})
+	task, blob := oneLayerJob(t, h, 15, 5000)
+	corrupt := bytes.Clone(blob)
+	corrupt[10] ^= 1
+	h.reg.blobs[task.Desc.Digest] = corrupt
+	if err := h.svc.RunTask(context.Background(), task); err != nil {
+		t.Fatal(err)
+	}
+	if n := h.reg.openCount(task.Desc.Digest); n != tarport.LayerAttempts {
+		t.Errorf("%d reads, want tarport.LayerAttempts = %d", n, tarport.LayerAttempts)
+	}
+	if job := h.jobs.job(t, task.JobID); job.Status != tarport.StatusFailed {
+		t.Errorf("job %s after every attempt failed", job.Status)
+	}
+}
+
+// TestRunTaskRefusesMalformedTasks: a task this version cannot run (no
+// kind, a kind without its fields, a part outside its upload) fails its
+// job with a clear message; nothing is fetched and nothing is retried.
+func TestRunTaskRefusesMalformedTasks(t *testing.T) {
+	t.Parallel()
+	for name, edit := range map[string]func(*Task){
+		"no kind":          func(t *Task) { t.Kind = "" },
+		"unknown kind":     func(t *Task) { t.Kind = "delete" },
+		"range, no part":   func(t *Task) { t.Kind = KindRange },
+		"verify, no parts": func(t *Task) { t.Kind, t.Verify = KindVerify, &SplitUpload{ID: "u"} },
+		"part 4 of 3": func(t *Task) {
+			t.Kind, t.Range = KindRange, &RangePart{SplitUpload: SplitUpload{ID: "u", Parts: 3}, Part: 4, Length: 1}
+		},
+		"layer with a part": func(t *Task) { t.Range = &RangePart{SplitUpload: SplitUpload{ID: "u", Parts: 1}, Part: 1, Length: 1} },
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, Config{})
+			task, _ := oneLayerJob(t, h, 16, 5000)
+			edit(&task)
+			if err := h.svc.RunTask(context.Background(), task); err != nil {
+				t.Fatalf("RunTask: %v; a malformed task fails its job, it is not redelivered", err)
+			}
+			job := h.jobs.job(t, task.JobID)
+			if job.Status != tarport.StatusFailed || job.Error == nil || job.Error.Code != tarport.CodeInternal || !strings.Contains(job.Error.Message, "cannot be run by this server") {
+				t.Errorf("job %s %+v", job.Status, job.Error)
+			}
+			if n := h.reg.totalOpens(); n != 0 {
+				t.Errorf("%d blob reads for a malformed task", n)
+			}
+		})
 	}
 }

@@ -76,8 +76,8 @@ func TestCreatePassesRegistryErrors(t *testing.T) {
 		if !errors.As(err, &got) || got.Code != want.Code || got.Message != want.Message || got.RetryAfter != want.RetryAfter {
 			t.Errorf("Create with the registry failing %v: got %v", want, err)
 		}
-		if h.jobs.creates != 0 || h.queue.batchCount() != 0 {
-			t.Errorf("Create with the registry failing %s: %d jobs created, %d enqueues", want.Code, h.jobs.creates, h.queue.batchCount())
+		if h.jobs.createCount() != 0 || h.queue.batchCount() != 0 {
+			t.Errorf("Create with the registry failing %s: %d jobs created, %d enqueues", want.Code, h.jobs.createCount(), h.queue.batchCount())
 		}
 	}
 }
@@ -249,7 +249,7 @@ func TestCreateFailsTheJobWhenTheQueueFails(t *testing.T) {
 		t.Fatalf("%d jobs, want the one that failed", h.jobs.count())
 	}
 	var failed tarport.Job
-	for _, j := range h.jobs.jobs {
+	for _, j := range h.jobs.all() {
 		failed = j
 	}
 	if failed.Status != tarport.StatusFailed || failed.Error == nil || failed.Error.Code != tarport.CodeUnavailable {
@@ -572,7 +572,7 @@ func TestCreatePassesQueueRefusals(t *testing.T) {
 	if !errors.As(err, &coded) || coded.Code != tarport.CodeRateLimited || coded.RetryAfter != 60 || coded.Message != refusal.Message {
 		t.Fatalf("Create: %v; want the queue's rate_limited answer", err)
 	}
-	for _, j := range h.jobs.jobs {
+	for _, j := range h.jobs.all() {
 		if j.Status != tarport.StatusFailed {
 			t.Errorf("job %s is %s, want failed", j.ID, j.Status)
 		}

@@ -116,13 +116,11 @@ func (s *Service) rangeTasks(ctx context.Context, t Task, parts int) ([]Task, er
 		return nil, fmt.Errorf("starting the upload of split layer %s: %w", t.Desc.Digest, err)
 	}
 	rs := s.rangeSize(n)
+	up := SplitUpload{ID: id, Parts: parts}
 	tasks := make([]Task, 0, parts)
 	for p := 1; p <= parts; p++ {
-		rt := t
-		rt.Part, rt.Parts, rt.UploadID = p, parts, id
-		rt.Offset = int64(p-1) * rs
-		rt.Length = min(rs, n-rt.Offset)
-		tasks = append(tasks, rt)
+		offset := int64(p-1) * rs
+		tasks = append(tasks, t.rangeTask(up, p, offset, min(rs, n-offset)))
 	}
 	return tasks, nil
 }
@@ -131,7 +129,7 @@ func (s *Service) rangeTasks(ctx context.Context, t Task, parts int) ([]Task, er
 // part remaining queues the verify task (again on a redelivery, since a
 // verify task lost to a failed send would leave the job hanging; verify
 // is idempotent).
-func (s *Service) runRange(ctx context.Context, job tarport.Job, t Task) error {
+func (s *Service) runRange(ctx context.Context, job tarport.Job, t Task, part RangePart) error {
 	sp, ok := s.splitting()
 	if !ok {
 		return s.fail(ctx, job.ID, tarport.Errorf(tarport.CodeInternal, "layer %s was split, but this server cannot fetch split layers", t.Desc.Digest))
@@ -161,7 +159,7 @@ func (s *Service) runRange(ctx context.Context, job tarport.Job, t Task) error {
 	ok, err := done()
 	if !ok && err == nil {
 		fetchCtx, cancel := taskContext(ctx, job)
-		err = s.putRange(fetchCtx, sp, t)
+		err = s.putRange(fetchCtx, sp, t, part)
 		cancel()
 		if err != nil {
 			if ok, derr := done(); ok || derr != nil {
@@ -175,20 +173,19 @@ func (s *Service) runRange(ctx context.Context, job tarport.Job, t Task) error {
 		}
 		// The job is over: its upload's parts would be billed until the
 		// bucket's lifecycle rule aborts it.
-		if aerr := sp.objects.AbortParts(context.WithoutCancel(ctx), staging, t.UploadID); aerr != nil {
+		if aerr := sp.objects.AbortParts(context.WithoutCancel(ctx), staging, part.ID); aerr != nil {
 			s.log.Warn("aborting a split layer's upload", "job", job.ID, "err", aerr)
 		}
 		return s.fail(ctx, job.ID, err)
 	}
-	remaining, _, err := sp.jobs.FinishPart(ctx, job.ID, t.Layer, t.Part)
+	remaining, _, err := sp.jobs.FinishPart(ctx, job.ID, t.Layer, part.Part)
 	if err != nil {
-		return fmt.Errorf("finishing part %d of layer %d of job %s: %w", t.Part, t.Layer, job.ID, err)
+		return fmt.Errorf("finishing part %d of layer %d of job %s: %w", part.Part, t.Layer, job.ID, err)
 	}
 	if remaining > 0 {
 		return nil
 	}
-	v := Task{JobID: t.JobID, Layer: t.Layer, Ref: t.Ref, Desc: t.Desc, Origin: t.Origin, Client: t.Client, Parts: t.Parts, UploadID: t.UploadID, Verify: true}
-	if err := s.queue.Enqueue(ctx, []Task{v}); err != nil {
+	if err := s.queue.Enqueue(ctx, []Task{t.verifyTask(part.SplitUpload)}); err != nil {
 		return fmt.Errorf("queueing the check of layer %s of job %s: %w", t.Desc.Digest, job.ID, err)
 	}
 	return nil
@@ -196,7 +193,7 @@ func (s *Service) runRange(ctx context.Context, job tarport.Job, t Task) error {
 
 // putRange fetches the task's range of the entry and puts it as its part,
 // retrying broken fetches.
-func (s *Service) putRange(ctx context.Context, sp splitter, t Task) error {
+func (s *Service) putRange(ctx context.Context, sp splitter, t Task, part RangePart) error {
 	r, err := tarport.ParseReference(t.Ref)
 	if err != nil {
 		return err
@@ -205,13 +202,13 @@ func (s *Service) putRange(ctx context.Context, sp splitter, t Task) error {
 	if err != nil {
 		return err
 	}
-	if t.Offset < 0 || t.Length <= 0 || t.Offset+t.Length > n {
-		return tarport.Errorf(tarport.CodeInternal, "part %d of layer %s covers bytes %d+%d of a %d-byte entry", t.Part, t.Desc.Digest, t.Offset, t.Length, n)
+	if part.Offset < 0 || part.Length <= 0 || part.Offset+part.Length > n {
+		return tarport.Errorf(tarport.CodeInternal, "part %d of layer %s covers bytes %d+%d of a %d-byte entry", part.Part, t.Desc.Digest, part.Offset, part.Length, n)
 	}
 	// The part's bytes: some of the header, a range of the blob, some of
 	// the zero padding.
 	hlen := int64(len(hdr))
-	start, end := t.Offset, t.Offset+t.Length
+	start, end := part.Offset, part.Offset+part.Length
 	blobFrom, blobTo := max(start, hlen)-hlen, min(end, hlen+t.Desc.Size)-hlen
 	padFrom, padTo := max(start, hlen+t.Desc.Size), end
 	progress := newProgress(s, t)
@@ -232,14 +229,14 @@ func (s *Service) putRange(ctx context.Context, sp splitter, t Task) error {
 		if padTo > padFrom {
 			readers = append(readers, bytes.NewReader(make([]byte, padTo-padFrom)))
 		}
-		return sp.objects.PutPart(ctx, StagingKey(t.JobID, t.Desc.Digest), t.UploadID, t.Part, io.MultiReader(readers...), t.Length)
+		return sp.objects.PutPart(ctx, StagingKey(t.JobID, t.Desc.Digest), part.ID, part.Part, io.MultiReader(readers...), part.Length)
 	})
 }
 
 // runVerify completes a split layer's staging upload, hashes the entry in
 // order and moves it to the entry key; then the layer counts as done. It
 // is idempotent: a redelivered or duplicate verify finds the entry moved.
-func (s *Service) runVerify(ctx context.Context, job tarport.Job, t Task) error {
+func (s *Service) runVerify(ctx context.Context, job tarport.Job, t Task, up SplitUpload) error {
 	sp, ok := s.splitting()
 	if !ok {
 		return s.fail(ctx, job.ID, tarport.Errorf(tarport.CodeInternal, "layer %s was split, but this server cannot fetch split layers", t.Desc.Digest))
@@ -252,14 +249,14 @@ func (s *Service) runVerify(ctx context.Context, job tarport.Job, t Task) error 
 	if n, err := s.objects.Size(ctx, key); err == nil && n == want {
 		// Another job stored the layer first: ours is not needed. Best
 		// effort: the bucket's lifecycle rule is the backstop.
-		if aerr := sp.objects.AbortParts(ctx, staging, t.UploadID); aerr != nil {
+		if aerr := sp.objects.AbortParts(ctx, staging, up.ID); aerr != nil {
 			s.log.Warn("aborting a split layer's upload", "job", job.ID, "err", aerr)
 		}
 		if derr := sp.objects.Delete(ctx, staging); derr != nil {
 			s.log.Warn("deleting a split layer's staging object", "job", job.ID, "err", derr)
 		}
 	} else {
-		if err := sp.objects.FinishParts(ctx, staging, t.UploadID, t.Parts); err != nil {
+		if err := sp.objects.FinishParts(ctx, staging, up.ID, up.Parts); err != nil {
 			if size, serr := s.objects.Size(ctx, key); serr != nil || size != want {
 				return fmt.Errorf("completing split layer %s of job %s: %w", t.Desc.Digest, job.ID, err)
 			}

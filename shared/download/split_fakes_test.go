@@ -17,7 +17,6 @@ import (
 var (
 	_ RangeRegistry = (*fakeRegistry)(nil)
 	_ PartedObjects = (*fakeObjects)(nil)
-	_ PartedJobs    = (*fakeJobs)(nil)
 )
 
 // OpenBlobRange serves a range of a blob, unverified as the real one;
@@ -149,26 +148,4 @@ func (f *fakeObjects) keys() []string {
 	}
 	sort.Strings(out)
 	return out
-}
-
-func (f *fakeJobs) FinishPart(_ context.Context, id string, layer, part int) (int, bool, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	job, ok := f.jobs[id]
-	if !ok {
-		return 0, false, tarport.Errorf(tarport.CodeNotFound, "no download job %q", id)
-	}
-	if layer < 0 || layer >= len(job.Layers) || part < 1 || part > job.Layers[layer].Parts {
-		return 0, false, fmt.Errorf("part %d of layer %d of job %s does not exist", part, layer, id)
-	}
-	if f.partsDone == nil {
-		f.partsDone = map[string]map[int]bool{}
-	}
-	k := layerKey(id, layer)
-	if f.partsDone[k] == nil {
-		f.partsDone[k] = map[int]bool{}
-	}
-	first := !f.partsDone[k][part]
-	f.partsDone[k][part] = true
-	return job.Layers[layer].Parts - len(f.partsDone[k]), first, nil
 }

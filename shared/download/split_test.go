@@ -70,10 +70,10 @@ func TestSplitLayer(t *testing.T) {
 		}
 		var covered int64
 		for _, task := range tasks[:3] {
-			if task.Offset != covered || task.UploadID == "" || task.Parts != 3 {
-				t.Fatalf("range task %+v, want offset %d", task, covered)
+			if task.Kind != KindRange || task.Range == nil || task.Range.Offset != covered || task.Range.ID == "" || task.Range.Parts != 3 || task.Validate() != nil {
+				t.Fatalf("range task %+v (range %+v), want offset %d", task, task.Range, covered)
 			}
-			covered += task.Length
+			covered += task.Range.Length
 		}
 		if want, _, _ := entryLen(big); covered != want {
 			t.Fatalf("ranges cover %d bytes, the entry has %d", covered, want)
@@ -144,7 +144,7 @@ func TestSplitSkipsCachedLayers(t *testing.T) {
 		t.Fatal(err)
 	}
 	v, tasks := create(t, h, Request{Image: "registry.example/team/huge:v1"})
-	if len(tasks) != 1 || tasks[0].Parts != 0 || v.Layers[0].Parts != 0 {
+	if len(tasks) != 1 || tasks[0].Kind != KindLayer || v.Layers[0].Parts != 0 {
 		t.Fatalf("tasks %+v", tasks)
 	}
 	runQueued(t, h, 1, false)
@@ -169,7 +169,7 @@ func TestSplitVerifyRacing(t *testing.T) {
 	}
 	all := h.queue.tasks()
 	verify := all[len(all)-1]
-	if !verify.Verify {
+	if verify.Kind != KindVerify || verify.Validate() != nil {
 		t.Fatalf("the last queued task is not a verify task: %+v", verify)
 	}
 	var wg sync.WaitGroup
@@ -194,7 +194,7 @@ func TestSplitOffByDefault(t *testing.T) {
 	ti := newTestImage(t, "registry.example/team/huge:v1", 45, 11<<20)
 	h.serve(ti)
 	v, tasks := create(t, h, Request{Image: "registry.example/team/huge:v1"})
-	if len(tasks) != 1 || tasks[0].Parts != 0 || v.Layers[0].Parts != 0 {
+	if len(tasks) != 1 || tasks[0].Kind != KindLayer || v.Layers[0].Parts != 0 {
 		t.Fatalf("tasks %+v", tasks)
 	}
 }
@@ -247,7 +247,7 @@ func TestSplitRangeRedeliveredLate(t *testing.T) {
 	v, tasks := create(t, h, Request{Image: "registry.example/team/huge:v1"})
 	var ranges []Task
 	for _, task := range tasks {
-		if task.Parts > 0 {
+		if task.Kind == KindRange {
 			ranges = append(ranges, task)
 		}
 	}
@@ -259,7 +259,7 @@ func TestSplitRangeRedeliveredLate(t *testing.T) {
 	all := h.queue.tasks()
 	verify := all[len(all)-1]
 	// The verify completes the upload but dies before moving the entry.
-	if err := h.objs.FinishParts(context.Background(), StagingKey(v.ID, verify.Desc.Digest), verify.UploadID, verify.Parts); err != nil {
+	if err := h.objs.FinishParts(context.Background(), StagingKey(v.ID, verify.Desc.Digest), verify.Verify.ID, verify.Verify.Parts); err != nil {
 		t.Fatal(err)
 	}
 	before := h.reg.ranges

@@ -39,8 +39,9 @@ import (
 
 const (
 	// blobFailures is how many failed requests in a row (without a byte of
-	// progress between them) end a blob read.
-	blobFailures = 8
+	// progress between them) end a blob read: the retry budget's first
+	// level (tarport.BlobRequests).
+	blobFailures = tarport.BlobRequests
 	maxBackoff   = 30 * time.Second
 	// slowCutsAllowed is how many bodies in a row may end under the
 	// minimum rate (cut for crawling, or ended by the registry) before a

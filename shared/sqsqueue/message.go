@@ -1,7 +1,6 @@
 package sqsqueue
 
 import (
-	"bytes"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
@@ -11,16 +10,20 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
+
+	"github.com/regclient/regclient/types/descriptor"
 
 	"github.com/tarport/tarport/shared/download"
 	"github.com/tarport/tarport/shared/tarport"
 )
 
-// MessageVersion is the version of the message body written here; Decode
-// reads this version only, so a newer producer's message fails (and is
+// MessageVersion is the version of the message body written here. Decode
+// reads it and version 1 (tasks written before tasks had kinds, still in
+// the queue during an upgrade); a newer producer's message fails (and is
 // redelivered) rather than running half understood.
-const MessageVersion = 1
+const MessageVersion = 2
 
 // KeySize is the length of a sealing key (AES-256).
 const KeySize = 32
@@ -49,6 +52,38 @@ type body struct {
 	V int `json:"v"`
 	download.Task
 	Sealed string `json:"creds,omitempty"`
+}
+
+// bodyV1 is a version 1 message: no kind, a split layer's range task
+// carried its part flat, a verify task a flag.
+type bodyV1 struct {
+	V        int                   `json:"v"`
+	JobID    string                `json:"job_id"`
+	Layer    int                   `json:"layer"`
+	Ref      string                `json:"ref"`
+	Desc     descriptor.Descriptor `json:"desc"`
+	Origin   tarport.Origin        `json:"origin"`
+	Client   string                `json:"client"`
+	Part     int                   `json:"part"`
+	Parts    int                   `json:"parts"`
+	UploadID string                `json:"upload_id"`
+	Offset   int64                 `json:"offset"`
+	Length   int64                 `json:"length"`
+	Verify   bool                  `json:"verify"`
+	Sealed   string                `json:"creds"`
+}
+
+// body is a version 1 message in today's shape.
+func (old bodyV1) body() body {
+	t := download.Task{Kind: download.KindLayer, JobID: old.JobID, Layer: old.Layer, Ref: old.Ref, Desc: old.Desc, Origin: old.Origin, Client: old.Client}
+	up := download.SplitUpload{ID: old.UploadID, Parts: old.Parts}
+	switch {
+	case old.Verify:
+		t.Kind, t.Verify = download.KindVerify, &up
+	case old.Parts > 0:
+		t.Kind, t.Range = download.KindRange, &download.RangePart{SplitUpload: up, Part: old.Part, Offset: old.Offset, Length: old.Length}
+	}
+	return body{V: 1, Task: t, Sealed: old.Sealed}
 }
 
 // sealed is the plaintext of a sealed blob; the expiry is inside, so it is
@@ -117,7 +152,7 @@ func (c *Codec) Encode(t download.Task) (string, error) {
 		if _, err := rand.Read(blob[1:]); err != nil {
 			return "", fmt.Errorf("encoding layer %d of job %s: %w", t.Layer, t.JobID, err)
 		}
-		blob = c.aead.Seal(blob, blob[1:], plain, additionalData(t))
+		blob = c.aead.Seal(blob, blob[1:], plain, additionalData(MessageVersion, t))
 		b.Sealed = base64.RawURLEncoding.EncodeToString(blob)
 	}
 	out, err := json.Marshal(b)
@@ -133,28 +168,21 @@ func (c *Codec) Encode(t download.Task) (string, error) {
 // error wrapping ErrCredsExpired, ErrCredsInvalid or ErrNoKey: the task is
 // returned all the same, so its job can be failed.
 func (c *Codec) Decode(s string) (download.Task, error) {
-	var b body
-	d := json.NewDecoder(bytes.NewReader([]byte(s)))
-	if err := d.Decode(&b); err != nil {
-		return download.Task{}, fmt.Errorf("decoding task message: %w (%w)", ErrUndecodable, err)
-	}
-	if d.More() {
-		return download.Task{}, fmt.Errorf("decoding task message: %w (data after the message)", ErrUndecodable)
-	}
-	switch {
-	case b.V != MessageVersion:
-		return download.Task{}, fmt.Errorf("decoding task message: %w (version %d, want %d)", ErrUndecodable, b.V, MessageVersion)
-	case b.JobID == "" || b.Layer < 0 || b.Ref == "":
-		return download.Task{}, fmt.Errorf("decoding task message: %w (no job, layer or reference)", ErrUndecodable)
-	}
-	if err := b.Desc.Digest.Validate(); err != nil {
+	b, err := decodeBody(s)
+	if err != nil {
 		return download.Task{}, fmt.Errorf("decoding task message: %w (%w)", ErrUndecodable, err)
 	}
 	t := b.Task
+	if err := t.Validate(); err != nil {
+		return download.Task{}, fmt.Errorf("decoding task message: %w (%w)", ErrUndecodable, err)
+	}
+	if err := t.Desc.Digest.Validate(); err != nil {
+		return download.Task{}, fmt.Errorf("decoding task message: %w (%w)", ErrUndecodable, err)
+	}
 	if b.Sealed == "" {
 		return t, nil
 	}
-	creds, err := c.open(t, b.Sealed)
+	creds, err := c.open(b.V, t, b.Sealed)
 	if err != nil {
 		return t, tarport.Wrap(err, tarport.CodeCredentialsGone, "the registry credentials of download %s could not be used for layer %s; request the image again", t.JobID, t.Desc.Digest)
 	}
@@ -162,7 +190,40 @@ func (c *Codec) Decode(s string) (download.Task, error) {
 	return t, nil
 }
 
-func (c *Codec) open(t download.Task, s string) (tarport.Credentials, error) {
+// decodeBody reads one JSON message of MessageVersion or version 1.
+func decodeBody(s string) (body, error) {
+	var version struct {
+		V int `json:"v"`
+	}
+	if err := strictJSON(s, &version); err != nil {
+		return body{}, err
+	}
+	switch version.V {
+	case MessageVersion:
+		var b body
+		err := strictJSON(s, &b)
+		return b, err
+	case 1:
+		var old bodyV1
+		err := strictJSON(s, &old)
+		return old.body(), err
+	}
+	return body{}, fmt.Errorf("version %d, want %d", version.V, MessageVersion)
+}
+
+// strictJSON decodes exactly one JSON value, with nothing after it.
+func strictJSON(s string, v any) error {
+	d := json.NewDecoder(strings.NewReader(s))
+	if err := d.Decode(v); err != nil {
+		return err
+	}
+	if d.More() {
+		return errors.New("data after the message")
+	}
+	return nil
+}
+
+func (c *Codec) open(version int, t download.Task, s string) (tarport.Credentials, error) {
 	if c.aead == nil {
 		return tarport.Credentials{}, ErrNoKey
 	}
@@ -171,7 +232,7 @@ func (c *Codec) open(t download.Task, s string) (tarport.Credentials, error) {
 		return tarport.Credentials{}, ErrCredsInvalid
 	}
 	nonce := blob[1 : 1+c.aead.NonceSize()]
-	plain, err := c.aead.Open(nil, nonce, blob[1+c.aead.NonceSize():], additionalData(t))
+	plain, err := c.aead.Open(nil, nonce, blob[1+c.aead.NonceSize():], additionalData(version, t))
 	if err != nil {
 		return tarport.Credentials{}, ErrCredsInvalid
 	}
@@ -185,11 +246,11 @@ func (c *Codec) open(t download.Task, s string) (tarport.Credentials, error) {
 	return tarport.Credentials{Username: p.Username, Password: p.Password}, nil
 }
 
-// additionalData is what a sealed blob is bound to, each field length
-// prefixed so no two tasks share it.
-func additionalData(t download.Task) []byte {
+// additionalData is what a sealed blob is bound to (in a message of the
+// given version), each field length prefixed so no two tasks share it.
+func additionalData(version int, t download.Task) []byte {
 	var b []byte
-	for _, f := range []string{"tarport sqs task creds", strconv.Itoa(MessageVersion), string(sealVersion), t.JobID, strconv.Itoa(t.Layer), t.Ref, t.Desc.Digest.String()} {
+	for _, f := range []string{"tarport sqs task creds", strconv.Itoa(version), string(sealVersion), t.JobID, strconv.Itoa(t.Layer), t.Ref, t.Desc.Digest.String()} {
 		b = binary.AppendUvarint(b, uint64(len(f)))
 		b = append(b, f...)
 	}

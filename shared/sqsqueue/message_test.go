@@ -25,6 +25,7 @@ const password = "hunter2-s3cr3t-token"
 
 func task(job string, layer int) download.Task {
 	return download.Task{
+		Kind:  download.KindLayer,
 		JobID: job,
 		Layer: layer,
 		Ref:   "docker.io/library/nginx:1.27",
@@ -191,19 +192,59 @@ func TestDecodeUndecodable(t *testing.T) {
 	c := codec(t, testKey, 0)
 	good := encode(t, c, task("j", 1))
 	for name, body := range map[string]string{
-		"empty":         "",
-		"not json":      "hello",
-		"array":         "[1,2]",
-		"trailing data": good + " {}",
-		"version 2":     edit(t, good, func(m map[string]any) { m["v"] = 2 }),
-		"no version":    edit(t, good, func(m map[string]any) { delete(m, "v") }),
-		"no job":        edit(t, good, func(m map[string]any) { delete(m, "job_id") }),
-		"no ref":        edit(t, good, func(m map[string]any) { m["ref"] = "" }),
-		"bad digest":    edit(t, good, func(m map[string]any) { m["desc"].(map[string]any)["digest"] = "sha256:zz" }),
-		"negative":      edit(t, good, func(m map[string]any) { m["layer"] = -1 }),
+		"empty":          "",
+		"not json":       "hello",
+		"array":          "[1,2]",
+		"trailing data":  good + " {}",
+		"version 3":      edit(t, good, func(m map[string]any) { m["v"] = 3 }),
+		"no kind":        edit(t, good, func(m map[string]any) { delete(m, "kind") }),
+		"unknown kind":   edit(t, good, func(m map[string]any) { m["kind"] = "delete" }),
+		"range, no part": edit(t, good, func(m map[string]any) { m["kind"] = "range" }),
+		"no version":     edit(t, good, func(m map[string]any) { delete(m, "v") }),
+		"no job":         edit(t, good, func(m map[string]any) { delete(m, "job_id") }),
+		"no ref":         edit(t, good, func(m map[string]any) { m["ref"] = "" }),
+		"bad digest":     edit(t, good, func(m map[string]any) { m["desc"].(map[string]any)["digest"] = "sha256:zz" }),
+		"negative":       edit(t, good, func(m map[string]any) { m["layer"] = -1 }),
 	} {
 		if _, err := c.Decode(body); !errors.Is(err, sqsqueue.ErrUndecodable) {
 			t.Errorf("%s: err = %v, want ErrUndecodable", name, err)
 		}
+	}
+}
+
+// TestDecodeVersion1: messages a producer wrote before tasks had kinds
+// (still queued during an upgrade) decode as the same tasks, sealed
+// credentials included.
+func TestDecodeVersion1(t *testing.T) {
+	t.Parallel()
+	c := codec(t, testKey, 0)
+	layer := private(task("j", 2))
+	up := download.SplitUpload{ID: "upload-1", Parts: 3}
+	ranged := task("j", 1)
+	ranged.Kind, ranged.Range = download.KindRange, &download.RangePart{SplitUpload: up, Part: 2, Offset: 64 << 20, Length: 64 << 20}
+	ranged.Origin = "registry.example"
+	ranged = private(ranged)
+	verify := task("j", 1)
+	verify.Kind, verify.Verify = download.KindVerify, &up
+	for _, want := range []download.Task{layer, ranged, verify} {
+		body, err := sqsqueue.EncodeV1(c, want)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(body, `"kind"`) || !strings.Contains(body, `"v":1`) {
+			t.Fatalf("not a version 1 body: %s", body)
+		}
+		got, err := c.Decode(body)
+		if err != nil {
+			t.Fatalf("Decode(%s): %v", body, err)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("Decode(%s)\n got %+v\nwant %+v", body, got, want)
+		}
+	}
+	// A version 1 seal does not open as version 2, nor the other way.
+	v2 := encode(t, c, layer)
+	if _, err := c.Decode(strings.Replace(v2, `"v":2`, `"v":1`, 1)); tarport.ErrorCode(err) != tarport.CodeCredentialsGone || !errors.Is(err, sqsqueue.ErrCredsInvalid) {
+		t.Errorf("a version 2 message relabelled 1: err = %v", err)
 	}
 }

@@ -76,7 +76,7 @@ const (
 func New(workers int, handler Handler, dead DeadLetter, log *slog.Logger) *Pool {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Pool{
-		handler: handler, dead: dead, attempts: 5, log: log,
+		handler: handler, dead: dead, attempts: tarport.PoolDeliveries, log: log,
 		backoff: func(attempt int) time.Duration { return time.Duration(attempt) * time.Second },
 		workers: workers, spare: workers,
 		ctx: ctx, cancel: cancel,

@@ -256,8 +256,8 @@ func TestDefaultAttempts(t *testing.T) {
 	t.Parallel()
 	p := New(1, func(context.Context, download.Task) error { return nil }, noDeadLetter(t), discardLog())
 	defer p.Close()
-	if p.attempts != 5 {
-		t.Fatalf("default deliveries = %d, want 5", p.attempts)
+	if p.attempts != tarport.PoolDeliveries {
+		t.Fatalf("default deliveries = %d, want tarport.PoolDeliveries = %d", p.attempts, tarport.PoolDeliveries)
 	}
 }
 

@@ -1,0 +1,100 @@
+package download
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/tarport/tarport/shared/tarport"
+)
+
+// View is a job as its user sees it, with a fresh link when ready.
+type View struct {
+	tarport.Job
+	URL           string
+	LinkExpiresAt time.Time
+}
+
+// Status returns a job with a freshly signed link when it is ready. Links
+// are signed at read time, never stored: a stored one would die with the
+// credentials that signed it. A private job's link is signed only for
+// creds the registry authorizes again for its manifest: a link, or the
+// job id, may have reached others, and must not outlive the requester's
+// own access.
+func (s *Service) Status(ctx context.Context, id string, creds tarport.Credentials) (View, error) {
+	job, err := s.jobs.Get(ctx, id)
+	if err != nil {
+		return View{}, err
+	}
+	if job.Private && job.Status == tarport.StatusReady {
+		r, err := tarport.ParseReference(job.Ref)
+		if err != nil {
+			return View{}, fmt.Errorf("job %s: %w", job.ID, err)
+		}
+		// Bounded: a registry that does not answer must not hold a
+		// status read (or a Lambda) for long.
+		checkCtx, cancel := context.WithTimeout(ctx, linkCheckTimeout)
+		err = s.reg.CheckManifest(checkCtx, r.SetDigest(job.Digest.String()), creds)
+		cancel()
+		if err != nil && creds.Anonymous() && isRefusal(err) {
+			return View{}, tarport.Wrap(err, tarport.CodeCredentialsGone, "download %s is of a private image: its link is given only with registry credentials that may read it (send them as HTTP basic auth, e.g. curl -u USER:TOKEN)", job.ID)
+		}
+		if err != nil {
+			return View{}, err
+		}
+	}
+	return s.view(ctx, job)
+}
+
+// view signs a ready job's link, for at most the job's remaining life.
+func (s *Service) view(ctx context.Context, job tarport.Job) (View, error) {
+	v := View{Job: job}
+	if job.Status != tarport.StatusReady {
+		return v, nil
+	}
+	// A link must not outlive the tar it points at.
+	ttl := min(s.cfg.LinkTTL, job.ExpiresAt.Sub(s.now()))
+	if ttl <= 0 {
+		return View{}, tarport.Errorf(tarport.CodeNotFound, "download job %q has expired", job.ID)
+	}
+	url, lifetime, err := s.signer.Sign(ctx, job.TarKey, job.FileName, ttl)
+	if err != nil {
+		return View{}, fmt.Errorf("signing the link of job %s: %w", job.ID, err)
+	}
+	v.URL, v.LinkExpiresAt = url, s.now().Add(min(ttl, lifetime))
+	return v, nil
+}
+
+// Wait polls a job until it is terminal or wait has passed; creds are
+// those Status needs for a private job's link.
+func (s *Service) Wait(ctx context.Context, id string, wait time.Duration, creds tarport.Credentials) (View, error) {
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		job, err := s.jobs.Get(ctx, id)
+		if err != nil {
+			return View{}, err
+		}
+		if job.Status.Terminal() {
+			return s.Status(ctx, id, creds)
+		}
+		select {
+		case <-ctx.Done():
+			return View{Job: job}, nil
+		case <-deadline.C:
+			return View{Job: job}, nil
+		case <-tick.C:
+		}
+	}
+}
+
+// isRefusal says whether err is a registry's no (rather than a failure).
+func isRefusal(err error) bool {
+	switch tarport.ErrorCode(err) {
+	case tarport.CodeUnauthorized, tarport.CodeForbidden, tarport.CodeNotFound:
+		return true
+	}
+	return false
+}

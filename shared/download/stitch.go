@@ -1,0 +1,148 @@
+package download
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/regclient/regclient/types/descriptor"
+
+	"github.com/tarport/tarport/shared/tarplan"
+	"github.com/tarport/tarport/shared/tarport"
+)
+
+// finishLayer counts a stored layer once; the call that leaves none
+// remaining stitches the tar. A stitch cut short (a worker killed, its
+// deadline) leaves the job unfinished with nothing remaining: a later
+// delivery of a task of it takes the stitch over once the job has been
+// still for stitchLease (longer than any worker lives), so the job cannot
+// hang; a stitch is idempotent, and the lease keeps two from overlapping.
+func (s *Service) finishLayer(ctx context.Context, job tarport.Job, layer int) error {
+	remaining, first, err := s.jobs.FinishLayer(ctx, job.ID, layer)
+	if err != nil {
+		return fmt.Errorf("finishing layer %d of job %s: %w", layer, job.ID, err)
+	}
+	if !first && remaining == 0 {
+		cur, err := s.jobs.Get(ctx, job.ID)
+		if err != nil || cur.Status.Terminal() || s.now().Sub(cur.UpdatedAt) < stitchLease {
+			return nil
+		}
+		s.log.Warn("taking over a stitch that stalled", "job", job.ID, "since", cur.UpdatedAt)
+		first = true
+	}
+	if first && remaining == 0 {
+		return s.stitch(ctx, job)
+	}
+	return nil
+}
+
+// stitch assembles the tar of a job whose layers are all stored. A stitch
+// that fails fails the job and returns nil; its error means "try again":
+// the context ended, or the job's state could not be written.
+func (s *Service) stitch(ctx context.Context, job tarport.Job) error {
+	err := s.jobs.SetStatus(ctx, job.ID, tarport.StatusAssembling, nil)
+	var layout tarplan.Layout
+	var layers []descriptor.Descriptor
+	if err == nil {
+		layout, layers, err = s.replan(ctx, job)
+	}
+	var entryKey func(digest.Digest) string
+	if err == nil {
+		entryKey, err = s.entryKeys(ctx, job, layers)
+	}
+	if err == nil {
+		var parts []tarplan.Part
+		parts, err = tarplan.Parts(layout, tarplan.S3Limits)
+		if err == nil {
+			err = s.objects.Stitch(ctx, job.TarKey, parts, entryKey, s.tail(layout, entryKey))
+		}
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			// Shutting down: Resume (local) or a later task's delivery
+			// past the stitch lease (AWS) stitches it again.
+			return ctx.Err()
+		}
+		return s.fail(ctx, job.ID, err)
+	}
+	if err := s.jobs.SetStatus(ctx, job.ID, tarport.StatusReady, nil); err != nil {
+		// The tar is whole; a delivery past the stitch lease will stitch
+		// and mark it again.
+		return fmt.Errorf("finishing job %s: %w", job.ID, err)
+	}
+	s.metrics.JobFinished(string(tarport.StatusReady), "", s.now().Sub(job.CreatedAt))
+	s.log.Info("job ready", "job", job.ID, "image", job.Ref, "bytes", job.TotalBytes)
+	return nil
+}
+
+// replan rebuilds the job's layout from the cached manifest and config;
+// planning is pure, so it is the layout the job was created with. It also
+// returns the manifest's layer descriptors.
+func (s *Service) replan(ctx context.Context, job tarport.Job) (tarplan.Layout, []descriptor.Descriptor, error) {
+	origin, err := jobOrigin(job)
+	if err != nil {
+		return tarplan.Layout{}, nil, err
+	}
+	manifest, err := s.meta.GetMeta(ctx, origin, job.Digest)
+	if err != nil {
+		return tarplan.Layout{}, nil, fmt.Errorf("loading manifest %s: %w", job.Digest, err)
+	}
+	config, err := s.meta.GetMeta(ctx, origin, job.ConfigDigest)
+	if err != nil {
+		return tarplan.Layout{}, nil, fmt.Errorf("loading config %s: %w", job.ConfigDigest, err)
+	}
+	in, layers, err := replanInput(job, manifest, config)
+	if err != nil {
+		return tarplan.Layout{}, nil, err
+	}
+	layout, err := tarplan.Plan(in)
+	if err != nil {
+		return tarplan.Layout{}, nil, err
+	}
+	if layout.Size != job.TotalBytes || layout.ManifestDigest != job.Digest {
+		return tarplan.Layout{}, nil, fmt.Errorf("re-planning job %s: got %d bytes of %s, planned %d of %s", job.ID, layout.Size, layout.ManifestDigest, job.TotalBytes, job.Digest)
+	}
+	return layout, layers, nil
+}
+
+// jobOrigin is the registry a job's image, manifest and config come from.
+func jobOrigin(job tarport.Job) (tarport.Origin, error) {
+	r, err := tarport.ParseReference(job.Ref)
+	if err != nil {
+		return "", fmt.Errorf("job %s: %w", job.ID, err)
+	}
+	return tarport.RegistryOrigin(r.Registry), nil
+}
+
+// entryKeys says where each layer entry of a job is stored. Every task of
+// the job has checked, with its origin, that the requester may read its
+// entry there; a foreign layer's entry is found under the first of its
+// origins that holds it (its digest verified, the same bytes under any).
+func (s *Service) entryKeys(ctx context.Context, job tarport.Job, layers []descriptor.Descriptor) (func(digest.Digest) string, error) {
+	r, err := tarport.ParseReference(job.Ref)
+	if err != nil {
+		return nil, fmt.Errorf("job %s: %w", job.ID, err)
+	}
+	keys := map[digest.Digest]string{}
+	for _, l := range layers {
+		if _, ok := keys[l.Digest]; ok {
+			continue
+		}
+		origins := tarport.Origins(r, l)
+		keys[l.Digest] = EntryKey(origins[0], l.Digest)
+		if len(origins) == 1 {
+			continue
+		}
+		want, _, err := entryLen(l)
+		if err != nil {
+			return nil, err
+		}
+		for _, o := range origins {
+			if n, err := s.objects.Size(ctx, EntryKey(o, l.Digest)); err == nil && n == want {
+				keys[l.Digest] = EntryKey(o, l.Digest)
+				break
+			}
+		}
+	}
+	return func(d digest.Digest) string { return keys[d] }, nil
+}
