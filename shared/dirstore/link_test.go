@@ -94,10 +94,10 @@ func TestLinkServesStitchedTar(t *testing.T) {
 	s, _, f, parts := stitched(t, stitchLimits[1].lim) // 2 MiB parts: many segment boundaries
 	srv := serve(t, s)
 	link := srv.URL + sign(t, s, tarKey, time.Hour)
-	size := f.layout.Size
+	size := f.Layout.Size
 	boundary := parts[1].Offset // between two copy parts of the first entry
-	entryEnd := f.layout.Entries[0].Len()
-	tail := f.layout.TailOffset
+	entryEnd := f.Layout.Entries[0].Len()
+	tail := f.Layout.TailOffset
 
 	tests := []struct {
 		name       string
@@ -132,7 +132,7 @@ func TestLinkServesStitchedTar(t *testing.T) {
 				}
 				return
 			}
-			want := f.want[tt.from:tt.to]
+			want := f.Want[tt.from:tt.to]
 			if !bytes.Equal(body, want) {
 				t.Fatalf("got %d bytes, want %d; first difference at %d", len(body), len(want), tt.from+int64(firstDiff(body, want)))
 			}
@@ -168,7 +168,7 @@ func TestLinkMultiRange(t *testing.T) {
 	s, _, f, parts := stitched(t, stitchLimits[1].lim)
 	srv := serve(t, s)
 	link := srv.URL + sign(t, s, tarKey, time.Hour)
-	size := f.layout.Size
+	size := f.Layout.Size
 	b := parts[1].Offset
 	ranges := [][2]int64{{0, 10}, {b - 5, b + 5}, {size - 3, size}}
 	resp, body := get(t, link, fmt.Sprintf("bytes=0-9,%d-%d,-3", b-5, b+4))
@@ -193,7 +193,7 @@ func TestLinkMultiRange(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !bytes.Equal(got, f.want[r[0]:r[1]]) {
+		if !bytes.Equal(got, f.Want[r[0]:r[1]]) {
 			t.Errorf("part %d: wrong bytes", i)
 		}
 	}

@@ -8,7 +8,6 @@ package dirstore
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -21,7 +20,6 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/tarport/tarport/shared/download"
-	"github.com/tarport/tarport/shared/tarplan"
 	"github.com/tarport/tarport/shared/tarport"
 )
 
@@ -89,68 +87,6 @@ func (s *Store) Size(_ context.Context, key string) (int64, error) {
 	return r.Size, nil
 }
 
-// Put writes exactly size bytes from r under key, atomically.
-func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64) error {
-	p, err := s.path(key)
-	if err != nil {
-		return err
-	}
-	return s.writeAtomic(ctx, p, r, size)
-}
-
-func (s *Store) writeAtomic(ctx context.Context, dst string, r io.Reader, size int64) (err error) {
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return fmt.Errorf("creating %s: %w", filepath.Dir(dst), err)
-	}
-	tmp, err := os.CreateTemp(filepath.Join(s.dir, "tmp"), "put-*")
-	if err != nil {
-		return fmt.Errorf("creating temporary file: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	src := io.Reader(&ctxReader{ctx: ctx, r: r})
-	if size >= 0 {
-		// One byte more than promised is enough to refuse a long body
-		// without writing all of it.
-		src = io.LimitReader(src, size+1)
-	}
-	n, err := io.Copy(newWriteback(tmp), src)
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", filepath.Base(dst), err)
-	}
-	if size >= 0 && n != size {
-		return fmt.Errorf("writing %s: got %d bytes, want %d", filepath.Base(dst), n, size)
-	}
-	// Synced before the rename: after a crash an object is whole or absent.
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("syncing %s: %w", filepath.Base(dst), err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("closing %s: %w", filepath.Base(dst), err)
-	}
-	if err := os.Rename(tmp.Name(), dst); err != nil {
-		return fmt.Errorf("publishing %s: %w", filepath.Base(dst), err)
-	}
-	return nil
-}
-
-// ctxReader stops a copy when its context ends.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c *ctxReader) Read(b []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(b)
-}
-
 // Get opens a plain or stitched object.
 func (s *Store) Get(_ context.Context, key string) (io.ReadCloser, error) {
 	obj, err := s.open(key)
@@ -186,88 +122,6 @@ func (s *Store) PutMeta(ctx context.Context, o tarport.Origin, d digest.Digest, 
 		return nil
 	}
 	return s.writeAtomic(ctx, p, bytes.NewReader(b), int64(len(b)))
-}
-
-// recipe lists the byte ranges a stitched object is made of.
-type recipe struct {
-	Size     int64     `json:"size"`
-	Segments []segment `json:"segments"`
-}
-
-type segment struct {
-	Key    string `json:"key"`
-	Offset int64  `json:"offset"` // within the source object
-	Size   int64  `json:"size"`
-}
-
-// Stitch writes the tail as an object of its own and a recipe that points
-// at entry ranges and tail ranges, part by part, as S3 would copy them.
-func (s *Store) Stitch(ctx context.Context, key string, parts []tarplan.Part, entryKey func(digest.Digest) string, tail download.TailFunc) error {
-	var tailStart, tailLen int64 = -1, 0
-	for _, p := range parts {
-		if !p.Copy() {
-			if tailStart < 0 {
-				tailStart = p.SourceOffset
-			}
-			tailLen += p.Size
-		}
-	}
-	tailKey := key + ".tail"
-	rec := recipe{}
-	if tailLen > 0 {
-		rc, err := tail(ctx, tailStart, tailLen)
-		if err != nil {
-			return fmt.Errorf("stitching %s: %w", key, err)
-		}
-		err = s.Put(ctx, tailKey, rc, tailLen)
-		rc.Close()
-		if err != nil {
-			return fmt.Errorf("stitching %s: %w", key, err)
-		}
-	}
-	for _, p := range parts {
-		seg := segment{Key: tailKey, Offset: p.SourceOffset - tailStart, Size: p.Size}
-		if p.Copy() {
-			seg = segment{Key: entryKey(p.Digest), Offset: p.SourceOffset, Size: p.Size}
-			n, err := s.Size(ctx, seg.Key)
-			if err != nil {
-				return fmt.Errorf("stitching %s: entry %s: %w", key, p.Digest, err)
-			}
-			if seg.Offset+seg.Size > n {
-				return fmt.Errorf("stitching %s: part %d reads past entry %s", key, p.Number, p.Digest)
-			}
-		}
-		rec.Segments = append(rec.Segments, seg)
-		rec.Size += p.Size
-	}
-	b, err := json.Marshal(rec)
-	if err != nil {
-		return fmt.Errorf("encoding recipe of %s: %w", key, err)
-	}
-	p, err := s.path(key)
-	if err != nil {
-		return err
-	}
-	return s.writeAtomic(ctx, p+recipeSuffix, bytes.NewReader(b), int64(len(b)))
-}
-
-func (s *Store) loadRecipe(key string) (recipe, error) {
-	p, err := s.path(key)
-	if err != nil {
-		return recipe{}, err
-	}
-	b, err := os.ReadFile(p + recipeSuffix)
-	if errors.Is(err, fs.ErrNotExist) {
-		return recipe{}, notFound(key, err)
-	}
-	if err != nil {
-		return recipe{}, fmt.Errorf("reading recipe of %s: %w", key, err)
-	}
-	var r recipe
-	if err := json.Unmarshal(b, &r); err != nil {
-		return recipe{}, fmt.Errorf("decoding recipe of %s: %w", key, err)
-	}
-	return r, nil
 }
 
 // Delete removes an object, and the tail of a stitched one. Entries that

@@ -14,6 +14,8 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/tarport/tarport/shared/download"
+	"github.com/tarport/tarport/shared/download/objectstest"
 	"github.com/tarport/tarport/shared/tarport"
 )
 
@@ -351,4 +353,16 @@ func TestDeletePlainObject(t *testing.T) {
 	if err := s.Delete(ctx, "tars/a.tar"); err != nil {
 		t.Fatalf("Delete of a deleted object: %v", err)
 	}
+}
+
+// TestObjectsContract: the object store behaviour every store has.
+func TestObjectsContract(t *testing.T) {
+	t.Parallel()
+	objectstest.Run(t, func(t *testing.T) download.Objects {
+		s, err := Open(t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	})
 }

@@ -1,13 +1,10 @@
 package s3store
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
-	"sync"
 	"testing"
 	"testing/iotest"
 
@@ -16,116 +13,33 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/tarport/tarport/shared/download"
+	"github.com/tarport/tarport/shared/download/objectstest"
 	"github.com/tarport/tarport/shared/tarplan"
 	"github.com/tarport/tarport/shared/tarport"
 	"github.com/tarport/tarport/shared/testkit/s3test"
 )
 
-// tarFixture is a planned tar, its blobs, and the bytes it must have.
-type tarFixture struct {
-	layout tarplan.Layout
-	parts  []tarplan.Part
-	blobs  map[digest.Digest][]byte
-	want   []byte // the whole tar, built independently of the store
-}
+// tarFixture is the object stores' shared tar fixture: a planned tar,
+// its blobs, its parts under S3's limits and the bytes it must have.
+type tarFixture = objectstest.Fixture
 
-// tail is the tar's tail: small entries, metadata, end of archive.
-func (f tarFixture) tail() []byte { return f.want[f.layout.TailOffset:] }
-
-// newTarFixture plans a small image, as dirstore's tests do: two stored
-// layers (over tarplan.BigEntryMin), a tail of five layers (one empty)
-// over testPartSize in all, one layer listed twice.
-var newTarFixture = sync.OnceValues(func() (tarFixture, error) {
-	sizes := []int{5<<20 + 1, 6<<20 + 123, 3<<20 + 5, 3<<20 - 7, 3000, 100, 0}
-	f := tarFixture{blobs: map[digest.Digest][]byte{}}
-	var layers []tarplan.Blob
-	for i, n := range sizes {
-		b := randomBytes(uint64(i+100), n)
-		d := digest.FromBytes(b)
-		f.blobs[d] = b
-		layers = append(layers, tarplan.Blob{Digest: d, Size: int64(n), MediaType: "application/vnd.oci.image.layer.v1.tar+gzip"})
-	}
-	layers = append(layers, layers[5]) // a layer listed twice is stored once
-	config := []byte(`{"architecture":"amd64","os":"linux","rootfs":{"type":"layers"}}`)
-	img := tarplan.Image{
-		Name:              "docker.io/library/fixture",
-		RepoTags:          []string{"fixture:1"},
-		RefName:           "1",
-		Manifest:          []byte(`{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"}`),
-		ManifestMediaType: "application/vnd.oci.image.manifest.v1+json",
-		Config:            config,
-		ConfigDigest:      digest.FromBytes(config),
-		Layers:            layers,
-	}
-	l, err := tarplan.Plan(img)
-	if err != nil {
-		return tarFixture{}, err
-	}
-	if l.Stored != 2 {
-		return tarFixture{}, fmt.Errorf("fixture plans %d stored entries, want 2", l.Stored)
-	}
-	if tail := l.Size - l.TailOffset; tail <= testPartSize {
-		return tarFixture{}, fmt.Errorf("fixture's tail is %d bytes, want more than %d to stream it", tail, testPartSize)
-	}
-	f.layout = l
-	for _, e := range l.Entries {
-		if int64(len(f.want)) != e.Offset {
-			return tarFixture{}, fmt.Errorf("entry %s at %d, want %d", e.Name, e.Offset, len(f.want))
-		}
-		content := e.Inline
-		if e.Fetched() {
-			content = f.blobs[e.Digest]
-		}
-		f.want = append(f.want, e.Header...)
-		f.want = append(f.want, content...)
-		f.want = append(f.want, tarplan.Padding(e.Size)...)
-	}
-	f.want = append(f.want, make([]byte, 1024)...)
-	if int64(len(f.want)) != l.Size {
-		return tarFixture{}, fmt.Errorf("fixture is %d bytes, layout says %d", len(f.want), l.Size)
-	}
-	if f.parts, err = tarplan.Parts(l, tarplan.S3Limits); err != nil {
-		return tarFixture{}, err
-	}
-	return f, nil
-})
-
+// fixture plans a small image: two stored layers (over
+// tarplan.BigEntryMin), a tail of five layers (one empty) over
+// testPartSize in all, one layer listed twice.
 func fixture(t *testing.T) tarFixture {
 	t.Helper()
-	f, err := newTarFixture()
-	if err != nil {
-		t.Fatal(err)
+	f := objectstest.Tar(t, 100, 5<<20+1, 6<<20+123, 3<<20+5, 3<<20-7, 3000, 100, 0)
+	if f.Layout.Stored != 2 {
+		t.Fatalf("fixture plans %d stored entries, want 2", f.Layout.Stored)
+	}
+	if tail := f.Layout.Size - f.Layout.TailOffset; tail <= testPartSize {
+		t.Fatalf("fixture's tail is %d bytes, want more than %d to stream it", tail, testPartSize)
 	}
 	return f
 }
 
-// storeEntries puts every stored entry (header, blob, padding) under
-// entryKey, as the assemble workers do.
-func storeEntries(t *testing.T, s *Store, f tarFixture) {
-	t.Helper()
-	for _, e := range f.layout.Entries[:f.layout.Stored] {
-		entry := f.want[e.Offset : e.Offset+e.Len()]
-		if err := s.Put(context.Background(), entryKey(e.Digest), bytes.NewReader(entry), e.Len()); err != nil {
-			t.Fatalf("storing entry %s: %v", e.Digest, err)
-		}
-	}
-}
-
-// tailCall records one call of a TailFunc.
-type tailCall struct{ offset, size int64 }
-
-// tailFrom serves tail bytes from memory and records the calls.
-func tailFrom(tail []byte, calls *[]tailCall, mu *sync.Mutex) download.TailFunc {
-	return func(_ context.Context, offset, size int64) (io.ReadCloser, error) {
-		mu.Lock()
-		*calls = append(*calls, tailCall{offset, size})
-		mu.Unlock()
-		if offset < 0 || size < 0 || offset+size > int64(len(tail)) {
-			return nil, fmt.Errorf("tail range %d+%d outside %d bytes", offset, size, len(tail))
-		}
-		return io.NopCloser(bytes.NewReader(tail[offset : offset+size])), nil
-	}
-}
+// storeEntries puts every stored entry under entryKey, as the workers do.
+func storeEntries(t *testing.T, s *Store, f tarFixture) { objectstest.StoreEntries(t, s, f, entryKey) }
 
 // tailModes are the two ways a tail part is sent: read whole into a part
 // buffer, or streamed (a tail bigger than PartSize).
@@ -140,8 +54,8 @@ var tailModes = []struct {
 func TestStitch(t *testing.T) {
 	t.Parallel()
 	f := fixture(t)
-	if len(f.parts) != 3 || !f.parts[0].Copy() || !f.parts[1].Copy() || f.parts[2].Copy() {
-		t.Fatalf("parts %+v: want two copy parts and a tail part", f.parts)
+	if len(f.Parts) != 3 || !f.Parts[0].Copy() || !f.Parts[1].Copy() || f.Parts[2].Copy() {
+		t.Fatalf("parts %+v: want two copy parts and a tail part", f.Parts)
 	}
 	eachServer(t, func(t *testing.T, srv server) {
 		for _, mode := range tailModes {
@@ -149,31 +63,28 @@ func TestStitch(t *testing.T) {
 				ctx := context.Background()
 				e := newEnv(t, srv, Options{PartSize: mode.partSize}, nil)
 				storeEntries(t, e.store, f)
-				var (
-					calls []tailCall
-					mu    sync.Mutex
-				)
+				var calls objectstest.TailCalls
 				const key = "tars/job-1.tar"
-				if err := e.store.Stitch(ctx, key, f.parts, entryKey, tailFrom(f.tail(), &calls, &mu)); err != nil {
+				if err := e.store.Stitch(ctx, key, f.Parts, entryKey, calls.From(f.Tail())); err != nil {
 					t.Fatalf("Stitch: %v\nversitygw output:\n%s", err, srv.Log())
 				}
-				if n, err := e.store.Size(ctx, key); err != nil || n != f.layout.Size {
-					t.Fatalf("Size = %d, %v; want %d", n, err, f.layout.Size)
+				if n, err := e.store.Size(ctx, key); err != nil || n != f.Layout.Size {
+					t.Fatalf("Size = %d, %v; want %d", n, err, f.Layout.Size)
 				}
 				got := readAll(t, e.store, key)
-				assertSame(t, "stitched tar", got, f.want)
-				checkTar(t, got, f)
+				assertSame(t, "stitched tar", got, f.Want)
+				objectstest.CheckTar(t, got, f)
 
-				tailLen := int64(len(f.tail()))
+				tailLen := int64(len(f.Tail()))
 				if mode.partSize >= tailLen {
-					if len(calls) != 1 || calls[0] != (tailCall{0, tailLen}) {
+					if calls := calls.All(); len(calls) != 1 || calls[0] != (objectstest.TailCall{Offset: 0, Size: tailLen}) {
 						t.Errorf("tail calls = %v, want the whole tail once", calls)
 					}
 				} else {
 					// Streamed: read once or again after a rewind, always from the start.
-					for _, c := range calls {
-						if c != (tailCall{0, tailLen}) {
-							t.Errorf("tail calls = %v, want only the whole tail", calls)
+					for _, c := range calls.All() {
+						if c != (objectstest.TailCall{Offset: 0, Size: tailLen}) {
+							t.Errorf("tail calls = %v, want only the whole tail", calls.All())
 						}
 					}
 				}
@@ -204,56 +115,13 @@ func TestStitchConcurrent(t *testing.T) {
 	})
 	storeEntries(t, e.store, f)
 	w.most.Store(0) // storing the entries used UploadPart too
-	var (
-		calls []tailCall
-		mu    sync.Mutex
-	)
-	if err := e.store.Stitch(context.Background(), "tars/c.tar", f.parts, entryKey, tailFrom(f.tail(), &calls, &mu)); err != nil {
+	var calls objectstest.TailCalls
+	if err := e.store.Stitch(context.Background(), "tars/c.tar", f.Parts, entryKey, calls.From(f.Tail())); err != nil {
 		t.Fatalf("Stitch: %v", err)
 	}
-	assertSame(t, "stitched tar", readAll(t, e.store, "tars/c.tar"), f.want)
+	assertSame(t, "stitched tar", readAll(t, e.store, "tars/c.tar"), f.Want)
 	if most, waited := w.most.Load(), w.waitedOut.Load(); waited || most != 2 {
 		t.Errorf("at most %d parts at once (barrier timed out: %v), want 2 (CopyConcurrency)", most, waited)
-	}
-}
-
-// checkTar reads the tar with archive/tar, an independent reader: every
-// blob is there once with its content.
-func checkTar(t *testing.T, b []byte, f tarFixture) {
-	t.Helper()
-	tr := tar.NewReader(bytes.NewReader(b))
-	seen := map[string]bool{}
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatalf("archive/tar: %v", err)
-		}
-		content, err := io.ReadAll(tr)
-		if err != nil {
-			t.Fatalf("archive/tar reading %s: %v", h.Name, err)
-		}
-		if seen[h.Name] {
-			t.Errorf("%s twice in the tar", h.Name)
-		}
-		seen[h.Name] = true
-		for d, blob := range f.blobs {
-			if h.Name == tarplan.BlobName(d) && !bytes.Equal(content, blob) {
-				t.Errorf("%s: content differs from its blob", h.Name)
-			}
-		}
-	}
-	for d := range f.blobs {
-		if !seen[tarplan.BlobName(d)] {
-			t.Errorf("blob %s missing from the tar", d)
-		}
-	}
-	for _, name := range []string{"oci-layout", "index.json", "manifest.json"} {
-		if !seen[name] {
-			t.Errorf("%s missing from the tar", name)
-		}
 	}
 }
 
@@ -263,7 +131,7 @@ func checkTar(t *testing.T, b []byte, f tarFixture) {
 func TestStitchFailures(t *testing.T) {
 	t.Parallel()
 	f := fixture(t)
-	first := f.layout.Entries[0]
+	first := f.Layout.Entries[0]
 	tests := []struct {
 		name     string
 		entryKey func(digest.Digest) string
@@ -307,7 +175,7 @@ func TestStitchFailures(t *testing.T) {
 			name: "tail breaks mid-way",
 			tail: func(f tarFixture) download.TailFunc {
 				return func(context.Context, int64, int64) (io.ReadCloser, error) {
-					return io.NopCloser(&endError{data: f.tail()[:100], err: errBroken}), nil
+					return io.NopCloser(&endError{data: f.Tail()[:100], err: errBroken}), nil
 				}
 			},
 			wantErr: errBroken,
@@ -316,7 +184,7 @@ func TestStitchFailures(t *testing.T) {
 			name: "tail fails at its end",
 			tail: func(f tarFixture) download.TailFunc {
 				return func(context.Context, int64, int64) (io.ReadCloser, error) {
-					return io.NopCloser(&endError{data: f.tail(), err: errBroken}), nil
+					return io.NopCloser(&endError{data: f.Tail(), err: errBroken}), nil
 				}
 			},
 			wantErr: errBroken,
@@ -325,7 +193,7 @@ func TestStitchFailures(t *testing.T) {
 			name: "tail too short",
 			tail: func(f tarFixture) download.TailFunc {
 				return func(context.Context, int64, int64) (io.ReadCloser, error) {
-					return io.NopCloser(bytes.NewReader(f.tail()[:10])), nil
+					return io.NopCloser(bytes.NewReader(f.Tail()[:10])), nil
 				}
 			},
 			wantErr: io.ErrUnexpectedEOF,
@@ -334,7 +202,7 @@ func TestStitchFailures(t *testing.T) {
 			name: "tail too long",
 			tail: func(f tarFixture) download.TailFunc {
 				return func(context.Context, int64, int64) (io.ReadCloser, error) {
-					return io.NopCloser(iotest.DataErrReader(io.MultiReader(bytes.NewReader(f.tail()), bytes.NewReader([]byte{1})))), nil
+					return io.NopCloser(iotest.DataErrReader(io.MultiReader(bytes.NewReader(f.Tail()), bytes.NewReader([]byte{1})))), nil
 				}
 			},
 			wantErr: errTooLong,
@@ -345,7 +213,7 @@ func TestStitchFailures(t *testing.T) {
 		c := srv.Client()
 		seed := New(c, s3.NewPresignClient(c), bucket, Options{})
 		storeEntries(t, seed, f)
-		short := f.want[first.Offset : first.Offset+first.Len()-1]
+		short := f.Want[first.Offset : first.Offset+first.Len()-1]
 		if err := seed.Put(context.Background(), "short/"+first.Digest.Encoded(), bytes.NewReader(short), int64(len(short))); err != nil {
 			t.Fatal(err)
 		}
@@ -361,16 +229,13 @@ func TestStitchFailures(t *testing.T) {
 					if tt.entryKey != nil {
 						keyOf = tt.entryKey
 					}
-					var (
-						calls []tailCall
-						mu    sync.Mutex
-					)
-					tail := tailFrom(f.tail(), &calls, &mu)
+					var calls objectstest.TailCalls
+					tail := calls.From(f.Tail())
 					if tt.tail != nil {
 						tail = tt.tail(f)
 					}
 					key := "tars/" + tt.name + ".tar"
-					err := e.store.Stitch(context.Background(), key, f.parts, keyOf, tail)
+					err := e.store.Stitch(context.Background(), key, f.Parts, keyOf, tail)
 					switch {
 					case err == nil:
 						t.Fatal("Stitch succeeded, want an error")
@@ -391,7 +256,7 @@ func TestStitchMalformedParts(t *testing.T) {
 	f := fixture(t)
 	s := New(nil, nil, "b", Options{}) // refused before any request
 	bad := func(edit func(p []tarplan.Part) []tarplan.Part) []tarplan.Part {
-		return edit(append([]tarplan.Part(nil), f.parts...))
+		return edit(append([]tarplan.Part(nil), f.Parts...))
 	}
 	for name, parts := range map[string][]tarplan.Part{
 		"none":            nil,
@@ -410,16 +275,13 @@ func TestStitchMalformedParts(t *testing.T) {
 func TestTailBody(t *testing.T) {
 	t.Parallel()
 	tail := randomBytes(9, 10_000)
-	var (
-		calls []tailCall
-		mu    sync.Mutex
-	)
-	body := &tailBody{ctx: context.Background(), tail: tailFrom(tail, &calls, &mu), off: 1000, size: 5000}
+	var calls objectstest.TailCalls
+	body := &tailBody{ctx: context.Background(), tail: calls.From(tail), off: 1000, size: 5000}
 	if err := iotest.TestReader(body, tail[1000:6000]); err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range calls {
-		if c.offset < 1000 || c.offset+c.size != 6000 {
+	for _, c := range calls.All() {
+		if c.Offset < 1000 || c.Offset+c.Size != 6000 {
 			t.Errorf("tail opened at %+v, want ranges ending at 6000", c)
 		}
 	}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"slices"
 	"strings"
@@ -15,6 +14,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/tarport/tarport/shared/download"
+	"github.com/tarport/tarport/shared/download/objectstest"
 	"github.com/tarport/tarport/shared/registry"
 	"github.com/tarport/tarport/shared/tarport"
 	"github.com/tarport/tarport/shared/testkit/moto"
@@ -79,14 +79,7 @@ func eachServer(t *testing.T, test func(t *testing.T, srv server)) {
 	}
 }
 
-func randomBytes(seed uint64, n int) []byte {
-	r := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(r.Uint32())
-	}
-	return b
-}
+func randomBytes(seed uint64, n int) []byte { return objectstest.RandomBytes(seed, n) }
 
 func readAll(t *testing.T, s *Store, key string) []byte {
 	t.Helper()
@@ -207,3 +200,12 @@ func TestNewDefaults(t *testing.T) {
 }
 
 var errBroken = errors.New("broken on purpose")
+
+// TestObjectsContract: the object store behaviour every store has, on
+// each S3 stand-in.
+func TestObjectsContract(t *testing.T) {
+	t.Parallel()
+	eachServer(t, func(t *testing.T, srv server) {
+		objectstest.Run(t, func(t *testing.T) download.Objects { return newEnv(t, srv, Options{}, nil).store })
+	})
+}
