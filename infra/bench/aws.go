@@ -31,7 +31,6 @@ import (
 	"github.com/tarport/tarport/shared/testkit/dynalite"
 	"github.com/tarport/tarport/shared/testkit/lambdatest"
 	"github.com/tarport/tarport/shared/testkit/moto"
-	"github.com/tarport/tarport/shared/testkit/regtest"
 	"github.com/tarport/tarport/shared/testkit/s3test"
 	"github.com/tarport/tarport/shared/testkit/sqsmapping"
 )
@@ -168,14 +167,14 @@ func newAWSStack(ctx context.Context, e *environment, workers int) (*awsStack, e
 	a := &awsStack{env: e, dir: filepath.Join(e.work, "aws"), workers: workers}
 	var err error
 	hint := " (run ./infra/dev/install-deps.sh)"
-	if a.rie, err = regtest.FindBinary("aws-lambda-rie"); err != nil {
+	if a.rie, err = daemon.FindBinary("aws-lambda-rie"); err != nil {
 		return nil, fmt.Errorf("%w%s", err, hint)
 	}
-	versitygw, err := regtest.FindBinary("versitygw")
+	versitygw, err := daemon.FindBinary("versitygw")
 	if err != nil {
 		return nil, fmt.Errorf("%w%s", err, hint)
 	}
-	node, err := regtest.FindBinary("node", "nodejs")
+	node, err := daemon.FindBinary("node", "nodejs")
 	if err != nil {
 		return nil, fmt.Errorf("%w%s", err, hint)
 	}
@@ -203,7 +202,7 @@ func newAWSStack(ctx context.Context, e *environment, workers int) (*awsStack, e
 	if a.db, err = dynalite.Launch(ctx, node, cli, filepath.Join(a.dir, "dynalite")); err != nil {
 		return nil, err
 	}
-	motoBin, err := regtest.FindBinary("moto_server")
+	motoBin, err := daemon.FindBinary("moto_server")
 	if err != nil {
 		return nil, err
 	}

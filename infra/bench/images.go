@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tarport/tarport/shared/testkit/daemon"
 	"github.com/tarport/tarport/shared/testkit/regtest"
 )
 
@@ -81,7 +82,7 @@ type environment struct {
 }
 
 func newEnvironment(ctx context.Context, work string) (*environment, error) {
-	bin, err := regtest.FindBinary("registry", "docker-registry")
+	bin, err := daemon.FindBinary("registry", "docker-registry")
 	if err != nil {
 		return nil, fmt.Errorf("%w (run ./infra/dev/install-deps.sh)", err)
 	}

@@ -12,10 +12,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
-	"github.com/tarport/tarport/shared/testkit/regtest"
+	"github.com/tarport/tarport/shared/testkit/daemon"
 )
 
 // tarportTool runs the local server (built once) as its own process, so its CPU
@@ -215,11 +214,11 @@ func roundTripClient(c *http.Client, req *http.Request) ([]byte, int, error) {
 
 // server is one running tarport local process.
 type server struct {
-	cmd     *exec.Cmd
+	d       *daemon.Daemon
 	base    string
 	dataDir string
 	logPath string
-	done    chan struct{}
+	logFile *os.File
 }
 
 func startServer(ctx context.Context, bin, dataDir, registryHost string, extraEnv ...string) (*server, error) {
@@ -242,19 +241,15 @@ func spawnServer(ctx context.Context, bin, dataDir, registryHost string, extraEn
 	if err := os.MkdirAll(dataDir, 0o755); err != nil {
 		return nil, err
 	}
-	addr, err := regtest.FreeAddr()
+	addr, err := daemon.FreeAddr()
 	if err != nil {
 		return nil, err
 	}
-	s := &server{base: "http://" + addr, dataDir: dataDir, logPath: dataDir + ".log", done: make(chan struct{})}
-	logFile, err := os.Create(s.logPath)
-	if err != nil {
+	s := &server{base: "http://" + addr, dataDir: dataDir, logPath: dataDir + ".log"}
+	if s.logFile, err = os.Create(s.logPath); err != nil {
 		return nil, err
 	}
-	defer logFile.Close()
-	// Not CommandContext: stop ends the server with SIGTERM, as an operator would.
-	s.cmd = exec.Command(bin)
-	s.cmd.Env = []string{
+	env := []string{
 		"PATH=" + os.Getenv("PATH"),
 		"HOME=" + dataDir,
 		"TARPORT_ADDR=" + addr,
@@ -262,53 +257,42 @@ func spawnServer(ctx context.Context, bin, dataDir, registryHost string, extraEn
 		"TARPORT_INSECURE_REGISTRIES=" + registryHost,
 		"TARPORT_LOG_LEVEL=warn",
 	}
-	s.cmd.Env = append(s.cmd.Env, extraEnv...)
-	s.cmd.Stdout, s.cmd.Stderr = logFile, logFile
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := s.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting tarport: %w", err)
-	}
-	go func() {
-		s.cmd.Wait()
-		close(s.done)
-	}()
-	client := &http.Client{Timeout: time.Second}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, err := client.Get(s.base + "/api/health")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return s, nil
+	// Stopped with SIGTERM, as an operator would (killed after 15 s).
+	s.d, err = daemon.Start(ctx, daemon.Spec{
+		Name:         "tarport",
+		Bin:          bin,
+		Addr:         addr,
+		Args:         func(string) []string { return nil },
+		Env:          append(env, extraEnv...),
+		Output:       s.logFile,
+		Term:         15 * time.Second,
+		StartTimeout: 20 * time.Second,
+		Ready: func(ctx context.Context, addr string) error {
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/api/health", nil)
+			if err != nil {
+				return err
 			}
-		}
-		select {
-		case <-s.done:
-			return nil, fmt.Errorf("tarport exited during startup: %s", s.logTail())
-		case <-ctx.Done():
-			s.stop()
-			return nil, ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			s.stop()
-			return nil, fmt.Errorf("tarport not healthy after 20s: %s", s.logTail())
-		}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("health: %s", resp.Status)
+			}
+			return nil
+		},
+	})
+	if err != nil {
+		s.logFile.Close()
+		return nil, err
 	}
+	return s, nil
 }
 
 func (s *server) stop() {
-	select {
-	case <-s.done:
-	default:
-		s.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-s.done:
-		case <-time.After(15 * time.Second):
-			s.cmd.Process.Kill()
-			<-s.done
-		}
-	}
+	s.d.Stop()
+	s.logFile.Close()
 	os.RemoveAll(s.dataDir)
 }
 
@@ -322,13 +306,13 @@ func (s *server) logTail() string {
 
 // cpu is the server's user+sys time so far: the server lives across
 // cases, so a case's CPU is the difference around it.
-func (s *server) cpu() (time.Duration, error) { return procCPU(s.cmd.Process.Pid) }
+func (s *server) cpu() (time.Duration, error) { return procCPU(s.d.Pid()) }
 
 // peak is the server's peak resident set (VmHWM) in bytes.
-func (s *server) peak() (int64, error) { return procPeak(s.cmd.Process.Pid) }
+func (s *server) peak() (int64, error) { return procPeak(s.d.Pid()) }
 
 // resetPeak sets the server's VmHWM back to its current RSS.
-func (s *server) resetPeak() error { return resetPeak(s.cmd.Process.Pid) }
+func (s *server) resetPeak() error { return resetPeak(s.d.Pid()) }
 
 // procCPU is a process's user+sys time so far, from /proc/PID/stat.
 func procCPU(pid int) (time.Duration, error) {

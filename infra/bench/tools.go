@@ -8,7 +8,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/tarport/tarport/shared/testkit/regtest"
+	"github.com/tarport/tarport/shared/testkit/daemon"
 )
 
 // toolNames is the order in which tools take turns on every case, so background
@@ -55,7 +55,7 @@ func (e *environment) tools(names []string, cases []*benchCase) ([]tool, error) 
 			}
 			out = append(out, t)
 		default:
-			bin, err := regtest.FindBinary(n)
+			bin, err := daemon.FindBinary(n)
 			if err != nil {
 				return nil, fmt.Errorf("%w (run ./infra/bench/install-peers.sh)", err)
 			}

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tarport/tarport/shared/testkit/regtest"
+	"github.com/tarport/tarport/shared/testkit/daemon"
 )
 
 const module = "github.com/tarport/tarport/"
@@ -73,7 +73,7 @@ func check(pkgs []pkg) []string {
 // TestImportRules: the module's packages keep the rules.
 func TestImportRules(t *testing.T) {
 	t.Parallel()
-	root, err := regtest.RepoRoot()
+	root, err := daemon.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}

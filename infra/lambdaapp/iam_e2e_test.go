@@ -25,6 +25,7 @@ import (
 	"github.com/aws/smithy-go"
 	"github.com/awslabs/goformation/v7/intrinsics"
 
+	"github.com/tarport/tarport/shared/testkit/daemon"
 	"github.com/tarport/tarport/shared/testkit/lambdatest"
 	"github.com/tarport/tarport/shared/testkit/moto"
 	"github.com/tarport/tarport/shared/testkit/regtest"
@@ -37,7 +38,7 @@ import (
 // value) and conditions to the given truths.
 func rolePolicies(t *testing.T, role string, values map[string]string, conditions map[string]bool) []string {
 	t.Helper()
-	root, err := regtest.RepoRoot()
+	root, err := daemon.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}

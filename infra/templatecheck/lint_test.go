@@ -5,15 +5,15 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/tarport/tarport/shared/testkit/regtest"
+	"github.com/tarport/tarport/shared/testkit/daemon"
 )
 
 // TestCfnLint: cfn-lint (which runs the SAM transform first) finds nothing
 // in template.yaml: no error, no warning, no informational finding.
 func TestCfnLint(t *testing.T) {
 	t.Parallel()
-	lint := regtest.Binary(t, "cfn-lint")
-	root, err := regtest.RepoRoot()
+	lint := daemon.Binary(t, "cfn-lint")
+	root, err := daemon.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,8 +23,8 @@ import (
 	sqstypes "github.com/aws/aws-sdk-go-v2/service/sqs/types"
 
 	"github.com/tarport/tarport/shared/dynamo"
+	"github.com/tarport/tarport/shared/testkit/daemon"
 	"github.com/tarport/tarport/shared/testkit/moto"
-	"github.com/tarport/tarport/shared/testkit/regtest"
 )
 
 // translateScript runs the SAM transform as `sam deploy` does (the sam CLI
@@ -62,7 +62,7 @@ func TestDeployRehearsal(t *testing.T) {
 	t.Parallel()
 	py := moto.Python(t)
 	m := moto.Start(t)
-	root, err := regtest.RepoRoot()
+	root, err := daemon.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/tarport/tarport/infra/local/app"
 	"github.com/tarport/tarport/shared/settings"
+	"github.com/tarport/tarport/shared/testkit/daemon"
 	"github.com/tarport/tarport/shared/testkit/fakehub"
 	"github.com/tarport/tarport/shared/testkit/regtest"
 	"github.com/tarport/tarport/shared/testkit/tarcheck"
@@ -95,7 +96,7 @@ func TestScreenshots(t *testing.T) {
 		t.Skip("TARPORT_SCREENSHOTS unset (make screenshots sets it)")
 	}
 	if !filepath.IsAbs(dir) {
-		root, err := regtest.RepoRoot()
+		root, err := daemon.RepoRoot()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -130,8 +131,8 @@ type tools struct {
 func findTools(t *testing.T) tools {
 	t.Helper()
 	tl := tools{
-		node:     regtest.Binary(t, "node", "nodejs"),
-		chromium: regtest.Binary(t, "chromium", "/usr/bin/chromium"),
+		node:     daemon.Binary(t, "node", "nodejs"),
+		chromium: daemon.Binary(t, "chromium", "/usr/bin/chromium"),
 	}
 	p, err := findPlaywright()
 	if err != nil {
@@ -153,13 +154,13 @@ func findPlaywright() (string, error) {
 		}
 		return p, nil
 	}
-	root, err := regtest.RepoRoot()
+	root, err := daemon.RepoRoot()
 	if err != nil {
 		return "", err
 	}
 	p := filepath.Join(root, ".tools", "node", "node_modules", "playwright-core")
 	if _, err := os.Stat(filepath.Join(p, "package.json")); err != nil {
-		return "", fmt.Errorf("playwright-core: not at %s and $TARPORT_PLAYWRIGHT_CORE unset: %w", p, errors.Join(regtest.ErrToolNotFound, err))
+		return "", fmt.Errorf("playwright-core: not at %s and $TARPORT_PLAYWRIGHT_CORE unset: %w", p, errors.Join(daemon.ErrToolNotFound, err))
 	}
 	return p, nil
 }
@@ -253,7 +254,7 @@ type stack struct {
 	URL        string
 	images     map[string]regtest.Image // what demoRepo:demoTag holds, by platform
 	privateRef string                   // an image only privateUser may pull
-	logs       *regtest.SyncBuffer
+	logs       *daemon.SyncBuffer
 }
 
 // The login of the private registry (a password the page must never store).
@@ -336,7 +337,7 @@ func startStack(t *testing.T, more ...string) *stack {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &regtest.SyncBuffer{}
+	logs := &daemon.SyncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	a, err := app.New(t.Context(), s, log)
 	if err != nil {

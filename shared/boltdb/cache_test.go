@@ -11,16 +11,17 @@ import (
 
 	"github.com/tarport/tarport/shared/discovery"
 	"github.com/tarport/tarport/shared/discovery/cachetest"
+	"github.com/tarport/tarport/shared/testkit/fakeclock"
 )
 
-func openCache(t *testing.T, path string) (*Cache, *clock) {
+func openCache(t *testing.T, path string) (*Cache, *fakeclock.Clock) {
 	t.Helper()
 	c, err := OpenCache(path)
 	if err != nil {
 		t.Fatalf("OpenCache: %v", err)
 	}
 	clk := newClock()
-	c.now = clk.now
+	c.now = clk.Now
 	t.Cleanup(func() { c.Close() })
 	return c, clk
 }
@@ -42,7 +43,7 @@ func TestCacheSurvivesRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.now = newClock().now
+	c.now = newClock().Now
 	want := entry(`{"a":1}`, time.Minute, time.Hour)
 	want.StoredAt = want.StoredAt.Add(123) // nanoseconds survive
 	if err := c.Set(ctx, "v1:k", want); err != nil {
@@ -87,8 +88,8 @@ func TestCacheSweepsDeadEntries(t *testing.T) {
 	if err := c.Set(ctx, "long", entry("l", time.Minute, 48*time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	clk.advance(sweepInterval + time.Minute)
-	if err := c.Set(ctx, "new", discovery.Entry{Value: []byte("n"), DeleteAt: clk.now().Add(time.Hour)}); err != nil {
+	clk.Advance(sweepInterval + time.Minute)
+	if err := c.Set(ctx, "new", discovery.Entry{Value: []byte("n"), DeleteAt: clk.Now().Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
 	var keys []string

@@ -5,12 +5,12 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/tarport/tarport/shared/download/jobstest"
 	"github.com/tarport/tarport/shared/tarport"
+	"github.com/tarport/tarport/shared/testkit/fakeclock"
 )
 
 // TestJobsContract: the behaviour every job store shares.
@@ -30,21 +30,10 @@ func TestJobsContract(t *testing.T) {
 // t0 is the fake "now" the bbolt-only tests (and the cache's) start at.
 var t0 = jobstest.T0
 
-// clock is a settable time source safe for concurrent readers.
-type clock struct{ ns atomic.Int64 }
-
-func newClock() *clock {
-	c := &clock{}
-	c.set(t0)
-	return c
-}
-
-func (c *clock) now() time.Time          { return time.Unix(0, c.ns.Load()).UTC() }
-func (c *clock) set(t time.Time)         { c.ns.Store(t.UnixNano()) }
-func (c *clock) advance(d time.Duration) { c.ns.Add(int64(d)) }
+func newClock() *fakeclock.Clock { return fakeclock.At(t0) }
 
 // openJobs opens a fresh store in a temporary directory with a fake clock.
-func openJobs(t *testing.T) (*Jobs, *clock, string) {
+func openJobs(t *testing.T) (*Jobs, *fakeclock.Clock, string) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "jobs.db")
 	j, err := Open(path)
@@ -52,7 +41,7 @@ func openJobs(t *testing.T) (*Jobs, *clock, string) {
 		t.Fatalf("Open: %v", err)
 	}
 	c := newClock()
-	j.now = c.now
+	j.now = c.Now
 	t.Cleanup(func() { j.Close() })
 	return j, c, path
 }
@@ -146,7 +135,7 @@ func TestUnfinishedAndExpired(t *testing.T) {
 			ctx := context.Background()
 			j, c, _ := openJobs(t)
 			seedJobs(t, j)
-			c.set(tt.at)
+			c.Set(tt.at)
 			un, err := j.Unfinished(ctx)
 			if err != nil {
 				t.Fatal(err)
@@ -171,9 +160,9 @@ func TestDelete(t *testing.T) {
 	j, c, _ := openJobs(t)
 	old := job("old", "k", 1)
 	mustCreate(t, j, old)
-	c.advance(time.Hour + tarport.JoinMargin) // old expires; a new job takes the key
+	c.Advance(time.Hour + tarport.JoinMargin) // old expires; a new job takes the key
 	fresh := job("new", "k", 1)
-	fresh.ExpiresAt = c.now().Add(time.Hour + tarport.JoinMargin)
+	fresh.ExpiresAt = c.Now().Add(time.Hour + tarport.JoinMargin)
 	mustCreate(t, j, fresh)
 
 	// The collector deletes the expired job: the key stays with the new one.
@@ -185,7 +174,7 @@ func TestDelete(t *testing.T) {
 		t.Fatalf("Expired after deleting the only expired job = %v, %v; want none", ids(ex), err)
 	}
 	again := job("again", "k", 1)
-	again.ExpiresAt = c.now().Add(time.Hour + tarport.JoinMargin)
+	again.ExpiresAt = c.Now().Add(time.Hour + tarport.JoinMargin)
 	live, created, err := j.Create(ctx, again)
 	if err != nil || created || live.ID != "new" {
 		t.Fatalf("Create after deleting the old job = (%q, %v, %v), want the new job shared", live.ID, created, err)
@@ -215,7 +204,7 @@ func TestSurvivesReopen(t *testing.T) {
 	want := job("j", "k", 100, 200)
 	want.Layers[1].Parts = 3
 	mustCreate(t, j, want)
-	c.advance(time.Minute)
+	c.Advance(time.Minute)
 	if err := j.SetStatus(ctx, "j", tarport.StatusFetching, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +227,7 @@ func TestSurvivesReopen(t *testing.T) {
 		t.Fatalf("reopening: %v", err)
 	}
 	t.Cleanup(func() { j2.Close() })
-	j2.now = c.now
+	j2.now = c.Now
 	after := mustGet(t, j2, "j")
 	if !reflect.DeepEqual(after, before) {
 		t.Fatalf("job after reopen:\n got %+v\nwant %+v", after, before)

@@ -7,29 +7,20 @@ import (
 	"log/slog"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/tarport/tarport/shared/boltdb"
 	"github.com/tarport/tarport/shared/discovery"
 	"github.com/tarport/tarport/shared/tarport"
+	"github.com/tarport/tarport/shared/testkit/fakeclock"
 )
 
 // t0 is near the real time: the bbolt cache drops entries past DeleteAt
 // by its own clock.
 var t0 = time.Now().UTC().Truncate(time.Second)
 
-type clock struct{ ns atomic.Int64 }
-
-func newClock() *clock {
-	c := &clock{}
-	c.ns.Store(t0.UnixNano())
-	return c
-}
-
-func (c *clock) now() time.Time          { return time.Unix(0, c.ns.Load()).UTC() }
-func (c *clock) advance(d time.Duration) { c.ns.Add(int64(d)) }
+func newClock() *fakeclock.Clock { return fakeclock.At(t0) }
 
 // fakeHub counts calls per method and answers from simple rules.
 type fakeHub struct {
@@ -188,9 +179,9 @@ var caches = []struct {
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // newService builds a service over hub and cache with a fake clock.
-func newService(hub discovery.Hub, cache discovery.Cache, cfg discovery.Config) (*discovery.Service, *clock) {
+func newService(hub discovery.Hub, cache discovery.Cache, cfg discovery.Config) (*discovery.Service, *fakeclock.Clock) {
 	clk := newClock()
-	cfg.Now = clk.now
+	cfg.Now = clk.Now
 	cfg.Logger = quiet
 	return discovery.New(hub, cache, cfg), clk
 }

@@ -33,7 +33,7 @@ func TestCacheHitAndExpiry(t *testing.T) {
 			if first.Value.Query != "nginx" || first.Value.Page != 1 || first.Value.Limit != 10 {
 				t.Fatalf("page fields = %q %d %d", first.Value.Query, first.Value.Page, first.Value.Limit)
 			}
-			clk.advance(4 * time.Minute)
+			clk.Advance(4 * time.Minute)
 			second, err := s.Search(ctx, "  nGINX ", 1, 10)
 			if err != nil || !second.Cached || second.Stale || hub.count("search") != 1 {
 				t.Fatalf("second search: %+v %v, upstream calls %d", second, err, hub.count("search"))
@@ -45,7 +45,7 @@ func TestCacheHitAndExpiry(t *testing.T) {
 				t.Fatalf("another page must be its own entry: %v, calls %d", err, hub.count("search"))
 			}
 
-			clk.advance(time.Minute + time.Second) // past the 5 min TTL
+			clk.Advance(time.Minute + time.Second) // past the 5 min TTL
 			third, err := s.Search(ctx, "nginx", 1, 10)
 			if err != nil || third.Cached || hub.count("search") != 3 || third.Value.Results[0].Description != "call 3" {
 				t.Fatalf("after TTL: %+v %v, calls %d", third, err, hub.count("search"))
@@ -102,7 +102,7 @@ func TestStaleOnError(t *testing.T) {
 			if _, err := s.Details(ctx, "bitnami/redis"); err != nil {
 				t.Fatal(err)
 			}
-			clk.advance(31 * time.Minute) // past the 30 min TTL
+			clk.Advance(31 * time.Minute) // past the 30 min TTL
 
 			for _, code := range []tarport.Code{tarport.CodeUpstream, tarport.CodeUpstreamTimeout, tarport.CodeRateLimited} {
 				hub.setErr(tarport.Errorf(code, "hub trouble"))

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/regclient/regclient/types/descriptor"
@@ -525,22 +526,31 @@ func TestAbandonKeepsCredentialsGone(t *testing.T) {
 // TestDefaultAttemptsAreTheBudget: unconfigured, a layer is read
 // tarport.LayerAttempts times per delivery before its job fails (the
 // retry budget's second level).
+// In a synctest bubble: the backoff between attempts (0.5 s x n²) passes
+// on the bubble's clock, not the test's.
 func TestDefaultAttemptsAreTheBudget(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, Config{})
-	task, blob := oneLayerJob(t, h, 15, 5000)
-	corrupt := bytes.Clone(blob)
-	corrupt[10] ^= 1
-	h.reg.blobs[task.Desc.Digest] = corrupt
-	if err := h.svc.RunTask(context.Background(), task); err != nil {
-		t.Fatal(err)
-	}
-	if n := h.reg.openCount(task.Desc.Digest); n != tarport.LayerAttempts {
-		t.Errorf("%d reads, want tarport.LayerAttempts = %d", n, tarport.LayerAttempts)
-	}
-	if job := h.jobs.job(t, task.JobID); job.Status != tarport.StatusFailed {
-		t.Errorf("job %s after every attempt failed", job.Status)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, Config{})
+		task, blob := oneLayerJob(t, h, 15, 5000)
+		corrupt := bytes.Clone(blob)
+		corrupt[10] ^= 1
+		h.reg.blobs[task.Desc.Digest] = corrupt
+		start := time.Now()
+		if err := h.svc.RunTask(context.Background(), task); err != nil {
+			t.Fatal(err)
+		}
+		if n := h.reg.openCount(task.Desc.Digest); n != tarport.LayerAttempts {
+			t.Errorf("%d reads, want tarport.LayerAttempts = %d", n, tarport.LayerAttempts)
+		}
+		// Backoff before attempts 2 and 3: 0.5 s x (4 + 9).
+		if waited := time.Since(start); waited != 6500*time.Millisecond {
+			t.Errorf("waited %s between attempts, want 6.5s", waited)
+		}
+		if job := h.jobs.job(t, task.JobID); job.Status != tarport.StatusFailed {
+			t.Errorf("job %s after every attempt failed", job.Status)
+		}
+	})
 }
 
 // TestRunTaskRefusesMalformedTasks: a task this version cannot run (no

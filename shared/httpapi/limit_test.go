@@ -4,32 +4,14 @@ import (
 	"context"
 	"net/http"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/tarport/tarport/shared/download"
 	"github.com/tarport/tarport/shared/limits"
 	"github.com/tarport/tarport/shared/tarport"
+	"github.com/tarport/tarport/shared/testkit/fakeclock"
 )
-
-// clock is a settable time for the limiter.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 // The limiter's own rules (refill, buckets per client, atomicity) are
 // limitstest's; these tests are about which requests count, as whom.
@@ -60,8 +42,8 @@ func TestClientOf(t *testing.T) {
 func TestLimitedHandlers(t *testing.T) {
 	t.Parallel()
 	d := &fakeDownloads{}
-	c := &clock{t: time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC)}
-	api := newTestAPI(t, d, Options{Limits: limits.New(limits.NewMemory(), limits.Rules{RatePerMinute: 2}, c.now)})
+	c := fakeclock.At(time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC))
+	api := newTestAPI(t, d, Options{Limits: limits.New(limits.NewMemory(), limits.Rules{RatePerMinute: 2}, c.Now)})
 
 	from := func(r *http.Request, ip string) *http.Request { r.RemoteAddr = ip + ":5555"; return r }
 	// POST and pull share the client's bucket.
@@ -95,7 +77,7 @@ func TestLimitedHandlers(t *testing.T) {
 		}
 	}
 	// A token is back after window/rate.
-	c.add(30 * time.Second)
+	c.Advance(30 * time.Second)
 	if res := do(t, api, from(post("/api/downloads", `{"image":"nginx"}`), "198.51.100.7")); res.status != 202 {
 		t.Errorf("after 30 s: %d, want the refilled token", res.status)
 	}

@@ -18,7 +18,7 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/tarport/tarport/shared/tarplan"
-	"github.com/tarport/tarport/shared/testkit/regtest"
+	"github.com/tarport/tarport/shared/testkit/daemon"
 )
 
 // gzipLayer returns a real layer, a gzip-compressed tar of files (name to
@@ -370,7 +370,7 @@ func checkWithSkopeo(t *testing.T, tarPath string, img tarplan.Image) {
 	if testing.Short() {
 		t.Skip("runs skopeo; skipped with -short")
 	}
-	skopeo := regtest.Binary(t, "skopeo")
+	skopeo := daemon.Binary(t, "skopeo")
 	dir := t.TempDir()
 	for i, src := range []string{"docker-archive:" + tarPath, "docker-archive:" + tarPath + ":" + img.RepoTags[0], "oci-archive:" + tarPath} {
 		dst := fmt.Sprintf("oci:%s:copy", filepath.Join(dir, fmt.Sprint(i)))

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tarport/tarport/shared/testkit/daemon"
 	"github.com/tarport/tarport/shared/testkit/regtest"
 	"github.com/tarport/tarport/shared/testkit/tarcheck"
 	"github.com/tarport/tarport/web"
@@ -142,7 +143,7 @@ func TestRateLimit(t *testing.T) {
 // TestPullOneLiner runs the README's curl line against the local server.
 func TestPullOneLiner(t *testing.T) {
 	t.Parallel()
-	curl := regtest.Binary(t, "curl")
+	curl := daemon.Binary(t, "curl")
 	reg := regtest.Start(t)
 	pushed := regtest.PushMultiArch(t, reg, "team/pull", "v1")
 	srv := startServer(t, registryEnv(reg.Host))
@@ -174,7 +175,7 @@ func TestPullOneLiner(t *testing.T) {
 // broken download continues with curl -C - and ends identical.
 func TestLinkRangeAndResume(t *testing.T) {
 	t.Parallel()
-	curl := regtest.Binary(t, "curl")
+	curl := daemon.Binary(t, "curl")
 	reg := regtest.Start(t)
 	regtest.PushImage(t, reg, "team/big", "v1", regtest.ImageSpec{Layers: []regtest.LayerSpec{{Size: 12 << 20, Random: true}, {Size: 10 << 10}}})
 	srv := startServer(t, registryEnv(reg.Host))

@@ -17,6 +17,7 @@ import (
 
 	"github.com/tarport/tarport/infra/local/app"
 	"github.com/tarport/tarport/shared/settings"
+	"github.com/tarport/tarport/shared/testkit/daemon"
 	"github.com/tarport/tarport/shared/testkit/regtest"
 )
 
@@ -25,7 +26,7 @@ type server struct {
 	*httptest.Server
 	app     *app.App
 	dataDir string
-	logs    *regtest.SyncBuffer
+	logs    *daemon.SyncBuffer
 }
 
 func startServer(t *testing.T, env map[string]string) *server {
@@ -56,7 +57,7 @@ func startServerAt(t *testing.T, dataDir string, env map[string]string) *server 
 		ln.Close()
 		t.Fatal(err)
 	}
-	logs := &regtest.SyncBuffer{}
+	logs := &daemon.SyncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	a, err := app.New(t.Context(), s, log)
 	if err != nil {

@@ -9,28 +9,21 @@ import (
 	"fmt"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/tarport/tarport/shared/discovery"
+	"github.com/tarport/tarport/shared/testkit/fakeclock"
 )
 
 // T0 is the fake "now" each case starts at.
 var T0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 
-// Clock is a settable time source safe for concurrent readers.
-type Clock struct{ ns atomic.Int64 }
+// Clock is the kits' settable clock.
+type Clock = fakeclock.Clock
 
 // NewClock returns a clock at T0.
-func NewClock() *Clock {
-	c := &Clock{}
-	c.ns.Store(T0.UnixNano())
-	return c
-}
-
-func (c *Clock) Now() time.Time          { return time.Unix(0, c.ns.Load()).UTC() }
-func (c *Clock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
+func NewClock() *Clock { return fakeclock.At(T0) }
 
 // Open returns a fresh, empty cache that reads time from now.
 type Open func(t *testing.T, now func() time.Time) discovery.Cache

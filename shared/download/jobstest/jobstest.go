@@ -20,6 +20,7 @@ import (
 
 	"github.com/tarport/tarport/shared/download"
 	"github.com/tarport/tarport/shared/tarport"
+	"github.com/tarport/tarport/shared/testkit/fakeclock"
 )
 
 // T0 is the fake "now" each case starts at.
@@ -35,19 +36,11 @@ const (
 	JoinMargin = tarport.JoinMargin
 )
 
-// Clock is a settable time source safe for concurrent readers.
-type Clock struct{ ns atomic.Int64 }
+// Clock is the kits' settable clock.
+type Clock = fakeclock.Clock
 
 // NewClock returns a clock at T0.
-func NewClock() *Clock {
-	c := &Clock{}
-	c.Set(T0)
-	return c
-}
-
-func (c *Clock) Now() time.Time          { return time.Unix(0, c.ns.Load()).UTC() }
-func (c *Clock) Set(t time.Time)         { c.ns.Store(t.UnixNano()) }
-func (c *Clock) Advance(d time.Duration) { c.ns.Add(int64(d)) }
+func NewClock() *Clock { return fakeclock.At(T0) }
 
 // Store is a job store: both stores count split layers' parts too.
 type Store interface {

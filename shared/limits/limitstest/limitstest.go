@@ -17,6 +17,7 @@ import (
 
 	"github.com/tarport/tarport/shared/limits"
 	"github.com/tarport/tarport/shared/tarport"
+	"github.com/tarport/tarport/shared/testkit/fakeclock"
 )
 
 // T0 is the fake "now" each case starts at, 10 minutes into an hour.
@@ -58,17 +59,7 @@ func RunSkipping(t *testing.T, open Open, skip map[string]string) {
 	}
 }
 
-// clock is a settable time safe for concurrent readers.
-type clock struct{ ns atomic.Int64 }
-
-func newClock() *clock {
-	c := &clock{}
-	c.ns.Store(T0.UnixNano())
-	return c
-}
-
-func (c *clock) now() time.Time          { return time.Unix(0, c.ns.Load()).UTC() }
-func (c *clock) advance(d time.Duration) { c.ns.Add(int64(d)) }
+func newClock() *fakeclock.Clock { return fakeclock.At(T0) }
 
 // refused checks err is code with a Retry-After of about wait.
 func refused(t *testing.T, err error, code tarport.Code, wait time.Duration) *tarport.Error {
@@ -95,7 +86,7 @@ func ok(t *testing.T, err error, what string) {
 // the burst.
 func rateRefills(t *testing.T, open Open) {
 	c := newClock()
-	l := limits.New(open(t), limits.Rules{RatePerMinute: 3}, c.now) // one every 20 s
+	l := limits.New(open(t), limits.Rules{RatePerMinute: 3}, c.Now) // one every 20 s
 	ctx := context.Background()
 	for i, s := range []struct {
 		advance time.Duration
@@ -112,7 +103,7 @@ func rateRefills(t *testing.T, open Open) {
 		{0, true, 0},
 		{0, false, 20 * time.Second},
 	} {
-		c.advance(s.advance)
+		c.Advance(s.advance)
 		err := l.Allow(ctx, "192.0.2.1")
 		if s.ok {
 			ok(t, err, fmt.Sprintf("step %d", i))
@@ -124,7 +115,7 @@ func rateRefills(t *testing.T, open Open) {
 
 // ratePerClient: one client's burst does not limit another.
 func ratePerClient(t *testing.T, open Open) {
-	l := limits.New(open(t), limits.Rules{RatePerMinute: 2}, newClock().now)
+	l := limits.New(open(t), limits.Rules{RatePerMinute: 2}, newClock().Now)
 	ctx := context.Background()
 	for _, client := range []string{"192.0.2.1", "192.0.2.2", "2001:db8::/64"} {
 		for i := range 2 {
@@ -138,7 +129,7 @@ func ratePerClient(t *testing.T, open Open) {
 
 // rateAtomic: requests racing for a bucket get exactly its burst.
 func rateAtomic(t *testing.T, open Open) {
-	l := limits.New(open(t), limits.Rules{RatePerMinute: 5}, newClock().now)
+	l := limits.New(open(t), limits.Rules{RatePerMinute: 5}, newClock().Now)
 	var passed atomic.Int32
 	var wg sync.WaitGroup
 	for range 20 {
@@ -164,8 +155,8 @@ func rateAtomic(t *testing.T, open Open) {
 func rateSharedByInstances(t *testing.T, open Open) {
 	store := open(t)
 	c := newClock()
-	a := limits.New(store, limits.Rules{RatePerMinute: 4}, c.now)
-	b := limits.New(store, limits.Rules{RatePerMinute: 4}, c.now)
+	a := limits.New(store, limits.Rules{RatePerMinute: 4}, c.Now)
+	b := limits.New(store, limits.Rules{RatePerMinute: 4}, c.Now)
 	ctx := context.Background()
 	for i, l := range []*limits.Limiter{a, b, a, b} {
 		ok(t, l.Allow(ctx, "198.51.100.1"), fmt.Sprintf("request %d", i+1))
@@ -178,10 +169,10 @@ func rateSharedByInstances(t *testing.T, open Open) {
 // refusal says when the bytes fit again; other clients are not touched.
 func quotaPerClient(t *testing.T, open Open) {
 	c := newClock()
-	l := limits.New(open(t), limits.Rules{ClientPerDay: 100}, c.now)
+	l := limits.New(open(t), limits.Rules{ClientPerDay: 100}, c.Now)
 	ctx := context.Background()
 	ok(t, l.Charge(ctx, "192.0.2.1", "job-a", 60), "first 60 bytes")
-	c.advance(2 * time.Hour)
+	c.Advance(2 * time.Hour)
 	e := refused(t, l.Charge(ctx, "192.0.2.1", "job-b", 50), tarport.CodeQuotaExceeded, 22*time.Hour-10*time.Minute)
 	for _, want := range []string{"your address", "100 B", "50 B", "2025-03-02 12:00 UTC"} {
 		if !strings.Contains(e.Message, want) {
@@ -197,17 +188,17 @@ func quotaPerClient(t *testing.T, open Open) {
 // counted in, and the refusal names the hour that frees enough.
 func quotaRollsOver(t *testing.T, open Open) {
 	c := newClock()
-	l := limits.New(open(t), limits.Rules{ClientPerDay: 100}, c.now)
+	l := limits.New(open(t), limits.Rules{ClientPerDay: 100}, c.Now)
 	ctx := context.Background()
 	ok(t, l.Charge(ctx, "192.0.2.1", "a", 30), "hour 0")
-	c.advance(time.Hour)
+	c.Advance(time.Hour)
 	ok(t, l.Charge(ctx, "192.0.2.1", "b", 30), "hour 1")
-	c.advance(time.Hour)
+	c.Advance(time.Hour)
 	ok(t, l.Charge(ctx, "192.0.2.1", "c", 40), "hour 2")
-	c.advance(20 * time.Hour) // 22:10 after T0
+	c.Advance(20 * time.Hour) // 22:10 after T0
 	// 50 more need hours 0 and 1 gone: at T0's hour + 25 h.
 	refused(t, l.Charge(ctx, "192.0.2.1", "d", 50), tarport.CodeQuotaExceeded, 3*time.Hour-10*time.Minute)
-	c.advance(2*time.Hour - 10*time.Minute) // hour 24: hour 0 is out
+	c.Advance(2*time.Hour - 10*time.Minute) // hour 24: hour 0 is out
 	ok(t, l.Charge(ctx, "192.0.2.1", "e", 30), "after hour 0 left the window")
 	refused(t, l.Charge(ctx, "192.0.2.1", "f", 1), tarport.CodeQuotaExceeded, time.Hour)
 }
@@ -217,7 +208,7 @@ func quotaRollsOver(t *testing.T, open Open) {
 func budgetRefundsClient(t *testing.T, open Open) {
 	store := open(t)
 	c := newClock()
-	l := limits.New(store, limits.Rules{ClientPerDay: 50, BudgetPerDay: 100}, c.now)
+	l := limits.New(store, limits.Rules{ClientPerDay: 50, BudgetPerDay: 100}, c.Now)
 	ctx := context.Background()
 	ok(t, l.Charge(ctx, "192.0.2.1", "a", 50), "client 1")
 	ok(t, l.Charge(ctx, "192.0.2.2", "a", 40), "client 2")
@@ -239,7 +230,7 @@ func budgetRefundsClient(t *testing.T, open Open) {
 
 // largerThanQuota: a tar bigger than the quota itself never fits.
 func largerThanQuota(t *testing.T, open Open) {
-	l := limits.New(open(t), limits.Rules{ClientPerDay: 100}, newClock().now)
+	l := limits.New(open(t), limits.Rules{ClientPerDay: 100}, newClock().Now)
 	e := refused(t, l.Charge(context.Background(), "192.0.2.1", "a", 101), tarport.CodeQuotaExceeded, limits.Day)
 	if !strings.Contains(e.Message, "larger than") {
 		t.Errorf("refusal %q does not say the download is larger than the quota", e.Message)
@@ -248,7 +239,7 @@ func largerThanQuota(t *testing.T, open Open) {
 
 // chargesAtomic: racing charges never pass the quota.
 func chargesAtomic(t *testing.T, open Open) {
-	l := limits.New(open(t), limits.Rules{ClientPerDay: 100}, newClock().now)
+	l := limits.New(open(t), limits.Rules{ClientPerDay: 100}, newClock().Now)
 	var passed atomic.Int32
 	var wg sync.WaitGroup
 	for i := range 20 {
@@ -274,7 +265,7 @@ func chargesAtomic(t *testing.T, open Open) {
 func markCountsOnce(t *testing.T, open Open) {
 	store := open(t)
 	c := newClock()
-	l := limits.New(store, limits.Rules{ClientPerDay: 1000, BudgetPerDay: 1000}, c.now)
+	l := limits.New(store, limits.Rules{ClientPerDay: 1000, BudgetPerDay: 1000}, c.Now)
 	ctx := context.Background()
 	var wg sync.WaitGroup
 	for range 8 {
@@ -289,13 +280,13 @@ func markCountsOnce(t *testing.T, open Open) {
 	wg.Wait()
 	ok(t, l.Charge(ctx, "192.0.2.1", "job-a", 100), "again")
 	for _, key := range []string{"client#192.0.2.1", "budget"} {
-		if n := used(t, store, key, c.now()); n != 100 {
+		if n := used(t, store, key, c.Now()); n != 100 {
 			t.Fatalf("%s: %d bytes counted for one job asked for 9 times, want 100", key, n)
 		}
 	}
-	c.advance(limits.Day)
+	c.Advance(limits.Day)
 	ok(t, l.Charge(ctx, "192.0.2.1", "job-a", 100), "a day later")
-	if n := used(t, store, "client#192.0.2.1", c.now()); n != 100 {
+	if n := used(t, store, "client#192.0.2.1", c.Now()); n != 100 {
 		t.Fatalf("a day later: %d bytes in the window, want 100", n)
 	}
 }
@@ -303,7 +294,7 @@ func markCountsOnce(t *testing.T, open Open) {
 // noQuotas: zero quotas charge nothing and never refuse.
 func noQuotas(t *testing.T, open Open) {
 	store := open(t)
-	l := limits.New(store, limits.Rules{}, newClock().now)
+	l := limits.New(store, limits.Rules{}, newClock().Now)
 	ok(t, l.Charge(context.Background(), "192.0.2.1", "a", 1<<62), "no quotas")
 	if n := used(t, store, "budget", T0); n != 0 {
 		t.Fatalf("%d bytes counted without quotas", n)

@@ -1,20 +1,25 @@
-// Package daemon runs a server process for a test: on a free loopback port,
-// with its output kept for failure messages, killed with the test (or with
-// the test binary, should that die first) and waited for until it answers.
+// Package daemon is the test kits' one way to run a server process: on a
+// free loopback port (or an address of its own), with its output kept for
+// failure messages, killed with the test (or with the test binary, should
+// that die first) and waited for until it answers. It also finds the
+// external tools the kits run (Binary).
 //
-// The server kits (dynalite now; S3 and the Lambda emulator next) are thin
-// specs over this, so each gets the same port-retry and cleanup behaviour.
+// Every server kit is a thin spec over this (the registry, dynalite,
+// versitygw, moto, the Lambda emulator, containerd, and the bench's
+// tarport), so each gets the same port retry, startup wait and cleanup.
 package daemon
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"os/exec"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
-
-	"github.com/tarport/tarport/shared/testkit/regtest"
 )
 
 // Spec says how to run and probe one server.
@@ -23,6 +28,10 @@ type Spec struct {
 	Bin  string
 	// Args returns the command line for a server listening on addr ("127.0.0.1:PORT").
 	Args func(addr string) []string
+	// Addr, when set, is the address (or socket path) the server listens
+	// on, instead of a free loopback port: a restart on the same address,
+	// or a unix socket.
+	Addr string
 	Env  []string // the whole environment; nil inherits the test's
 	Dir  string
 	// Ready returns nil once the server on addr answers; it is polled.
@@ -33,12 +42,21 @@ type Spec struct {
 	// that start processes of their own (the Lambda emulator runs the
 	// function's bootstrap).
 	KillGroup bool
+	// Term, when set, makes Stop ask the server to end with SIGTERM, as an
+	// operator would, and kill it only after Term has passed.
+	Term time.Duration
+	// Output, when set, also receives everything the server prints.
+	Output io.Writer
+	// OwnGroup runs the server in a process group of its own, so a ^C to
+	// go test reaches it only through the test's cleanup (which stops
+	// servers in order), not all at once.
+	OwnGroup bool
 }
 
 // Daemon is one running server.
 type Daemon struct {
 	Addr string
-	log  regtest.SyncBuffer
+	log  SyncBuffer
 
 	pid    int
 	mu     sync.Mutex
@@ -54,9 +72,13 @@ func Start(ctx context.Context, spec Spec) (*Daemon, error) {
 	if spec.StartTimeout == 0 {
 		spec.StartTimeout = 30 * time.Second
 	}
+	if spec.Addr != "" {
+		d := &Daemon{Addr: spec.Addr}
+		return d, d.run(ctx, spec)
+	}
 	var lastErr error
 	for range 3 {
-		addr, err := regtest.FreeAddr()
+		addr, err := FreeAddr()
 		if err != nil {
 			return nil, err
 		}
@@ -94,9 +116,17 @@ func (d *Daemon) run(ctx context.Context, spec Spec) error {
 	pctx, cancel := context.WithCancel(ctx)
 	cmd := exec.CommandContext(pctx, spec.Bin, spec.Args(d.Addr)...)
 	cmd.Env, cmd.Dir = spec.Env, spec.Dir
-	cmd.Stdout, cmd.Stderr = &d.log, &d.log
+	var out io.Writer = &d.log
+	if spec.Output != nil {
+		out = io.MultiWriter(&d.log, spec.Output)
+	}
+	cmd.Stdout, cmd.Stderr = out, out
 	cmd.WaitDelay = 5 * time.Second
-	dieWithParent(cmd)
+	if spec.Term > 0 {
+		cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+		cmd.WaitDelay = spec.Term
+	}
+	dieWithParent(cmd, spec.OwnGroup)
 	if spec.KillGroup {
 		killGroup(cmd)
 	}
@@ -132,4 +162,33 @@ func (d *Daemon) run(ctx context.Context, spec Spec) error {
 			return fmt.Errorf("%s on %s not ready after %s (last probe: %v)\n%s output:\n%s", spec.Name, d.Addr, spec.StartTimeout, err, spec.Name, d.Log())
 		}
 	}
+}
+
+// FreeAddr returns a loopback address with a port free right now.
+func FreeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", fmt.Errorf("finding a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// SyncBuffer is a bytes.Buffer safe for one writer goroutine and concurrent
+// readers: a child process's or a logger's output that a test reads.
+type SyncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *SyncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *SyncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

@@ -9,9 +9,10 @@ import (
 )
 
 // dieWithParent kills the server when the test binary dies without running
-// its cleanups (a -timeout panic, a ^C), so no server outlives its test.
-func dieWithParent(cmd *exec.Cmd) {
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+// its cleanups (a -timeout panic, a ^C), so no server outlives its test;
+// ownGroup puts it in a process group of its own.
+func dieWithParent(cmd *exec.Cmd, ownGroup bool) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: ownGroup}
 }
 
 // killGroup makes cancellation kill the server and every process below

@@ -6,7 +6,7 @@ import "os/exec"
 
 // dieWithParent has no portable equivalent of Linux's Pdeathsig: elsewhere
 // the server is stopped only by the test's cleanup.
-func dieWithParent(*exec.Cmd) {}
+func dieWithParent(*exec.Cmd, bool) {}
 
 // killGroup kills only the server itself elsewhere.
 func killGroup(*exec.Cmd) {}

@@ -19,7 +19,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
 
 	"github.com/tarport/tarport/shared/testkit/daemon"
-	"github.com/tarport/tarport/shared/testkit/regtest"
 )
 
 // Credentials and region the kit's clients sign with; dynalite checks that
@@ -39,7 +38,7 @@ type Server struct {
 // dynalite skips t, or fails it under TARPORT_REQUIRE_TOOLS=1.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	node := regtest.Binary(t, "node", "nodejs")
+	node := daemon.Binary(t, "node", "nodejs")
 	cli, err := FindCLI()
 	if err != nil {
 		if os.Getenv("TARPORT_REQUIRE_TOOLS") == "1" {
@@ -143,13 +142,13 @@ func FindCLI() (string, error) {
 		}
 		return p, nil
 	}
-	root, err := regtest.RepoRoot()
+	root, err := daemon.RepoRoot()
 	if err != nil {
 		return "", err
 	}
 	p := filepath.Join(root, ".tools", "node", "node_modules", "dynalite", "cli.js")
 	if _, err := os.Stat(p); err != nil {
-		return "", fmt.Errorf("dynalite: not at %s and $TARPORT_DYNALITE_CLI unset: %w", p, errors.Join(regtest.ErrToolNotFound, err))
+		return "", fmt.Errorf("dynalite: not at %s and $TARPORT_DYNALITE_CLI unset: %w", p, errors.Join(daemon.ErrToolNotFound, err))
 	}
 	return p, nil
 }

@@ -25,7 +25,6 @@ import (
 	"github.com/aws/aws-lambda-go/events"
 
 	"github.com/tarport/tarport/shared/testkit/daemon"
-	"github.com/tarport/tarport/shared/testkit/regtest"
 )
 
 var (
@@ -65,7 +64,7 @@ func Build(t testing.TB, logicalID string) string {
 // returns the bootstrap's path. An empty goarch keeps the Makefile's
 // LAMBDA_GOARCH, the architecture `sam build` builds (arm64).
 func Make(ctx context.Context, logicalID, dir, goarch string) (string, error) {
-	root, err := regtest.RepoRoot()
+	root, err := daemon.RepoRoot()
 	if err != nil {
 		return "", err
 	}
@@ -108,7 +107,7 @@ type Options struct {
 // A missing emulator skips t, or fails it under TARPORT_REQUIRE_TOOLS=1.
 func Start(t testing.TB, bootstrap string, opts Options) *Function {
 	t.Helper()
-	rie := regtest.Binary(t, "aws-lambda-rie")
+	rie := daemon.Binary(t, "aws-lambda-rie")
 	f, err := Launch(context.Background(), rie, bootstrap, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -127,7 +126,7 @@ func Launch(ctx context.Context, rie, bootstrap string, opts Options) (*Function
 	}
 	// The emulator's Runtime API listens on a fixed port unless told
 	// otherwise: each function gets its own.
-	apiAddr, err := regtest.FreeAddr()
+	apiAddr, err := daemon.FreeAddr()
 	if err != nil {
 		return nil, err
 	}

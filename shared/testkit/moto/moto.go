@@ -25,7 +25,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
 	"github.com/tarport/tarport/shared/testkit/daemon"
-	"github.com/tarport/tarport/shared/testkit/regtest"
 	"github.com/tarport/tarport/shared/testkit/s3test"
 )
 
@@ -48,7 +47,7 @@ type Server struct {
 // skips t, or fails it under TARPORT_REQUIRE_TOOLS=1.
 func Start(t testing.TB, env ...string) *Server {
 	t.Helper()
-	s, err := Launch(context.Background(), regtest.Binary(t, "moto_server"), env...)
+	s, err := Launch(context.Background(), daemon.Binary(t, "moto_server"), env...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +119,7 @@ func (s *Server) Env() []string {
 func Python(t testing.TB) string {
 	t.Helper()
 	var candidates []string
-	if root, err := regtest.RepoRoot(); err == nil {
+	if root, err := daemon.RepoRoot(); err == nil {
 		candidates = append(candidates, filepath.Join(root, ".tools", "py", "bin", "python"))
 	}
 	candidates = append(candidates, "python3")
@@ -129,8 +128,8 @@ func Python(t testing.TB) string {
 			return p
 		}
 	}
-	// regtest.Binary decides between skip and failure, and says how to install.
-	regtest.Binary(t, "python-with-samtranslator")
+	// daemon.Binary decides between skip and failure, and says how to install.
+	daemon.Binary(t, "python-with-samtranslator")
 	return ""
 }
 

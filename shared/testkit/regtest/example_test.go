@@ -6,6 +6,7 @@ import (
 	"log"
 	"os"
 
+	"github.com/tarport/tarport/shared/testkit/daemon"
 	"github.com/tarport/tarport/shared/testkit/regtest"
 )
 
@@ -13,7 +14,7 @@ import (
 // image; memory stays flat whatever the sizes.
 func ExampleWriteLarge() {
 	ctx := context.Background()
-	bin, err := regtest.FindBinary("registry", "docker-registry")
+	bin, err := daemon.FindBinary("registry", "docker-registry")
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -19,15 +19,12 @@
 package regtest
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -35,6 +32,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/bcrypt"
+
+	"github.com/tarport/tarport/shared/testkit/daemon"
 )
 
 // Realm is the basic-auth realm of a registry started WithHtpasswd.
@@ -50,10 +49,10 @@ type Registry struct {
 
 	bin    string
 	config string
-	log    *SyncBuffer
+	log    *daemon.SyncBuffer // every run's output
 
 	mu   sync.Mutex
-	proc *process
+	proc *daemon.Daemon
 }
 
 // Option configures a registry before it starts.
@@ -73,7 +72,7 @@ func WithHtpasswd(user, pass string) Option {
 // the test ends. The test is skipped when the registry binary is missing (see Binary).
 func Start(t testing.TB, opts ...Option) *Registry {
 	t.Helper()
-	bin := Binary(t, "registry", "docker-registry")
+	bin := daemon.Binary(t, "registry", "docker-registry")
 	// Not t.Context(): it is cancelled before cleanups run, and a test's own cleanups
 	// may still talk to the registry.
 	r, err := Launch(context.Background(), bin, t.TempDir(), opts...)
@@ -97,7 +96,7 @@ func Launch(ctx context.Context, bin, dir string, opts ...Option) (*Registry, er
 		Password: s.pass,
 		bin:      bin,
 		config:   filepath.Join(dir, "config.yml"),
-		log:      &SyncBuffer{},
+		log:      &daemon.SyncBuffer{},
 	}
 	var htpasswd string
 	if s.user != "" {
@@ -111,7 +110,7 @@ func Launch(ctx context.Context, bin, dir string, opts ...Option) (*Registry, er
 	var err error
 	for range 3 {
 		var addr string
-		if addr, err = FreeAddr(); err != nil {
+		if addr, err = daemon.FreeAddr(); err != nil {
 			return nil, err
 		}
 		if err = writeConfig(r.config, addr, filepath.Join(dir, "data"), htpasswd); err != nil {
@@ -139,19 +138,18 @@ func (r *Registry) Dest(repo, tag string) Dest {
 	return Dest{Ref: r.Ref(repo, tag), Username: r.Username, Password: r.Password}
 }
 
-// Log returns what the registry printed so far (warnings and errors only).
+// Log returns what the registry printed so far, over all its runs.
 func (r *Registry) Log() string { return r.log.String() }
 
 // Stop kills the registry and waits for it to exit. Its storage stays, so Restart brings
 // the same content back. Stopping twice is fine.
 func (r *Registry) Stop() {
 	r.mu.Lock()
-	p := r.proc
+	d := r.proc
 	r.proc = nil
 	r.mu.Unlock()
-	if p != nil {
-		p.cancel()
-		<-p.done
+	if d != nil {
+		d.Stop()
 	}
 }
 
@@ -163,67 +161,40 @@ func (r *Registry) Restart(ctx context.Context) error {
 	return r.spawn(ctx)
 }
 
-type process struct {
-	cancel context.CancelFunc
-	done   chan struct{}
-	err    error // set before done is closed
-}
-
-// spawn starts the registry on r.config and waits until it answers /v2/.
+// spawn runs the registry on r.config (which names r.Host) and waits until it answers
+// /v2/: 200 when anonymous, 401 with auth.
 func (r *Registry) spawn(ctx context.Context) error {
-	pctx, cancel := context.WithCancel(ctx)
-	cmd := exec.CommandContext(pctx, r.bin, "serve", r.config)
-	cmd.Env = registryEnv()
-	cmd.Stdout, cmd.Stderr = r.log, r.log
-	cmd.WaitDelay = 5 * time.Second
-	dieWithParent(cmd)
-	if err := cmd.Start(); err != nil {
-		cancel()
-		return fmt.Errorf("running %s: %w", r.bin, err)
-	}
-	p := &process{cancel: cancel, done: make(chan struct{})}
-	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-	}()
-	r.mu.Lock()
-	r.proc = p
-	r.mu.Unlock()
-
-	if err := r.waitReady(ctx, p); err != nil {
-		r.Stop()
-		return fmt.Errorf("%w\nregistry output:\n%s", err, r.log.String())
-	}
-	return nil
-}
-
-// waitReady polls GET /v2/ until the registry answers: 200 when anonymous, 401 with auth.
-func (r *Registry) waitReady(ctx context.Context, p *process) error {
-	client := &http.Client{Timeout: time.Second}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, r.URL()+"/v2/", nil)
-		if err != nil {
-			return err
-		}
-		resp, err := client.Do(req)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusUnauthorized {
-				return nil
+	d, err := daemon.Start(ctx, daemon.Spec{
+		Name:         "registry",
+		Bin:          r.bin,
+		Addr:         r.Host,
+		Args:         func(string) []string { return []string{"serve", r.config} },
+		Env:          registryEnv(),
+		Output:       r.log,
+		StartTimeout: 20 * time.Second,
+		Ready: func(ctx context.Context, addr string) error {
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v2/", nil)
+			if err != nil {
+				return err
 			}
-		}
-		select {
-		case <-p.done:
-			return fmt.Errorf("registry on %s exited during startup: %v", r.Host, p.err)
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for registry on %s: %w", r.Host, ctx.Err())
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("registry on %s not ready after 20s (last error: %v)", r.Host, err)
-		}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusUnauthorized {
+				return fmt.Errorf("GET /v2/: %s", resp.Status)
+			}
+			return nil
+		},
+	})
+	if err != nil {
+		return err
 	}
+	r.mu.Lock()
+	r.proc = d
+	r.mu.Unlock()
+	return nil
 }
 
 // registryEnv is the test's environment without REGISTRY_* variables, which would
@@ -291,33 +262,4 @@ func writeHtpasswd(path, user, pass string) error {
 		return fmt.Errorf("writing htpasswd: %w", err)
 	}
 	return nil
-}
-
-// FreeAddr returns a loopback address with a port free right now.
-func FreeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", fmt.Errorf("finding a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
-
-// SyncBuffer is a bytes.Buffer safe for one writer goroutine and concurrent
-// readers: a child process's or a logger's output that a test reads.
-type SyncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *SyncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *SyncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

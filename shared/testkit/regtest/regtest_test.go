@@ -27,6 +27,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 	"github.com/klauspost/compress/zstd"
 
+	"github.com/tarport/tarport/shared/testkit/daemon"
 	"github.com/tarport/tarport/shared/testkit/regtest"
 )
 
@@ -36,24 +37,24 @@ func TestBinaryEnvOverride(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Setenv("TARPORT_FAKE_TOOL_BIN", fake)
-	if got := regtest.Binary(t, "fake-tool"); got != fake {
+	if got := daemon.Binary(t, "fake-tool"); got != fake {
 		t.Errorf("Binary = %q, want the override %q", got, fake)
 	}
 }
 
 func TestFindBinary(t *testing.T) {
-	if _, err := regtest.FindBinary("tarport-no-such-tool"); !errors.Is(err, regtest.ErrToolNotFound) {
+	if _, err := daemon.FindBinary("tarport-no-such-tool"); !errors.Is(err, daemon.ErrToolNotFound) {
 		t.Errorf("missing tool: err = %v, want ErrToolNotFound", err)
 	}
 	// A candidate name is tried on PATH after the tool's own name.
-	if p, err := regtest.FindBinary("tarport-no-such-tool", "sh"); err != nil || filepath.Base(p) != "sh" {
+	if p, err := daemon.FindBinary("tarport-no-such-tool", "sh"); err != nil || filepath.Base(p) != "sh" {
 		t.Errorf("candidate sh: got %q, %v", p, err)
 	}
 	for name, want := range map[string]string{
 		"registry":       "TARPORT_REGISTRY_BIN",
 		"aws-lambda-rie": "TARPORT_AWS_LAMBDA_RIE_BIN",
 	} {
-		if got := regtest.BinaryEnv(name); got != want {
+		if got := daemon.BinaryEnv(name); got != want {
 			t.Errorf("BinaryEnv(%q) = %q, want %q", name, got, want)
 		}
 	}

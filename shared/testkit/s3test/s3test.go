@@ -24,7 +24,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/tarport/tarport/shared/testkit/daemon"
-	"github.com/tarport/tarport/shared/testkit/regtest"
 )
 
 // Credentials and region of the server's root account, which the kit's
@@ -63,7 +62,7 @@ type Server struct {
 // skips t, or fails it under TARPORT_REQUIRE_TOOLS=1.
 func Start(t testing.TB, opts ...Option) *Server {
 	t.Helper()
-	bin := regtest.Binary(t, "versitygw")
+	bin := daemon.Binary(t, "versitygw")
 	s, err := Launch(context.Background(), bin, t.TempDir(), opts...)
 	if err != nil {
 		t.Fatal(err)

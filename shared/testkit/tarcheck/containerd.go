@@ -2,10 +2,10 @@ package tarcheck
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tarport/tarport/shared/testkit/daemon"
 )
 
 // Containerd is a private containerd daemon: its root, state, temp dir and
@@ -85,51 +87,33 @@ func StartContainerd(t testing.TB) *Containerd {
 	if err != nil {
 		t.Fatalf("tarcheck.StartContainerd: %v", err)
 	}
-	cmd := exec.Command(bin, "--config", cfgPath)
-	cmd.Stdout = logf
-	cmd.Stderr = logf
-	// Its own process group: a Ctrl-C to `go test` must not reach it before
-	// the cleanup below stops it in order. Pdeathsig: if the test binary
-	// dies without cleanup (a -timeout panic), the daemon dies too.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	// Stopped with SIGTERM (killed if it ignores it for 10 s), in its own
+	// process group so a ^C to go test reaches it only through the
+	// cleanup; killed with the test binary should that die first.
+	d, err := daemon.Start(context.Background(), daemon.Spec{
+		Name:         "containerd",
+		Bin:          bin,
+		Addr:         c.Address,
+		Args:         func(string) []string { return []string{"--config", cfgPath} },
+		Output:       logf,
+		Term:         10 * time.Second,
+		OwnGroup:     true,
+		StartTimeout: containerdStartTimeout,
+		Ready: func(ctx context.Context, addr string) error {
+			conn, err := (&net.Dialer{}).DialContext(ctx, "unix", addr)
+			if err == nil {
+				conn.Close()
+			}
+			return err
+		},
+	})
+	if err != nil {
 		logf.Close()
-		t.Fatalf("tarcheck.StartContainerd: starting %s: %v", bin, err)
+		t.Fatalf("tarcheck.StartContainerd: %v", err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait(); logf.Close() }()
-	t.Cleanup(func() { c.stop(t, cmd, exited) })
-
-	deadline := time.Now().Add(containerdStartTimeout)
-	for {
-		if conn, err := net.Dial("unix", c.Address); err == nil {
-			conn.Close()
-			break
-		}
-		select {
-		case err := <-exited:
-			exited <- err // let stop see it too
-			t.Fatalf("tarcheck.StartContainerd: containerd exited before serving: %v\nlog:\n%s", err, indent(c.logTail()))
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("tarcheck.StartContainerd: no socket at %s after %s\nlog:\n%s", c.Address, containerdStartTimeout, indent(c.logTail()))
-		}
-	}
+	t.Cleanup(func() { d.Stop(); logf.Close() })
 	t.Logf("tarcheck: %s serving at %s (snapshotter %s)", version, c.Address, c.Snapshotter)
 	return c
-}
-
-// stop ends the daemon: SIGTERM, then SIGKILL after 10 s.
-func (c *Containerd) stop(t testing.TB, cmd *exec.Cmd, exited chan error) {
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-exited:
-	case <-time.After(10 * time.Second):
-		t.Logf("tarcheck: containerd (pid %d) ignored SIGTERM for 10s; killing it", cmd.Process.Pid)
-		_ = cmd.Process.Kill()
-		<-exited
-	}
 }
 
 // removeDir unmounts whatever containerd left mounted under dir (normally
