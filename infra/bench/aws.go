@@ -24,14 +24,11 @@ import (
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-	"github.com/aws/aws-sdk-go-v2/service/sqs"
 
 	"github.com/tarport/tarport/shared/dynamo"
+	"github.com/tarport/tarport/shared/testkit/awsstack"
 	"github.com/tarport/tarport/shared/testkit/daemon"
-	"github.com/tarport/tarport/shared/testkit/dynalite"
 	"github.com/tarport/tarport/shared/testkit/lambdatest"
-	"github.com/tarport/tarport/shared/testkit/moto"
-	"github.com/tarport/tarport/shared/testkit/s3test"
 	"github.com/tarport/tarport/shared/testkit/sqsmapping"
 )
 
@@ -54,15 +51,12 @@ const (
 // versitygw, DynamoDB by dynalite, SQS by the in-process fake, the bench
 // playing API Gateway and the SQS event source mapping.
 type awsStack struct {
-	env      *environment
-	dir      string
-	rie      string
-	db       *dynalite.Server
-	s3       *s3test.Server
-	sqs      *moto.Server
-	tasksURL string
-	workers  int
-	serial   int
+	env     *environment
+	dir     string
+	rie     string
+	svc     *awsstack.Services
+	workers int
+	serial  int
 
 	functions []string          // logical ids, in template order
 	host      map[string]string // logical id -> bootstrap for this machine's architecture
@@ -166,88 +160,34 @@ func findCase(cases []*benchCase, name string) *benchCase {
 func newAWSStack(ctx context.Context, e *environment, workers int) (*awsStack, error) {
 	a := &awsStack{env: e, dir: filepath.Join(e.work, "aws"), workers: workers}
 	var err error
-	hint := " (run ./infra/dev/install-deps.sh)"
 	if a.rie, err = daemon.FindBinary("aws-lambda-rie"); err != nil {
-		return nil, fmt.Errorf("%w%s", err, hint)
-	}
-	versitygw, err := daemon.FindBinary("versitygw")
-	if err != nil {
-		return nil, fmt.Errorf("%w%s", err, hint)
-	}
-	node, err := daemon.FindBinary("node", "nodejs")
-	if err != nil {
-		return nil, fmt.Errorf("%w%s", err, hint)
-	}
-	cli, err := dynalite.FindCLI()
-	if err != nil {
-		return nil, fmt.Errorf("%w%s", err, hint)
+		return nil, fmt.Errorf("%w (run ./infra/dev/install-deps.sh)", err)
 	}
 	if a.functions, err = templateFunctions("template.yaml"); err != nil {
 		return nil, err
 	}
-	for _, d := range []string{"s3", "dynalite", "build"} {
-		if err := os.MkdirAll(filepath.Join(a.dir, d), 0o755); err != nil {
-			return nil, err
-		}
-	}
-	ok := false
-	defer func() {
-		if !ok {
-			a.close()
-		}
-	}()
-	if a.s3, err = s3test.Launch(ctx, versitygw, filepath.Join(a.dir, "s3")); err != nil {
+	if err := os.MkdirAll(filepath.Join(a.dir, "build"), 0o755); err != nil {
 		return nil, err
 	}
-	if a.db, err = dynalite.Launch(ctx, node, cli, filepath.Join(a.dir, "dynalite")); err != nil {
+	// The same stack the Lambda end-to-end tests run on.
+	if a.svc, err = awsstack.Launch(ctx, a.dir); err != nil {
 		return nil, err
 	}
-	motoBin, err := daemon.FindBinary("moto_server")
-	if err != nil {
-		return nil, err
-	}
-	if a.sqs, err = moto.Launch(ctx, motoBin); err != nil {
-		return nil, err
-	}
-	if _, err := a.createQueue(ctx, "tarport-dlq", nil); err != nil {
-		return nil, err
-	}
-	// The template's queue: a visibility timeout over the assemble function's 900 s.
-	if a.tasksURL, err = a.createQueue(ctx, "tarport-tasks", map[string]string{
-		"VisibilityTimeout": "1200",
-		"RedrivePolicy":     fmt.Sprintf(`{"deadLetterTargetArn":%q,"maxReceiveCount":"3"}`, moto.QueueARN("tarport-dlq")),
-	}); err != nil {
-		return nil, err
-	}
+	bins := a.svc.Bins
 	a.versions = []string{
 		tarportVersion(ctx),
 		moduleVersion(a.rie),
-		moduleVersion(versitygw),
-		"dynalite " + packageVersion(filepath.Join(filepath.Dir(cli), "package.json")) + " on node " + commandOutput(ctx, os.Environ(), node, "--version"),
+		moduleVersion(bins.Versitygw),
+		"dynalite " + packageVersion(filepath.Join(filepath.Dir(bins.DynaliteCLI), "package.json")) + " on node " + commandOutput(ctx, os.Environ(), bins.Node, "--version"),
 	}
-	logf("aws stack: versitygw %s, dynalite %s, moto SQS %s", a.s3.Endpoint(), a.db.Endpoint(), a.sqs.URL)
-	ok = true
+	logf("aws stack: versitygw %s, dynalite %s, moto SQS %s", a.svc.S3.Endpoint(), a.svc.DB.Endpoint(), a.svc.SQS.URL)
 	return a, nil
 }
 
 func (a *awsStack) close() {
-	if a.sqs != nil {
-		a.sqs.Stop()
+	if a.svc != nil {
+		a.svc.Stop()
 	}
-	if a.db != nil {
-		a.db.Stop()
-	}
-	if a.s3 != nil {
-		a.s3.Stop()
-	}
-}
-
-func (a *awsStack) createQueue(ctx context.Context, name string, attrs map[string]string) (string, error) {
-	out, err := a.sqs.SQS().CreateQueue(ctx, &sqs.CreateQueueInput{QueueName: aws.String(name), Attributes: attrs})
-	if err != nil {
-		return "", fmt.Errorf("creating queue %s: %w", name, err)
-	}
-	return aws.ToString(out.QueueUrl), nil
 }
 
 // templateFunctions lists the logical ids of template.yaml's
@@ -353,13 +293,7 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 // funcEnv is the functions' configuration, as template.yaml sets it, on
 // the loopback stack.
 func (a *awsStack) funcEnv(bucket, table string) []string {
-	return append(append(a.db.Env(), a.s3.Env()...),
-		"AWS_ENDPOINT_URL_SQS="+a.sqs.URL,
-		"TARPORT_TABLE="+table,
-		"TARPORT_BUCKET="+bucket,
-		"TARPORT_QUEUE_URL="+a.tasksURL,
-		"TARPORT_DLQ_ARN="+moto.QueueARN("tarport-dlq"),
-		"TARPORT_TASK_KEY=bench-task-key",
+	return append(a.svc.Env(bucket, table, "bench-task-key"),
 		"TARPORT_INSECURE_REGISTRIES="+a.env.registry.Host,
 		"TARPORT_HUB_API=http://127.0.0.1:9", // nothing measured here asks Docker Hub
 		"TARPORT_LOG_LEVEL=info",
@@ -373,10 +307,10 @@ func (a *awsStack) funcEnv(bucket, table string) []string {
 func (a *awsStack) newTenant(ctx context.Context) (bucket, table string, err error) {
 	a.serial++
 	bucket, table = fmt.Sprintf("bench-%d", a.serial), fmt.Sprintf("bench-%d", a.serial)
-	if err := a.s3.NewBucket(ctx, bucket); err != nil {
+	if err := a.svc.S3.NewBucket(ctx, bucket); err != nil {
 		return "", "", err
 	}
-	if err := a.db.NewTable(ctx, table, dynamo.Schema()); err != nil {
+	if err := a.svc.DB.NewTable(ctx, table, dynamo.Schema()); err != nil {
 		return "", "", err
 	}
 	return bucket, table, nil
@@ -385,7 +319,7 @@ func (a *awsStack) newTenant(ctx context.Context) (bucket, table string, err err
 // emptyBucket deletes what a round stored (2 tars and the entries, 3 GiB),
 // so the rounds do not add up on disk.
 func (a *awsStack) emptyBucket(ctx context.Context, bucket string) error {
-	c := a.s3.Client()
+	c := a.svc.S3.Client()
 	p := s3.NewListObjectsV2Paginator(c, &s3.ListObjectsV2Input{Bucket: aws.String(bucket)})
 	for p.HasMorePages() {
 		out, err := p.NextPage(ctx)
@@ -533,8 +467,8 @@ func (a *awsStack) startFunctions(ctx context.Context, bucket, table string) (*a
 		// poller invoking its own instance, as Lambda's pollers do up to
 		// MaximumConcurrency.
 		fs.mappings = append(fs.mappings, &sqsmapping.Mapping{
-			Client:    a.sqs.SQS(),
-			QueueURL:  a.tasksURL,
+			Client:    a.svc.SQS.SQS(),
+			QueueURL:  a.svc.TasksURL,
 			BatchSize: 1,
 			Wait:      time.Second,
 			Timeout:   900 * time.Second,
@@ -593,28 +527,9 @@ func (a *awsStack) measure(ctx context.Context, fs *awsFunctions, c *benchCase) 
 	defer stopWorkers()
 
 	start := time.Now()
-	body, _ := json.Marshal(map[string]string{"image": c.ref, "platform": "linux/amd64"})
-	j, err := a.api(ctx, fs.download, "POST", "/api/downloads", string(body))
+	j, err := a.untilReady(ctx, fs, c, errc)
 	if err != nil {
 		return awsResult{}, err
-	}
-	for j.Status != "ready" || j.URL == "" {
-		if j.Status == "failed" {
-			if j.Error != nil {
-				return awsResult{}, fmt.Errorf("job %s failed: %s: %s", j.ID, j.Error.Code, j.Error.Message)
-			}
-			return awsResult{}, fmt.Errorf("job %s failed", j.ID)
-		}
-		select {
-		case err := <-errc:
-			return awsResult{}, err
-		case <-ctx.Done():
-			return awsResult{}, fmt.Errorf("job %s is %s: %w", j.ID, j.Status, ctx.Err())
-		case <-time.After(awsPollEvery):
-		}
-		if j, err = a.api(ctx, fs.download, "GET", "/api/downloads/"+j.ID, ""); err != nil {
-			return awsResult{}, err
-		}
 	}
 	r := awsResult{ready: time.Since(start)}
 	stopWorkers()
@@ -624,7 +539,7 @@ func (a *awsStack) measure(ctx context.Context, fs *awsFunctions, c *benchCase) 
 	default:
 	}
 	r.invocations = invocations.Load()
-	if visible, inFlight, delayed, err := sqsmapping.Depth(ctx, a.sqs.SQS(), a.tasksURL); err != nil || visible+inFlight+delayed > 0 {
+	if visible, inFlight, delayed, err := sqsmapping.Depth(ctx, a.svc.SQS.SQS(), a.svc.TasksURL); err != nil || visible+inFlight+delayed > 0 {
 		logf("warning: %d task messages left after job %s was ready", visible+inFlight+delayed, j.ID)
 	}
 
@@ -646,8 +561,43 @@ func (a *awsStack) measure(ctx context.Context, fs *awsFunctions, c *benchCase) 
 		r.peakRSS = max(r.peakRSS, peak)
 	}
 
-	if !strings.Contains(j.URL, "X-Amz-Signature=") || !strings.HasPrefix(j.URL, a.s3.Endpoint()+"/") {
-		return r, fmt.Errorf("job %s is ready with %q, not a presigned URL of the bucket", j.ID, j.URL)
+	return r, a.fetchTar(ctx, c, j, &r)
+}
+
+// untilReady asks the download function for c and polls the job until it
+// is ready, failing on a failed job or a worker's error.
+func (a *awsStack) untilReady(ctx context.Context, fs *awsFunctions, c *benchCase, errc <-chan error) (job, error) {
+	body, _ := json.Marshal(map[string]string{"image": c.ref, "platform": "linux/amd64"})
+	j, err := a.api(ctx, fs.download, "POST", "/api/downloads", string(body))
+	if err != nil {
+		return job{}, err
+	}
+	for j.Status != "ready" || j.URL == "" {
+		if j.Status == "failed" {
+			if j.Error != nil {
+				return job{}, fmt.Errorf("job %s failed: %s: %s", j.ID, j.Error.Code, j.Error.Message)
+			}
+			return job{}, fmt.Errorf("job %s failed", j.ID)
+		}
+		select {
+		case err := <-errc:
+			return job{}, err
+		case <-ctx.Done():
+			return job{}, fmt.Errorf("job %s is %s: %w", j.ID, j.Status, ctx.Err())
+		case <-time.After(awsPollEvery):
+		}
+		if j, err = a.api(ctx, fs.download, "GET", "/api/downloads/"+j.ID, ""); err != nil {
+			return job{}, err
+		}
+	}
+	return j, nil
+}
+
+// fetchTar downloads a ready job's presigned tar with curl, timing it,
+// and checks it is the image's tar.
+func (a *awsStack) fetchTar(ctx context.Context, c *benchCase, j job, r *awsResult) error {
+	if !strings.Contains(j.URL, "X-Amz-Signature=") || !strings.HasPrefix(j.URL, a.svc.S3.Endpoint()+"/") {
+		return fmt.Errorf("job %s is ready with %q, not a presigned URL of the bucket", j.ID, j.URL)
 	}
 	out := filepath.Join(a.env.outDir, "aws-"+c.name+".tar")
 	os.Remove(out)
@@ -655,16 +605,16 @@ func (a *awsStack) measure(ctx context.Context, fs *awsFunctions, c *benchCase) 
 	syscall.Sync()
 	u, err := a.env.timed(ctx, "curl", "-fsS", "--no-progress-meter", "-o", out, j.URL)
 	if err != nil {
-		return r, err
+		return err
 	}
 	r.fetch = u.wall
 	if r.tarSize, err = verifyTar(out, c, true); err != nil {
-		return r, fmt.Errorf("checking the tar: %w", err)
+		return fmt.Errorf("checking the tar: %w", err)
 	}
 	if r.tarSize != j.TotalBytes {
-		return r, fmt.Errorf("the presigned tar has %d bytes, the job says %d", r.tarSize, j.TotalBytes)
+		return fmt.Errorf("the presigned tar has %d bytes, the job says %d", r.tarSize, j.TotalBytes)
 	}
-	return r, nil
+	return nil
 }
 
 // pollTasks plays one poller of the event source mapping until stop is

@@ -101,22 +101,8 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	root, err := daemon.RepoRoot()
+	work, err := workDir(o)
 	if err != nil {
-		return err
-	}
-	if err := os.Chdir(root); err != nil {
-		return err
-	}
-	work := o.workDir
-	if work == "" {
-		if work, err = os.MkdirTemp("", "tarport-bench-"); err != nil {
-			return err
-		}
-	} else if err := os.MkdirAll(work, 0o755); err != nil {
-		return err
-	}
-	if work, err = filepath.Abs(work); err != nil {
 		return err
 	}
 	if o.keep {
@@ -124,11 +110,6 @@ func run() error {
 	} else {
 		defer os.RemoveAll(work)
 	}
-	// Registry storage (~3.1 GiB), tarport's entries and one output tar (2 GiB each).
-	if free := diskFree(work); free < 10<<30 {
-		return fmt.Errorf("%s has %s free; the benchmark needs about 10 GiB", work, formatBytes(free))
-	}
-
 	env, err := newEnvironment(ctx, work)
 	if err != nil {
 		return err
@@ -150,25 +131,9 @@ func run() error {
 			t.close()
 		}
 	}()
-
-	results := newResults()
-	for round := 1; round <= o.runs; round++ {
-		for _, c := range cases {
-			for _, t := range tools {
-				if err := ctx.Err(); err != nil {
-					return err
-				}
-				r, err := env.measure(ctx, t, c)
-				if err != nil {
-					return fmt.Errorf("round %d, %s, %s: %w", round, c.name, t.name(), err)
-				}
-				results.add(c.name, t.name(), r)
-				logf("round %d/%d  %-10s %-8s %s", round, o.runs, c.name, t.name(), r.summary())
-			}
-		}
-		for _, t := range tools {
-			t.endRound()
-		}
+	results, err := rounds(ctx, env, cases, tools, o.runs)
+	if err != nil {
+		return err
 	}
 	machine.loadEnd = loadAverage()
 	machine.duration = time.Since(started)
@@ -181,6 +146,65 @@ func run() error {
 		}
 		logf("wrote %s", o.doc)
 	}
+	return extraSections(ctx, o, env, tools, cases, results)
+}
+
+// workDir makes the work directory (from the repository root, where the
+// bench runs), checking it has room for the images and tars.
+func workDir(o options) (string, error) {
+	root, err := daemon.RepoRoot()
+	if err != nil {
+		return "", err
+	}
+	if err := os.Chdir(root); err != nil {
+		return "", err
+	}
+	work := o.workDir
+	if work == "" {
+		if work, err = os.MkdirTemp("", "tarport-bench-"); err != nil {
+			return "", err
+		}
+	} else if err := os.MkdirAll(work, 0o755); err != nil {
+		return "", err
+	}
+	if work, err = filepath.Abs(work); err != nil {
+		return "", err
+	}
+	// Registry storage (~3.1 GiB), tarport's entries and one output tar (2 GiB each).
+	if free := diskFree(work); free < 10<<30 {
+		os.RemoveAll(work)
+		return "", fmt.Errorf("%s has %s free; the benchmark needs about 10 GiB", work, formatBytes(free))
+	}
+	return work, nil
+}
+
+// rounds measures every tool on every case, runs times, the tools taking
+// turns within a round.
+func rounds(ctx context.Context, env *environment, cases []*benchCase, tools []tool, runs int) (*results, error) {
+	res := newResults()
+	for round := 1; round <= runs; round++ {
+		for _, c := range cases {
+			for _, t := range tools {
+				if err := ctx.Err(); err != nil {
+					return nil, err
+				}
+				r, err := env.measure(ctx, t, c)
+				if err != nil {
+					return nil, fmt.Errorf("round %d, %s, %s: %w", round, c.name, t.name(), err)
+				}
+				res.add(c.name, t.name(), r)
+				logf("round %d/%d  %-10s %-8s %s", round, runs, c.name, t.name(), r.summary())
+			}
+		}
+		for _, t := range tools {
+			t.endRound()
+		}
+	}
+	return res, nil
+}
+
+// extraSections measures and reports what -search and -aws ask for.
+func extraSections(ctx context.Context, o options, env *environment, tools []tool, cases []*benchCase, res *results) error {
 	if o.search {
 		var bin string
 		for _, t := range tools {
@@ -191,7 +215,7 @@ func run() error {
 		if bin == "" {
 			return errors.New("-search needs the tarport tool")
 		}
-		s, err := searchBench(ctx, bin, work)
+		s, err := searchBench(ctx, bin, env.work)
 		if err != nil {
 			return fmt.Errorf("search latency: %w", err)
 		}
@@ -203,7 +227,7 @@ func run() error {
 		}
 	}
 	if o.aws {
-		s, err := awsBench(ctx, env, cases, results, o.runs, o.workers)
+		s, err := awsBench(ctx, env, cases, res, o.runs, o.workers)
 		if err != nil {
 			return fmt.Errorf("aws path: %w", err)
 		}

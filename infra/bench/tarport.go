@@ -267,21 +267,7 @@ func spawnServer(ctx context.Context, bin, dataDir, registryHost string, extraEn
 		Output:       s.logFile,
 		Term:         15 * time.Second,
 		StartTimeout: 20 * time.Second,
-		Ready: func(ctx context.Context, addr string) error {
-			req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/api/health", nil)
-			if err != nil {
-				return err
-			}
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				return err
-			}
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				return fmt.Errorf("health: %s", resp.Status)
-			}
-			return nil
-		},
+		Ready:        daemon.HTTPReady(nil, "http", "/api/health", http.StatusOK),
 	})
 	if err != nil {
 		s.logFile.Close()

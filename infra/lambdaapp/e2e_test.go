@@ -25,6 +25,7 @@ import (
 	"github.com/tarport/tarport/shared/download"
 	"github.com/tarport/tarport/shared/dynamo"
 	"github.com/tarport/tarport/shared/tarport"
+	"github.com/tarport/tarport/shared/testkit/awsstack"
 	"github.com/tarport/tarport/shared/testkit/dynalite"
 	"github.com/tarport/tarport/shared/testkit/fakehub"
 	"github.com/tarport/tarport/shared/testkit/faultproxy"
@@ -62,25 +63,13 @@ func newStack(t *testing.T) *stack {
 	t.Helper()
 	st := &stack{t: t, functions: map[string]*lambdatest.Function{}}
 	st.reg = regtest.Start(t)
-	st.db = dynalite.Start(t)
+	svc := awsstack.Start(t)
+	st.s3, st.db, st.sqs = svc.S3, svc.DB, svc.SQS
 	st.table = st.db.CreateTable(t, dynamo.Schema())
-	st.s3 = s3test.Start(t)
 	st.bucket = st.s3.CreateBucket(t)
-	st.sqs = moto.Start(t)
+	st.tasksURL, st.dlqURL = svc.TasksURL, svc.DLQURL
 	st.hub = fakehub.New(t, "")
-	st.dlqURL = st.createQueue("tarport-dlq", nil)
-	st.tasksURL = st.createQueue("tarport-tasks", map[string]string{
-		"VisibilityTimeout": "960",
-		"RedrivePolicy":     fmt.Sprintf(`{"deadLetterTargetArn":%q,"maxReceiveCount":"3"}`, moto.QueueARN("tarport-dlq")),
-	})
-
-	st.env = append(append(st.db.Env(), st.s3.Env()...),
-		"AWS_ENDPOINT_URL_SQS="+st.sqs.URL,
-		"TARPORT_TABLE="+st.table,
-		"TARPORT_BUCKET="+st.bucket,
-		"TARPORT_QUEUE_URL="+st.tasksURL,
-		"TARPORT_DLQ_ARN="+moto.QueueARN("tarport-dlq"),
-		"TARPORT_TASK_KEY=test-task-key",
+	st.env = append(svc.Env(st.bucket, st.table, "test-task-key"),
 		"TARPORT_INSECURE_REGISTRIES="+st.reg.Host,
 		"TARPORT_HUB_API="+st.hub.URL,
 		"TARPORT_LOG_LEVEL=debug",
@@ -96,15 +85,6 @@ func (st *stack) depth(url string) (visible, inFlight, delayed int) {
 		st.t.Fatal(err)
 	}
 	return v, f, d
-}
-
-func (st *stack) createQueue(name string, attrs map[string]string) string {
-	st.t.Helper()
-	out, err := st.sqs.SQS().CreateQueue(context.Background(), &sqs.CreateQueueInput{QueueName: aws.String(name), Attributes: attrs})
-	if err != nil {
-		st.t.Fatal(err)
-	}
-	return *out.QueueUrl
 }
 
 // start runs (or restarts) the function logicalID under the emulator.

@@ -198,28 +198,25 @@ func (b partBitmap) count() int {
 
 // Unfinished lists live jobs that are not terminal, for resuming them
 // after a restart.
-func (j *Jobs) Unfinished(_ context.Context) ([]tarport.Job, error) {
-	var out []tarport.Job
-	err := j.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(jobsBucket).ForEach(func(_, v []byte) error {
-			var job tarport.Job
-			if err := json.Unmarshal(v, &job); err != nil {
-				return err
-			}
-			if !job.Status.Terminal() && job.Live(j.now()) {
-				out = append(out, job)
-			}
-			return nil
-		})
-	})
+func (j *Jobs) Unfinished(context.Context) ([]tarport.Job, error) {
+	jobs, err := j.list(func(job tarport.Job) bool { return !job.Status.Terminal() && job.Live(j.now()) })
 	if err != nil {
 		return nil, fmt.Errorf("listing unfinished jobs: %w", err)
 	}
-	return out, nil
+	return jobs, nil
 }
 
 // Expired lists jobs past their expiry, for the collector.
-func (j *Jobs) Expired(_ context.Context) ([]tarport.Job, error) {
+func (j *Jobs) Expired(context.Context) ([]tarport.Job, error) {
+	jobs, err := j.list(func(job tarport.Job) bool { return job.Expired(j.now()) })
+	if err != nil {
+		return nil, fmt.Errorf("listing expired jobs: %w", err)
+	}
+	return jobs, nil
+}
+
+// list returns the stored jobs keep says yes to.
+func (j *Jobs) list(keep func(tarport.Job) bool) ([]tarport.Job, error) {
 	var out []tarport.Job
 	err := j.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(jobsBucket).ForEach(func(_, v []byte) error {
@@ -227,7 +224,7 @@ func (j *Jobs) Expired(_ context.Context) ([]tarport.Job, error) {
 			if err := json.Unmarshal(v, &job); err != nil {
 				return err
 			}
-			if job.Expired(j.now()) {
+			if keep(job) {
 				out = append(out, job)
 			}
 			return nil

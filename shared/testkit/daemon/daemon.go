@@ -15,7 +15,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -191,4 +193,28 @@ func (b *SyncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.buf.String()
+}
+
+// HTTPReady is a Ready probe: a GET of scheme://addr+path through client
+// (nil: http.DefaultClient) that answers with one of statuses (none
+// given: any answer will do).
+func HTTPReady(client *http.Client, scheme, path string, statuses ...int) func(ctx context.Context, addr string) error {
+	if client == nil {
+		client = http.DefaultClient
+	}
+	return func(ctx context.Context, addr string) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+addr+path, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if len(statuses) > 0 && !slices.Contains(statuses, resp.StatusCode) {
+			return fmt.Errorf("GET %s: %s", path, resp.Status)
+		}
+		return nil
+	}
 }

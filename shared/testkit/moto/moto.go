@@ -74,16 +74,8 @@ func Launch(ctx context.Context, bin string, env ...string) (*Server, error) {
 			host, port, _ := net.SplitHostPort(addr)
 			return []string{"-H", host, "-p", port}
 		},
-		Env: env,
-		Ready: func(ctx context.Context, addr string) error {
-			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/moto-api/", nil)
-			res, err := http.DefaultClient.Do(req)
-			if err != nil {
-				return err
-			}
-			res.Body.Close()
-			return nil
-		},
+		Env:   env,
+		Ready: daemon.HTTPReady(nil, "http", "/moto-api/"),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("starting moto_server: %w", err)

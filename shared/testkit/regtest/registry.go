@@ -172,21 +172,7 @@ func (r *Registry) spawn(ctx context.Context) error {
 		Env:          registryEnv(),
 		Output:       r.log,
 		StartTimeout: 20 * time.Second,
-		Ready: func(ctx context.Context, addr string) error {
-			req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/v2/", nil)
-			if err != nil {
-				return err
-			}
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				return err
-			}
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusUnauthorized {
-				return fmt.Errorf("GET /v2/: %s", resp.Status)
-			}
-			return nil
-		},
+		Ready:        daemon.HTTPReady(nil, "http", "/v2/", http.StatusOK, http.StatusUnauthorized),
 	})
 	if err != nil {
 		return err

@@ -102,21 +102,7 @@ func Launch(ctx context.Context, bin, dir string, opts ...Option) (*Server, erro
 			args := []string{"--port", addr, "--access", AccessKey, "--secret", SecretKey, "--region", Region, "--health", healthPath}
 			return append(append(args, tlsArgs...), "posix", root)
 		},
-		Ready: func(ctx context.Context, addr string) error {
-			req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.scheme+"://"+addr+healthPath, nil)
-			if err != nil {
-				return err
-			}
-			resp, err := s.http.Do(req)
-			if err != nil {
-				return err
-			}
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
-				return fmt.Errorf("health check: %s", resp.Status)
-			}
-			return nil
-		},
+		Ready: daemon.HTTPReady(s.http, s.scheme, healthPath, http.StatusOK),
 	})
 	if err != nil {
 		s.http.CloseIdleConnections()
