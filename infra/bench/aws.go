@@ -756,7 +756,7 @@ func awsReport(m machine, a *awsStack, sizes map[string]bootstrapSize, starts ma
 		fmt.Fprintf(&b, "| %s | %s (%s) | %s | %d | %s | assemble %s, download %s, versitygw %s, dynalite %s |\n",
 			c.title, secs(median(ready)), secs(slices.Min(ready)),
 			secs(median(pickAWS(rs, func(r awsResult) time.Duration { return r.fetch }))),
-			rs[0].invocations, mib(maxPeak(rs)),
+			rs[0].invocations, mib(maxOf(rs, func(r awsResult) int64 { return r.peakRSS })),
 			secs(median(pickAWS(rs, func(r awsResult) time.Duration { return r.cpuAssemble }))),
 			secs(median(pickAWS(rs, func(r awsResult) time.Duration { return r.cpuDownload }))),
 			secs(median(pickAWS(rs, func(r awsResult) time.Duration { return r.cpuS3 }))),
@@ -782,8 +782,8 @@ func awsReport(m machine, a *awsStack, sizes map[string]bootstrapSize, starts ma
 		if len(cs) == 0 {
 			continue
 		}
-		inits := pickCold(cs, func(c coldStart) time.Duration { return c.init })
-		extra := pickCold(cs, func(c coldStart) time.Duration { return c.first - c.warm })
+		inits := pick(cs, func(c coldStart) time.Duration { return c.init })
+		extra := pick(cs, func(c coldStart) time.Duration { return c.first - c.warm })
 		fmt.Fprintf(&b, "| %s | %s | %s | %.1f ms (%.1f–%.1f) | %.1f ms |\n",
 			id, mib1(sizes[id].bytes), mib1(sizes[id].zipped), ms(median(inits)), ms(slices.Min(inits)), ms(slices.Max(inits)), ms(median(extra)))
 	}
@@ -800,18 +800,3 @@ func pickAWS(rs []awsResult, f func(awsResult) time.Duration) []time.Duration {
 	return out
 }
 
-func pickCold(cs []coldStart, f func(coldStart) time.Duration) []time.Duration {
-	out := make([]time.Duration, len(cs))
-	for i, c := range cs {
-		out[i] = f(c)
-	}
-	return out
-}
-
-func maxPeak(rs []awsResult) int64 {
-	var m int64
-	for _, r := range rs {
-		m = max(m, r.peakRSS)
-	}
-	return m
-}

@@ -172,7 +172,9 @@ func workDir(o options) (string, error) {
 	}
 	// Registry storage (~3.1 GiB), tarport's entries and one output tar (2 GiB each).
 	if free := diskFree(work); free < 10<<30 {
-		os.RemoveAll(work)
+		if o.workDir == "" {
+			os.RemoveAll(work) // made here, and empty
+		}
 		return "", fmt.Errorf("%s has %s free; the benchmark needs about 10 GiB", work, formatBytes(free))
 	}
 	return work, nil

@@ -40,7 +40,8 @@ func median(xs []time.Duration) time.Duration {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
-func pick(rs []result, f func(result) time.Duration) []time.Duration {
+// pick is f of each of rs.
+func pick[T any](rs []T, f func(T) time.Duration) []time.Duration {
 	out := make([]time.Duration, len(rs))
 	for i, r := range rs {
 		out[i] = f(r)
@@ -48,10 +49,11 @@ func pick(rs []result, f func(result) time.Duration) []time.Duration {
 	return out
 }
 
-func maxRSS(rs []result) int64 {
+// maxOf is the largest f of rs (0 for none).
+func maxOf[T any](rs []T, f func(T) int64) int64 {
 	var m int64
 	for _, r := range rs {
-		m = max(m, r.peakRSS)
+		m = max(m, f(r))
 	}
 	return m
 }
@@ -214,7 +216,7 @@ func report(m machine, versions []string, cases []*benchCase, tools []tool, res 
 				cpu = fmt.Sprintf("%s server + %s curl = %s", cpu, secs(median(pick(rs, func(r result) time.Duration { return r.client }))), secs(total))
 			}
 			fmt.Fprintf(&b, "| %s | %s | %s (%s) | %s | %s | %s | %s |\n",
-				c.title, t.name(), secs(median(walls)), secs(slices.Min(walls)), ready, cpu, mib(maxRSS(rs)), formatBytes(rs[0].tarSize))
+				c.title, t.name(), secs(median(walls)), secs(slices.Min(walls)), ready, cpu, mib(maxOf(rs, func(r result) int64 { return r.peakRSS })), formatBytes(rs[0].tarSize))
 		}
 	}
 	b.WriteString("\n")
@@ -265,10 +267,10 @@ func verdicts(cases []*benchCase, tools []tool, res *results) []string {
 		var parts []string
 		for _, c := range cases {
 			if has(c.name) {
-				parts = append(parts, fmt.Sprintf("%s %s", c.name, mib(maxRSS(res.get(c.name, "tarport")))))
+				parts = append(parts, fmt.Sprintf("%s %s", c.name, mib(maxOf(res.get(c.name, "tarport"), func(r result) int64 { return r.peakRSS }))))
 			}
 		}
-		peak := maxRSS(res.get("2g", "tarport"))
+		peak := maxOf(res.get("2g", "tarport"), func(r result) int64 { return r.peakRSS })
 		out = append(out, fmt.Sprintf("Target \"the server's peak RSS stays under 200 MiB for the 2 GiB image\": %s (%s; by case: %s).",
 			met(peak < 200<<20), mib(peak), strings.Join(parts, ", ")))
 	}

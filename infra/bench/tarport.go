@@ -257,8 +257,10 @@ func spawnServer(ctx context.Context, bin, dataDir, registryHost string, extraEn
 		"TARPORT_INSECURE_REGISTRIES=" + registryHost,
 		"TARPORT_LOG_LEVEL=warn",
 	}
-	// Stopped with SIGTERM, as an operator would (killed after 15 s).
-	s.d, err = daemon.Start(ctx, daemon.Spec{
+	// Stopped with SIGTERM, as an operator would (killed after 15 s), by
+	// stop only: a server outlives the case that started it when the next
+	// case (a new tag of the same image) reuses its cache.
+	s.d, err = daemon.Start(context.WithoutCancel(ctx), daemon.Spec{
 		Name:         "tarport",
 		Bin:          bin,
 		Addr:         addr,

@@ -16,12 +16,14 @@ import (
 	"github.com/tarport/tarport/shared/tarport"
 )
 
-// The service's files, by concern: create.go makes jobs, status.go reads
-// them, task.go defines and dispatches the queue's tasks, fetch.go runs a
-// layer task, split.go the range and verify tasks of a split layer,
-// stitch.go assembles the tar, retry.go holds the attempt loop (the budget
-// is tarport.BlobRequests and its neighbours), keys.go the object keys,
-// plan.go the planner's input, resume.go the local restart.
+// The service's files, by concern: ports.go the interfaces it needs,
+// create.go makes jobs, status.go reads them, task.go defines and
+// dispatches the queue's tasks, fetch.go runs a layer task, split.go the
+// range and verify tasks of a split layer, stitch.go assembles the tar and
+// tail.go its tail, retry.go holds the attempt loop (the budget is
+// tarport.BlobRequests and its neighbours), progress.go batches progress,
+// keys.go the object keys, plan.go the planner's input, resume.go the
+// local restart.
 
 // Config tunes a Service.
 type Config struct {

@@ -81,13 +81,7 @@ func (a *API) createDownload(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, a.log, err)
 		return
 	}
-	req, err := toRequest(body)
-	if err != nil {
-		writeError(w, r, a.log, err)
-		return
-	}
-	req.Client = a.clientOf(r)
-	v, err := a.opts.Downloads.Create(r.Context(), req)
+	_, v, err := a.create(r, body)
 	if err != nil {
 		writeError(w, r, a.log, err)
 		return
@@ -98,6 +92,18 @@ func (a *API) createDownload(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Location", a.absolute("/api/downloads/"+v.ID))
 	writeJSON(w, status, a.toResponse(v))
+}
+
+// create makes (or joins) the job a request body asks for, as the client
+// the request comes from.
+func (a *API) create(r *http.Request, body downloadRequest) (download.Request, download.View, error) {
+	req, err := toRequest(body)
+	if err != nil {
+		return req, download.View{}, err
+	}
+	req.Client = a.clientOf(r)
+	v, err := a.opts.Downloads.Create(r.Context(), req)
+	return req, v, err
 }
 
 func (a *API) downloadStatus(w http.ResponseWriter, r *http.Request) {
@@ -132,13 +138,7 @@ func (a *API) pull(w http.ResponseWriter, r *http.Request) {
 	if u, p, ok := r.BasicAuth(); ok {
 		body.Username, body.Password = u, p
 	}
-	req, err := toRequest(body)
-	if err != nil {
-		writeError(w, r, a.log, err)
-		return
-	}
-	req.Client = a.clientOf(r)
-	v, err := a.opts.Downloads.Create(r.Context(), req)
+	req, v, err := a.create(r, body)
 	if wait := a.pullWait(r.Context()); err == nil && !v.Status.Terminal() && wait > 0 {
 		v, err = a.opts.Downloads.Wait(r.Context(), v.ID, wait, req.Creds)
 	}

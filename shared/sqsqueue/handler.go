@@ -153,6 +153,12 @@ func (h *handler) record(ctx context.Context, rec events.SQSMessage) (ok bool) {
 	dead := h.opts.DeadLetterARN != "" && rec.EventSourceARN == h.opts.DeadLetterARN
 	t, err := h.codec.Decode(rec.Body)
 	if errors.Is(err, ErrUndecodable) {
+		if dead && t.JobID != "" {
+			// A newer version's task after a rollback, or a malformed one:
+			// its job cannot finish, so it fails rather than hangs.
+			log.Error("abandoning an undecodable task from the dead-letter queue", "job", t.JobID, "bytes", len(rec.Body), "err", err)
+			return h.abandoned(ctx, log.With("job", t.JobID), t, tarport.Wrap(err, tarport.CodeInternal, "a task of download %s could not be read by this server", t.JobID))
+		}
 		if dead {
 			log.Error("dropping an undecodable message from the dead-letter queue", "bytes", len(rec.Body), "err", err)
 			return true

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"reflect"
@@ -145,6 +146,8 @@ func TestHandlerDeadLetterAndUndecodable(t *testing.T) {
 		record("dead", encode(t, c, private(task("job", 7))), deadARN),
 		record("junk-main", "not a task", mainARN),
 		record("junk-dead", `{"v":99}`, deadARN),
+		record("newer-dead", `{"v":99,"job_id":"job-of-a-newer-version","layer":0}`, deadARN),
+		record("newer-main", `{"v":99,"job_id":"job-of-a-newer-version","layer":0}`, mainARN),
 		record("fine", encode(t, c, task("job", 8)), mainARN),
 	}}
 	var got calls
@@ -154,14 +157,24 @@ func TestHandlerDeadLetterAndUndecodable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ids := failures(resp); !reflect.DeepEqual(ids, []string{"junk-main"}) {
-		t.Errorf("failures = %v, want [junk-main]", ids)
+	// A newer version's message is left for redelivery (a newer instance
+	// may run it); from the dead-letter queue it fails its job.
+	if ids := failures(resp); !reflect.DeepEqual(ids, []string{"junk-main", "newer-main"}) {
+		t.Errorf("failures = %v, want [junk-main newer-main]", ids)
 	}
 	if len(got.ran) != 1 || got.ran[0].Layer != 8 {
 		t.Errorf("ran %+v, want layer 8 only", got.ran)
 	}
-	if len(got.abandoned) != 1 || got.abandoned[0].Layer != 7 || !strings.Contains(got.errs[0].Error(), "dead-letter") {
-		t.Errorf("abandoned %+v (%v), want layer 7", got.abandoned, got.errs)
+	// Records run at once: the order of the abandons is any.
+	abandoned := map[string]error{}
+	for i, tk := range got.abandoned {
+		abandoned[fmt.Sprintf("%s/%d", tk.JobID, tk.Layer)] = got.errs[i]
+	}
+	if err, ok := abandoned["job/7"]; len(abandoned) != 2 || !ok || !strings.Contains(err.Error(), "dead-letter") {
+		t.Errorf("abandoned %+v (%v), want job/7 and the newer version's job", got.abandoned, got.errs)
+	}
+	if err, ok := abandoned["job-of-a-newer-version/0"]; !ok || tarport.ErrorCode(err) != tarport.CodeInternal {
+		t.Errorf("the newer version's job: abandoned %v with %v, want internal_error", ok, err)
 	}
 	if !strings.Contains(logs.String(), "dropping an undecodable message from the dead-letter queue") {
 		t.Errorf("no log line for the dropped message:\n%s", logs.String())

@@ -34,8 +34,8 @@ const KeySize = 32
 const DefaultCredsTTL = 6 * time.Hour
 
 var (
-	// ErrUndecodable marks a message body that is not a task message of
-	// MessageVersion.
+	// ErrUndecodable marks a message body that is not a task message this
+	// code can run (MessageVersion or version 1, a known kind).
 	ErrUndecodable = errors.New("undecodable task message")
 	// ErrNoKey: credentials cannot be sealed or opened without a key.
 	ErrNoKey = errors.New("no key configured for task credentials")
@@ -162,22 +162,25 @@ func (c *Codec) Encode(t download.Task) (string, error) {
 	return string(out), nil
 }
 
-// Decode reads a message body. A body that is no task message fails with
-// ErrUndecodable. Credentials that do not open (expired, altered, moved, no
-// key) leave the task without them and fail with a CodeCredentialsGone
-// error wrapping ErrCredsExpired, ErrCredsInvalid or ErrNoKey: the task is
-// returned all the same, so its job can be failed.
+// Decode reads a message body. A body that is no task message this code
+// can run fails with ErrUndecodable; the task it returns then holds the job
+// id when the body names one (a message of a newer version, or a malformed
+// task), so a dead-lettered one can still fail its job. Credentials that do
+// not open (expired, altered, moved, no key) leave the task without them and
+// fail with a CodeCredentialsGone error wrapping ErrCredsExpired,
+// ErrCredsInvalid or ErrNoKey: the task is returned all the same, so its job
+// can be failed.
 func (c *Codec) Decode(s string) (download.Task, error) {
 	b, err := decodeBody(s)
 	if err != nil {
-		return download.Task{}, fmt.Errorf("decoding task message: %w (%w)", ErrUndecodable, err)
+		return b.Task, fmt.Errorf("decoding task message: %w (%w)", ErrUndecodable, err)
 	}
 	t := b.Task
 	if err := t.Validate(); err != nil {
-		return download.Task{}, fmt.Errorf("decoding task message: %w (%w)", ErrUndecodable, err)
+		return download.Task{JobID: t.JobID}, fmt.Errorf("decoding task message: %w (%w)", ErrUndecodable, err)
 	}
 	if err := t.Desc.Digest.Validate(); err != nil {
-		return download.Task{}, fmt.Errorf("decoding task message: %w (%w)", ErrUndecodable, err)
+		return download.Task{JobID: t.JobID}, fmt.Errorf("decoding task message: %w (%w)", ErrUndecodable, err)
 	}
 	if b.Sealed == "" {
 		return t, nil
@@ -190,15 +193,17 @@ func (c *Codec) Decode(s string) (download.Task, error) {
 	return t, nil
 }
 
-// decodeBody reads one JSON message of MessageVersion or version 1.
+// decodeBody reads one JSON message of MessageVersion or version 1. Any
+// other version is refused with the job id it names, if it names one.
 func decodeBody(s string) (body, error) {
-	var version struct {
-		V int `json:"v"`
+	var probe struct {
+		V     int    `json:"v"`
+		JobID string `json:"job_id"`
 	}
-	if err := strictJSON(s, &version); err != nil {
+	if err := strictJSON(s, &probe); err != nil {
 		return body{}, err
 	}
-	switch version.V {
+	switch probe.V {
 	case MessageVersion:
 		var b body
 		err := strictJSON(s, &b)
@@ -208,7 +213,7 @@ func decodeBody(s string) (body, error) {
 		err := strictJSON(s, &old)
 		return old.body(), err
 	}
-	return body{}, fmt.Errorf("version %d, want %d", version.V, MessageVersion)
+	return body{Task: download.Task{JobID: probe.JobID}}, fmt.Errorf("version %d, want %d", probe.V, MessageVersion)
 }
 
 // strictJSON decodes exactly one JSON value, with nothing after it.

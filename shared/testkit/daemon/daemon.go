@@ -67,12 +67,16 @@ type Daemon struct {
 	err    error // set before done closes
 }
 
-// Start runs spec on a free port and waits until it is ready. A port taken
-// between finding it and the server binding it costs one more try, not a
-// flaky test. The process lives until Stop or until ctx is done.
+// Start runs spec on a free port (or on spec.Addr) and waits until it is
+// ready. A free port taken between finding it and the server binding it
+// costs one more try, not a flaky test. The process lives until Stop or
+// until ctx is done.
 func Start(ctx context.Context, spec Spec) (*Daemon, error) {
 	if spec.StartTimeout == 0 {
 		spec.StartTimeout = 30 * time.Second
+	}
+	if spec.KillGroup && spec.Term > 0 {
+		return nil, fmt.Errorf("starting %s: KillGroup kills at once, Term asks first: choose one", spec.Name)
 	}
 	if spec.Addr != "" {
 		d := &Daemon{Addr: spec.Addr}
