@@ -799,4 +799,3 @@ func pickAWS(rs []awsResult, f func(awsResult) time.Duration) []time.Duration {
 	}
 	return out
 }
-
