@@ -1,12 +1,14 @@
 package download
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -139,6 +141,13 @@ func (s *Service) newJob(ctx context.Context, r ref.Ref, p tarport.Platform, img
 		job.Layers = append(job.Layers, tarport.LayerProgress{Digest: l.Digest, Size: l.Size, Parts: parts})
 	}
 	job.Remaining = len(tasks)
+	// Queued in the tar's order (biggest layers first): a stream of the
+	// tar waits for its entries in that order.
+	pos := map[digest.Digest]int{}
+	for i, e := range layout.Entries {
+		pos[e.Digest] = i
+	}
+	slices.SortStableFunc(tasks, func(a, b Task) int { return cmp.Compare(pos[a.Desc.Digest], pos[b.Desc.Digest]) })
 	return job, tasks, nil
 }
 

@@ -36,11 +36,7 @@ func (s *Service) tail(layout tarplan.Layout, entryKey func(digest.Digest) strin
 
 func (s *Service) entrySegment(e tarplan.Entry, start int64, entryKey func(digest.Digest) string) segment {
 	if !e.Fetched() {
-		whole := make([]byte, 0, e.Len())
-		whole = append(append(append(whole, e.Header...), e.Inline...), tarplan.Padding(e.Size)...)
-		return segment{start: start, size: e.Len(), open: func(context.Context) (io.ReadCloser, error) {
-			return io.NopCloser(bytes.NewReader(whole)), nil
-		}}
+		return inlineSegment(e, start)
 	}
 	d := e.Digest
 	return segment{start: start, size: e.Len(), open: func(ctx context.Context) (io.ReadCloser, error) {

@@ -4,8 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"mime"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -130,15 +133,38 @@ func (a *API) downloadStatus(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, a.toResponse(v))
 }
 
-// pull is the curl one-liner: 303 to the tar when ready; while pending a
-// 503 with Retry-After, which `curl --retry` honours. Registry credentials
-// may come as HTTP basic auth (curl -u user:token).
+// pull is the curl one-liner, `curl -fL --retry 100 URL -o x.tar`:
+// locally the tar streams at once; on AWS a 303 to the tar when ready,
+// while pending a 503 with Retry-After, which `curl --retry` honours.
+// Registry credentials may come as HTTP basic auth (curl -u user:token).
 func (a *API) pull(w http.ResponseWriter, r *http.Request) {
 	body := downloadRequest{Image: r.PathValue("image"), Platform: r.URL.Query().Get("platform")}
 	if u, p, ok := r.BasicAuth(); ok {
 		body.Username, body.Password = u, p
 	}
+	a.tarAnswer(w, r, body)
+}
+
+// seedDownload is the seed's POST /api/download and /api/download-stream:
+// its JSON body, answered with the tar (`curl -X POST ... --output x.tar`).
+func (a *API) seedDownload(w http.ResponseWriter, r *http.Request) {
+	var body downloadRequest
+	if err := decodeBody(w, r, &body); err != nil {
+		writeError(w, r, a.log, err)
+		return
+	}
+	a.tarAnswer(w, r, body)
+}
+
+// tarAnswer makes (or joins) the job body asks for and answers with its
+// tar: streamed while it is built where the server can (Tars), else a
+// redirect to the finished tar's link.
+func (a *API) tarAnswer(w http.ResponseWriter, r *http.Request, body downloadRequest) {
 	req, v, err := a.create(r, body)
+	if err == nil && a.opts.Tars != nil {
+		a.streamTar(w, r, v)
+		return
+	}
 	if wait := a.pullWait(r.Context()); err == nil && !v.Status.Terminal() && wait > 0 {
 		v, err = a.opts.Downloads.Wait(r.Context(), v.ID, wait, req.Creds)
 	}
@@ -151,14 +177,72 @@ func (a *API) pull(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Location", a.absolute(v.URL))
 		writeJSON(w, http.StatusSeeOther, a.toResponse(v))
 	case tarport.StatusFailed:
-		err := tarport.Errorf(tarport.CodeInternal, "the download failed")
-		if v.Error != nil {
-			err = tarport.Errorf(v.Error.Code, "%s", v.Error.Message)
-		}
-		writeError(w, r, a.log, err)
+		writeError(w, r, a.log, jobFailure(v))
 	default:
 		w.Header().Set("Retry-After", "3")
 		writeJSON(w, http.StatusServiceUnavailable, a.toResponse(v))
+	}
+}
+
+// jobFailure is a failed job's error, to answer with.
+func jobFailure(v download.View) error {
+	if v.Error != nil {
+		return tarport.Errorf(v.Error.Code, "%s", v.Error.Message)
+	}
+	return tarport.Errorf(tarport.CodeInternal, "the download failed")
+}
+
+// streamTar sends a job's tar as it is built, with its exact length. A job
+// that fails before the first layer's bytes is an error answer with its
+// status (curl -f reports it); once bytes are out, a failure cuts the
+// connection inside an entry, so the client sees a short transfer (curl
+// exits non-zero) that no tar reader takes for whole.
+func (a *API) streamTar(w http.ResponseWriter, r *http.Request, v download.View) {
+	if v.Status == tarport.StatusFailed {
+		writeError(w, r, a.log, jobFailure(v))
+		return
+	}
+	rc, err := a.opts.Tars.Stream(r.Context(), v.Job)
+	if err != nil {
+		writeError(w, r, a.log, err)
+		return
+	}
+	defer rc.Close()
+	// The answer starts once the first layer's bytes are there (past its
+	// tar header), so a job failing at its first layer gets a status.
+	first := make([]byte, min(32<<10, v.TotalBytes))
+	n, err := io.ReadFull(rc, first)
+	if err != nil {
+		writeError(w, r, a.log, err)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/x-tar")
+	h.Set("Content-Length", strconv.FormatInt(v.TotalBytes, 10))
+	h.Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": v.FileName}))
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Tarport-Job", v.ID) // the job to follow for progress
+	w.WriteHeader(http.StatusOK)
+	sent := int64(0)
+	_, err = w.Write(first[:n])
+	if err == nil {
+		sent = int64(n)
+		var rest int64
+		rest, err = io.Copy(w, rc)
+		sent += rest
+	}
+	if err == nil && sent != v.TotalBytes {
+		err = fmt.Errorf("the tar ended after %d of %d bytes", sent, v.TotalBytes)
+	}
+	if err != nil {
+		if r.Context().Err() == nil {
+			a.log.Warn("cutting a tar stream", "job", v.ID, "sent", sent, "of", v.TotalBytes, "err", err)
+			// What was written is verified (or the plan's own headers):
+			// it reaches the client before the cut, so the cut falls
+			// inside the entry being awaited.
+			_ = http.NewResponseController(w).Flush()
+		}
+		panic(http.ErrAbortHandler)
 	}
 }
 

@@ -1,12 +1,18 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/tarport/tarport/shared/download"
@@ -107,10 +113,11 @@ func TestCreateBodiesThatAreNotOneObject(t *testing.T) {
 }
 
 // TestCreateAnswers: 200 when ready, 202 while building, both with the
-// job's Location, on every alias of the endpoint.
+// job's Location. (The seed's /api/download and /api/download-stream
+// answer with the tar: TestSeedDownload.)
 func TestCreateAnswers(t *testing.T) {
 	t.Parallel()
-	for _, path := range []string{"/api/downloads", "/api/download", "/api/download-stream"} {
+	for _, path := range []string{"/api/downloads"} {
 		for _, tc := range []struct {
 			view   download.View
 			status int
@@ -457,4 +464,116 @@ func TestPullWaitsWithinTheDeadline(t *testing.T) {
 			}
 		})
 	}
+}
+
+// fakeTars streams a fixed body for a job, or fails after part of it.
+type fakeTars struct {
+	body   []byte
+	failAt int // > 0: the reader fails after this many bytes; < 0: at once
+	jobs   []string
+	mu     sync.Mutex
+}
+
+func (f *fakeTars) Stream(_ context.Context, job tarport.Job) (io.ReadCloser, error) {
+	f.mu.Lock()
+	f.jobs = append(f.jobs, job.ID)
+	f.mu.Unlock()
+	if f.failAt != 0 {
+		return io.NopCloser(io.MultiReader(bytes.NewReader(f.body[:max(f.failAt, 0)]), iotest.ErrReader(tarport.Errorf(tarport.CodeDigestMismatch, "layer spoiled")))), nil
+	}
+	return io.NopCloser(bytes.NewReader(f.body)), nil
+}
+
+// tarView is a pending job whose tar is body.
+func tarView(body []byte) download.View {
+	v := pendingView()
+	v.TotalBytes = int64(len(body))
+	v.FileName = "nginx_1.27_linux_arm64.tar"
+	return v
+}
+
+// TestSeedDownload: the seed's POST /api/download and /api/download-stream,
+// and GET /api/pull, answer with the tar itself where the server streams
+// tars (locally): 200, application/x-tar, the exact length, a file name,
+// and the job to follow; the seed's body is the request.
+func TestSeedDownload(t *testing.T) {
+	t.Parallel()
+	body := bytes.Repeat([]byte("tar!"), 4096)
+	for _, r := range []*http.Request{
+		post("/api/download", `{"image": "ubuntu:22.04", "platform": "linux/amd64"}`),
+		post("/api/download-stream", `{"image": "ubuntu:22.04", "platform": "linux/amd64"}`),
+		httpGet("/api/pull/ubuntu:22.04?platform=linux/amd64"),
+	} {
+		tars := &fakeTars{body: body}
+		d := &fakeDownloads{create: func(context.Context, download.Request) (download.View, error) { return tarView(body), nil }}
+		w := httptest.NewRecorder()
+		newTestAPI(t, d, Options{Tars: tars}).ServeHTTP(w, r)
+		res := w.Result()
+		got, _ := io.ReadAll(res.Body)
+		h := res.Header
+		if res.StatusCode != http.StatusOK || !bytes.Equal(got, body) {
+			t.Errorf("%s %s: %d with %d bytes, want 200 with the %d-byte tar", r.Method, r.URL.Path, res.StatusCode, len(got), len(body))
+		}
+		if h.Get("Content-Type") != "application/x-tar" || h.Get("Content-Length") != strconv.Itoa(len(body)) ||
+			h.Get("Content-Disposition") != `attachment; filename=nginx_1.27_linux_arm64.tar` || h.Get("X-Tarport-Job") != pendingView().ID {
+			t.Errorf("%s %s: headers %v", r.Method, r.URL.Path, h)
+		}
+		want := download.Request{Image: "ubuntu:22.04", Platform: "linux/amd64", Client: "192.0.2.1"}
+		if calls := d.createCalls(); len(calls) != 1 || calls[0] != want || len(tars.jobs) != 1 {
+			t.Errorf("%s %s: service asked %+v, streams %v", r.Method, r.URL.Path, calls, tars.jobs)
+		}
+	}
+}
+
+// TestSeedDownloadRedirects: without streamed tars (AWS) the seed's
+// endpoints answer as /api/pull does: 303 to the tar when ready, 503 with
+// Retry-After while pending, the job's error when it failed.
+func TestSeedDownloadRedirects(t *testing.T) {
+	t.Parallel()
+	for _, path := range []string{"/api/download", "/api/download-stream"} {
+		ready := &fakeDownloads{create: func(context.Context, download.Request) (download.View, error) {
+			return readyView("https://bucket.example/tars/x.tar?sig=1"), nil
+		}}
+		res := do(t, newTestAPI(t, ready, Options{}), post(path, `{"image":"nginx"}`))
+		if res.status != http.StatusSeeOther || res.header.Get("Location") != "https://bucket.example/tars/x.tar?sig=1" {
+			t.Errorf("%s, ready: %d, Location %q", path, res.status, res.header.Get("Location"))
+		}
+		pending := &fakeDownloads{wait: func(context.Context, string, time.Duration) (download.View, error) { return pendingView(), nil }}
+		res = do(t, newTestAPI(t, pending, Options{PullWait: time.Millisecond}), post(path, `{"image":"nginx"}`))
+		if res.status != http.StatusServiceUnavailable || res.header.Get("Retry-After") != "3" {
+			t.Errorf("%s, pending: %d, Retry-After %q", path, res.status, res.header.Get("Retry-After"))
+		}
+		failed := &fakeDownloads{create: func(context.Context, download.Request) (download.View, error) {
+			return failedView(tarport.CodeDigestMismatch, "bad bytes"), nil
+		}}
+		checkError(t, do(t, newTestAPI(t, failed, Options{}), post(path, `{"image":"nginx"}`)), 502, tarport.CodeDigestMismatch)
+	}
+}
+
+// TestTarStreamCut: a stream that fails once bytes are out is cut: the
+// client reads a short body and an error, never a whole tar; a job failed
+// before anything is sent is an error answer.
+func TestTarStreamCut(t *testing.T) {
+	t.Parallel()
+	body := bytes.Repeat([]byte("tar!"), 64<<10)
+	tars := &fakeTars{body: body, failAt: 100_000}
+	d := &fakeDownloads{create: func(context.Context, download.Request) (download.View, error) { return tarView(body), nil }}
+	srv := httptest.NewServer(newTestAPI(t, d, Options{Tars: tars}))
+	defer srv.Close()
+	res, err := http.Get(srv.URL + "/api/pull/nginx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK || err == nil || len(got) >= len(body) {
+		t.Fatalf("%d, %d of %d bytes, read error %v; want a cut transfer", res.StatusCode, len(got), len(body), err)
+	}
+
+	failed := &fakeDownloads{create: func(context.Context, download.Request) (download.View, error) {
+		return failedView(tarport.CodeUnauthorized, "no access"), nil
+	}}
+	checkError(t, do(t, newTestAPI(t, failed, Options{Tars: &fakeTars{body: body}}), httpGet("/api/pull/nginx")), 401, tarport.CodeUnauthorized)
+	// A job that fails before the tar's first byte: its error, answered.
+	checkError(t, do(t, newTestAPI(t, d, Options{Tars: &fakeTars{body: body, failAt: -1}}), httpGet("/api/pull/nginx")), 502, tarport.CodeDigestMismatch)
 }

@@ -5,6 +5,7 @@ package httpapi
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
@@ -29,12 +30,24 @@ type Downloads interface {
 	Wait(ctx context.Context, id string, wait time.Duration, creds tarport.Credentials) (download.View, error)
 }
 
+// Tars streams a job's tar while it is built (the local server, whose
+// workers and tar share its disk). Without one (Lambda, whose tars are S3
+// objects) the tar answers are redirects to the finished tar's link.
+type Tars interface {
+	// Stream reads the job's tar in order, failing when the job fails;
+	// the requester must be authorized for the job already.
+	Stream(ctx context.Context, job tarport.Job) (io.ReadCloser, error)
+}
+
 // Options configure the API.
 type Options struct {
 	// Downloads and Discovery serve their routes; either may be nil (an
 	// untyped nil) for a server that does not offer that part.
 	Downloads Downloads
 	Discovery Discovery
+	// Tars, when set, streams tars at once from /api/pull and the seed's
+	// /api/download and /api/download-stream.
+	Tars Tars
 	// Limits counts requests per client; nil: a limiter of RatePerMinute
 	// (0 = 100) in memory.
 	Limits        Limits
@@ -98,8 +111,10 @@ func New(opts Options) *API {
 	// A Lambda serves only its share of the API (and holds only the
 	// permissions for it): the routes of a missing part answer 404.
 	if opts.Downloads != nil {
-		for _, p := range []string{"/api/downloads", "/api/download", "/api/download-stream"} {
-			a.mux.HandleFunc("POST "+p, a.jobCreating(a.createDownload))
+		a.mux.HandleFunc("POST /api/downloads", a.jobCreating(a.createDownload))
+		// The seed's endpoints answer with the tar itself.
+		for _, p := range []string{"/api/download", "/api/download-stream"} {
+			a.mux.HandleFunc("POST "+p, a.jobCreating(a.seedDownload))
 		}
 		a.mux.HandleFunc("GET /api/downloads/{id}", a.downloadStatus)
 		a.mux.HandleFunc("GET /api/pull/{image...}", a.jobCreating(a.pull))

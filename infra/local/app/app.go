@@ -101,6 +101,7 @@ func New(ctx context.Context, s settings.Settings, log *slog.Logger) (*App, erro
 
 	api := httpapi.New(httpapi.Options{
 		Downloads:    svc,
+		Tars:         svc, // the tar streams while it is built
 		Discovery:    disc,
 		Limits:       lim,
 		AccessToken:  s.AccessToken,

@@ -484,6 +484,13 @@ func TestHTTPHardening(t *testing.T) {
 			t.Fatal(err)
 		}
 		pr.Body.Close()
+		// Locally a pull streams the tar (no Location); nothing in its
+		// answer may come from the forged Host.
+		for k, vs := range pr.Header {
+			if strings.Contains(strings.Join(vs, " "), "evil") {
+				t.Errorf("the pull's %s header is %q", k, vs)
+			}
+		}
 		status := func(host string) job {
 			req, _ := http.NewRequest(http.MethodGet, srv.URL+"/api/downloads/"+j.ID, nil)
 			req.Host = host
@@ -498,7 +505,7 @@ func TestHTTPHardening(t *testing.T) {
 			return out
 		}
 		forged := status("evil.example")
-		for what, u := range map[string]string{"the job's url": forged.URL, "the pull's Location": pr.Header.Get("Location")} {
+		for what, u := range map[string]string{"the job's url": forged.URL} {
 			if !strings.HasPrefix(u, srv.URL+"/files/") {
 				t.Errorf("%s is %q, want it under the server's own address %s", what, u, srv.URL)
 			}

@@ -1,0 +1,106 @@
+package app_test
+
+import (
+	"archive/tar"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/tarport/tarport/shared/testkit/daemon"
+	"github.com/tarport/tarport/shared/testkit/faultproxy"
+	"github.com/tarport/tarport/shared/testkit/regtest"
+	"github.com/tarport/tarport/shared/testkit/tarcheck"
+)
+
+// seedCommand is the seed's documented download command, as written in
+// its README (image and platform as given), against endpoint.
+func seedCommand(curl, base, endpoint, out string, extra ...string) *exec.Cmd {
+	args := append([]string{"-X", "POST", base + endpoint, "-H", "Content-Type: application/json",
+		"-d", `{"image": "ubuntu:22.04", "platform": "linux/amd64"}`, "--output", out}, extra...)
+	return exec.Command(curl, args...)
+}
+
+// TestSeedCommands: the seed's two commands, exactly as its README writes
+// them, save a tar that skopeo and go-containerregistry verify.
+func TestSeedCommands(t *testing.T) {
+	t.Parallel()
+	curl := daemon.Binary(t, "curl")
+	h := startHub(t)
+	regtest.PushImage(t, h.reg, "library/ubuntu", "22.04", regtest.ImageSpec{Layers: []regtest.LayerSpec{
+		{Size: 7 << 20, Random: true, Seed: "ubuntu-base"},
+		{Size: 300 << 10, Seed: "ubuntu-small"},
+	}})
+	for _, endpoint := range []string{"/api/download", "/api/download-stream"} {
+		t.Run(strings.TrimPrefix(endpoint, "/api/"), func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "ubuntu-22.04.tar")
+			if b, err := seedCommand(curl, h.srv.URL, endpoint, out, "-sS").CombinedOutput(); err != nil {
+				t.Fatalf("curl: %v\n%s", err, b)
+			}
+			c := tarcheck.Structure(t, out)
+			if len(c.RepoTags) != 1 || c.RepoTags[0] != "ubuntu:22.04" {
+				t.Errorf("RepoTags %v, want [ubuntu:22.04]", c.RepoTags)
+			}
+			tarcheck.Skopeo(t, out)
+			tarcheck.GGCR(t, out)
+		})
+	}
+}
+
+// TestSeedCommandSpoiledLayer: when a later layer of the image is spoiled
+// at the registry, `curl -f` with the seed's command fails and what it
+// wrote is no valid tar: the stream is cut (or, if the job failed before
+// the first byte, refused), never completed.
+func TestSeedCommandSpoiledLayer(t *testing.T) {
+	t.Parallel()
+	curl := daemon.Binary(t, "curl")
+	h := startHub(t)
+	// The tar holds the bigger layer first: it streams whole, then the
+	// spoiled one fails and the transfer is cut.
+	p := regtest.PushImage(t, h.reg, "library/ubuntu", "22.04", regtest.ImageSpec{Layers: []regtest.LayerSpec{
+		{Size: 9 << 20, Random: true, Seed: "spoiled-base"},
+		{Size: 6 << 20, Random: true, Seed: "spoiled-later"},
+	}})
+	h.proxy.FlipByte(p.Images[0].Layers[1].Digest, 4096, faultproxy.Always)
+	out := filepath.Join(t.TempDir(), "ubuntu-22.04.tar")
+	b, err := seedCommand(curl, h.srv.URL, "/api/download", out, "-fsS").CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) {
+		t.Fatalf("curl -f with a spoiled layer: %v, want a failure\n%s", err, b)
+	}
+	// 18: the transfer ended short of its Content-Length.
+	if exit.ExitCode() != 18 {
+		t.Errorf("curl exited %d (%s), want 18: a cut transfer", exit.ExitCode(), strings.TrimSpace(string(b)))
+	}
+	f, err := os.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if fi, _ := f.Stat(); fi.Size() < 9<<20 {
+		t.Errorf("curl saved %d bytes: the healthy first layer did not stream", fi.Size())
+	}
+	if validTar(f) {
+		t.Fatal("curl wrote a complete, readable tar of an image with a spoiled layer")
+	}
+}
+
+// validTar says whether r reads as a whole tar to its end-of-archive.
+func validTar(r io.Reader) bool {
+	tr := tar.NewReader(r)
+	for {
+		_, err := tr.Next()
+		if err == io.EOF {
+			return true
+		}
+		if err != nil {
+			return false
+		}
+		if _, err := io.Copy(io.Discard, tr); err != nil {
+			return false
+		}
+	}
+}

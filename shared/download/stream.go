@@ -1,0 +1,133 @@
+package download
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	"github.com/regclient/regclient/types/descriptor"
+
+	"github.com/tarport/tarport/shared/tarplan"
+	"github.com/tarport/tarport/shared/tarport"
+)
+
+// streamPoll is how often a stream waiting for an entry reads its job.
+const streamPoll = 20 * time.Millisecond
+
+// Stream returns the tar of a job while it is built: its bytes in order
+// from the first, exactly the tar the stitch makes. A layer's bytes are
+// read once its task has stored its entry (verified) and counted it for
+// this job (the requester authorized by its origin), so no stream ever
+// carries a byte that was not checked; tar headers, metadata and the end
+// of the archive come from the plan. The reader waits for entries still being fetched
+// (later ones go on downloading meanwhile) and fails when the job fails or
+// expires: a server then cuts its response, so a client sees a short
+// transfer, never a complete-looking file. Any number of streams may read
+// one job. The caller must have authorized the requester for the job.
+func (s *Service) Stream(ctx context.Context, job tarport.Job) (io.ReadCloser, error) {
+	layout, layers, err := s.replan(ctx, job)
+	if err != nil {
+		return nil, err
+	}
+	r, err := tarport.ParseReference(job.Ref)
+	if err != nil {
+		return nil, fmt.Errorf("job %s: %w", job.ID, err)
+	}
+	index := map[digest.Digest]int{}
+	for i, l := range job.Layers {
+		index[l.Digest] = i
+	}
+	descs := map[digest.Digest]descriptor.Descriptor{}
+	for _, l := range layers {
+		descs[l.Digest] = l
+	}
+	var segs []segment
+	for _, e := range layout.Entries {
+		if !e.Fetched() {
+			segs = append(segs, inlineSegment(e, e.Offset))
+			continue
+		}
+		i, ok := index[e.Digest]
+		if !ok {
+			return nil, fmt.Errorf("job %s has no layer %s", job.ID, e.Digest)
+		}
+		// The entry's header goes ahead of its bytes (the plan holds it):
+		// a stream cut while the entry is awaited ends inside the entry,
+		// which every tar reader reports as truncated.
+		d, hdr := descs[e.Digest], int64(len(e.Header))
+		header := e.Header
+		segs = append(segs, segment{start: e.Offset, size: hdr, open: func(context.Context) (io.ReadCloser, error) {
+			return io.NopCloser(bytes.NewReader(header)), nil
+		}})
+		segs = append(segs, segment{start: e.Offset + hdr, size: e.Len() - hdr, open: func(ctx context.Context) (io.ReadCloser, error) {
+			key, err := s.awaitEntry(ctx, job.ID, i, tarport.Origins(r, d), d)
+			if err != nil {
+				return nil, err
+			}
+			rc, err := s.objects.Get(ctx, key)
+			if err != nil {
+				return nil, err
+			}
+			if _, err := io.CopyN(io.Discard, rc, hdr); err != nil {
+				rc.Close()
+				return nil, fmt.Errorf("reading entry %s: %w", key, err)
+			}
+			return rc, nil
+		}})
+	}
+	end := layout.Entries[len(layout.Entries)-1]
+	eoa := layout.Size - (end.Offset + end.Len())
+	segs = append(segs, segment{start: layout.Size - eoa, size: eoa, open: func(context.Context) (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(make([]byte, eoa))), nil
+	}})
+	return newSegmentReader(ctx, segs, 0, layout.Size), nil
+}
+
+// inlineSegment is an entry whose bytes the plan holds (metadata, an empty
+// layer), at start: its header, content and padding.
+func inlineSegment(e tarplan.Entry, start int64) segment {
+	whole := make([]byte, 0, e.Len())
+	whole = append(append(append(whole, e.Header...), e.Inline...), tarplan.Padding(e.Size)...)
+	return segment{start: start, size: e.Len(), open: func(context.Context) (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(whole)), nil
+	}}
+}
+
+// awaitEntry waits until layer i of the job is finished and returns the
+// key of its entry (under the first of its origins holding it, as the
+// stitch picks it). A failed or expired job ends the wait with its error.
+func (s *Service) awaitEntry(ctx context.Context, id string, i int, origins []tarport.Origin, d descriptor.Descriptor) (string, error) {
+	for {
+		job, err := s.jobs.Get(ctx, id)
+		if err != nil {
+			return "", err
+		}
+		if job.Status == tarport.StatusFailed {
+			if job.Error != nil {
+				return "", tarport.Errorf(job.Error.Code, "%s", job.Error.Message)
+			}
+			return "", tarport.Errorf(tarport.CodeInternal, "download %s failed", id)
+		}
+		if i < len(job.Layers) && job.Layers[i].Finished {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(streamPoll):
+		}
+	}
+	want, _, err := entryLen(d)
+	if err != nil {
+		return "", err
+	}
+	for _, o := range origins {
+		if n, err := s.objects.Size(ctx, EntryKey(o, d.Digest)); err == nil && n == want {
+			return EntryKey(o, d.Digest), nil
+		}
+	}
+	return "", tarport.Errorf(tarport.CodeInternal, "layer %s of download %s is done but its entry is not stored", d.Digest, id)
+}
