@@ -21,6 +21,7 @@ type usage struct {
 	wall   time.Duration
 	cpu    time.Duration // user+sys
 	maxRSS int64         // bytes
+	out    string        // what the command printed
 }
 
 // timed runs argv under GNU time. Not os.ProcessState.SysUsage: Go starts
@@ -66,6 +67,7 @@ func (e *environment) timed(ctx context.Context, argv ...string) (usage, error) 
 		wall:   wall,
 		cpu:    time.Duration((user + sys) * float64(time.Second)),
 		maxRSS: rss << 10,
+		out:    out.String(),
 	}, nil
 }
 

@@ -118,47 +118,36 @@ type job struct {
 	} `json:"error"`
 }
 
+// measure downloads c as a user does, with the curl one-liner: the tar
+// streams from /api/pull while it is built. Beside it, the job (joined by
+// the same request as JSON) is polled for its ready time.
 func (t *tarportTool) measure(ctx context.Context, srv *server, c *benchCase, out string) (result, error) {
 	cpu0, err := srv.cpu()
 	if err != nil {
 		return result{}, err
 	}
 	start := time.Now()
-	body, _ := json.Marshal(map[string]string{"image": c.ref, "platform": "linux/amd64"})
-	j, err := t.call(ctx, http.MethodPost, srv.base+"/api/downloads", body)
-	if err != nil {
-		return result{}, err
-	}
-	// Poll often: the small and cached cases take a fraction of a second.
-	for j.Status != "ready" {
-		if j.Status == "failed" {
-			if j.Error != nil {
-				return result{}, fmt.Errorf("job %s failed: %s: %s", j.ID, j.Error.Code, j.Error.Message)
-			}
-			return result{}, fmt.Errorf("job %s failed", j.ID)
-		}
-		select {
-		case <-ctx.Done():
-			return result{}, ctx.Err()
-		case <-time.After(10 * time.Millisecond):
-		}
-		if j, err = t.call(ctx, http.MethodGet, srv.base+"/api/downloads/"+j.ID, nil); err != nil {
-			return result{}, err
-		}
-	}
-	ready := time.Since(start)
-	if j.URL == "" {
-		return result{}, fmt.Errorf("job %s is ready without a url", j.ID)
-	}
-	link := j.URL
-	if strings.HasPrefix(link, "/") {
-		link = srv.base + link
-	}
-	u, err := t.env.timed(ctx, "curl", "-fsS", "--no-progress-meter", "-o", out, link)
-	if err != nil {
-		return result{}, err
-	}
+	readyc := make(chan error, 1)
+	var j job
+	var ready time.Duration
+	go func() {
+		var err error
+		j, err = t.untilReady(ctx, srv, c)
+		ready = time.Since(start)
+		readyc <- err
+	}()
+	u, err := t.env.timed(ctx, "curl", "-fsS", "--no-progress-meter", "-w", "%{time_starttransfer}", "-o", out, srv.base+"/api/pull/"+c.ref+"?platform=linux/amd64")
 	wall := time.Since(start)
+	if err != nil {
+		return result{}, err
+	}
+	if err := <-readyc; err != nil {
+		return result{}, err
+	}
+	first, err := strconv.ParseFloat(strings.TrimSpace(u.out), 64)
+	if err != nil {
+		return result{}, fmt.Errorf("curl's time to the first byte %q: %w", u.out, err)
+	}
 	cpu1, err := srv.cpu()
 	if err != nil {
 		return result{}, err
@@ -174,7 +163,34 @@ func (t *tarportTool) measure(ctx context.Context, srv *server, c *benchCase, ou
 	if fi.Size() != j.TotalBytes {
 		return result{}, fmt.Errorf("downloaded tar has %d bytes, the job says %d", fi.Size(), j.TotalBytes)
 	}
-	return result{wall: wall, ready: ready, cpu: cpu1 - cpu0, client: u.cpu, peakRSS: peak}, nil
+	return result{wall: wall, ready: ready, first: time.Duration(first * float64(time.Second)), cpu: cpu1 - cpu0, client: u.cpu, peakRSS: peak}, nil
+}
+
+// untilReady joins c's job through the JSON API and polls it until ready.
+func (t *tarportTool) untilReady(ctx context.Context, srv *server, c *benchCase) (job, error) {
+	body, _ := json.Marshal(map[string]string{"image": c.ref, "platform": "linux/amd64"})
+	j, err := t.call(ctx, http.MethodPost, srv.base+"/api/downloads", body)
+	if err != nil {
+		return j, err
+	}
+	// Poll often: the small and cached cases take a fraction of a second.
+	for j.Status != "ready" {
+		if j.Status == "failed" {
+			if j.Error != nil {
+				return j, fmt.Errorf("job %s failed: %s: %s", j.ID, j.Error.Code, j.Error.Message)
+			}
+			return j, fmt.Errorf("job %s failed", j.ID)
+		}
+		select {
+		case <-ctx.Done():
+			return j, ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+		if j, err = t.call(ctx, http.MethodGet, srv.base+"/api/downloads/"+j.ID, nil); err != nil {
+			return j, err
+		}
+	}
+	return j, nil
 }
 
 func (t *tarportTool) call(ctx context.Context, method, url string, body []byte) (job, error) {

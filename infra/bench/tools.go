@@ -30,6 +30,7 @@ type tool interface {
 type result struct {
 	wall    time.Duration // request to complete tar on disk
 	ready   time.Duration // tarport only: request to job ready
+	first   time.Duration // tarport only: request to the tar's first byte
 	cpu     time.Duration // user+sys of the tool (tarport: the server)
 	client  time.Duration // tarport only: user+sys of the client (curl) fetching the tar
 	peakRSS int64         // bytes
@@ -39,7 +40,7 @@ type result struct {
 func (r result) summary() string {
 	s := fmt.Sprintf("wall %6.2fs  cpu %6.2fs  rss %7s  tar %s", r.wall.Seconds(), r.cpu.Seconds(), formatBytes(r.peakRSS), formatBytes(r.tarSize))
 	if r.ready > 0 {
-		s += fmt.Sprintf("  (ready %.2fs, curl cpu %.2fs)", r.ready.Seconds(), r.client.Seconds())
+		s += fmt.Sprintf("  (ready %.2fs, first byte %.2fs, curl cpu %.2fs)", r.ready.Seconds(), r.first.Seconds(), r.client.Seconds())
 	}
 	return s
 }

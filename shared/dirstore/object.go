@@ -128,3 +128,51 @@ func (o *object) writeRange(w io.Writer, off, n int64) error {
 	}
 	return nil
 }
+
+// objectReader reads an object from its start. It writes itself to a
+// writer a file segment at a time (WriteTo), so a stream of it to a
+// network connection goes through sendfile, not user space.
+type objectReader struct {
+	obj *object
+	pos int64
+}
+
+func (r *objectReader) Read(b []byte) (int, error) {
+	if r.pos >= r.obj.size {
+		return 0, io.EOF
+	}
+	n, err := r.obj.ReadAt(b[:min(int64(len(b)), r.obj.size-r.pos)], r.pos)
+	r.pos += int64(n)
+	if err == io.EOF && n > 0 {
+		err = nil
+	}
+	return n, err
+}
+
+// WriteTo writes the rest of the object to w.
+func (r *objectReader) WriteTo(w io.Writer) (int64, error) {
+	cw := &countWriter{w: w}
+	err := r.obj.writeRange(cw, r.pos, r.obj.size-r.pos)
+	r.pos += cw.n
+	return cw.n, err
+}
+
+func (r *objectReader) Close() error { return r.obj.Close() }
+
+// countWriter counts what passes to w, keeping w's ReadFrom (sendfile).
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(b []byte) (int, error) {
+	n, err := c.w.Write(b)
+	c.n += int64(n)
+	return n, err
+}
+
+func (c *countWriter) ReadFrom(r io.Reader) (int64, error) {
+	n, err := io.Copy(c.w, r)
+	c.n += n
+	return n, err
+}

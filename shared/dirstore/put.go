@@ -14,10 +14,21 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64) er
 	if err != nil {
 		return err
 	}
-	return s.writeAtomic(ctx, p, r, size)
+	return s.writeAtomic(ctx, p, r, size, nil)
 }
 
-func (s *Store) writeAtomic(ctx context.Context, dst string, r io.Reader, size int64) (err error) {
+// PutWatched is Put that first tells started where the bytes are being
+// written (a temporary file, renamed into place once whole), so a reader
+// in this process can follow the write (download.WatchedObjects).
+func (s *Store) PutWatched(ctx context.Context, key string, r io.Reader, size int64, started func(path string)) error {
+	p, err := s.path(key)
+	if err != nil {
+		return err
+	}
+	return s.writeAtomic(ctx, p, r, size, started)
+}
+
+func (s *Store) writeAtomic(ctx context.Context, dst string, r io.Reader, size int64, started func(string)) (err error) {
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 		return fmt.Errorf("creating %s: %w", filepath.Dir(dst), err)
 	}
@@ -31,13 +42,17 @@ func (s *Store) writeAtomic(ctx context.Context, dst string, r io.Reader, size i
 			os.Remove(tmp.Name())
 		}
 	}()
+	if started != nil {
+		started(tmp.Name())
+	}
 	src := io.Reader(&ctxReader{ctx: ctx, r: r})
 	if size >= 0 {
 		// One byte more than promised is enough to refuse a long body
 		// without writing all of it.
 		src = io.LimitReader(src, size+1)
 	}
-	n, err := io.Copy(newWriteback(tmp), src)
+	// A large buffer: fewer read and write system calls per GiB.
+	n, err := io.CopyBuffer(newWriteback(tmp), src, make([]byte, 1<<20))
 	if err != nil {
 		return fmt.Errorf("writing %s: %w", filepath.Base(dst), err)
 	}

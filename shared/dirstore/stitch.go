@@ -75,7 +75,7 @@ func (s *Store) Stitch(ctx context.Context, key string, parts []tarplan.Part, en
 	if err != nil {
 		return err
 	}
-	return s.writeAtomic(ctx, p+recipeSuffix, bytes.NewReader(b), int64(len(b)))
+	return s.writeAtomic(ctx, p+recipeSuffix, bytes.NewReader(b), int64(len(b)), nil)
 }
 
 func (s *Store) loadRecipe(key string) (recipe, error) {

@@ -93,10 +93,7 @@ func (s *Store) Get(_ context.Context, key string) (io.ReadCloser, error) {
 	if err != nil {
 		return nil, err
 	}
-	return struct {
-		io.Reader
-		io.Closer
-	}{io.NewSectionReader(obj, 0, obj.size), obj}, nil
+	return &objectReader{obj: obj}, nil
 }
 
 // GetMeta returns a cached manifest or config.
@@ -121,7 +118,7 @@ func (s *Store) PutMeta(ctx context.Context, o tarport.Origin, d digest.Digest, 
 	if _, err := os.Stat(p); err == nil {
 		return nil
 	}
-	return s.writeAtomic(ctx, p, bytes.NewReader(b), int64(len(b)))
+	return s.writeAtomic(ctx, p, bytes.NewReader(b), int64(len(b)), nil)
 }
 
 // Delete removes an object, and the tail of a stitched one. Entries that

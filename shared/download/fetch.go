@@ -19,6 +19,7 @@ import (
 func (s *Service) runLayer(ctx context.Context, job tarport.Job, t Task) error {
 	fetchCtx, cancel := taskContext(ctx, job)
 	err := s.fetchEntry(fetchCtx, t)
+	s.live.end(t.JobID, t.Layer)
 	timedOut := errors.Is(fetchCtx.Err(), context.DeadlineExceeded)
 	cancel()
 	if err != nil {
@@ -154,6 +155,6 @@ func (e *entryFetch) fetch(ctx context.Context) error {
 		}
 		defer body.Close()
 		entry := io.MultiReader(bytes.NewReader(e.hdr), e.progress.reader(body), bytes.NewReader(tarplan.Padding(d.Size)))
-		return e.s.objects.Put(ctx, e.key, entry, e.want)
+		return e.s.put(ctx, e.t, e.key, entry, e.want)
 	})
 }

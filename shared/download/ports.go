@@ -66,6 +66,14 @@ type PartedObjects interface {
 	Delete(ctx context.Context, key string) error
 }
 
+// WatchedObjects is an object store whose Put in progress can be read
+// while it is written (the local store, whose temporary file is on this
+// machine): started gets the file's path before the first byte. A stream
+// of a job follows its own task's write of a layer through it.
+type WatchedObjects interface {
+	PutWatched(ctx context.Context, key string, r io.Reader, size int64, started func(path string)) error
+}
+
 // PartedJobs counts the finished parts of split layers; a job's split
 // layers carry their part counts (LayerProgress.Parts).
 type PartedJobs interface {

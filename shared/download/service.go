@@ -59,6 +59,8 @@ type Service struct {
 
 	// fetches shares one in-flight fetch of a layer between jobs.
 	fetches singleflight.Group
+	// live are the entry writes in progress, for streams to follow.
+	live liveWrites
 }
 
 // New builds a Service. The queue may be set later with SetQueue, since a

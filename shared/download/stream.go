@@ -62,20 +62,9 @@ func (s *Service) Stream(ctx context.Context, job tarport.Job) (io.ReadCloser, e
 		segs = append(segs, segment{start: e.Offset, size: hdr, open: func(context.Context) (io.ReadCloser, error) {
 			return io.NopCloser(bytes.NewReader(header)), nil
 		}})
-		segs = append(segs, segment{start: e.Offset + hdr, size: e.Len() - hdr, open: func(ctx context.Context) (io.ReadCloser, error) {
-			key, err := s.awaitEntry(ctx, job.ID, i, tarport.Origins(r, d), d)
-			if err != nil {
-				return nil, err
-			}
-			rc, err := s.objects.Get(ctx, key)
-			if err != nil {
-				return nil, err
-			}
-			if _, err := io.CopyN(io.Discard, rc, hdr); err != nil {
-				rc.Close()
-				return nil, fmt.Errorf("reading entry %s: %w", key, err)
-			}
-			return rc, nil
+		origins, size := tarport.Origins(r, d), e.Len()
+		segs = append(segs, segment{start: e.Offset + hdr, size: size - hdr, open: func(ctx context.Context) (io.ReadCloser, error) {
+			return &entryReader{ctx: ctx, s: s, job: job.ID, layer: i, d: d, origin: origins, off: hdr, start: hdr, size: size}, nil
 		}})
 	}
 	end := layout.Entries[len(layout.Entries)-1]
@@ -96,30 +85,10 @@ func inlineSegment(e tarplan.Entry, start int64) segment {
 	}}
 }
 
-// awaitEntry waits until layer i of the job is finished and returns the
-// key of its entry (under the first of its origins holding it, as the
-// stitch picks it). A failed or expired job ends the wait with its error.
-func (s *Service) awaitEntry(ctx context.Context, id string, i int, origins []tarport.Origin, d descriptor.Descriptor) (string, error) {
-	for {
-		job, err := s.jobs.Get(ctx, id)
-		if err != nil {
-			return "", err
-		}
-		if job.Status == tarport.StatusFailed {
-			if job.Error != nil {
-				return "", tarport.Errorf(job.Error.Code, "%s", job.Error.Message)
-			}
-			return "", tarport.Errorf(tarport.CodeInternal, "download %s failed", id)
-		}
-		if i < len(job.Layers) && job.Layers[i].Finished {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return "", ctx.Err()
-		case <-time.After(streamPoll):
-		}
-	}
+// storedEntry is the key of layer d's stored entry for a job whose task
+// finished it: under the first of its origins holding it, as the stitch
+// picks it.
+func (s *Service) storedEntry(ctx context.Context, id string, origins []tarport.Origin, d descriptor.Descriptor) (string, error) {
 	want, _, err := entryLen(d)
 	if err != nil {
 		return "", err

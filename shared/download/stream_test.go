@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -125,5 +127,160 @@ func TestStreamEndsWithItsContext(t *testing.T) {
 	time.AfterFunc(50*time.Millisecond, cancel)
 	if _, err := io.ReadAll(rc); !errors.Is(err, context.Canceled) {
 		t.Fatalf("stream of a job nobody runs: %v, want context.Canceled", err)
+	}
+}
+
+// watchedObjects is the fake store with writes a stream can follow, as
+// the local store's: each PutWatched writes a file under dir as the bytes
+// come, and holds at hold bytes until release is closed.
+type watchedObjects struct {
+	*fakeObjects
+	dir     string
+	hold    int64
+	release chan struct{}
+	written atomic.Int64 // of the write in progress
+}
+
+func (w *watchedObjects) PutWatched(ctx context.Context, key string, r io.Reader, size int64, started func(string)) error {
+	f, err := os.CreateTemp(w.dir, "put-*")
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	started(f.Name())
+	var buf bytes.Buffer
+	w.written.Store(0)
+	chunk := make([]byte, 64<<10)
+	for {
+		limit := int64(len(chunk))
+		if w.hold > 0 && w.written.Load() < w.hold {
+			limit = min(limit, w.hold-w.written.Load())
+		} else if w.hold > 0 && w.written.Load() == w.hold {
+			<-w.release
+		}
+		n, err := r.Read(chunk[:limit])
+		if n > 0 {
+			f.Write(chunk[:n])
+			buf.Write(chunk[:n])
+			w.written.Add(int64(n))
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return w.fakeObjects.Put(ctx, key, &buf, size)
+}
+
+// readUntil reads from r in the background, reporting how much it has.
+func readUntil(r io.Reader) (got func() []byte, done chan error) {
+	var mu sync.Mutex
+	var buf bytes.Buffer
+	done = make(chan error, 1)
+	go func() {
+		chunk := make([]byte, 4096)
+		for {
+			n, err := r.Read(chunk)
+			mu.Lock()
+			buf.Write(chunk[:n])
+			mu.Unlock()
+			if err != nil {
+				if err == io.EOF {
+					err = nil
+				}
+				done <- err
+				return
+			}
+		}
+	}()
+	return func() []byte {
+		mu.Lock()
+		defer mu.Unlock()
+		return bytes.Clone(buf.Bytes())
+	}, done
+}
+
+// TestStreamFollowsTheWrite: a stream sends a layer's bytes as the job's
+// task writes them, before the layer is stored; the entry's last byte
+// only once the write completed (after the digest check).
+func TestStreamFollowsTheWrite(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, Config{})
+	ti := newTestImage(t, "registry.example/team/live:v1", 34, 6*mib)
+	h.serve(ti)
+	layout := planOf(t, ti.img)
+	entry := layout.Entries[0]
+	// Held once every byte is on disk, before the write completes (as
+	// while the reader checks the digest at the body's end; a 6 MiB layer
+	// has no padding, so the entry's last byte is the layer's own).
+	w := &watchedObjects{fakeObjects: h.objs, dir: t.TempDir(), hold: entry.Len(), release: make(chan struct{})}
+	h.svc.objects = w
+	v, tasks := create(t, h, Request{Image: ti.img.Ref.CommonName()})
+	rc, err := h.svc.Stream(context.Background(), h.jobs.job(t, v.ID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	got, done := readUntil(rc)
+	taskErr := make(chan error, 1)
+	go func() { taskErr <- h.svc.RunTask(context.Background(), tasks[0]) }()
+	end := entry.Offset + entry.Len()
+	deadline := time.Now().Add(10 * time.Second)
+	for int64(len(got())) < end-1 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond) // room for a byte too many, which must not come
+	if n := int64(len(got())); n != end-1 {
+		t.Fatalf("with the write held before it completed, the stream has %d bytes; want %d: the entry but its last byte", n, end-1)
+	}
+	if job := h.jobs.job(t, v.ID); job.Layers[0].Finished {
+		t.Fatal("the layer finished while its write was held")
+	}
+	close(w.release)
+	if err := <-taskErr; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if d := firstDiff(got(), expectedTar(t, layout, ti.blobs)); d != "" {
+		t.Fatalf("followed tar: %s", d)
+	}
+}
+
+// TestStreamCutWhenTheFollowedWriteFails: a write that fails after bytes
+// of it were sent (the digest did not match) ends the stream with an
+// error: it never carries the whole entry.
+func TestStreamCutWhenTheFollowedWriteFails(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, Config{Attempts: 1})
+	ti := newTestImage(t, "registry.example/team/livebad:v1", 35, 6*mib)
+	h.serve(ti)
+	d := ti.img.Layers[0].Digest
+	h.reg.blobs[d] = append(bytes.Clone(h.reg.blobs[d][:100]), append([]byte{h.reg.blobs[d][100] ^ 1}, h.reg.blobs[d][101:]...)...)
+	entry := planOf(t, ti.img).Entries[0]
+	w := &watchedObjects{fakeObjects: h.objs, dir: t.TempDir(), hold: 1 << 20, release: make(chan struct{})}
+	h.svc.objects = w
+	v, tasks := create(t, h, Request{Image: ti.img.Ref.CommonName()})
+	rc, err := h.svc.Stream(context.Background(), h.jobs.job(t, v.ID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	got, done := readUntil(rc)
+	taskErr := make(chan error, 1)
+	go func() { taskErr <- h.svc.RunTask(context.Background(), tasks[0]) }()
+	for len(got()) < 1<<19 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	close(w.release) // the rest comes, and the digest does not match
+	if err := <-taskErr; err != nil {
+		t.Fatal(err)
+	}
+	err = <-done
+	if err == nil || int64(len(got())) >= entry.Offset+entry.Len() {
+		t.Fatalf("stream of a layer that failed after %d bytes were sent: %v with %d bytes", 1<<19, err, len(got()))
 	}
 }

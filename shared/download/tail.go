@@ -94,6 +94,39 @@ func (r *segmentReader) Read(b []byte) (int, error) {
 	}
 }
 
+// WriteTo writes the rest of the range to w a segment at a time; a
+// segment whose reader writes itself (a local file, through sendfile when
+// w is a network connection) does so.
+func (r *segmentReader) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	for r.pos < r.end {
+		if r.cur == nil {
+			if err := r.openAt(r.pos); err != nil {
+				return total, err
+			}
+		}
+		want := min(r.end, r.curEnd) - r.pos
+		var n int64
+		var err error
+		if wt, ok := r.cur.(io.WriterTo); ok && r.curEnd <= r.end {
+			n, err = wt.WriteTo(w)
+		} else {
+			n, err = io.CopyN(w, r.cur, want)
+		}
+		r.pos += n
+		total += n
+		if err == nil && n != want {
+			err = fmt.Errorf("a segment ended %d bytes early: %w", want-n, io.ErrUnexpectedEOF)
+		}
+		if err != nil {
+			return total, err
+		}
+		r.cur.Close()
+		r.cur = nil
+	}
+	return total, nil
+}
+
 // openAt opens the segment holding pos and skips to it.
 func (r *segmentReader) openAt(pos int64) error {
 	for _, sg := range r.segs {

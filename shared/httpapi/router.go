@@ -219,6 +219,15 @@ func (s *statusRecorder) Write(b []byte) (int, error) {
 // Unwrap lets http.ResponseController reach the connection (deadlines).
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
+// ReadFrom keeps the connection's own ReadFrom: a streamed tar's local
+// files go out through sendfile rather than user space.
+func (s *statusRecorder) ReadFrom(r io.Reader) (int64, error) {
+	if s.code == 0 {
+		s.code = http.StatusOK
+	}
+	return io.Copy(s.ResponseWriter, r)
+}
+
 func (s *statusRecorder) status() int {
 	if s.code == 0 {
 		return http.StatusOK

@@ -1,6 +1,7 @@
 package app_test
 
 import (
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -205,14 +206,21 @@ func TestCorruptBlobFailsTheJob(t *testing.T) {
 	if len(entries) != 0 {
 		t.Fatalf("an unverified entry was stored: %v", entries)
 	}
-	// The curl one-liner fails too, with the job's error.
+	// The curl one-liner fails too: the new job it makes fails the same
+	// way, answered with the job's error if that comes before the tar's
+	// first bytes, else by cutting the stream short.
 	resp, err := http.Get(h.srv.URL + "/api/pull/broken:1")
 	if err != nil {
 		t.Fatal(err)
 	}
+	body, rerr := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusBadGateway {
-		t.Fatalf("pull of a failed job: %d, want 502", resp.StatusCode)
+	switch {
+	case resp.StatusCode == http.StatusBadGateway:
+	case resp.StatusCode == http.StatusOK && rerr != nil && int64(len(body)) < resp.ContentLength:
+		t.Logf("the stream was cut after %d of %d bytes", len(body), resp.ContentLength)
+	default:
+		t.Fatalf("pull of a failing image: %d with %d of %d bytes (read error %v), want 502 or a cut stream", resp.StatusCode, len(body), resp.ContentLength, rerr)
 	}
 }
 

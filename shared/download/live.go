@@ -1,0 +1,283 @@
+package download
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/regclient/regclient/types/descriptor"
+
+	"github.com/tarport/tarport/shared/tarport"
+)
+
+// A stream follows a layer while its own job's task writes it (where the
+// store lets it: WatchedObjects), so the tar flows from the first byte
+// the registry sends rather than from the first layer stored. The rule
+// that no one holds an unverified entry whole: the entry's last byte
+// leaves only once the write completed, which is once the registry
+// adapter's reader checked size and digest at the end of the body (the
+// zero padding after it is written only then). A write that fails after
+// bytes of it were sent cuts the stream. Only the job's own task's write
+// is followed: bytes another job fetches are this job's only after its
+// origin authorized this requester, which the task checks once they are
+// stored.
+
+// liveWrite is one attempt of a task writing a layer's entry.
+type liveWrite struct {
+	size int64
+
+	mu   sync.Mutex
+	path string // the file being written; "" until the write starts
+	done bool
+	err  error // the write failed
+}
+
+func (w *liveWrite) started(path string) {
+	w.mu.Lock()
+	w.path = path
+	w.mu.Unlock()
+}
+
+func (w *liveWrite) finish(err error) {
+	w.mu.Lock()
+	w.done, w.err = true, err
+	w.mu.Unlock()
+}
+
+func (w *liveWrite) state() (path string, done bool, err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.path, w.done, w.err
+}
+
+// liveWrites are the writes in progress, by job and layer.
+type liveWrites struct {
+	mu sync.Mutex
+	m  map[string]*liveWrite
+}
+
+func liveKey(job string, layer int) string { return job + "/" + strconv.Itoa(layer) }
+
+// begin registers a new attempt at writing layer of job.
+func (l *liveWrites) begin(job string, layer int, size int64) *liveWrite {
+	w := &liveWrite{size: size}
+	l.mu.Lock()
+	if l.m == nil {
+		l.m = map[string]*liveWrite{}
+	}
+	l.m[liveKey(job, layer)] = w
+	l.mu.Unlock()
+	return w
+}
+
+func (l *liveWrites) get(job string, layer int) *liveWrite {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.m[liveKey(job, layer)]
+}
+
+// end forgets layer of job: its task is over (streams reading it keep
+// their own reference).
+func (l *liveWrites) end(job string, layer int) {
+	l.mu.Lock()
+	delete(l.m, liveKey(job, layer))
+	l.mu.Unlock()
+}
+
+// put is how a task stores its entry: watched where the store allows, so
+// streams of the job can follow the write.
+func (s *Service) put(ctx context.Context, t Task, key string, r io.Reader, size int64) error {
+	wo, ok := s.objects.(WatchedObjects)
+	if !ok {
+		return s.objects.Put(ctx, key, r, size)
+	}
+	w := s.live.begin(t.JobID, t.Layer, size)
+	err := wo.PutWatched(ctx, key, r, size, w.started)
+	w.finish(err)
+	return err
+}
+
+// entryReader reads the body of one layer's entry (after its tar header)
+// for a stream: following the job's own write while it runs, else from
+// the stored entry once the layer is finished for the job.
+type entryReader struct {
+	ctx    context.Context
+	s      *Service
+	job    string
+	layer  int
+	d      descriptor.Descriptor
+	origin []tarport.Origin
+	off    int64 // next offset in the entry
+	start  int64 // where the body starts (the header's length)
+	size   int64 // the entry's length
+
+	cur    io.ReadCloser // the stored entry, at off
+	live   *liveWrite    // the write followed
+	file   *os.File      // live's file
+	failed *liveWrite    // the last write that failed (or was gone), not to follow again
+	polled time.Time     // the last read of the job
+}
+
+func (e *entryReader) Read(b []byte) (int, error) {
+	if e.off >= e.size {
+		return 0, io.EOF
+	}
+	b = b[:min(int64(len(b)), e.size-e.off)]
+	for {
+		if e.cur != nil {
+			n, err := e.cur.Read(b)
+			e.off += int64(n)
+			return n, err
+		}
+		if n, err := e.follow(b); n > 0 || err != nil {
+			return n, err
+		}
+		if err := e.checkJob(); err != nil || e.cur != nil {
+			if err != nil {
+				return 0, err
+			}
+			continue
+		}
+		select {
+		case <-e.ctx.Done():
+			return 0, e.ctx.Err()
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+}
+
+// follow reads what the live write has on disk: up to the entry's last
+// byte but one while the write runs, the rest once it completed.
+func (e *entryReader) follow(b []byte) (int, error) {
+	if e.live == nil {
+		w := e.s.live.get(e.job, e.layer)
+		if w == nil || w == e.failed {
+			return 0, nil
+		}
+		e.live = w
+	}
+	path, done, werr := e.live.state()
+	switch {
+	case werr != nil:
+		e.failed, e.live = e.live, nil
+		e.closeFile()
+		if e.off > e.start {
+			return 0, tarport.Wrap(werr, tarport.CodeUpstream, "layer %s failed after part of it was sent", e.d.Digest)
+		}
+		return 0, nil // nothing sent: wait for another attempt
+	case path == "":
+		return 0, nil
+	}
+	if e.file == nil {
+		f, err := os.Open(path)
+		if errors.Is(err, fs.ErrNotExist) && done {
+			// Stored (renamed) before this stream reached it: read the
+			// entry once the layer counts as finished.
+			e.failed, e.live = e.live, nil
+			return 0, nil
+		}
+		if err != nil {
+			return 0, fmt.Errorf("following layer %s: %w", e.d.Digest, err)
+		}
+		e.file = f
+	}
+	limit := e.size - 1
+	if done {
+		limit = e.size
+	}
+	if e.off >= limit {
+		return 0, nil
+	}
+	n, err := e.file.ReadAt(b[:min(int64(len(b)), limit-e.off)], e.off)
+	e.off += int64(n)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return n, fmt.Errorf("following layer %s: %w", e.d.Digest, err)
+	}
+	return n, nil
+}
+
+// checkJob reads the job now and then: a failed job ends the read; a
+// finished layer is read from its stored entry from here on.
+func (e *entryReader) checkJob() error {
+	if time.Since(e.polled) < streamPoll {
+		return nil
+	}
+	e.polled = time.Now()
+	job, err := e.s.jobs.Get(e.ctx, e.job)
+	if err != nil {
+		return err
+	}
+	if job.Status == tarport.StatusFailed {
+		if job.Error != nil {
+			return tarport.Errorf(job.Error.Code, "%s", job.Error.Message)
+		}
+		return tarport.Errorf(tarport.CodeInternal, "download %s failed", e.job)
+	}
+	if e.layer >= len(job.Layers) || !job.Layers[e.layer].Finished {
+		return nil
+	}
+	key, err := e.s.storedEntry(e.ctx, e.job, e.origin, e.d)
+	if err != nil {
+		return err
+	}
+	rc, err := e.s.objects.Get(e.ctx, key)
+	if err != nil {
+		return err
+	}
+	if _, err := io.CopyN(io.Discard, rc, e.off); err != nil {
+		rc.Close()
+		return fmt.Errorf("reading entry %s: %w", key, err)
+	}
+	e.closeFile()
+	e.cur, e.live = rc, nil
+	return nil
+}
+
+// WriteTo hands a stored entry to w whole (sendfile, where the store's
+// reader and w allow), and copies what is followed live.
+func (e *entryReader) WriteTo(w io.Writer) (int64, error) {
+	var total int64
+	buf := make([]byte, 256<<10)
+	for e.off < e.size {
+		if wt, ok := e.cur.(io.WriterTo); ok {
+			n, err := wt.WriteTo(w)
+			e.off += n
+			return total + n, err
+		}
+		n, err := e.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return total, werr
+			}
+			total += int64(n)
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+func (e *entryReader) closeFile() {
+	if e.file != nil {
+		e.file.Close()
+		e.file = nil
+	}
+}
+
+func (e *entryReader) Close() error {
+	e.closeFile()
+	if e.cur != nil {
+		return e.cur.Close()
+	}
+	return nil
+}
