@@ -222,6 +222,11 @@ func (a *API) streamTar(w http.ResponseWriter, r *http.Request, v download.View)
 	h.Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": v.FileName}))
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Tarport-Job", v.ID) // the job to follow for progress
+	// No resuming a stream: bytes of a layer sent while it was fetched
+	// are verified only when it completes, so a file cut short may hold
+	// bytes of a failed attempt. A Range is ignored (the whole tar, 200);
+	// the job's link of the finished tar serves Range.
+	h.Set("Accept-Ranges", "none")
 	w.WriteHeader(http.StatusOK)
 	sent := int64(0)
 	_, err = w.Write(first[:n])

@@ -2,6 +2,7 @@ package app_test
 
 import (
 	"archive/tar"
+	"bytes"
 	"errors"
 	"io"
 	"os"
@@ -102,5 +103,30 @@ func validTar(r io.Reader) bool {
 		if _, err := io.Copy(io.Discard, tr); err != nil {
 			return false
 		}
+	}
+}
+
+// TestStreamNotResumed: curl -C - on a streamed pull is refused, not
+// spliced onto what the file holds (bytes sent while a layer was fetched
+// are verified only when it completes, so a cut file may hold a failed
+// attempt's bytes); the finished tar's link is what resumes.
+func TestStreamNotResumed(t *testing.T) {
+	t.Parallel()
+	curl := daemon.Binary(t, "curl")
+	h := startHub(t)
+	h.pushApp(t, "resume", "1")
+	out := filepath.Join(t.TempDir(), "x.tar")
+	junk := []byte(strings.Repeat("not the tar's bytes ", 200))
+	if err := os.WriteFile(out, junk, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b, err := exec.Command(curl, "-fsS", "-C", "-", "-o", out, h.srv.URL+"/api/pull/resume:1").CombinedOutput()
+	// 33: the server does not do ranges here, so curl cannot resume.
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 33 {
+		t.Fatalf("curl -C - on a stream: %v, want exit 33 (cannot resume)\n%s", err, b)
+	}
+	if got, _ := os.ReadFile(out); !bytes.Equal(got, junk) {
+		t.Fatalf("the file changed from %d to %d bytes: something was spliced onto it", len(junk), len(got))
 	}
 }
