@@ -96,6 +96,22 @@ func (s *Store) Get(_ context.Context, key string) (io.ReadCloser, error) {
 	return &objectReader{obj: obj}, nil
 }
 
+// GetRange returns exactly length bytes of key from offset on.
+func (s *Store) GetRange(_ context.Context, key string, offset, length int64) (io.ReadCloser, error) {
+	obj, err := s.open(key)
+	if err != nil {
+		return nil, err
+	}
+	if offset < 0 || length <= 0 || offset > obj.size || length > obj.size-offset {
+		obj.Close()
+		return nil, fmt.Errorf("reading %s: bytes %d+%d are not a range of its %d", key, offset, length, obj.size)
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{io.NewSectionReader(obj, offset, length), obj}, nil
+}
+
 // GetMeta returns a cached manifest or config.
 func (s *Store) GetMeta(ctx context.Context, o tarport.Origin, d digest.Digest) ([]byte, error) {
 	p, err := s.path(download.MetaKey(o, d))

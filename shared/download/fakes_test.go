@@ -251,6 +251,7 @@ type fakeObjects struct {
 	uploadSeq int
 	partPuts  int
 	moves     int
+	ranges    int // GetRange calls
 }
 
 type stitchCall struct {

@@ -17,7 +17,23 @@ import (
 var (
 	_ RangeRegistry = (*fakeRegistry)(nil)
 	_ PartedObjects = (*fakeObjects)(nil)
+	_ RangedObjects = (*fakeObjects)(nil)
 )
+
+// GetRange serves a range of a stored object.
+func (f *fakeObjects) GetRange(_ context.Context, key string, offset, length int64) (io.ReadCloser, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.ranges++
+	b, ok := f.objs[key]
+	if !ok {
+		return nil, notFoundErr(key)
+	}
+	if offset < 0 || length < 0 || offset+length > int64(len(b)) {
+		return nil, fmt.Errorf("range %d+%d of the %d-byte %s", offset, length, len(b), key)
+	}
+	return io.NopCloser(bytes.NewReader(b[offset : offset+length])), nil
+}
 
 // OpenBlobRange serves a range of a blob, unverified as the real one;
 // corrupt flips the first byte of every range of that blob.

@@ -135,6 +135,26 @@ func (s *Store) Get(ctx context.Context, key string) (io.ReadCloser, error) {
 	return out.Body, nil
 }
 
+// GetRange returns exactly length bytes of key from offset on: the verify
+// task reads a split layer's entry with several of these at once.
+func (s *Store) GetRange(ctx context.Context, key string, offset, length int64) (io.ReadCloser, error) {
+	if offset < 0 || length <= 0 {
+		return nil, fmt.Errorf("getting %s: bytes %d+%d are no range", key, offset, length)
+	}
+	out, err := s.client.GetObject(ctx, &s3.GetObjectInput{
+		Bucket: aws.String(s.bucket), Key: aws.String(key),
+		Range: aws.String(fmt.Sprintf("bytes=%d-%d", offset, offset+length-1)),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("getting bytes %d+%d of %s: %w", offset, length, key, classify(key, err))
+	}
+	if n := aws.ToInt64(out.ContentLength); n != length {
+		out.Body.Close()
+		return nil, fmt.Errorf("getting bytes %d+%d of %s: %d bytes came", offset, length, key, n)
+	}
+	return out.Body, nil
+}
+
 // GetMeta returns a cached manifest or config, or a CodeNotFound error.
 // With PutMeta it is the registry client's MetaCache.
 func (s *Store) GetMeta(ctx context.Context, o tarport.Origin, d digest.Digest) ([]byte, error) {

@@ -103,6 +103,40 @@ func putGetSize(t *testing.T, s download.Objects) {
 			t.Fatalf("Get returned %d bytes, not the %d put", len(got), n)
 		}
 		checkWriteTo(t, s, key, want)
+		checkRanges(t, s, key, want)
+	}
+}
+
+// checkRanges: a store that reads ranges (download.RangedObjects) gives
+// exactly the bytes asked for, and refuses a range past the end.
+func checkRanges(t *testing.T, s download.Objects, key string, want []byte) {
+	t.Helper()
+	ro, ok := s.(download.RangedObjects)
+	if !ok || len(want) == 0 {
+		return
+	}
+	n := int64(len(want))
+	for _, r := range [][2]int64{{0, n}, {0, 1}, {n - 1, 1}, {n / 3, n / 2}} {
+		if r[1] <= 0 {
+			continue
+		}
+		rc, err := ro.GetRange(context.Background(), key, r[0], r[1])
+		if err != nil {
+			t.Fatalf("GetRange(%d, %d) of %d bytes: %v", r[0], r[1], n, err)
+		}
+		got, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil || !bytes.Equal(got, want[r[0]:r[0]+r[1]]) {
+			t.Fatalf("GetRange(%d, %d): %d bytes, %v", r[0], r[1], len(got), err)
+		}
+	}
+	if rc, err := ro.GetRange(context.Background(), key, n-1, 2); err == nil {
+		got, _ := io.ReadAll(rc)
+		rc.Close()
+		if len(got) == 2 {
+			t.Fatalf("GetRange past the end gave %d bytes", len(got))
+		}
+		t.Fatalf("GetRange(%d, 2) of %d bytes: no error (%d bytes)", n-1, n, len(got))
 	}
 }
 
