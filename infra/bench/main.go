@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tarport/tarport/shared/settings"
 	"github.com/tarport/tarport/shared/testkit/daemon"
 )
 
@@ -41,6 +42,7 @@ type options struct {
 	search  bool
 	aws     bool
 	workers int
+	verify  string
 }
 
 func parseFlags() (options, error) {
@@ -55,6 +57,7 @@ func parseFlags() (options, error) {
 	flag.BoolVar(&o.search, "search", true, "also measure cached search latency (2,000 requests at concurrency 32)")
 	flag.BoolVar(&o.aws, "aws", true, "also measure the AWS path on loopback (functions under the Lambda emulator, versitygw, dynalite, fake SQS) for the 1 GiB image")
 	flag.IntVar(&o.workers, "aws-workers", 4, "assemble function instances polling the task queue in parallel (-aws)")
+	flag.StringVar(&o.verify, "verify", "", "also measure checking a split layer of this size in S3 (versitygw), e.g. 4GiB: one stream against ranged reads ahead")
 	flag.Parse()
 	if o.runs < 1 {
 		return o, errors.New("-runs must be at least 1")
@@ -224,6 +227,22 @@ func extraSections(ctx context.Context, o options, env *environment, tools []too
 		fmt.Println(s)
 		if o.doc != "" {
 			if err := writeMarked(o.doc, searchBegin, searchEnd, s); err != nil {
+				return err
+			}
+		}
+	}
+	if o.verify != "" {
+		size, err := settings.ParseBytes(o.verify)
+		if err != nil {
+			return fmt.Errorf("-verify: %w", err)
+		}
+		s, err := verifyBench(ctx, env.work, size)
+		if err != nil {
+			return fmt.Errorf("verify: %w", err)
+		}
+		fmt.Println(s)
+		if o.doc != "" {
+			if err := writeMarked(o.doc, verifyBegin, verifyEnd, s); err != nil {
 				return err
 			}
 		}
