@@ -46,6 +46,10 @@ import (
 	"github.com/tarport/tarport/shared/sqsqueue"
 )
 
+// The verify task reads split layers with ranged reads where the store
+// offers them (an optional port: without it, one stream).
+var _ download.RangedObjects = (*s3store.Store)(nil)
+
 // App is what every function starts from: settings, a logger and the AWS
 // configuration (credentials, region, and endpoints such as
 // AWS_ENDPOINT_URL_S3 in tests).

@@ -109,6 +109,9 @@ func (o *object) Close() error {
 	return first
 }
 
+// sendChunk is the most writeRange hands to w in one call.
+const sendChunk = 16 << 20
+
 // writeRange writes [off, off+n) to w segment by segment, each as a
 // length-limited *os.File so net/http can hand it to sendfile.
 func (o *object) writeRange(w io.Writer, off, n int64) error {
@@ -122,8 +125,15 @@ func (o *object) writeRange(w io.Writer, off, n int64) error {
 		if _, err := p.f.Seek(p.off+from-p.start, io.SeekStart); err != nil {
 			return fmt.Errorf("seeking segment at %d: %w", p.start, err)
 		}
-		if _, err := io.Copy(w, &io.LimitedReader{R: p.f, N: to - from}); err != nil {
-			return err
+		// A few MiB per call: a writer that bounds each write's time
+		// (a stream's idle deadline) then bounds a slow client's pace,
+		// not a whole layer's transfer.
+		for from < to {
+			n := min(to-from, sendChunk)
+			if _, err := io.Copy(w, &io.LimitedReader{R: p.f, N: n}); err != nil {
+				return err
+			}
+			from += n
 		}
 	}
 	return nil
@@ -155,6 +165,24 @@ func (r *objectReader) WriteTo(w io.Writer) (int64, error) {
 	err := r.obj.writeRange(cw, r.pos, r.obj.size-r.pos)
 	r.pos += cw.n
 	return cw.n, err
+}
+
+// Seek moves the read position (a stream resuming inside an entry).
+func (r *objectReader) Seek(off int64, whence int) (int64, error) {
+	switch whence {
+	case io.SeekStart:
+	case io.SeekCurrent:
+		off += r.pos
+	case io.SeekEnd:
+		off += r.obj.size
+	default:
+		return r.pos, fmt.Errorf("seeking: whence %d", whence)
+	}
+	if off < 0 {
+		return r.pos, fmt.Errorf("seeking to %d", off)
+	}
+	r.pos = off
+	return off, nil
 }
 
 func (r *objectReader) Close() error { return r.obj.Close() }

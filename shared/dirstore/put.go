@@ -52,7 +52,7 @@ func (s *Store) writeAtomic(ctx context.Context, dst string, r io.Reader, size i
 		src = io.LimitReader(src, size+1)
 	}
 	// A large buffer: fewer read and write system calls per GiB.
-	n, err := io.CopyBuffer(newWriteback(tmp), src, make([]byte, 1<<20))
+	n, err := io.CopyBuffer(newWriteback(tmp), src, make([]byte, min(max(size, 512), 1<<20)))
 	if err != nil {
 		return fmt.Errorf("writing %s: %w", filepath.Base(dst), err)
 	}

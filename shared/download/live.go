@@ -30,8 +30,6 @@ import (
 
 // liveWrite is one attempt of a task writing a layer's entry.
 type liveWrite struct {
-	size int64
-
 	mu   sync.Mutex
 	path string // the file being written; "" until the write starts
 	done bool
@@ -65,8 +63,8 @@ type liveWrites struct {
 func liveKey(job string, layer int) string { return job + "/" + strconv.Itoa(layer) }
 
 // begin registers a new attempt at writing layer of job.
-func (l *liveWrites) begin(job string, layer int, size int64) *liveWrite {
-	w := &liveWrite{size: size}
+func (l *liveWrites) begin(job string, layer int) *liveWrite {
+	w := &liveWrite{}
 	l.mu.Lock()
 	if l.m == nil {
 		l.m = map[string]*liveWrite{}
@@ -97,7 +95,7 @@ func (s *Service) put(ctx context.Context, t Task, key string, r io.Reader, size
 	if !ok {
 		return s.objects.Put(ctx, key, r, size)
 	}
-	w := s.live.begin(t.JobID, t.Layer, size)
+	w := s.live.begin(t.JobID, t.Layer)
 	err := wo.PutWatched(ctx, key, r, size, w.started)
 	w.finish(err)
 	return err
@@ -122,6 +120,7 @@ type entryReader struct {
 	file   *os.File      // live's file
 	failed *liveWrite    // the last write that failed (or was gone), not to follow again
 	polled time.Time     // the last read of the job
+	idle   time.Duration // the current wait for new bytes
 }
 
 func (e *entryReader) Read(b []byte) (int, error) {
@@ -136,6 +135,7 @@ func (e *entryReader) Read(b []byte) (int, error) {
 			return n, err
 		}
 		if n, err := e.follow(b); n > 0 || err != nil {
+			e.idle = 0
 			return n, err
 		}
 		if err := e.checkJob(); err != nil || e.cur != nil {
@@ -144,10 +144,13 @@ func (e *entryReader) Read(b []byte) (int, error) {
 			}
 			continue
 		}
+		// Nothing new: wait, longer the longer nothing comes (2 ms while
+		// a write streams in, up to streamPoll when it stalls or waits).
+		e.idle = min(max(2*e.idle, 2*time.Millisecond), streamPoll)
 		select {
 		case <-e.ctx.Done():
 			return 0, e.ctx.Err()
-		case <-time.After(2 * time.Millisecond):
+		case <-time.After(e.idle):
 		}
 	}
 }
@@ -176,10 +179,13 @@ func (e *entryReader) follow(b []byte) (int, error) {
 	}
 	if e.file == nil {
 		f, err := os.Open(path)
-		if errors.Is(err, fs.ErrNotExist) && done {
-			// Stored (renamed) before this stream reached it: read the
-			// entry once the layer counts as finished.
-			e.failed, e.live = e.live, nil
+		if errors.Is(err, fs.ErrNotExist) {
+			// Renamed into place (or removed after a failure) before this
+			// stream reached it: the next look at the write says which;
+			// a stored entry is read once the layer counts as finished.
+			if _, done, _ := e.live.state(); done {
+				e.failed, e.live = e.live, nil
+			}
 			return 0, nil
 		}
 		if err != nil {
@@ -187,9 +193,16 @@ func (e *entryReader) follow(b []byte) (int, error) {
 		}
 		e.file = f
 	}
-	limit := e.size - 1
-	if done {
-		limit = e.size
+	// Until the write completed (the digest checked), the layer's last
+	// byte stays back: its padding comes after it, so holding the entry's
+	// last byte alone would let the whole layer out. An empty layer holds
+	// its header's last byte.
+	limit := e.size
+	if !done {
+		limit = e.size - 1
+		if e.d.Size > 0 {
+			limit = e.start + e.d.Size - 1
+		}
 	}
 	if e.off >= limit {
 		return 0, nil
@@ -230,7 +243,7 @@ func (e *entryReader) checkJob() error {
 	if err != nil {
 		return err
 	}
-	if _, err := io.CopyN(io.Discard, rc, e.off); err != nil {
+	if err := skip(rc, e.off); err != nil {
 		rc.Close()
 		return fmt.Errorf("reading entry %s: %w", key, err)
 	}
@@ -280,4 +293,14 @@ func (e *entryReader) Close() error {
 		return e.cur.Close()
 	}
 	return nil
+}
+
+// skip moves r n bytes on: a seek where r can, else a read.
+func skip(r io.Reader, n int64) error {
+	if sk, ok := r.(io.Seeker); ok {
+		_, err := sk.Seek(n, io.SeekCurrent)
+		return err
+	}
+	_, err := io.CopyN(io.Discard, r, n)
+	return err
 }

@@ -14,8 +14,9 @@ import (
 	"github.com/tarport/tarport/shared/tarport"
 )
 
-// streamPoll is how often a stream waiting for an entry reads its job.
-const streamPoll = 20 * time.Millisecond
+// streamPoll is how often a stream waiting for a layer reads its job, and
+// the longest it waits between looks at a write it follows.
+const streamPoll = 100 * time.Millisecond
 
 // Stream returns the tar of a job while it is built: its bytes in order
 // from the first, exactly the tar the stitch makes. A layer's bytes are
@@ -42,7 +43,9 @@ func (s *Service) Stream(ctx context.Context, job tarport.Job) (io.ReadCloser, e
 	}
 	descs := map[digest.Digest]descriptor.Descriptor{}
 	for _, l := range layers {
-		descs[l.Digest] = l
+		if _, ok := descs[l.Digest]; !ok { // the first, as the tasks and the stitch take it
+			descs[l.Digest] = l
+		}
 	}
 	var segs []segment
 	for _, e := range layout.Entries {
@@ -56,15 +59,22 @@ func (s *Service) Stream(ctx context.Context, job tarport.Job) (io.ReadCloser, e
 		}
 		// The entry's header goes ahead of its bytes (the plan holds it):
 		// a stream cut while the entry is awaited ends inside the entry,
-		// which every tar reader reports as truncated.
+		// which every tar reader reports as truncated. An empty layer's
+		// entry is its header alone, read like a layer's bytes, so it too
+		// waits for the layer (and holds its last byte back).
 		d, hdr := descs[e.Digest], int64(len(e.Header))
-		header := e.Header
-		segs = append(segs, segment{start: e.Offset, size: hdr, open: func(context.Context) (io.ReadCloser, error) {
-			return io.NopCloser(bytes.NewReader(header)), nil
-		}})
 		origins, size := tarport.Origins(r, d), e.Len()
-		segs = append(segs, segment{start: e.Offset + hdr, size: size - hdr, open: func(ctx context.Context) (io.ReadCloser, error) {
-			return &entryReader{ctx: ctx, s: s, job: job.ID, layer: i, d: d, origin: origins, off: hdr, start: hdr, size: size}, nil
+		first := hdr
+		if e.Size == 0 {
+			first = 0
+		} else {
+			header := e.Header
+			segs = append(segs, segment{start: e.Offset, size: hdr, open: func(context.Context) (io.ReadCloser, error) {
+				return io.NopCloser(bytes.NewReader(header)), nil
+			}})
+		}
+		segs = append(segs, segment{start: e.Offset + first, size: size - first, open: func(ctx context.Context) (io.ReadCloser, error) {
+			return &entryReader{ctx: ctx, s: s, job: job.ID, layer: i, d: d, origin: origins, off: first, start: first, size: size}, nil
 		}})
 	}
 	end := layout.Entries[len(layout.Entries)-1]

@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/opencontainers/go-digest"
 
 	"github.com/tarport/tarport/shared/tarport"
 )
@@ -207,8 +210,20 @@ func readUntil(r io.Reader) (got func() []byte, done chan error) {
 // only once the write completed (after the digest check).
 func TestStreamFollowsTheWrite(t *testing.T) {
 	t.Parallel()
+	// 6 MiB: no padding, the entry ends with the layer's last byte; 6 MiB
+	// and 100 bytes: 412 bytes of padding follow it, and the layer's last
+	// byte, not the entry's, is what stays back.
+	for _, size := range []int64{6 * mib, 6*mib + 100} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			t.Parallel()
+			followTheWrite(t, size)
+		})
+	}
+}
+
+func followTheWrite(t *testing.T, layerSize int64) {
 	h := newHarness(t, Config{})
-	ti := newTestImage(t, "registry.example/team/live:v1", 34, 6*mib)
+	ti := newTestImage(t, "registry.example/team/live:v1", 34, layerSize)
 	h.serve(ti)
 	layout := planOf(t, ti.img)
 	entry := layout.Entries[0]
@@ -226,14 +241,14 @@ func TestStreamFollowsTheWrite(t *testing.T) {
 	got, done := readUntil(rc)
 	taskErr := make(chan error, 1)
 	go func() { taskErr <- h.svc.RunTask(context.Background(), tasks[0]) }()
-	end := entry.Offset + entry.Len()
+	held := entry.Offset + int64(len(entry.Header)) + layerSize - 1 // all but the layer's last byte
 	deadline := time.Now().Add(10 * time.Second)
-	for int64(len(got())) < end-1 && time.Now().Before(deadline) {
+	for int64(len(got())) < held && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	time.Sleep(50 * time.Millisecond) // room for a byte too many, which must not come
-	if n := int64(len(got())); n != end-1 {
-		t.Fatalf("with the write held before it completed, the stream has %d bytes; want %d: the entry but its last byte", n, end-1)
+	if n := int64(len(got())); n != held {
+		t.Fatalf("with the write held before it completed, the stream has %d bytes; want %d: the layer but its last byte", n, held)
 	}
 	if job := h.jobs.job(t, v.ID); job.Layers[0].Finished {
 		t.Fatal("the layer finished while its write was held")
@@ -282,5 +297,57 @@ func TestStreamCutWhenTheFollowedWriteFails(t *testing.T) {
 	err = <-done
 	if err == nil || int64(len(got())) >= entry.Offset+entry.Len() {
 		t.Fatalf("stream of a layer that failed after %d bytes were sent: %v with %d bytes", 1<<19, err, len(got()))
+	}
+}
+
+// TestStreamWaitsForAnEmptyLayer: an empty layer's entry (its header
+// alone) is sent only once the layer was fetched and checked: a stream of
+// an image whose empty layer the registry does not serve fails rather
+// than ending whole.
+func TestStreamWaitsForAnEmptyLayer(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, Config{Attempts: 1})
+	ti := newTestImage(t, "registry.example/team/empty:v1", 36, 6*mib, 0)
+	h.serve(ti)
+	var empty digest.Digest
+	for _, l := range ti.img.Layers {
+		if l.Size == 0 {
+			empty = l.Digest
+		}
+	}
+	h.reg.mu.Lock()
+	delete(h.reg.blobs, empty)
+	h.reg.mu.Unlock()
+	v, tasks := create(t, h, Request{Image: ti.img.Ref.CommonName()})
+	rc, err := h.svc.Stream(context.Background(), h.jobs.job(t, v.ID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	got, done := readUntil(rc)
+	// The big layer first, streamed whole; only then the empty one, so
+	// the stream has reached the empty layer's entry when it fails.
+	var emptyAt int64
+	for _, e := range planOf(t, ti.img).Entries {
+		if e.Digest == empty {
+			emptyAt = e.Offset
+		}
+	}
+	for _, task := range tasks {
+		if task.Desc.Digest == empty {
+			for int64(len(got())) < emptyAt {
+				select {
+				case err := <-done:
+					t.Fatalf("the stream ended (%v) after %d bytes, before the empty layer at %d", err, len(got()), emptyAt)
+				case <-time.After(5 * time.Millisecond):
+				}
+			}
+		}
+		if err := h.svc.RunTask(context.Background(), task); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := <-done; err == nil || int64(len(got())) >= v.TotalBytes {
+		t.Fatalf("stream of an image whose empty layer failed: %v after %d of %d bytes", err, len(got()), v.TotalBytes)
 	}
 }

@@ -202,6 +202,12 @@ func (a *API) streamTar(w http.ResponseWriter, r *http.Request, v download.View)
 		writeError(w, r, a.log, jobFailure(v))
 		return
 	}
+	release, err := a.streams.acquire(a.clientOf(r))
+	if err != nil {
+		writeError(w, r, a.log, err)
+		return
+	}
+	defer release()
 	rc, err := a.opts.Tars.Stream(r.Context(), v.Job)
 	if err != nil {
 		writeError(w, r, a.log, err)
@@ -228,12 +234,14 @@ func (a *API) streamTar(w http.ResponseWriter, r *http.Request, v download.View)
 	// the job's link of the finished tar serves Range.
 	h.Set("Accept-Ranges", "none")
 	w.WriteHeader(http.StatusOK)
+	out := newIdleWriter(w, a.opts.StreamIdle)
+	defer out.done()
 	sent := int64(0)
-	_, err = w.Write(first[:n])
+	_, err = out.Write(first[:n])
 	if err == nil {
 		sent = int64(n)
 		var rest int64
-		rest, err = io.Copy(w, rc)
+		rest, err = io.Copy(out, rc)
 		sent += rest
 	}
 	if err == nil && sent != v.TotalBytes {

@@ -577,3 +577,117 @@ func TestTarStreamCut(t *testing.T) {
 	// A job that fails before the tar's first byte: its error, answered.
 	checkError(t, do(t, newTestAPI(t, d, Options{Tars: &fakeTars{body: body, failAt: -1}}), httpGet("/api/pull/nginx")), 502, tarport.CodeDigestMismatch)
 }
+
+// blockingTars streams a tar whose reader waits, after its first 64 KiB,
+// until release is closed.
+type blockingTars struct {
+	body    []byte
+	release chan struct{}
+}
+
+func (b *blockingTars) Stream(ctx context.Context, _ tarport.Job) (io.ReadCloser, error) {
+	return io.NopCloser(io.MultiReader(bytes.NewReader(b.body[:64<<10]), readerFunc(func(p []byte) (int, error) {
+		select {
+		case <-b.release:
+			return 0, io.EOF
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}))), nil
+}
+
+type readerFunc func([]byte) (int, error)
+
+func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
+
+// TestStreamsPerClient: a client streams at most MaxStreamsPerClient tars
+// at once; one more is 429 with Retry-After, and a slot comes back when a
+// stream ends.
+func TestStreamsPerClient(t *testing.T) {
+	t.Parallel()
+	body := bytes.Repeat([]byte("tar!"), 64<<10)
+	tars := &blockingTars{body: body, release: make(chan struct{})}
+	d := &fakeDownloads{create: func(context.Context, download.Request) (download.View, error) { return tarView(body), nil }}
+	srv := httptest.NewServer(newTestAPI(t, d, Options{Tars: tars}))
+	defer srv.Close()
+	var open []*http.Response
+	for range MaxStreamsPerClient {
+		resp, err := http.Get(srv.URL + "/api/pull/nginx")
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("stream %d: %v %v", len(open)+1, resp, err)
+		}
+		open = append(open, resp)
+	}
+	resp, err := http.Get(srv.URL + "/api/pull/nginx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("stream %d from one client: %d, Retry-After %q; want 429 with Retry-After", MaxStreamsPerClient+1, resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	close(tars.release)
+	for _, r := range open {
+		io.Copy(io.Discard, r.Body)
+		r.Body.Close()
+	}
+	// The slots are back once the handlers returned.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		resp, err := http.Get(srv.URL + "/api/pull/nginx")
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after the streams ended: %d", resp.StatusCode)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// closeTracker is a big tar whose stream says when it was closed.
+type closeTracker struct {
+	size   int
+	closed chan struct{}
+}
+
+func (c *closeTracker) Stream(context.Context, tarport.Job) (io.ReadCloser, error) {
+	return struct {
+		io.Reader
+		io.Closer
+	}{io.LimitReader(zeros{}, int64(c.size)), closerFunc(func() error { close(c.closed); return nil })}, nil
+}
+
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
+type closerFunc func() error
+
+func (f closerFunc) Close() error { return f() }
+
+// TestStreamCutsAStalledClient: a client that stops reading is cut once a
+// write has waited StreamIdle, and its stream is closed.
+func TestStreamCutsAStalledClient(t *testing.T) {
+	t.Parallel()
+	tars := &closeTracker{size: 512 << 20, closed: make(chan struct{})}
+	body := make([]byte, tars.size)
+	d := &fakeDownloads{create: func(context.Context, download.Request) (download.View, error) { return tarView(body), nil }}
+	srv := httptest.NewServer(newTestAPI(t, d, Options{Tars: tars, StreamIdle: 200 * time.Millisecond}))
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/api/pull/nginx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close() // and never read
+	select {
+	case <-tars.closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a stream to a client that stopped reading was still open after 10 s")
+	}
+}

@@ -48,6 +48,9 @@ type Options struct {
 	// Tars, when set, streams tars at once from /api/pull and the seed's
 	// /api/download and /api/download-stream.
 	Tars Tars
+	// StreamIdle is how long a streamed tar's write may wait for a client
+	// that stopped reading before it is cut (0: DefaultStreamIdle).
+	StreamIdle time.Duration
 	// Limits counts requests per client; nil: a limiter of RatePerMinute
 	// (0 = 100) in memory.
 	Limits        Limits
@@ -83,10 +86,11 @@ type Options struct {
 
 // API serves /api/*.
 type API struct {
-	opts   Options
-	public *url.URL // opts.PublicURL, parsed; nil without one
-	log    *slog.Logger
-	mux    *http.ServeMux
+	opts    Options
+	public  *url.URL // opts.PublicURL, parsed; nil without one
+	log     *slog.Logger
+	mux     *http.ServeMux
+	streams streamSlots // tars streaming now
 }
 
 // MaxBodyBytes bounds a request body.
@@ -102,6 +106,9 @@ func New(opts Options) *API {
 	}
 	if opts.PullWait <= 0 {
 		opts.PullWait = 20 * time.Second
+	}
+	if opts.StreamIdle <= 0 {
+		opts.StreamIdle = DefaultStreamIdle
 	}
 	a := &API{opts: opts, log: opts.Logger, mux: http.NewServeMux()}
 	if u, err := url.Parse(opts.PublicURL); err == nil && u.Host != "" && (u.Scheme == "http" || u.Scheme == "https") {

@@ -38,9 +38,14 @@ var (
 	_ download.Jobs      = (*boltdb.Jobs)(nil)
 	_ registry.MetaCache = (*dirstore.Store)(nil)
 	_ httpapi.Downloads  = (*download.Service)(nil)
-	_ httpapi.Discovery  = (*discovery.Service)(nil)
-	_ discovery.Hub      = (*dockerhub.Client)(nil)
-	_ discovery.Registry = (*registry.Client)(nil)
+	_ httpapi.Tars       = (*download.Service)(nil)
+	// Without these, streams would silently wait for stored layers and
+	// the verify task read one stream: the features are optional ports.
+	_ download.WatchedObjects = (*dirstore.Store)(nil)
+	_ download.RangedObjects  = (*dirstore.Store)(nil)
+	_ httpapi.Discovery       = (*discovery.Service)(nil)
+	_ discovery.Hub           = (*dockerhub.Client)(nil)
+	_ discovery.Registry      = (*registry.Client)(nil)
 )
 
 // App is a running local tarport.
