@@ -2,8 +2,10 @@ package download
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"time"
 )
 
 // A split layer's entry is checked by one in-order hash of all of it (a
@@ -22,13 +24,16 @@ type RangedObjects interface {
 
 const (
 	// verifyChunk and verifyAhead bound a verify task's read-ahead: 8
-	// ranged reads of 8 MiB in flight, 64 MiB of buffers, whatever the
-	// layer's size (an assemble function runs up to 4 tasks at once).
+	// ranged reads of 8 MiB in flight and one being hashed, 72 MiB of
+	// buffers, whatever the layer's size.
 	verifyChunk = 8 << 20
 	verifyAhead = 8
 	// chunkAttempts is how often one range is asked for before the read
-	// fails (the task is delivered again after that).
+	// fails (the task is delivered again after that); chunkTimeout bounds
+	// each attempt, so a body that stalls is asked for again rather than
+	// holding the in-order hash until the task's deadline.
 	chunkAttempts = 3
+	chunkTimeout  = time.Minute
 )
 
 // aheadReader reads [0, size) of an object in order, keeping up to ahead
@@ -47,6 +52,7 @@ type aheadReader struct {
 	started int64              // chunks started
 	cur     []byte             // the chunk being handed out
 	buf     []byte             // cur's buffer, back to free once read
+	err     error              // the first failure: every later Read returns it
 }
 
 type chunkResult struct {
@@ -64,7 +70,7 @@ func ReadAhead(ctx context.Context, objs RangedObjects, key string, size int64) 
 func newAheadReader(ctx context.Context, objs RangedObjects, key string, size, chunk int64, ahead int) *aheadReader {
 	ctx, cancel := context.WithCancel(ctx)
 	r := &aheadReader{ctx: ctx, cancel: cancel, objs: objs, key: key, size: size, chunk: chunk, ahead: ahead, free: make(chan []byte, ahead+1)}
-	for range ahead + 1 {
+	for range min(int64(ahead+1), r.chunks()) {
 		r.free <- make([]byte, chunk)
 	}
 	return r
@@ -94,11 +100,13 @@ func (r *aheadReader) fill() {
 func (r *aheadReader) fetch(off int64, b []byte) chunkResult {
 	var err error
 	for range chunkAttempts {
+		ctx, cancel := context.WithTimeout(r.ctx, chunkTimeout)
 		var rc io.ReadCloser
-		if rc, err = r.objs.GetRange(r.ctx, r.key, off, int64(len(b))); err == nil {
+		if rc, err = r.objs.GetRange(ctx, r.key, off, int64(len(b))); err == nil {
 			_, err = io.ReadFull(rc, b)
 			rc.Close()
 		}
+		cancel()
 		if err == nil || r.ctx.Err() != nil {
 			break
 		}
@@ -110,6 +118,9 @@ func (r *aheadReader) fetch(off int64, b []byte) chunkResult {
 }
 
 func (r *aheadReader) Read(p []byte) (int, error) {
+	if r.err != nil {
+		return 0, r.err
+	}
 	if len(r.cur) == 0 {
 		if r.buf != nil {
 			r.free <- r.buf[:cap(r.buf)]
@@ -122,6 +133,9 @@ func (r *aheadReader) Read(p []byte) (int, error) {
 		res := <-r.pending[0]
 		r.pending = r.pending[1:]
 		if res.err != nil {
+			// A hole must not be read past: the reader stays failed.
+			r.free <- res.b[:cap(res.b)]
+			r.err = res.err
 			return 0, res.err
 		}
 		r.cur, r.buf = res.b, res.b
@@ -134,6 +148,9 @@ func (r *aheadReader) Read(p []byte) (int, error) {
 
 // Close stops the reads in flight and waits for them.
 func (r *aheadReader) Close() error {
+	if r.err == nil {
+		r.err = errors.New("read after close")
+	}
 	r.cancel()
 	for _, p := range r.pending {
 		<-p

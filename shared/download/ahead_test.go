@@ -88,6 +88,27 @@ func TestAheadReader(t *testing.T) {
 	if err == nil || len(got) != 5000 {
 		t.Fatalf("a range failing every time: %d bytes, %v; want the 5000 before it and an error", len(got), err)
 	}
+	// Read again after the failure: still failing, never the bytes past
+	// the hole, never a clean end.
+	src = &rangedBytes{data: data, failures: map[int64]int{1000: chunkAttempts}}
+	r = newAheadReader(context.Background(), src, "k", 10_000, 1000, 1)
+	defer r.Close()
+	var n int
+	var errs int
+	buf := make([]byte, 500)
+	for range 40 {
+		m, err := r.Read(buf)
+		n += m
+		if err == io.EOF {
+			t.Fatalf("a clean end after a failed range, %d bytes read", n)
+		}
+		if err != nil {
+			errs++
+		}
+	}
+	if n != 1000 || errs == 0 {
+		t.Fatalf("after a failed range: %d bytes, %d errors; want the 1000 before it and only errors after", n, errs)
+	}
 }
 
 // TestAheadReaderClose: closing mid-read stops the reads in flight and

@@ -88,6 +88,12 @@ func TestSplitLayer(t *testing.T) {
 		if d := firstDiff(tar, expectedTar(t, planOf(t, ti.img), ti.blobs)); d != "" {
 			t.Fatalf("twice=%v: tar differs: %s", twice, d)
 		}
+		h.objs.mu.Lock()
+		ranges := h.objs.ranges
+		h.objs.mu.Unlock()
+		if ranges < 2 {
+			t.Errorf("the verify task made %d ranged reads of the %d-byte entry; want it read ahead in ranges", ranges, covered)
+		}
 		entry, _ := h.objs.object(EntryKey(testOrigin, big.Digest))
 		if !bytes.Equal(entry, entryBytes(t, ti.blobs[big.Digest])) {
 			t.Fatal("the cached entry is not the layer's entry")

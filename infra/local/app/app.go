@@ -39,10 +39,9 @@ var (
 	_ registry.MetaCache = (*dirstore.Store)(nil)
 	_ httpapi.Downloads  = (*download.Service)(nil)
 	_ httpapi.Tars       = (*download.Service)(nil)
-	// Without these, streams would silently wait for stored layers and
-	// the verify task read one stream: the features are optional ports.
+	// Without it, streams would silently wait for stored layers: the
+	// feature is an optional port.
 	_ download.WatchedObjects = (*dirstore.Store)(nil)
-	_ download.RangedObjects  = (*dirstore.Store)(nil)
 	_ httpapi.Discovery       = (*discovery.Service)(nil)
 	_ discovery.Hub           = (*dockerhub.Client)(nil)
 	_ discovery.Registry      = (*registry.Client)(nil)
