@@ -136,7 +136,7 @@ func (t *tarportTool) measure(ctx context.Context, srv *server, c *benchCase, ou
 		ready = time.Since(start)
 		readyc <- err
 	}()
-	u, err := t.env.timed(ctx, "curl", "-fsS", "--no-progress-meter", "-w", "%{time_starttransfer}", "-o", out, srv.base+"/api/pull/"+c.ref+"?platform=linux/amd64")
+	u, err := t.env.timed(ctx, "curl", "-q", "-fsS", "--no-progress-meter", "-w", "\nfirst-byte=%{time_starttransfer} job=%header{x-tarport-job}\n", "-o", out, srv.base+"/api/pull/"+c.ref+"?platform=linux/amd64")
 	wall := time.Since(start)
 	if err != nil {
 		return result{}, err
@@ -144,9 +144,14 @@ func (t *tarportTool) measure(ctx context.Context, srv *server, c *benchCase, ou
 	if err := <-readyc; err != nil {
 		return result{}, err
 	}
-	first, err := strconv.ParseFloat(strings.TrimSpace(u.out), 64)
-	if err != nil {
-		return result{}, fmt.Errorf("curl's time to the first byte %q: %w", u.out, err)
+	var first float64
+	var pulled string
+	if _, err := fmt.Sscanf(strings.TrimSpace(u.out), "first-byte=%f job=%s", &first, &pulled); err != nil {
+		return result{}, fmt.Errorf("curl's report %q: %w", u.out, err)
+	}
+	// The pull and the poll must be one job, or the work was done twice.
+	if pulled != j.ID {
+		return result{}, fmt.Errorf("the pull streamed job %q, the poll watched %q", pulled, j.ID)
 	}
 	cpu1, err := srv.cpu()
 	if err != nil {
