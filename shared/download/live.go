@@ -19,14 +19,13 @@ import (
 // A stream follows a layer while its own job's task writes it (where the
 // store lets it: WatchedObjects), so the tar flows from the first byte
 // the registry sends rather than from the first layer stored. The rule
-// that no one holds an unverified entry whole: the entry's last byte
+// that no one holds an unverified layer whole: the layer's last byte
 // leaves only once the write completed, which is once the registry
-// adapter's reader checked size and digest at the end of the body (the
-// zero padding after it is written only then). A write that fails after
-// bytes of it were sent cuts the stream. Only the job's own task's write
-// is followed: bytes another job fetches are this job's only after its
-// origin authorized this requester, which the task checks once they are
-// stored.
+// adapter's reader checked size and digest at the end of the body. A
+// write that fails after bytes of it were sent cuts the stream. Only the
+// job's own task's write is followed: bytes another job fetches are this
+// job's only after its origin authorized this requester, which the task
+// checks once they are stored.
 
 // liveWrite is one attempt of a task writing a layer's entry.
 type liveWrite struct {
@@ -155,8 +154,8 @@ func (e *entryReader) Read(b []byte) (int, error) {
 	}
 }
 
-// follow reads what the live write has on disk: up to the entry's last
-// byte but one while the write runs, the rest once it completed.
+// follow reads what the live write has on disk: all but the layer's last
+// byte while the write runs, the rest once it completed.
 func (e *entryReader) follow(b []byte) (int, error) {
 	if e.live == nil {
 		w := e.s.live.get(e.job, e.layer)
