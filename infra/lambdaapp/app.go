@@ -14,6 +14,8 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,6 +25,7 @@ import (
 	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-lambda-go/lambdacontext"
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/credentials/stscreds"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
@@ -150,6 +153,9 @@ func New(ctx context.Context) (*App, error) {
 	s, err := settings.FromEnv()
 	if err != nil {
 		return nil, err
+	}
+	if limit, ok := memoryLimit(os.Getenv); ok {
+		debug.SetMemoryLimit(limit)
 	}
 	// Lambda sends stdout to the function's log group; JSON is what its
 	// LogFormat JSON and Logs Insights read.
@@ -295,7 +301,14 @@ func (a *App) downloads(ctx context.Context) (*download.Service, error) {
 	if err := a.requireAWS("TARPORT_BUCKET", "TARPORT_TABLE", "TARPORT_QUEUE_URL"); err != nil {
 		return nil, err
 	}
-	s3c := s3.NewFromConfig(a.AWS)
+	s3c := s3.NewFromConfig(a.AWS, func(o *s3.Options) {
+		// A verify task reads a split layer with 8 ranged GETs at once,
+		// and an assemble function runs up to 4 tasks: keep those
+		// connections rather than handshake again for every range.
+		if bc, ok := o.HTTPClient.(*awshttp.BuildableClient); ok {
+			o.HTTPClient = bc.WithTransportOptions(func(t *http.Transport) { t.MaxIdleConnsPerHost = 64 })
+		}
+	})
 	presign, signer := a.linkSigner(s3c)
 	store := s3store.New(s3c, presign, a.Settings.Bucket, s3store.Options{Credentials: signer})
 	reg, err := a.registry(ctx, store)
@@ -463,4 +476,19 @@ func (a *App) dockerHubAccount(ctx context.Context) (user, token string, err err
 		return "", "", fmt.Errorf("reading secret %s: want JSON {\"username\":...,\"token\":...}", arn)
 	}
 	return acct.Username, acct.Token, nil
+}
+
+// memoryLimit is the Go heap's soft limit on Lambda: 85% of the function's
+// memory (AWS_LAMBDA_FUNCTION_MEMORY_SIZE, MB), so the collector works
+// harder before the function runs out rather than after (the default
+// lets the heap grow to twice what is live). GOMEMLIMIT, when set, wins.
+func memoryLimit(getenv func(string) string) (int64, bool) {
+	if getenv("GOMEMLIMIT") != "" {
+		return 0, false
+	}
+	mb, err := strconv.ParseInt(getenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE"), 10, 64)
+	if err != nil || mb <= 0 {
+		return 0, false
+	}
+	return mb << 20 * 85 / 100, true
 }
