@@ -66,19 +66,7 @@ func allFiles(t *testing.T, root string) []string {
 	return out
 }
 
-func readAll(t *testing.T, s *Store, key string) []byte {
-	t.Helper()
-	rc, err := s.Get(context.Background(), key)
-	if err != nil {
-		t.Fatalf("Get(%s): %v", key, err)
-	}
-	defer rc.Close()
-	b, err := io.ReadAll(rc)
-	if err != nil {
-		t.Fatalf("reading %s: %v", key, err)
-	}
-	return b
-}
+func readAll(t *testing.T, s *Store, key string) []byte { return objectstest.ReadAll(t, s, key) }
 
 // assertAbsent checks that key is not visible through any read method.
 func assertAbsent(t *testing.T, s *Store, key string) {

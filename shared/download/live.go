@@ -226,10 +226,7 @@ func (e *entryReader) checkJob() error {
 		return err
 	}
 	if job.Status == tarport.StatusFailed {
-		if job.Error != nil {
-			return tarport.Errorf(job.Error.Code, "%s", job.Error.Message)
-		}
-		return tarport.Errorf(tarport.CodeInternal, "download %s failed", e.job)
+		return job.Failure()
 	}
 	if e.layer >= len(job.Layers) || !job.Layers[e.layer].Finished {
 		return nil

@@ -133,16 +133,28 @@ func (s *Service) entryKeys(ctx context.Context, job tarport.Job, layers []descr
 		if len(origins) == 1 {
 			continue
 		}
-		want, _, err := entryLen(l)
+		key, ok, err := s.storedKey(ctx, origins, l)
 		if err != nil {
 			return nil, err
 		}
-		for _, o := range origins {
-			if n, err := s.objects.Size(ctx, EntryKey(o, l.Digest)); err == nil && n == want {
-				keys[l.Digest] = EntryKey(o, l.Digest)
-				break
-			}
+		if ok {
+			keys[l.Digest] = key
 		}
 	}
 	return func(d digest.Digest) string { return keys[d] }, nil
+}
+
+// storedKey is the key of d's entry under the first of origins that holds
+// it whole, if any does.
+func (s *Service) storedKey(ctx context.Context, origins []tarport.Origin, d descriptor.Descriptor) (string, bool, error) {
+	want, _, err := entryLen(d)
+	if err != nil {
+		return "", false, err
+	}
+	for _, o := range origins {
+		if n, err := s.objects.Size(ctx, EntryKey(o, d.Digest)); err == nil && n == want {
+			return EntryKey(o, d.Digest), true, nil
+		}
+	}
+	return "", false, nil
 }

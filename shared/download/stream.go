@@ -99,14 +99,9 @@ func inlineSegment(e tarplan.Entry, start int64) segment {
 // finished it: under the first of its origins holding it, as the stitch
 // picks it.
 func (s *Service) storedEntry(ctx context.Context, id string, origins []tarport.Origin, d descriptor.Descriptor) (string, error) {
-	want, _, err := entryLen(d)
-	if err != nil {
-		return "", err
+	key, ok, err := s.storedKey(ctx, origins, d)
+	if err == nil && !ok {
+		err = tarport.Errorf(tarport.CodeInternal, "layer %s of download %s is done but its entry is not stored", d.Digest, id)
 	}
-	for _, o := range origins {
-		if n, err := s.objects.Size(ctx, EntryKey(o, d.Digest)); err == nil && n == want {
-			return EntryKey(o, d.Digest), nil
-		}
-	}
-	return "", tarport.Errorf(tarport.CodeInternal, "layer %s of download %s is done but its entry is not stored", d.Digest, id)
+	return key, err
 }

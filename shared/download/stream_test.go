@@ -177,6 +177,17 @@ func (w *watchedObjects) PutWatched(ctx context.Context, key string, r io.Reader
 	return w.fakeObjects.Put(ctx, key, &buf, size)
 }
 
+// openStream streams job id in the background (closed with the test).
+func openStream(t *testing.T, h *harness, id string) (got func() []byte, done chan error) {
+	t.Helper()
+	rc, err := h.svc.Stream(context.Background(), h.jobs.job(t, id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rc.Close() })
+	return readUntil(rc)
+}
+
 // readUntil reads from r in the background, reporting how much it has.
 func readUntil(r io.Reader) (got func() []byte, done chan error) {
 	var mu sync.Mutex
@@ -233,12 +244,7 @@ func followTheWrite(t *testing.T, layerSize int64) {
 	w := &watchedObjects{fakeObjects: h.objs, dir: t.TempDir(), hold: entry.Len(), release: make(chan struct{})}
 	h.svc.objects = w
 	v, tasks := create(t, h, Request{Image: ti.img.Ref.CommonName()})
-	rc, err := h.svc.Stream(context.Background(), h.jobs.job(t, v.ID))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
-	got, done := readUntil(rc)
+	got, done := openStream(t, h, v.ID)
 	taskErr := make(chan error, 1)
 	go func() { taskErr <- h.svc.RunTask(context.Background(), tasks[0]) }()
 	held := entry.Offset + int64(len(entry.Header)) + layerSize - 1 // all but the layer's last byte
@@ -279,12 +285,7 @@ func TestStreamCutWhenTheFollowedWriteFails(t *testing.T) {
 	w := &watchedObjects{fakeObjects: h.objs, dir: t.TempDir(), hold: 1 << 20, release: make(chan struct{})}
 	h.svc.objects = w
 	v, tasks := create(t, h, Request{Image: ti.img.Ref.CommonName()})
-	rc, err := h.svc.Stream(context.Background(), h.jobs.job(t, v.ID))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
-	got, done := readUntil(rc)
+	got, done := openStream(t, h, v.ID)
 	taskErr := make(chan error, 1)
 	go func() { taskErr <- h.svc.RunTask(context.Background(), tasks[0]) }()
 	for len(got()) < 1<<19 {
@@ -294,7 +295,7 @@ func TestStreamCutWhenTheFollowedWriteFails(t *testing.T) {
 	if err := <-taskErr; err != nil {
 		t.Fatal(err)
 	}
-	err = <-done
+	err := <-done
 	if err == nil || int64(len(got())) >= entry.Offset+entry.Len() {
 		t.Fatalf("stream of a layer that failed after %d bytes were sent: %v with %d bytes", 1<<19, err, len(got()))
 	}
@@ -319,12 +320,7 @@ func TestStreamWaitsForAnEmptyLayer(t *testing.T) {
 	delete(h.reg.blobs, empty)
 	h.reg.mu.Unlock()
 	v, tasks := create(t, h, Request{Image: ti.img.Ref.CommonName()})
-	rc, err := h.svc.Stream(context.Background(), h.jobs.job(t, v.ID))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rc.Close()
-	got, done := readUntil(rc)
+	got, done := openStream(t, h, v.ID)
 	// The big layer first, streamed whole; only then the empty one, so
 	// the stream has reached the empty layer's entry when it fails.
 	var emptyAt int64

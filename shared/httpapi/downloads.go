@@ -177,19 +177,11 @@ func (a *API) tarAnswer(w http.ResponseWriter, r *http.Request, body downloadReq
 		w.Header().Set("Location", a.absolute(v.URL))
 		writeJSON(w, http.StatusSeeOther, a.toResponse(v))
 	case tarport.StatusFailed:
-		writeError(w, r, a.log, jobFailure(v))
+		writeError(w, r, a.log, v.Failure())
 	default:
 		w.Header().Set("Retry-After", "3")
 		writeJSON(w, http.StatusServiceUnavailable, a.toResponse(v))
 	}
-}
-
-// jobFailure is a failed job's error, to answer with.
-func jobFailure(v download.View) error {
-	if v.Error != nil {
-		return tarport.Errorf(v.Error.Code, "%s", v.Error.Message)
-	}
-	return tarport.Errorf(tarport.CodeInternal, "the download failed")
 }
 
 // streamTar sends a job's tar as it is built, with its exact length. A job
@@ -199,7 +191,7 @@ func jobFailure(v download.View) error {
 // exits non-zero) that no tar reader takes for whole.
 func (a *API) streamTar(w http.ResponseWriter, r *http.Request, v download.View) {
 	if v.Status == tarport.StatusFailed {
-		writeError(w, r, a.log, jobFailure(v))
+		writeError(w, r, a.log, v.Failure())
 		return
 	}
 	release, err := a.streams.acquire(a.clientOf(r))

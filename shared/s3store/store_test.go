@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
 	"net/http"
 	"slices"
 	"strings"
@@ -81,19 +80,7 @@ func eachServer(t *testing.T, test func(t *testing.T, srv server)) {
 
 func randomBytes(seed uint64, n int) []byte { return objectstest.RandomBytes(seed, n) }
 
-func readAll(t *testing.T, s *Store, key string) []byte {
-	t.Helper()
-	rc, err := s.Get(context.Background(), key)
-	if err != nil {
-		t.Fatalf("Get(%s): %v", key, err)
-	}
-	defer rc.Close()
-	b, err := io.ReadAll(rc)
-	if err != nil {
-		t.Fatalf("reading %s: %v", key, err)
-	}
-	return b
-}
+func readAll(t *testing.T, s *Store, key string) []byte { return objectstest.ReadAll(t, s, key) }
 
 func firstDiff(a, b []byte) int {
 	for i := range min(len(a), len(b)) {

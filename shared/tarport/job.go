@@ -137,6 +137,14 @@ type JobError struct {
 	Message string `json:"message"`
 }
 
+// Failure is a failed job's error, with the code it was recorded with.
+func (j Job) Failure() error {
+	if j.Error != nil {
+		return Errorf(j.Error.Code, "%s", j.Error.Message)
+	}
+	return Errorf(CodeInternal, "download %s failed", j.ID)
+}
+
 // DoneBytes is the tar bytes accounted for: the layers fetched so far, and
 // everything once the job is ready.
 func (j Job) DoneBytes() int64 {

@@ -60,7 +60,8 @@ func RandomBytes(seed uint64, n int) []byte {
 	return b
 }
 
-func get(t *testing.T, s download.Objects, key string) []byte {
+// ReadAll is the whole of object key, or the test's end.
+func ReadAll(t testing.TB, s download.Objects, key string) []byte {
 	t.Helper()
 	rc, err := s.Get(context.Background(), key)
 	if err != nil {
@@ -99,7 +100,7 @@ func putGetSize(t *testing.T, s download.Objects) {
 		if got, err := s.Size(ctx, key); err != nil || got != int64(n) {
 			t.Fatalf("Size = %d, %v; want %d", got, err, n)
 		}
-		if got := get(t, s, key); !bytes.Equal(got, want) {
+		if got := ReadAll(t, s, key); !bytes.Equal(got, want) {
 			t.Fatalf("Get returned %d bytes, not the %d put", len(got), n)
 		}
 		checkWriteTo(t, s, key, want)
@@ -174,7 +175,7 @@ func putReplaces(t *testing.T, s download.Objects) {
 			t.Fatalf("Put %d: %v", i, err)
 		}
 	}
-	if got := get(t, s, key); string(got) != "second, longer" {
+	if got := ReadAll(t, s, key); string(got) != "second, longer" {
 		t.Fatalf("after two Puts: %q", got)
 	}
 }
@@ -212,7 +213,7 @@ func putFailedReader(t *testing.T, s download.Objects) {
 	if err := s.Put(ctx, "entries/x/sha256/old", failing(), int64(len(body))); err == nil {
 		t.Fatal("Put of a failing body over an object succeeded")
 	}
-	if got := get(t, s, "entries/x/sha256/old"); !bytes.Equal(got, old) {
+	if got := ReadAll(t, s, "entries/x/sha256/old"); !bytes.Equal(got, old) {
 		t.Fatalf("a failed Put changed the object to %d bytes", len(got))
 	}
 }
@@ -251,7 +252,7 @@ func stitch(t *testing.T, s download.Objects) {
 	if n, err := s.Size(ctx, key); err != nil || n != f.Layout.Size {
 		t.Fatalf("Size = %d, %v; want %d", n, err, f.Layout.Size)
 	}
-	got := get(t, s, key)
+	got := ReadAll(t, s, key)
 	if !bytes.Equal(got, f.Want) {
 		t.Fatalf("stitched tar differs from the planned one (%d bytes, want %d)", len(got), len(f.Want))
 	}
