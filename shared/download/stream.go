@@ -85,6 +85,12 @@ func (s *Service) Stream(ctx context.Context, job tarport.Job) (io.ReadCloser, e
 	return newSegmentReader(ctx, segs, 0, layout.Size), nil
 }
 
+// Job reads a job as it is stored, for a caller that authorized its
+// requester otherwise (a signed stream link).
+func (s *Service) Job(ctx context.Context, id string) (tarport.Job, error) {
+	return s.jobs.Get(ctx, id)
+}
+
 // inlineSegment is an entry whose bytes the plan holds (metadata, an empty
 // layer), at start: its header, content and padding.
 func inlineSegment(e tarplan.Entry, start int64) segment {

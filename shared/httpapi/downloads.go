@@ -37,6 +37,7 @@ type jobResponse struct {
 	DoneBytes  int64             `json:"done_bytes"`
 	Layers     []layerResponse   `json:"layers"`
 	URL        string            `json:"url,omitempty"`
+	StreamURL  string            `json:"stream_url,omitempty"`
 	ExpiresAt  *time.Time        `json:"expires_at,omitempty"`
 	Error      *tarport.JobError `json:"error,omitempty"`
 	FileName   string            `json:"file_name,omitempty"`
@@ -94,7 +95,7 @@ func (a *API) createDownload(w http.ResponseWriter, r *http.Request) {
 		status = http.StatusOK
 	}
 	w.Header().Set("Location", a.absolute("/api/downloads/"+v.ID))
-	writeJSON(w, status, a.toResponse(v))
+	writeJSON(w, status, a.withStreamLink(a.toResponse(v)))
 }
 
 // create makes (or joins) the job a request body asks for, as the client

@@ -469,9 +469,24 @@ func TestPullWaitsWithinTheDeadline(t *testing.T) {
 // fakeTars streams a fixed body for a job, or fails after part of it.
 type fakeTars struct {
 	body   []byte
-	failAt int // > 0: the reader fails after this many bytes; < 0: at once
+	failAt int         // > 0: the reader fails after this many bytes; < 0: at once
+	job    tarport.Job // what Job reads, by its id
 	jobs   []string
 	mu     sync.Mutex
+}
+
+func (f *fakeTars) Job(_ context.Context, id string) (tarport.Job, error) {
+	if id != f.job.ID {
+		return tarport.Job{}, tarport.Errorf(tarport.CodeNotFound, "no download job %q", id)
+	}
+	return f.job, nil
+}
+
+// noJobs is a Tars' Job for tests that stream only from job answers.
+type noJobs struct{}
+
+func (noJobs) Job(_ context.Context, id string) (tarport.Job, error) {
+	return tarport.Job{}, tarport.Errorf(tarport.CodeNotFound, "no download job %q", id)
 }
 
 func (f *fakeTars) Stream(_ context.Context, job tarport.Job) (io.ReadCloser, error) {
@@ -581,6 +596,7 @@ func TestTarStreamCut(t *testing.T) {
 // blockingTars streams a tar whose reader waits, after its first 64 KiB,
 // until release is closed.
 type blockingTars struct {
+	noJobs
 	body    []byte
 	release chan struct{}
 }
@@ -652,6 +668,7 @@ func TestStreamsPerClient(t *testing.T) {
 
 // closeTracker is a big tar whose stream says when it was closed.
 type closeTracker struct {
+	noJobs
 	size   int
 	closed chan struct{}
 }

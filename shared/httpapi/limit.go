@@ -95,7 +95,8 @@ func (a *API) allow(w http.ResponseWriter, r *http.Request) bool {
 
 // admitted checks what every request but health must carry: CloudFront's
 // origin secret when one is configured (nothing else may claim a viewer
-// address), and the access token when one is set.
+// address), and the access token when one is set (a stream link's
+// signature stands in for it: a browser's download cannot carry it).
 func (a *API) admitted(r *http.Request) error {
 	if r.URL.Path == "/api/health" {
 		return nil
@@ -103,7 +104,7 @@ func (a *API) admitted(r *http.Request) error {
 	if a.opts.OriginSecret != "" && !sameSecret(r.Header.Get(OriginSecretHeader), a.opts.OriginSecret) {
 		return tarport.Errorf(tarport.CodeForbidden, "this API answers only through its site's address")
 	}
-	if a.opts.AccessToken != "" && !sameSecret(r.Header.Get(TokenHeader), a.opts.AccessToken) {
+	if a.opts.AccessToken != "" && !a.isStreamLink(r) && !sameSecret(r.Header.Get(TokenHeader), a.opts.AccessToken) {
 		// A wrong guess counts against the client's rate: the token
 		// cannot be tried at line speed.
 		if err := a.opts.Limits.Allow(r.Context(), a.clientOf(r)); err != nil {

@@ -37,6 +37,9 @@ type Tars interface {
 	// Stream reads the job's tar in order, failing when the job fails;
 	// the requester must be authorized for the job already.
 	Stream(ctx context.Context, job tarport.Job) (io.ReadCloser, error)
+	// Job reads a job, for a stream link (whose signature authorized the
+	// requester).
+	Job(ctx context.Context, id string) (tarport.Job, error)
 }
 
 // Options configure the API.
@@ -45,8 +48,9 @@ type Options struct {
 	// untyped nil) for a server that does not offer that part.
 	Downloads Downloads
 	Discovery Discovery
-	// Tars, when set, streams tars at once from /api/pull and the seed's
-	// /api/download and /api/download-stream.
+	// Tars, when set, streams tars at once from /api/pull, the seed's
+	// /api/download and /api/download-stream, and the stream link a new
+	// job's answer carries (stream_url, for the browser).
 	Tars Tars
 	// StreamIdle is how long a streamed tar's write may wait for a client
 	// that stopped reading before it is cut (0: DefaultStreamIdle).
@@ -91,6 +95,7 @@ type API struct {
 	log     *slog.Logger
 	mux     *http.ServeMux
 	streams streamSlots // tars streaming now
+	links   streamLinks // signs stream links (with Tars)
 }
 
 // MaxBodyBytes bounds a request body.
@@ -111,6 +116,9 @@ func New(opts Options) *API {
 		opts.StreamIdle = DefaultStreamIdle
 	}
 	a := &API{opts: opts, log: opts.Logger, mux: http.NewServeMux()}
+	if opts.Tars != nil {
+		a.links = newStreamLinks()
+	}
 	if u, err := url.Parse(opts.PublicURL); err == nil && u.Host != "" && (u.Scheme == "http" || u.Scheme == "https") {
 		a.public = u
 	}
@@ -128,6 +136,10 @@ func New(opts Options) *API {
 		// GET patterns answer HEAD too; a HEAD (a link checker) must not
 		// start a download.
 		a.mux.HandleFunc("HEAD /api/pull/{image...}", a.getOnly)
+		if opts.Tars != nil {
+			a.mux.HandleFunc("GET "+StreamLinkPrefix+"{id}", a.streamLink)
+			a.mux.HandleFunc("HEAD "+StreamLinkPrefix+"{id}", a.getOnly)
+		}
 	}
 	if opts.Discovery != nil {
 		// GET, and POST as the seed's UI sent it.

@@ -100,6 +100,7 @@ type job struct {
 		DoneBytes int64  `json:"done_bytes"`
 	} `json:"layers"`
 	URL       string     `json:"url"`
+	StreamURL string     `json:"stream_url"`
 	ExpiresAt *time.Time `json:"expires_at"`
 	Error     *apiError  `json:"error"`
 }

@@ -5,11 +5,13 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tarport/tarport/shared/testkit/daemon"
 	"github.com/tarport/tarport/shared/testkit/faultproxy"
@@ -128,5 +130,44 @@ func TestStreamNotResumed(t *testing.T) {
 	}
 	if got, _ := os.ReadFile(out); !bytes.Equal(got, junk) {
 		t.Fatalf("the file changed from %d to %d bytes: something was spliced onto it", len(junk), len(got))
+	}
+}
+
+// TestStreamLinkOfPrivateJob: the stream link in a private job's creation
+// answer serves the tar as it is built without credentials (a browser's
+// download cannot send them; the link's signature stands for the ones
+// the registry just accepted), byte for byte the finished tar. A status
+// read never carries one.
+func TestStreamLinkOfPrivateJob(t *testing.T) {
+	t.Parallel()
+	h := startHub(t)
+	h.pushApp(t, "secretapp", "1")
+	h.proxy.RequireAuth("alice", "alice-pw", "library/secretapp")
+	req := request{Image: "secretapp:1", Platform: "linux/amd64", Username: "alice", Password: "alice-pw"}
+	j := h.srv.create(t, req)
+	if j.Status == "ready" || !strings.HasPrefix(j.StreamURL, h.srv.URL+"/api/streams/") {
+		t.Fatalf("a new private job's answer: %s, stream_url %q", j.Status, j.StreamURL)
+	}
+	resp, err := http.Get(j.StreamURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	streamed, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET the stream link: %d, %d bytes, %v", resp.StatusCode, len(streamed), err)
+	}
+	done := h.srv.waitAs(t, j.ID, 2*time.Minute, req)
+	finished, err := os.ReadFile(fetch(t, done))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(streamed, finished) {
+		t.Fatalf("the stream link gave %d bytes, not the finished tar's %d", len(streamed), len(finished))
+	}
+	var anon job
+	getJSON(t, h.srv.URL+"/api/downloads/"+j.ID, &anon)
+	if anon.StreamURL != "" || anon.URL != "" {
+		t.Errorf("an anonymous status read of the private job carries links: %q %q", anon.StreamURL, anon.URL)
 	}
 }
