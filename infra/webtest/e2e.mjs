@@ -6,7 +6,8 @@
 //
 // Environment: TARPORT_WEB_URL (the server), TARPORT_WEB_OUT (a directory),
 // TARPORT_WEB_REPO, TARPORT_WEB_TAG (a multi-platform tag), TARPORT_WEB_OTHER_TAG
-// (an amd64-only tag), TARPORT_WEB_PLATFORMS (the tag's platforms, comma
+// (an amd64-only tag), TARPORT_WEB_BROKEN_REPO (an image whose :1 has a
+// layer the registry always serves spoiled), TARPORT_WEB_PLATFORMS (the tag's platforms, comma
 // separated), TARPORT_WEB_PRIVATE_REF, _USER, _PASS (a private image and
 // its registry login), PLAYWRIGHT_CORE (the package directory), CHROMIUM
 // (the browser), SCREENSHOTS=<dir> to write screenshots instead of testing,
@@ -22,6 +23,7 @@ const OUT = env.TARPORT_WEB_OUT;
 const REPO = env.TARPORT_WEB_REPO;
 const TAG = env.TARPORT_WEB_TAG;
 const OTHER_TAG = env.TARPORT_WEB_OTHER_TAG;
+const BROKEN_REPO = env.TARPORT_WEB_BROKEN_REPO;
 const PLATFORMS = env.TARPORT_WEB_PLATFORMS.split(',');
 const SHOTS = env.SCREENSHOTS || '';
 const PRIVATE_REF = env.TARPORT_WEB_PRIVATE_REF || '';
@@ -304,6 +306,7 @@ async function e2e(browser) {
     const posted = await r.json();
     check(r.status() === 200 || r.status() === 202, `POST answered ${r.status()}`);
     check(posted.platform === 'linux/arm64' && posted.image.includes(`${REPO}:${TAG}`), `the UI asked for ${posted.image} ${posted.platform}`);
+    check(/\/api\/streams\//.test(posted.stream_url || ''), `a new job's answer has a stream link (${posted.stream_url})`);
     const id = await newCardID(page, before);
     check(id === posted.id, `a card for job ${id}`);
     await card(page, id).scrollIntoViewIfNeeded();
@@ -317,6 +320,9 @@ async function e2e(browser) {
     check(li === job.layers.length, `layers list shows ${li} of ${job.layers.length} layers`);
 
     const d = await download;
+    // Started from the stream link, which a job has only while it is
+    // built: the file was on its way before the job was ready.
+    check(d.url().includes('/api/streams/'), `the browser saved the tar as it was built (${d.url()})`);
     const file = path.join(OUT, 'desktop.tar');
     await d.saveAs(file);
     check((await d.failure()) === null, `browser download ${d.suggestedFilename()} saved`);
@@ -519,6 +525,147 @@ async function guards(browser) {
   await ctx.close();
 }
 
+// The issue-12 follow-ups, each on a page of its own in one context.
+async function followups(browser) {
+  const ctx = await newContext(browser, { viewport: { width: 1280, height: 800 } });
+
+  await step('a cut stream is named', async () => {
+    const page = await newPage(ctx, 'cut');
+    await go(page, '#/');
+    const before = await cardIDs(page);
+    const download = page.waitForEvent('download', { timeout: 60000 });
+    expectHTTPErrors = true; // typing the name looks up its details
+    let ans;
+    try {
+      ans = await quickSubmit(page, `${BROKEN_REPO}:1`, 'linux/amd64');
+    } finally {
+      expectHTTPErrors = false;
+    }
+    check(ans.status === 202 && !!ans.body?.stream_url, `the spoiled image's job streams (${ans.status})`);
+    const d = await download;
+    check(d.url().includes('/api/streams/'), `its file was started at once (${d.url()})`);
+    const failure = await d.failure();
+    check(failure !== null, `the browser's download of it failed (${failure}): the server cut it`);
+    const id = await newCardID(page, before);
+    const c = card(page, id);
+    await c.locator('[data-testid=cut]').waitFor({ state: 'visible', timeout: 90000 });
+    check(await c.getAttribute('data-status') === 'failed', 'the entry failed');
+    const cut = await c.locator('[data-testid=cut]').innerText();
+    check(cut.includes(d.suggestedFilename()) && /incomplete/.test(cut), `the entry says the saved file is incomplete: "${cut}"`);
+    check((await c.locator('[data-testid=error]').innerText()).length > 0, 'and why the job failed');
+    await page.close();
+  });
+
+  await step('Back stays on the site', async () => {
+    const page = await newPage(ctx, 'back');
+    // Opened on a details page, then a search, then the browser's Back.
+    await page.goto(`${BASE}/#/image/${REPO}`);
+    await page.locator('section#details').waitFor();
+    await page.fill('input#search-q', REPO);
+    await page.press('input#search-q', 'Enter');
+    await page.locator('ul#results > li[data-testid=result]').first().waitFor();
+    await page.goBack();
+    await page.locator('section#details').waitFor();
+    await page.click('a.back-link');
+    await page.waitForFunction(() => document.body.dataset.route === 'home');
+    check(page.url().startsWith(BASE), `the page's Back on the first page opened goes home, not off the site (${page.url()})`);
+    // From a page reached by a link, the page's Back is the browser's.
+    await page.locator('ul#popular a[data-testid=popular-details]').first().click();
+    await page.locator('section#details').waitFor();
+    const depth = await page.evaluate(() => history.length);
+    await page.click('a.back-link');
+    await page.waitForFunction(() => document.body.dataset.route === 'home');
+    check(page.url().startsWith(BASE) && await page.evaluate(() => history.length) === depth, `from a linked page Back went back (${page.url()})`);
+    await page.close();
+  });
+
+  await step('a ready link is signed afresh before it expires', async () => {
+    const page = await newPage(ctx, 'renew');
+    await page.clock.install();
+    await go(page, '#/');
+    const before = await cardIDs(page);
+    const download = page.waitForEvent('download', { timeout: 60000 });
+    await quickSubmit(page, `${REPO}:${OTHER_TAG}`, 'linux/amd64');
+    const id = await newCardID(page, before);
+    await watchToReady(page, id);
+    await download;
+    const { body: job } = await apiJSON(page, `/api/downloads/${id}`);
+    const left = Date.parse(job.expires_at) - Date.now();
+    check(left > 60000, `the link is valid for ${Math.round(left / 1000)} s`);
+    const reread = page.waitForRequest((r) => r.url().endsWith(`/api/downloads/${id}`), { timeout: 15000 });
+    await page.clock.fastForward(left - 30000);
+    await reread;
+    check(true, 'the page read the job again before its link expired');
+    await page.waitForTimeout(300);
+    check(await card(page, id).getAttribute('data-status') === 'ready' && await card(page, id).locator('a[data-testid=link]').count() === 1, 'and still shows it ready with its link');
+    await page.close();
+  });
+
+  await step('a job is saved once across tabs', async () => {
+    // Two tabs holding the same job, as a duplicated tab does (it copies
+    // sessionStorage): the job turns ready in both; one file is saved.
+    const ans = await ctx.request.post(`${BASE}/api/downloads`, { data: { image: `${REPO}:${TAG}`, platform: 'linux/amd64' } });
+    const job = await ans.json();
+    check(ans.status() === 200 || ans.status() === 202, `job ${job.id} started (${ans.status()})`);
+    const held = JSON.stringify([{ id: job.id, image: job.image, platform: job.platform, status: 'queued', auto: false }]);
+    const saves = [];
+    const tabs = [];
+    for (const label of ['tab', 'duplicate']) {
+      const tab = await newPage(ctx, label);
+      await tab.addInitScript((v) => {
+        if (!sessionStorage.getItem('tarport.downloads')) sessionStorage.setItem('tarport.downloads', v);
+      }, held);
+      tab.on('download', (d) => saves.push(`${label}: ${d.suggestedFilename()}`));
+      await go(tab, '#/');
+      tabs.push(tab);
+    }
+    for (const tab of tabs) await card(tab, job.id).and(tab.locator('[data-status=ready]')).waitFor({ timeout: 90000 });
+    await tabs[0].waitForTimeout(2000);
+    check(saves.length === 1, `the file was saved once, not by every tab (${saves.join('; ') || 'none'})`);
+    for (const tab of tabs) await tab.close();
+  });
+
+  await step('an unknown status is not polled forever', async () => {
+    const page = await newPage(ctx, 'unknown');
+    await page.clock.install();
+    const id = 'job-in-an-unknown-state';
+    let reads = 0;
+    await page.route(`**/api/downloads/${id}`, (r) => {
+      reads++;
+      return r.fulfill({ json: { id, image: `${REPO}:${TAG}`, platform: 'linux/amd64', status: 'paused', total_bytes: 0, done_bytes: 0, layers: [] } });
+    });
+    await page.addInitScript((v) => sessionStorage.setItem('tarport.downloads', v),
+      JSON.stringify([{ id, image: `${REPO}:${TAG}`, platform: 'linux/amd64', status: 'fetching', auto: true }]));
+    await go(page, '#/');
+    const err = card(page, id).locator('[data-testid=error]');
+    for (let i = 0; i < 20 && !(await err.isVisible()); i++) {
+      await page.clock.fastForward(10000);
+      await page.waitForTimeout(100);
+    }
+    const msg = await err.innerText();
+    check(/paused/.test(msg), `after ${reads} reads the entry says the status is unknown: "${msg}"`);
+    const n = reads;
+    await page.clock.fastForward(120000);
+    await page.waitForTimeout(300);
+    check(reads === n, `and reads it no more (${reads - n} more)`);
+    await page.close();
+  });
+
+  await step('the API cache stays bounded', async () => {
+    const page = await newPage(ctx, 'cache');
+    await page.route('**/api/search?*', (r) => r.fulfill({ json: { results: [], count: 0, page: 1, page_size: 25 } }));
+    await go(page, '#/');
+    const size = await page.evaluate(async () => {
+      const api = await import('/assets/api.js');
+      for (let i = 0; i < 250; i++) await api.search(`q${i}`);
+      return api.cacheSize();
+    });
+    check(size > 0 && size <= 100, `250 searches leave ${size} answers cached`);
+    await page.close();
+  });
+  await ctx.close();
+}
+
 async function shot(page, name, settle = true) {
   if (settle) await page.waitForLoadState('networkidle').catch(() => {});
   await page.evaluate(() => document.fonts && document.fonts.ready);
@@ -616,7 +763,10 @@ let code = 0;
 try {
   if (SHOTS) await screenshots(browser);
   else if (GUARD_TOKEN) await guards(browser);
-  else await e2e(browser);
+  else {
+    await e2e(browser);
+    await followups(browser);
+  }
   result.ok = result.console_errors.length === 0;
   if (!result.ok) result.failure = 'console errors or CSP violations';
 } catch (err) {

@@ -37,6 +37,10 @@ const (
 	demoRepo = "tarportdemo"
 	demoTag  = "1.0"
 	otherTag = "edge"
+	// brokenRepo:1 is an image whose second layer the registry serves
+	// spoiled, every time: its download fails after its first layer
+	// streamed to the browser.
+	brokenRepo = "tarportbroken"
 )
 
 var demoPlatforms = []string{"linux/amd64", "linux/arm64"}
@@ -210,6 +214,7 @@ func (tl tools) run(t *testing.T, st *stack, extraEnv []string) result {
 		"TARPORT_WEB_REPO="+demoRepo,
 		"TARPORT_WEB_TAG="+demoTag,
 		"TARPORT_WEB_OTHER_TAG="+otherTag,
+		"TARPORT_WEB_BROKEN_REPO="+brokenRepo,
 		"TARPORT_WEB_PLATFORMS="+strings.Join(demoPlatforms, ","),
 		"TARPORT_WEB_PRIVATE_REF="+st.privateRef,
 		"TARPORT_WEB_PRIVATE_USER="+privateUser,
@@ -271,6 +276,11 @@ func startStack(t *testing.T, more ...string) *stack {
 	edge := regtest.PushImage(t, reg, "library/"+demoRepo, otherTag, regtest.ImageSpec{Layers: []regtest.LayerSpec{
 		{Size: 512 << 10, Random: true, Seed: "edge"},
 	}})
+	broken := regtest.PushImage(t, reg, "library/"+brokenRepo, "1", regtest.ImageSpec{Layers: []regtest.LayerSpec{
+		{Size: 2 << 20, Random: true, Seed: "broken-first"},
+		{Size: 1 << 20, Random: true, Seed: "broken-spoiled"},
+	}})
+	spoiled := "/blobs/" + broken.Images[0].Layers[1].Digest
 
 	hub := fakehub.New(t, "")
 	now := time.Now().UTC()
@@ -308,7 +318,7 @@ func startStack(t *testing.T, more ...string) *stack {
 	proxy := httputil.NewSingleHostReverseProxy(regURL)
 	proxy.ModifyResponse = func(r *http.Response) error {
 		if r.Request.Method == http.MethodGet && strings.Contains(r.Request.URL.Path, "/blobs/") {
-			r.Body = &slowBody{ReadCloser: r.Body, rate: blobRate, start: time.Now()}
+			r.Body = &slowBody{ReadCloser: r.Body, rate: blobRate, start: time.Now(), spoil: strings.HasSuffix(r.Request.URL.Path, spoiled)}
 		}
 		return nil
 	}
@@ -413,17 +423,22 @@ func pushDemo(t *testing.T, reg *regtest.Registry) (map[string]regtest.Image, st
 // the demo image's biggest layer (3 MiB) takes about three seconds.
 const blobRate = 1 << 20
 
-// slowBody paces reads to rate bytes per second since start.
+// slowBody paces reads to rate bytes per second since start; a spoiled
+// one has its first byte changed.
 type slowBody struct {
 	io.ReadCloser
 	rate  int64
 	start time.Time
 	n     int64
+	spoil bool
 }
 
 func (b *slowBody) Read(p []byte) (int, error) {
 	p = p[:min(len(p), 32<<10)]
 	n, err := b.ReadCloser.Read(p)
+	if b.spoil && b.n == 0 && n > 0 {
+		p[0] ^= 0xff
+	}
 	b.n += int64(n)
 	if d := time.Duration(b.n*int64(time.Second)/b.rate) - time.Since(b.start); d > 0 {
 		time.Sleep(d)

@@ -58,16 +58,26 @@ async function request(path, init = {}) {
 }
 
 // Discovery answers are cached by the server for minutes; a short cache here
-// keeps back/forward and language switches from asking again.
+// keeps back/forward and language switches from asking again. It holds at
+// most CACHE_MAX answers, none older than CACHE_MS: a page left open for a
+// day of searching does not grow.
 const cache = new Map();
 const CACHE_MS = 60_000;
+const CACHE_MAX = 100;
 
 function cachedGet(path, signal) {
+  const now = Date.now();
   const hit = cache.get(path);
-  if (hit && Date.now() - hit.at < CACHE_MS) return hit.promise;
+  if (hit && now - hit.at < CACHE_MS) return hit.promise;
+  // Oldest first (insertion order): drop the stale, then the oldest over the cap.
+  for (const [k, v] of cache) {
+    if (now - v.at < CACHE_MS && cache.size < CACHE_MAX) break;
+    cache.delete(k);
+  }
   const promise = request(path, { signal });
-  cache.set(path, { at: Date.now(), promise });
-  promise.catch(() => cache.delete(path));
+  cache.delete(path); // set anew, so the map's order stays oldest first
+  cache.set(path, { at: now, promise });
+  promise.catch(() => { if (cache.get(path)?.promise === promise) cache.delete(path); });
   return promise;
 }
 
@@ -75,6 +85,11 @@ function query(params) {
   const q = new URLSearchParams();
   for (const [k, v] of Object.entries(params)) if (v != null && v !== '') q.set(k, String(v));
   return q.toString();
+}
+
+/** How many answers the cache holds (for tests). */
+export function cacheSize() {
+  return cache.size;
 }
 
 export function search(q, page = 1, limit = 25, signal) {

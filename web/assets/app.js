@@ -122,7 +122,27 @@ for (const a of document.querySelectorAll('a[data-skip]')) {
 // ---- router
 let renderSeq = 0;
 let routeListeners = [];
-let navigations = 0;
+
+// How deep in this site's own history the current entry is: 0 for the
+// entry the site was opened on, one more for each page reached by a link
+// in it. Kept in history.state, so it survives a reload and is right after
+// the browser's Back and Forward (a count of hash changes is not: Back
+// then Forward looks like two steps into the site). An in-page Back goes
+// back only from depth 1 or more, so it never leaves the site.
+function depthOf(state) {
+  return state && Number.isInteger(state.tarportDepth) ? state.tarportDepth : -1;
+}
+let depth = depthOf(history.state);
+if (depth < 0) {
+  depth = 0;
+  history.replaceState({ ...(history.state || {}), tarportDepth: 0 }, '');
+}
+function trackDepth() {
+  const d = depthOf(history.state);
+  if (d >= 0) { depth = d; return; } // Back or Forward to an entry of ours
+  depth += 1; // a new entry, reached from the current one
+  history.replaceState({ ...(history.state || {}), tarportDepth: depth }, '');
+}
 
 function parseHash() {
   const raw = location.hash.replace(/^#/, '') || '/';
@@ -143,7 +163,7 @@ function route({ focus = false } = {}) {
     download: (req) => downloads.start(req),
     prefillQuick: (ref) => quick.prefill(ref),
     setSearchText: (q) => { if (document.activeElement !== searchInput) searchInput.value = q; },
-    hasHistory: () => navigations > 0,
+    hasHistory: () => depthOf(history.state) > 0,
   };
   const { path, params } = parseHash();
   clear(view);
@@ -157,7 +177,7 @@ function route({ focus = false } = {}) {
     try { name = path.slice('/image/'.length).split('/').map(decodeURIComponent).join('/'); } catch { name = path.slice(7); }
     renderDetails(view, params, ctx, name.replace(/\/+$/, ''));
   } else {
-    if (path !== '/' && path !== '') history.replaceState(null, '', '#/');
+    if (path !== '/' && path !== '') history.replaceState(history.state, '', '#/');
     searchInput.value = '';
     renderHome(view, params, ctx);
   }
@@ -186,7 +206,7 @@ document.getElementById('token-form').addEventListener('submit', () => {
   route();
 });
 
-window.addEventListener('hashchange', () => { navigations++; route({ focus: true }); });
+window.addEventListener('hashchange', () => { trackDepth(); route({ focus: true }); });
 onLangChange(() => {
   langSelect.value = getLang();
   applyTheme(root.dataset.theme);

@@ -1,7 +1,15 @@
 // The downloads panel: one entry per job, polled about once a second until
-// it is ready or failed. Jobs (id, image, platform; never credentials) are
-// kept in sessionStorage so a reload keeps showing them; a job's file is
-// started automatically once, when it first turns ready. A private job's
+// it is ready or failed, then again shortly before its link expires, so the
+// link shown is always one that works. Jobs (id, image, platform; never
+// credentials) are kept in sessionStorage so a reload keeps showing them.
+//
+// A job's file is started automatically once: where the server streams the
+// tar while it is built (local; the job's answer has a stream_url) at once,
+// else when the job first turns ready. Once means once per job in this
+// browser, across tabs (a duplicated tab copies sessionStorage, and the
+// jobs in it): the first tab to claim the job in localStorage saves it. A
+// streamed file the server had to cut is named as incomplete when the job
+// fails. A private job's
 // credentials stay in this tab's memory (never in storage) so its own
 // status reads can get the link, which the server gives a private job only
 // with credentials the registry accepts again; after a reload they are
@@ -26,6 +34,11 @@ const STATUSES = new Set(['queued', 'fetching', 'assembling', 'ready', 'failed']
 const FINAL_CODES = new Set(['invalid_request', 'invalid_reference', 'invalid_platform', 'not_found',
   'too_large', 'unsupported', 'forbidden', 'blocked_address', 'method_not_allowed']);
 const CREDENTIAL_CODES = new Set(['unauthorized', 'credentials_required']);
+// A status this page does not know (a newer server's?) is read again a few
+// times, backing off, then shown as a failure rather than polled forever.
+const UNKNOWN_STATUS_LIMIT = 5;
+// A ready link is read afresh this long before it expires.
+const RENEW_BEFORE_MS = 60_000;
 
 let localSeq = 0;
 
@@ -61,6 +74,7 @@ export class Downloads {
       seen.add(s.id);
       try {
         const e = this.add({ key: s.id, id: s.id, image: str(s.image), platform: str(s.platform), auto: s.auto === true });
+        e.streamed = s.streamed === true;
         // Shown as last seen until the first read answers (a ready job's link is signed afresh then).
         e.status = STATUSES.has(s.status) ? s.status : 'queued';
         this.render(e);
@@ -102,10 +116,13 @@ export class Downloads {
       e.error = null;
       if (e.status === 'ready') e.auto = false; // asked again: save the file again
     }
+    e.askedAt = Date.now(); // asked for in this tab: a save claimed before now is no bar
     this.o.announce(t('dl.started', { image: e.image, platform: e.platform }));
+    this.stream(e, job);
     this.update(e, job);
     this.reveal(e);
-    if (!TERMINAL.has(job.status) && (!again || !e.timer)) this.poll(e, POLL_MS);
+    const next = e.status === 'failed' ? -1 : this.nextPoll(e);
+    if (next >= 0 && (!again || !e.timer)) this.poll(e, next);
     return e;
   }
 
@@ -113,7 +130,8 @@ export class Downloads {
     const e = {
       key, id, image, platform, auto, creds: null,
       status: 'queued', job: null, error: null, samples: [],
-      expanded: false, connLost: false, failures: 0, timer: 0, ctrl: null, el: null,
+      expanded: false, connLost: false, failures: 0, unknown: 0, timer: 0, ctrl: null, el: null,
+      streamed: false, askedAt: 0,
     };
     e.el = this.build(e);
     this.entries.set(key, e);
@@ -158,6 +176,7 @@ export class Downloads {
     el.state = h('p.dl-state.muted');
     el.ready = h('div.dl-ready', { hidden: true });
     el.error = h('p.dl-error', { role: 'alert', hidden: true, dataset: { testid: 'error' } });
+    el.cut = h('p.dl-error.dl-cut', { hidden: true, dataset: { testid: 'cut' } });
     el.actions = h('div.dl-actions', { hidden: true });
     // A named group that can take focus: a new download is focused, so
     // keyboard and screen-reader users land on it (see reveal).
@@ -168,33 +187,72 @@ export class Downloads {
       'aria-labelledby': `${el.title.id} ${el.platform.id} ${el.badge.id}`,
     },
       h('div.dl-head', null, h('div.dl-name', null, el.title, el.platform), el.badge, el.dismiss),
-      el.progress, el.meta, el.state, el.toggle, el.layers, el.ready, el.error, el.actions);
+      el.progress, el.meta, el.state, el.toggle, el.layers, el.ready, el.error, el.cut, el.actions);
     return el;
+  }
+
+  /**
+   * Starts the browser's download of a job's tar as it is built, when the
+   * server offers it (stream_url, local) and the file was not started yet.
+   */
+  stream(e, job) {
+    const url = job.stream_url ? absolute(job.stream_url) : '';
+    if (!url || e.auto || TERMINAL.has(job.status)) return;
+    e.auto = true;
+    e.streamed = true;
+    claimSave(e.id, e.askedAt);
+    this.save();
+    saveFile(url, fileName({ image: e.image, platform: e.platform, job }));
   }
 
   /** Takes a fresh job answer into the entry. */
   update(e, job) {
     e.job = job;
-    e.status = job.status || 'queued';
+    if (STATUSES.has(job.status)) {
+      e.status = job.status;
+      e.unknown = 0;
+    } else if (++e.unknown >= UNKNOWN_STATUS_LIMIT) {
+      e.status = 'failed';
+      e.error = { code: 'bad_answer', message: t('dl.unknownStatus', { status: String(job.status).slice(0, 40) }) };
+    }
     if (job.image) e.image = job.image;
     if (job.platform) e.platform = job.platform;
     const now = performance.now();
     e.samples.push({ at: now, done: Number(job.done_bytes) || 0 });
     while (e.samples.length > 2 && now - e.samples[0].at > SPEED_WINDOW_MS) e.samples.shift();
-    if (e.status === 'failed') {
+    if (e.status === 'failed' && job.status === 'failed') {
       e.error = job.error && job.error.message ? job.error : { code: 'failed', message: t('status.failed') };
     }
     this.render(e);
     this.save();
     if (e.status === 'ready' && job.url && !e.auto) {
-      e.auto = true;
-      this.save();
-      if (absolute(job.url)) saveFile(absolute(job.url), fileName(e));
-      this.o.announce(t('dl.readyAnnounce', { image: e.image, platform: e.platform, file: fileName(e) }));
+      this.saveReady(e, job);
     } else if (e.status === 'failed' && e.lastAnnounced !== 'failed') {
       this.o.announce(t('dl.failedAnnounce', { image: e.image, platform: e.platform, msg: e.error.message }));
     }
     e.lastAnnounced = e.status;
+  }
+
+  /**
+   * Saves a job that just turned ready, once per job across this browser's
+   * tabs since it was asked for in this one (if it was: a restored or
+   * duplicated tab's job was asked for elsewhere).
+   */
+  async saveReady(e, job) {
+    e.auto = true;
+    this.save();
+    if (!absolute(job.url) || !(await claimSave(e.id, e.askedAt))) return;
+    saveFile(absolute(job.url), fileName(e));
+    this.o.announce(t('dl.readyAnnounce', { image: e.image, platform: e.platform, file: fileName(e) }));
+  }
+
+  /** When to read a job again: soon while it runs, before its link expires once ready. */
+  nextPoll(e) {
+    if (e.unknown > 0) return Math.min(POLL_MS * 2 ** e.unknown, 10_000);
+    if (e.status !== 'ready') return POLL_MS;
+    const exp = e.job && Date.parse(e.job.expires_at);
+    if (!exp) return -1;
+    return Math.min(Math.max(exp - Date.now() - RENEW_BEFORE_MS, 5_000), 2 ** 31 - 1);
   }
 
   poll(e, delay) {
@@ -209,7 +267,8 @@ export class Downloads {
         e.failures = 0;
         e.connLost = false;
         this.update(e, job);
-        if (!TERMINAL.has(e.status)) this.poll(e, POLL_MS);
+        const next = e.status === 'failed' ? -1 : this.nextPoll(e);
+        if (next >= 0) this.poll(e, next);
       } catch (err) {
         if (!this.entries.has(e.key) || (err && err.name === 'AbortError')) return;
         if (err.status >= 400 && err.status < 500 && err.status !== 429) {
@@ -284,6 +343,9 @@ export class Downloads {
 
     el.error.hidden = !failed || !e.error;
     el.error.textContent = failed && e.error ? e.error.message : '';
+    // The file the browser was saving as the tar was built was cut short.
+    el.cut.hidden = !(failed && e.streamed);
+    el.cut.textContent = el.cut.hidden ? '' : t('dl.cut', { file: fileName(e) });
 
     this.renderReady(e, ready ? job : null);
     this.renderActions(e, failed);
@@ -340,6 +402,7 @@ export class Downloads {
       on: { click: (ev) => this.refreshIfExpired(ev, e) },
     }, icon('pull'), h('span', { text: t('dl.link') }));
     const facts = [h('code.dl-file', { text: file })];
+    if (e.streamed) facts.push(h('span', { dataset: { testid: 'streamed' }, text: t('dl.streamed') }));
     if (job.expires_at) facts.push(h('span', { text: t('dl.linkExpires', { time: fmt.dateTime(job.expires_at) }) }));
     const expires = h('p.dl-expires.muted', null, facts);
     const f = shellQuote(file);
@@ -399,7 +462,7 @@ export class Downloads {
     try {
       const job = await api.getDownload(e.id, undefined, e.creds);
       this.update(e, job);
-      if (absolute(job.url)) saveFile(absolute(job.url), fileName(e));
+      if (job.url && absolute(job.url)) saveFile(absolute(job.url), fileName(e));
     } catch (err) {
       e.status = 'failed';
       e.error = { code: err.code, message: err.message };
@@ -469,7 +532,7 @@ export class Downloads {
     for (const k of keys) {
       const e = this.entries.get(k);
       if (!e || !e.id) continue;
-      out.push({ id: e.id, image: e.image, platform: e.platform, status: e.status, auto: e.auto });
+      out.push({ id: e.id, image: e.image, platform: e.platform, status: e.status, auto: e.auto, streamed: e.streamed });
     }
     try { sessionStorage.setItem(STORE_KEY, JSON.stringify(out)); } catch { /* storage full or off */ }
   }
@@ -503,7 +566,7 @@ function absolute(url) {
   let u;
   try { u = new URL(url, location.href); } catch { return ''; }
   if (u.protocol === 'https:') return u.href;
-  if (u.protocol === 'http:' && (u.origin === location.origin || u.pathname.startsWith('/files/'))) {
+  if (u.protocol === 'http:' && (u.origin === location.origin || u.pathname.startsWith('/files/') || u.pathname.startsWith('/api/streams/'))) {
     return new URL(u.pathname + u.search, location.origin).href;
   }
   return '';
@@ -515,6 +578,33 @@ function fileName(e) {
   // As the details page names it: the repository's last part, tag, platform.
   const base = `${e.image.replace(/^.*\//, '')}_${e.platform}`.replace(/[^\w.+-]+/g, '_');
   return `${base}.tar`;
+}
+
+// Jobs whose file this browser saved (or started), by id, with when: in
+// localStorage, so tabs share it; entries older than a job's life go.
+const SAVED_KEY = 'tarport.saved';
+const SAVED_MS = 25 * 3600_000;
+
+/**
+ * Claims the automatic save of job id for this tab: true unless a tab of
+ * this browser claimed it at or after since (a time in ms; 0 for a job not
+ * asked for in this tab: any claim bars it). Atomic across tabs where the
+ * Web Locks API is.
+ */
+function claimSave(id, since) {
+  const claim = () => {
+    let saved;
+    try { saved = JSON.parse(localStorage.getItem(SAVED_KEY) || '{}'); } catch { saved = null; }
+    if (!saved || typeof saved !== 'object' || Array.isArray(saved)) saved = {};
+    const now = Date.now();
+    for (const [k, at] of Object.entries(saved)) if (!(now - at < SAVED_MS)) delete saved[k];
+    if (saved[id] && saved[id] >= since) return false;
+    saved[id] = now;
+    try { localStorage.setItem(SAVED_KEY, JSON.stringify(saved)); } catch { /* storage off: this tab decides alone */ }
+    return true;
+  };
+  if (navigator.locks) return navigator.locks.request(SAVED_KEY, claim).catch(claim);
+  return Promise.resolve(claim());
 }
 
 /** Starts the browser's download of url: a link with the download attribute, clicked. */
