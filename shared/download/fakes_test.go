@@ -243,6 +243,8 @@ type fakeObjects struct {
 
 	// onSize, when set, is called at the start of every Size.
 	onSize func(ctx context.Context, key string)
+	// onRange, when set, is called at the start of every GetRange.
+	onRange func(key string)
 	// stitch, when set, runs at the start of every Stitch; an error is
 	// returned from Stitch.
 	stitch func(ctx context.Context, key string) error

@@ -22,6 +22,9 @@ var (
 
 // GetRange serves a range of a stored object.
 func (f *fakeObjects) GetRange(_ context.Context, key string, offset, length int64) (io.ReadCloser, error) {
+	if f.onRange != nil {
+		f.onRange(key)
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.ranges++

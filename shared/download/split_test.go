@@ -7,6 +7,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -190,6 +191,44 @@ func TestSplitVerifyRacing(t *testing.T) {
 	job := h.jobs.job(t, v.ID)
 	if job.Status != tarport.StatusReady || h.objs.stitchCount() != 1 || job.Remaining != 0 {
 		t.Fatalf("job %s, %d stitches, %d remaining", job.Status, h.objs.stitchCount(), job.Remaining)
+	}
+}
+
+// TestSplitVerifyMovedWhileRead: a verify task whose staging entry a
+// duplicate verify moved while it was reading it (its reads then fail)
+// finds the entry stored and counts the layer, rather than failing.
+func TestSplitVerifyMovedWhileRead(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, splitConfig())
+	ti := newTestImage(t, "registry.example/team/huge:v1", 46, 11<<20)
+	h.serve(ti)
+	v, tasks := create(t, h, Request{Image: "registry.example/team/huge:v1"})
+	for _, task := range tasks {
+		if err := h.svc.RunTask(context.Background(), task); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all := h.queue.tasks()
+	verify := all[len(all)-1]
+	if verify.Kind != KindVerify {
+		t.Fatalf("the last queued task is not a verify task: %+v", verify)
+	}
+	// The duplicate runs whole when the first verify starts reading (its
+	// own reads pass through).
+	var duplicate atomic.Bool
+	h.objs.onRange = func(string) {
+		if duplicate.CompareAndSwap(false, true) {
+			if err := h.svc.RunTask(context.Background(), verify); err != nil {
+				t.Errorf("the duplicate verify: %v", err)
+			}
+		}
+	}
+	if err := h.svc.RunTask(context.Background(), verify); err != nil {
+		t.Fatalf("the verify whose staging entry was moved: %v", err)
+	}
+	job := h.jobs.job(t, v.ID)
+	if !duplicate.Load() || job.Status != tarport.StatusReady || h.objs.stitchCount() != 1 {
+		t.Fatalf("duplicate ran: %v; job %s, %d stitches", duplicate.Load(), job.Status, h.objs.stitchCount())
 	}
 }
 

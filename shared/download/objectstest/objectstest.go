@@ -109,7 +109,8 @@ func putGetSize(t *testing.T, s download.Objects) {
 }
 
 // checkRanges: a store that reads ranges (download.RangedObjects) gives
-// exactly the bytes asked for, and refuses a range past the end.
+// exactly the bytes asked for, refuses a range past the end or from it,
+// and says not_found for a missing key.
 func checkRanges(t *testing.T, s download.Objects, key string, want []byte) {
 	t.Helper()
 	ro, ok := s.(download.RangedObjects)
@@ -138,6 +139,13 @@ func checkRanges(t *testing.T, s download.Objects, key string, want []byte) {
 			t.Fatalf("GetRange past the end gave %d bytes", len(got))
 		}
 		t.Fatalf("GetRange(%d, 2) of %d bytes: no error (%d bytes)", n-1, n, len(got))
+	}
+	if rc, err := ro.GetRange(context.Background(), key, n, 1); err == nil {
+		rc.Close()
+		t.Fatalf("GetRange(%d, 1) of %d bytes (from the end): no error", n, n)
+	}
+	if _, err := ro.GetRange(context.Background(), key+"-missing", 0, 1); tarport.ErrorCode(err) != tarport.CodeNotFound {
+		t.Fatalf("GetRange of a missing key: %v, want not_found", err)
 	}
 }
 
