@@ -217,8 +217,10 @@ func TestRolesConfineTheFunctions(t *testing.T) {
 	_, err = asm.DeleteObject(ctx, &s3.DeleteObjectInput{Bucket: aws.String(bucket), Key: aws.String("entries/x")})
 	refused("assemble role: DeleteObject entries/", err)
 
-	// Inside them: a whole download.
-	pushed := regtest.PushImage(t, st.reg, "team/iam", "v1", regtest.ImageSpec{Layers: []regtest.LayerSpec{{Size: 6 << 20, Random: true}, {Size: 4 << 10, Random: true}}})
+	// Inside them: a whole download, its 9 MiB layer split in two range
+	// tasks (staging/ upload parts, ranged GETs to verify it, the move to
+	// entries/).
+	pushed := regtest.PushImage(t, st.reg, "team/iam", "v1", regtest.ImageSpec{Layers: []regtest.LayerSpec{{Size: 9 << 20, Random: true}, {Size: 4 << 10, Random: true}}})
 	env := func(user string) []string {
 		return append(st.env[:len(st.env):len(st.env)],
 			"AWS_ENDPOINT_URL_S3="+m.URL,
@@ -228,6 +230,8 @@ func TestRolesConfineTheFunctions(t *testing.T) {
 			"TARPORT_BUCKET="+bucket,
 			"TARPORT_QUEUE_URL="+tasksURL,
 			"TARPORT_DLQ_ARN="+moto.QueueARN("iam-dlq"),
+			"TARPORT_SPLIT_ABOVE=6MiB",
+			"TARPORT_RANGE_SIZE=5MiB",
 		)
 	}
 	download := lambdatest.Start(t, lambdatest.Build(t, "DownloadFunction"), lambdatest.Options{Env: env("download"), Timeout: 29 * time.Second, Name: "iam-download"})
@@ -248,11 +252,17 @@ func TestRolesConfineTheFunctions(t *testing.T) {
 		err := assemble.Invoke(ctx, ev, &out)
 		return out, err
 	}
-	if _, err := sqsmapping.Drain(ctx,
+	invocations, err := sqsmapping.Drain(ctx,
 		&sqsmapping.Mapping{Client: poller, QueueURL: tasksURL, Invoke: invoke, BatchSize: 1, Timeout: 2 * time.Minute},
 		&sqsmapping.Mapping{Client: poller, QueueURL: dlqURL, Invoke: invoke, Timeout: 2 * time.Minute},
-	); err != nil {
+	)
+	if err != nil {
 		t.Fatal(err)
+	}
+	// Two range tasks, the verify task and the small layer's task at least.
+	t.Logf("%d task invocations", invocations)
+	if invocations < 4 {
+		t.Errorf("%d task invocations: the big layer was not split", invocations)
 	}
 	res, err = download.HTTP(ctx, "GET", "/api/downloads/"+job.ID, "")
 	if err != nil {
