@@ -669,6 +669,9 @@ async function followups(browser) {
 async function shot(page, name, settle = true) {
   if (settle) await page.waitForLoadState('networkidle').catch(() => {});
   await page.evaluate(() => document.fonts && document.fonts.ready);
+  // A whole-page capture of a scrolled page draws the sticky header where
+  // the window was: from the top, it is at the top.
+  await page.evaluate(() => window.scrollTo(0, 0));
   const file = path.join(SHOTS, `${name}.png`);
   await page.screenshot({ path: file, fullPage: true });
   result.screenshots.push(file);
