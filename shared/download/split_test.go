@@ -160,14 +160,12 @@ func TestSplitSkipsCachedLayers(t *testing.T) {
 	}
 }
 
-// TestSplitVerifyRacing: duplicate verify tasks racing each other (a
-// redelivered last range queues another) count the layer once and stitch
-// once.
-func TestSplitVerifyRacing(t *testing.T) {
-	t.Parallel()
+// splitToVerify makes a job of one 11 MiB layer (seeded), runs its range
+// tasks and returns the verify task they queued, not yet run.
+func splitToVerify(t *testing.T, seed uint64) (*harness, View, Task) {
+	t.Helper()
 	h := newHarness(t, splitConfig())
-	ti := newTestImage(t, "registry.example/team/huge:v1", 44, 11<<20)
-	h.serve(ti)
+	h.serve(newTestImage(t, "registry.example/team/huge:v1", seed, 11<<20))
 	v, tasks := create(t, h, Request{Image: "registry.example/team/huge:v1"})
 	for _, task := range tasks {
 		if err := h.svc.RunTask(context.Background(), task); err != nil {
@@ -179,6 +177,15 @@ func TestSplitVerifyRacing(t *testing.T) {
 	if verify.Kind != KindVerify || verify.Validate() != nil {
 		t.Fatalf("the last queued task is not a verify task: %+v", verify)
 	}
+	return h, v, verify
+}
+
+// TestSplitVerifyRacing: duplicate verify tasks racing each other (a
+// redelivered last range queues another) count the layer once and stitch
+// once.
+func TestSplitVerifyRacing(t *testing.T) {
+	t.Parallel()
+	h, v, verify := splitToVerify(t, 44)
 	var wg sync.WaitGroup
 	for range 8 {
 		wg.Go(func() {
@@ -199,20 +206,7 @@ func TestSplitVerifyRacing(t *testing.T) {
 // finds the entry stored and counts the layer, rather than failing.
 func TestSplitVerifyMovedWhileRead(t *testing.T) {
 	t.Parallel()
-	h := newHarness(t, splitConfig())
-	ti := newTestImage(t, "registry.example/team/huge:v1", 46, 11<<20)
-	h.serve(ti)
-	v, tasks := create(t, h, Request{Image: "registry.example/team/huge:v1"})
-	for _, task := range tasks {
-		if err := h.svc.RunTask(context.Background(), task); err != nil {
-			t.Fatal(err)
-		}
-	}
-	all := h.queue.tasks()
-	verify := all[len(all)-1]
-	if verify.Kind != KindVerify {
-		t.Fatalf("the last queued task is not a verify task: %+v", verify)
-	}
+	h, v, verify := splitToVerify(t, 46)
 	// The duplicate runs whole when the first verify starts reading (its
 	// own reads pass through).
 	var duplicate atomic.Bool
