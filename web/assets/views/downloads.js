@@ -343,8 +343,9 @@ export class Downloads {
 
     el.error.hidden = !failed || !e.error;
     el.error.textContent = failed && e.error ? e.error.message : '';
-    // The file the browser was saving as the tar was built was cut short.
-    el.cut.hidden = !(failed && e.streamed);
+    // The job failed (not merely gone from the server later): the file the
+    // browser was saving as the tar was built was cut short.
+    el.cut.hidden = !(failed && e.streamed && job.status === 'failed');
     el.cut.textContent = el.cut.hidden ? '' : t('dl.cut', { file: fileName(e) });
 
     this.renderReady(e, ready ? job : null);
