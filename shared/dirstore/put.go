@@ -10,16 +10,12 @@ import (
 
 // Put writes exactly size bytes from r under key, atomically.
 func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64) error {
-	p, err := s.path(key)
-	if err != nil {
-		return err
-	}
-	return s.writeAtomic(ctx, p, r, size, nil)
+	return s.PutWatched(ctx, key, r, size, nil)
 }
 
-// PutWatched is Put that first tells started where the bytes are being
-// written (a temporary file, renamed into place once whole), so a reader
-// in this process can follow the write (download.WatchedObjects).
+// PutWatched is Put that first tells started (if not nil) where the bytes
+// are being written (a temporary file, renamed into place once whole), so
+// a reader in this process can follow the write (download.WatchedObjects).
 func (s *Store) PutWatched(ctx context.Context, key string, r io.Reader, size int64, started func(path string)) error {
 	p, err := s.path(key)
 	if err != nil {

@@ -68,10 +68,7 @@ func (s *Service) Stream(ctx context.Context, job tarport.Job) (io.ReadCloser, e
 		if e.Size == 0 {
 			first = 0
 		} else {
-			header := e.Header
-			segs = append(segs, segment{start: e.Offset, size: hdr, open: func(context.Context) (io.ReadCloser, error) {
-				return io.NopCloser(bytes.NewReader(header)), nil
-			}})
+			segs = append(segs, bytesSegment(e.Offset, e.Header))
 		}
 		segs = append(segs, segment{start: e.Offset + first, size: size - first, open: func(ctx context.Context) (io.ReadCloser, error) {
 			return &entryReader{ctx: ctx, s: s, job: job.ID, layer: i, d: d, origin: origins, off: first, start: first, size: size}, nil
@@ -79,9 +76,7 @@ func (s *Service) Stream(ctx context.Context, job tarport.Job) (io.ReadCloser, e
 	}
 	end := layout.Entries[len(layout.Entries)-1]
 	eoa := layout.Size - (end.Offset + end.Len())
-	segs = append(segs, segment{start: layout.Size - eoa, size: eoa, open: func(context.Context) (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(make([]byte, eoa))), nil
-	}})
+	segs = append(segs, bytesSegment(layout.Size-eoa, make([]byte, eoa)))
 	return newSegmentReader(ctx, segs, 0, layout.Size), nil
 }
 
@@ -96,8 +91,13 @@ func (s *Service) Job(ctx context.Context, id string) (tarport.Job, error) {
 func inlineSegment(e tarplan.Entry, start int64) segment {
 	whole := make([]byte, 0, e.Len())
 	whole = append(append(append(whole, e.Header...), e.Inline...), tarplan.Padding(e.Size)...)
-	return segment{start: start, size: e.Len(), open: func(context.Context) (io.ReadCloser, error) {
-		return io.NopCloser(bytes.NewReader(whole)), nil
+	return bytesSegment(start, whole)
+}
+
+// bytesSegment is a segment of bytes held in memory, at start.
+func bytesSegment(start int64, b []byte) segment {
+	return segment{start: start, size: int64(len(b)), open: func(context.Context) (io.ReadCloser, error) {
+		return io.NopCloser(bytes.NewReader(b)), nil
 	}}
 }
 

@@ -1,7 +1,6 @@
 package download
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -24,9 +23,7 @@ func (s *Service) tail(layout tarplan.Layout, entryKey func(digest.Digest) strin
 			pos += e.Len()
 		}
 		eoa := layout.Size - layout.TailOffset - pos
-		segs = append(segs, segment{start: pos, size: eoa, open: func(context.Context) (io.ReadCloser, error) {
-			return io.NopCloser(bytes.NewReader(make([]byte, eoa))), nil
-		}})
+		segs = append(segs, bytesSegment(pos, make([]byte, eoa)))
 		if total := pos + eoa; offset < 0 || size < 0 || offset > total || size > total-offset {
 			return nil, fmt.Errorf("tail range %d+%d outside the %d-byte tail", offset, size, pos+eoa)
 		}
