@@ -324,6 +324,7 @@ func (a *App) downloads(ctx context.Context) (*download.Service, error) {
 		// fetched by range tasks, in parallel.
 		SplitAbove: a.Settings.SplitAbove,
 		RangeSize:  a.Settings.RangeSize,
+		SplitPoll:  a.Settings.SplitPoll,
 	}, a.Log)
 	key, err := a.taskKey(ctx)
 	if err != nil {

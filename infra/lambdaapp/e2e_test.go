@@ -231,8 +231,19 @@ func TestDownloadOnLambda(t *testing.T) {
 
 	// The functions' output: JSON lines Lambda's filter reads (level and an
 	// RFC 3339 timestamp), and the invocations' metrics as EMF lines.
+	metrics := st.emf(t, "DownloadFunction", "AssembleFunction")
+	if metrics["JobsCreated"] != 1 || metrics["JobsFinished"] != 1 || metrics["RegistryBytes"] < 19<<20 || metrics["Requests"] < 3 {
+		t.Fatalf("EMF metrics written: %v; want a job created and finished, its bytes from the registry, the requests", metrics)
+	}
+}
+
+// emf checks the functions' output is JSON lines Lambda's filter reads
+// (a level and an RFC 3339 timestamp) and sums the metrics of their EMF
+// lines by name.
+func (st *stack) emf(t *testing.T, functions ...string) map[string]float64 {
+	t.Helper()
 	metrics := map[string]float64{}
-	for _, fn := range []string{"DownloadFunction", "AssembleFunction"} {
+	for _, fn := range functions {
 		for _, line := range strings.Split(st.function(fn).Log(), "\n") {
 			if !strings.HasPrefix(line, "{") {
 				continue // the emulator's own lines
@@ -257,9 +268,7 @@ func TestDownloadOnLambda(t *testing.T) {
 			}
 		}
 	}
-	if metrics["JobsCreated"] != 1 || metrics["JobsFinished"] != 1 || metrics["RegistryBytes"] < 19<<20 || metrics["Requests"] < 3 {
-		t.Fatalf("EMF metrics written: %v; want a job created and finished, its bytes from the registry, the requests", metrics)
-	}
+	return metrics
 }
 
 // TestSplitLayerOnLambda: a layer over TARPORT_SPLIT_ABOVE is fetched by
@@ -299,6 +308,62 @@ func TestSplitLayerOnLambda(t *testing.T) {
 		if strings.HasPrefix(k, "staging/") {
 			t.Fatalf("staging object left: %s", k)
 		}
+	}
+	if ups := st.s3.Uploads(t, st.bucket); len(ups) != 0 {
+		t.Fatalf("uploads left: %v", ups)
+	}
+}
+
+// TestSplitLayerSharedOnLambda: two images sharing a split layer, asked
+// for at once, fetch it from the registry once: the second job's await
+// task looks again (an SQS message delay) until the first job's verified
+// entry is in, then checks its own access and uses it.
+func TestSplitLayerSharedOnLambda(t *testing.T) {
+	t.Parallel()
+	st := newStack(t)
+	st.env = append(st.env, "TARPORT_SPLIT_ABOVE=8MiB", "TARPORT_RANGE_SIZE=5MiB", "TARPORT_SPLIT_POLL=1s")
+	var pushed []regtest.Pushed
+	for _, tag := range []string{"v1", "v2"} {
+		pushed = append(pushed, regtest.PushImage(t, st.reg, "team/shared", tag, regtest.ImageSpec{Layers: []regtest.LayerSpec{
+			{Size: 23 << 20, Random: true, Seed: "shared base"}, // 5 parts of 5 MiB
+			{Size: 1 << 20, Random: true},
+		}}))
+	}
+	if pushed[0].Images[0].Manifest.Digest == pushed[1].Images[0].Manifest.Digest {
+		t.Fatal("the two tags are one image")
+	}
+	st.start("DownloadFunction", 29*time.Second)
+	st.start("AssembleFunction", 2*time.Minute)
+	var jobs []jobView
+	for _, p := range pushed {
+		res := st.api("DownloadFunction", "POST", "/api/downloads", fmt.Sprintf(`{"image":%q}`, p.Ref))
+		if res.StatusCode != http.StatusAccepted {
+			t.Fatalf("create %s: %d %s", p.Ref, res.StatusCode, res.Body)
+		}
+		jobs = append(jobs, decodeJob(t, res))
+	}
+	// The first job's 5 ranges and small layer, the second's await and
+	// small layer: not 5 more ranges.
+	if visible, _, _ := st.depth(st.tasksURL); visible != 8 {
+		t.Fatalf("%d task messages, want 8", visible)
+	}
+	if _, err := sqsmapping.Drain(context.Background(), st.mapping(st.tasksURL, 3), st.mapping(st.dlqURL, 10)); err != nil {
+		t.Fatal(err)
+	}
+	for i, job := range jobs {
+		job = decodeJob(t, st.api("DownloadFunction", "GET", "/api/downloads/"+job.ID, ""))
+		if job.Status != "ready" || job.DoneBytes != job.TotalBytes {
+			t.Fatalf("job %d after the queue drained: %+v", i, job)
+		}
+		path := st.fetch(job.URL)
+		tarcheck.Skopeo(t, path)
+		if c := tarcheck.Structure(t, path); c.ManifestDigest != pushed[i].Images[0].Manifest.Digest {
+			t.Fatalf("job %d: manifest %s", i, c.ManifestDigest)
+		}
+	}
+	metrics := st.emf(t, "AssembleFunction")
+	if got := metrics["RegistryBytes"]; got < 23<<20 || got > 26<<20 {
+		t.Fatalf("%.0f bytes read from the registry; want the shared 23 MiB layer once and two small ones", got)
 	}
 	if ups := st.s3.Uploads(t, st.bucket); len(ups) != 0 {
 		t.Fatalf("uploads left: %v", ups)

@@ -17,8 +17,9 @@ import (
 )
 
 var (
-	jobsBucket = []byte("jobs") // id -> JSON record
-	keysBucket = []byte("keys") // job key -> id of the live job
+	jobsBucket   = []byte("jobs")   // id -> JSON record
+	keysBucket   = []byte("keys")   // job key -> id of the live job
+	leasesBucket = []byte("leases") // split entry key -> JSON tarport.SplitLease
 )
 
 // record is a job as stored: the job and, per split layer (by index),
@@ -46,7 +47,7 @@ func Open(path string) (*Jobs, error) {
 		return nil, fmt.Errorf("opening job database %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{jobsBucket, keysBucket} {
+		for _, b := range [][]byte{jobsBucket, keysBucket, leasesBucket} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -128,6 +129,34 @@ func (j *Jobs) FinishLayer(_ context.Context, id string, layer int) (int, bool, 
 		return first
 	})
 	return remaining, first, err
+}
+
+// LeaseSplit takes the lease on key where the held one yields. Lapsed
+// leases stay until taken over: one small record per split layer fetched.
+func (j *Jobs) LeaseSplit(_ context.Context, key string, lease tarport.SplitLease, prev string) (tarport.SplitLease, error) {
+	var held tarport.SplitLease
+	err := j.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(leasesBucket)
+		held = tarport.SplitLease{}
+		if v := b.Get([]byte(key)); v != nil {
+			if err := json.Unmarshal(v, &held); err != nil {
+				return err
+			}
+		}
+		if !held.Yields(j.now(), prev) {
+			return nil
+		}
+		v, err := json.Marshal(lease)
+		if err != nil {
+			return err
+		}
+		held = lease
+		return b.Put([]byte(key), v)
+	})
+	if err != nil {
+		return tarport.SplitLease{}, fmt.Errorf("leasing split layer %s: %w", key, err)
+	}
+	return held, nil
 }
 
 // FinishPart marks part n of a split layer done once, in the layer's

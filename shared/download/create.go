@@ -201,7 +201,8 @@ func (s *Service) start(ctx context.Context, job tarport.Job, tasks []Task) erro
 }
 
 // splitTasks replaces the task of each layer the job splits by its range
-// tasks, starting their staging uploads.
+// tasks (starting their staging uploads), or by a task awaiting the job
+// that already fetches it.
 func (s *Service) splitTasks(ctx context.Context, job tarport.Job, tasks []Task) ([]Task, error) {
 	var out []Task
 	for _, t := range tasks {
@@ -210,7 +211,7 @@ func (s *Service) splitTasks(ctx context.Context, job tarport.Job, tasks []Task)
 			out = append(out, t)
 			continue
 		}
-		rts, err := s.rangeTasks(ctx, t, parts)
+		rts, err := s.claimSplit(ctx, job, t, parts, "")
 		if err != nil {
 			return nil, err
 		}

@@ -505,6 +505,10 @@ func (f *fakeJobs) FinishPart(ctx context.Context, id string, layer, part int) (
 	return f.store.FinishPart(ctx, id, layer, part)
 }
 
+func (f *fakeJobs) LeaseSplit(ctx context.Context, key string, lease tarport.SplitLease, prev string) (tarport.SplitLease, error) {
+	return f.store.LeaseSplit(ctx, key, lease, prev)
+}
+
 func (f *fakeJobs) job(t *testing.T, id string) tarport.Job {
 	t.Helper()
 	job, err := f.store.Get(context.Background(), id)
@@ -551,14 +555,26 @@ func (f *fakeJobs) createCount() int {
 
 func (f *fakeJobs) count() int { return len(f.store.All()) }
 
-// fakeQueue records the tasks it is given.
+// fakeQueue records the tasks it is given, and the delays asked for.
 type fakeQueue struct {
 	mu      sync.Mutex
 	batches [][]Task
+	delays  []time.Duration
 	err     error
 }
 
-var _ Queue = (*fakeQueue)(nil)
+var (
+	_ Queue        = (*fakeQueue)(nil)
+	_ DelayedQueue = (*fakeQueue)(nil)
+)
+
+// EnqueueAfter records the delay; the tests run tasks when they choose.
+func (f *fakeQueue) EnqueueAfter(ctx context.Context, delay time.Duration, tasks []Task) error {
+	f.mu.Lock()
+	f.delays = append(f.delays, delay)
+	f.mu.Unlock()
+	return f.Enqueue(ctx, tasks)
+}
 
 func (f *fakeQueue) Enqueue(_ context.Context, tasks []Task) error {
 	f.mu.Lock()

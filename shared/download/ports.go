@@ -80,6 +80,11 @@ type PartedJobs interface {
 	// FinishPart marks part n (1-based) of a layer done once; it reports
 	// how many parts of the layer remain and whether this call marked it.
 	FinishPart(ctx context.Context, id string, layer, part int) (remaining int, first bool, err error)
+	// LeaseSplit makes lease the lease on key (a split entry's) unless
+	// one is held that does not yield to the caller (tarport.SplitLease's
+	// Yields, with prev the holder the caller saw end, or ""), in one
+	// conditional write; it returns the lease held after the call.
+	LeaseSplit(ctx context.Context, key string, lease tarport.SplitLease, prev string) (tarport.SplitLease, error)
 }
 
 // Objects is the object store: layer entries, metadata and tars.
@@ -125,6 +130,13 @@ type Jobs interface {
 // Queue runs layer tasks, each at least once, somewhere.
 type Queue interface {
 	Enqueue(ctx context.Context, tasks []Task) error
+}
+
+// DelayedQueue holds tasks back before they run (SQS's DelaySeconds, at
+// most 15 minutes): a task waiting for another job's split layer looks
+// again later without holding a worker meanwhile.
+type DelayedQueue interface {
+	EnqueueAfter(ctx context.Context, delay time.Duration, tasks []Task) error
 }
 
 // Quota charges a requester for a tar's bytes before anything is fetched

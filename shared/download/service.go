@@ -41,6 +41,9 @@ type Config struct {
 	// adapters can do it (RangeRegistry, PartedObjects, PartedJobs).
 	SplitAbove int64
 	RangeSize  int64
+	// SplitPoll is how often a job awaiting another job's fetch of a split
+	// layer looks again (default 15 s; a queue delay, so at most 15 min).
+	SplitPoll time.Duration
 }
 
 // Service runs download jobs.
@@ -81,6 +84,10 @@ func New(reg Registry, objects Objects, meta MetaStore, jobs Jobs, signer Signer
 	if cfg.RangeSize <= 0 {
 		cfg.RangeSize = DefaultRangeSize
 	}
+	if cfg.SplitPoll <= 0 {
+		cfg.SplitPoll = DefaultSplitPoll
+	}
+	cfg.SplitPoll = min(cfg.SplitPoll, 15*time.Minute)
 	// S3's rules: parts of 5 MiB to 5 GiB.
 	cfg.RangeSize = min(max(cfg.RangeSize, tarplan.S3Limits.MinPart), tarplan.S3Limits.MaxPart)
 	if log == nil {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 	"github.com/regclient/regclient/types/descriptor"
@@ -22,17 +23,25 @@ import (
 // a range task of its own that reads its byte range from the registry.
 // A range cannot be verified alone, so when the last part is in, a verify
 // task completes the upload, hashes the whole entry in order, and only
-// then moves it to the entry key where any job may use it.
+// then moves it to the entry key where any job may use it. Jobs wanting
+// the same split entry at once share its fetch: one holds its lease
+// (tarport.SplitLease), the others await the entry (runAwait).
 
 // DefaultRangeSize is the bytes of a split layer's entry one range task
 // puts: a buffered S3 part (memory per task) that fetches in seconds.
 const DefaultRangeSize = 64 << 20
+
+// DefaultSplitPoll is how often a job awaiting another's split layer
+// looks again: a split layer takes minutes, and each look is a queue
+// message and a job read.
+const DefaultSplitPoll = 15 * time.Second
 
 // splitter is what splitting needs beyond the plain ports.
 type splitter struct {
 	reg     RangeRegistry
 	objects PartedObjects
 	jobs    PartedJobs
+	queue   DelayedQueue
 }
 
 // splitting returns the adapters that split layers, or false when
@@ -44,7 +53,14 @@ func (s *Service) splitting() (splitter, bool) {
 	reg, ok1 := s.reg.(RangeRegistry)
 	objects, ok2 := s.objects.(PartedObjects)
 	jobs, ok3 := s.jobs.(PartedJobs)
-	return splitter{reg, objects, jobs}, ok1 && ok2 && ok3
+	queue, ok4 := s.queue.(DelayedQueue)
+	return splitter{reg, objects, jobs, queue}, ok1 && ok2 && ok3 && ok4
+}
+
+// cannotSplit fails a split layer's task on a server that cannot split
+// (a task queued by one configured otherwise).
+func cannotSplit(t Task) error {
+	return tarport.Errorf(tarport.CodeInternal, "layer %s was split, but this server cannot fetch split layers", t.Desc.Digest)
 }
 
 // entryLen is the length of d's tar entry.
@@ -103,18 +119,53 @@ func (s *Service) rangeSize(entryLen int64) int64 {
 	return max(s.cfg.RangeSize, (entryLen+maxParts-1)/maxParts)
 }
 
-// rangeTasks starts the staging upload of a split layer and returns its
-// range tasks.
-func (s *Service) rangeTasks(ctx context.Context, t Task, parts int) ([]Task, error) {
+// splitKey names the lease of t's split entry of n bytes: the entry's
+// key (its origin and digest) and its length, so that manifests
+// disagreeing on the size never share a fetch.
+func splitKey(t Task, n int64) string {
+	return fmt.Sprintf("%s/%d", EntryKey(t.origin(), t.Desc.Digest), n)
+}
+
+// claimSplit returns the tasks that get t's split layer of parts parts
+// for job: its range tasks when the job holds the layer's lease or takes
+// it (prev is a holder the caller saw end), else one task that awaits
+// the holder. Jobs needing the same entry from the same origin thus
+// fetch it once (the trust model's shared fetch: same source only, and
+// each job checks its own access to what was stored).
+func (s *Service) claimSplit(ctx context.Context, job tarport.Job, t Task, parts int, prev string) ([]Task, error) {
 	sp, _ := s.splitting()
 	n, _, err := entryLen(t.Desc)
 	if err != nil {
 		return nil, err
 	}
-	id, err := sp.objects.BeginParts(ctx, StagingKey(t.JobID, t.Desc.Digest))
+	// The upload is begun first so the lease can name it: a redelivered
+	// takeover finds it there and queues the same upload's parts again.
+	staging := StagingKey(t.JobID, t.Desc.Digest)
+	id, err := sp.objects.BeginParts(ctx, staging)
 	if err != nil {
 		return nil, fmt.Errorf("starting the upload of split layer %s: %w", t.Desc.Digest, err)
 	}
+	held, err := sp.jobs.LeaseSplit(ctx, splitKey(t, n), tarport.SplitLease{Job: job.ID, Upload: id, Until: job.ExpiresAt}, prev)
+	if err != nil || held.Upload != id {
+		// Not this upload's to write: another job fetches the layer, or an
+		// earlier delivery of this task took the lease with its own.
+		if aerr := sp.objects.AbortParts(context.WithoutCancel(ctx), staging, id); aerr != nil {
+			s.log.Warn("aborting a split layer's unused upload", "job", job.ID, "err", aerr)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("leasing the fetch of split layer %s: %w", t.Desc.Digest, err)
+	}
+	if held.Job != job.ID {
+		s.log.Info("another job is fetching this split layer; waiting for it", "job", job.ID, "holder", held.Job, "layer", t.Desc.Digest)
+		return []Task{t.awaitTask(held.Job)}, nil
+	}
+	return s.rangeTasks(t, parts, n, held.Upload), nil
+}
+
+// rangeTasks are the range tasks putting t's entry of n bytes, in parts
+// parts, into upload id.
+func (s *Service) rangeTasks(t Task, parts int, n int64, id string) []Task {
 	rs := s.rangeSize(n)
 	up := SplitUpload{ID: id, Parts: parts}
 	tasks := make([]Task, 0, parts)
@@ -122,7 +173,101 @@ func (s *Service) rangeTasks(ctx context.Context, t Task, parts int) ([]Task, er
 		offset := int64(p-1) * rs
 		tasks = append(tasks, t.rangeTask(up, p, offset, min(rs, n-offset)))
 	}
-	return tasks, nil
+	return tasks
+}
+
+// runAwait waits for the job holding a split layer's lease. The entry
+// stored, it is this job's once its origin lets this requester read it;
+// the holder still at work, the task looks again after SplitPoll (taking
+// the holder's progress as its own, for the user watching); the holder
+// ended without the entry (failed or expired: its error is its own, and
+// not read), this job takes the lease and fetches the layer itself.
+func (s *Service) runAwait(ctx context.Context, job tarport.Job, t Task, aw SplitAwait) error {
+	sp, ok := s.splitting()
+	if !ok {
+		return s.fail(ctx, job.ID, cannotSplit(t))
+	}
+	want, _, err := entryLen(t.Desc)
+	if err != nil {
+		return s.fail(ctx, job.ID, err)
+	}
+	stored := func() bool {
+		n, err := s.objects.Size(ctx, EntryKey(t.origin(), t.Desc.Digest))
+		return err == nil && n == want
+	}
+	if stored() {
+		return s.useSplitEntry(ctx, job, t)
+	}
+	holder, err := s.jobs.Get(ctx, aw.Holder)
+	switch {
+	case err == nil && !holder.Status.Terminal():
+		s.followProgress(ctx, job, t, holder)
+		if err := sp.queue.EnqueueAfter(ctx, s.cfg.SplitPoll, []Task{t}); err != nil {
+			return fmt.Errorf("queueing the wait for layer %s of job %s again: %w", t.Desc.Digest, job.ID, err)
+		}
+		return nil
+	case err != nil && tarport.ErrorCode(err) != tarport.CodeNotFound:
+		return fmt.Errorf("reading job %s, which fetches layer %s for job %s: %w", aw.Holder, t.Desc.Digest, job.ID, err)
+	case stored():
+		// It finished between the two looks.
+		return s.useSplitEntry(ctx, job, t)
+	}
+	s.log.Info("the job fetching a split layer ended without it; fetching it for this job", "job", job.ID, "holder", aw.Holder, "layer", t.Desc.Digest)
+	if done := job.Layers[t.Layer].DoneBytes; done > 0 {
+		// The holder's progress, shown meanwhile, is not this job's.
+		if err := s.jobs.AddProgress(ctx, job.ID, t.Layer, -done); err != nil {
+			s.log.Warn("resetting a split layer's progress", "job", job.ID, "err", err)
+		}
+	}
+	tasks, err := s.claimSplit(ctx, job, t, job.Layers[t.Layer].Parts, aw.Holder)
+	if err != nil {
+		return fmt.Errorf("taking over split layer %s for job %s: %w", t.Desc.Digest, job.ID, err)
+	}
+	if tasks[0].Kind == KindAwait {
+		// Another waiter took it over first: wait for that one.
+		err = sp.queue.EnqueueAfter(ctx, s.cfg.SplitPoll, tasks)
+	} else {
+		err = s.queue.Enqueue(ctx, tasks)
+	}
+	if err != nil {
+		return fmt.Errorf("queueing split layer %s of job %s: %w", t.Desc.Digest, job.ID, err)
+	}
+	return nil
+}
+
+// useSplitEntry takes a split layer's entry another job stored, once its
+// origin says this requester may read the blob. A refusal fails the job,
+// as it does a range task's (runRange): the stored bytes are never this
+// requester's on a registry's word that it has them.
+func (s *Service) useSplitEntry(ctx context.Context, job tarport.Job, t Task) error {
+	r, err := tarport.ParseReference(t.Ref)
+	if err == nil {
+		err = s.reg.CheckBlob(ctx, r, t.Desc, t.origin(), t.Creds)
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return s.fail(ctx, job.ID, err)
+	}
+	s.metrics.CacheHitBytes(t.Desc.Size)
+	return s.finishLayer(ctx, job, t.Layer)
+}
+
+// followProgress brings the waiting layer's done bytes up to the
+// holder's: best effort, it is only what the user watches.
+func (s *Service) followProgress(ctx context.Context, job tarport.Job, t Task, holder tarport.Job) {
+	for _, l := range holder.Layers {
+		if l.Digest != t.Desc.Digest || l.Size != t.Desc.Size {
+			continue
+		}
+		if delta := l.DoneBytes - job.Layers[t.Layer].DoneBytes; delta > 0 {
+			if err := s.jobs.AddProgress(ctx, job.ID, t.Layer, delta); err != nil {
+				s.log.Warn("copying a split layer's progress", "job", job.ID, "err", err)
+			}
+		}
+		return
+	}
 }
 
 // runRange puts one part of a split layer's entry; the call that leaves no
@@ -132,7 +277,7 @@ func (s *Service) rangeTasks(ctx context.Context, t Task, parts int) ([]Task, er
 func (s *Service) runRange(ctx context.Context, job tarport.Job, t Task, part RangePart) error {
 	sp, ok := s.splitting()
 	if !ok {
-		return s.fail(ctx, job.ID, tarport.Errorf(tarport.CodeInternal, "layer %s was split, but this server cannot fetch split layers", t.Desc.Digest))
+		return s.fail(ctx, job.ID, cannotSplit(t))
 	}
 	staging := StagingKey(t.JobID, t.Desc.Digest)
 	// A late delivery after the verify task completed the upload finds
@@ -239,7 +384,7 @@ func (s *Service) putRange(ctx context.Context, sp splitter, t Task, part RangeP
 func (s *Service) runVerify(ctx context.Context, job tarport.Job, t Task, up SplitUpload) error {
 	sp, ok := s.splitting()
 	if !ok {
-		return s.fail(ctx, job.ID, tarport.Errorf(tarport.CodeInternal, "layer %s was split, but this server cannot fetch split layers", t.Desc.Digest))
+		return s.fail(ctx, job.ID, cannotSplit(t))
 	}
 	want, hdr, err := entryLen(t.Desc)
 	if err != nil {

@@ -30,10 +30,13 @@ func runQueued(t *testing.T, h *harness, seed uint64, twice bool) int {
 	t.Helper()
 	rng := rand.New(rand.NewPCG(seed, seed))
 	done := 0
-	for {
+	for round := 0; ; round++ {
 		tasks := h.queue.tasks()[done:]
 		if len(tasks) == 0 {
 			return done
+		}
+		if round == 100 {
+			t.Fatalf("tasks still queued after %d rounds (%d ran): a task that never ends", round, done)
 		}
 		done += len(tasks)
 		rng.Shuffle(len(tasks), func(i, j int) { tasks[i], tasks[j] = tasks[j], tasks[i] })

@@ -23,13 +23,18 @@ const (
 	// ranges are in, hashes it in order and stores it as the entry
 	// (split.go).
 	KindVerify TaskKind = "verify"
+	// KindAwait waits for a split layer another job is fetching from the
+	// same origin (its lease holder), and uses the entry once stored, or
+	// fetches the layer itself if that job ends without it (split.go).
+	KindAwait TaskKind = "await"
 )
 
 // Task is the queue's message: one unit of one job's work on one layer.
 // Kind says which; a range task carries its Range, a verify task its
-// Verify, and a layer task neither. Credentials travel with the task in
-// memory only: they are never serialized (json:"-"); a queue that crosses
-// processes seals them itself (sqsqueue).
+// Verify, an await task its Await, and a layer task none of them.
+// Credentials travel with the task in memory only: they are never
+// serialized (json:"-"); a queue that crosses processes seals them itself
+// (sqsqueue).
 type Task struct {
 	Kind  TaskKind              `json:"kind"`
 	JobID string                `json:"job_id"`
@@ -46,6 +51,14 @@ type Task struct {
 
 	Range  *RangePart   `json:"range,omitempty"`  // KindRange only
 	Verify *SplitUpload `json:"verify,omitempty"` // KindVerify only
+	Await  *SplitAwait  `json:"await,omitempty"`  // KindAwait only
+}
+
+// SplitAwait is an await task's work: the job holding the split layer's
+// lease (the layer's part count, should this job fetch it after all, is
+// in the job's record).
+type SplitAwait struct {
+	Holder string `json:"holder"`
 }
 
 // SplitUpload is a split layer's staging upload and its part count.
@@ -70,7 +83,7 @@ func layerTask(job tarport.Job, i int, d descriptor.Descriptor, req Request) Tas
 
 // rangeTask is the task that puts part of t's layer into upload up.
 func (t Task) rangeTask(up SplitUpload, part int, offset, length int64) Task {
-	t.Kind, t.Verify = KindRange, nil
+	t.Kind, t.Verify, t.Await = KindRange, nil, nil
 	t.Range = &RangePart{SplitUpload: up, Part: part, Offset: offset, Length: length}
 	return t
 }
@@ -78,8 +91,17 @@ func (t Task) rangeTask(up SplitUpload, part int, offset, length int64) Task {
 // verifyTask is the task that checks and stores t's split layer. It needs
 // no credentials: it reads only what the range tasks stored.
 func (t Task) verifyTask(up SplitUpload) Task {
-	t.Kind, t.Range, t.Creds = KindVerify, nil, tarport.Credentials{}
+	t.Kind, t.Range, t.Await, t.Creds = KindVerify, nil, nil, tarport.Credentials{}
 	t.Verify = &up
+	return t
+}
+
+// awaitTask is the task that waits for holder's fetch of t's layer. It
+// keeps the credentials: the entry is this job's only once its origin
+// lets them read it.
+func (t Task) awaitTask(holder string) Task {
+	t.Kind, t.Range, t.Verify = KindAwait, nil, nil
+	t.Await = &SplitAwait{Holder: holder}
 	return t
 }
 
@@ -89,16 +111,21 @@ func (t Task) Validate() error {
 	switch {
 	case t.JobID == "" || t.Layer < 0 || t.Ref == "":
 		return fmt.Errorf("task has no job, layer or reference")
-	case t.Kind == KindLayer && t.Range == nil && t.Verify == nil:
+	case t.Kind == KindLayer && t.Range == nil && t.Verify == nil && t.Await == nil:
 		return nil
-	case t.Kind == KindRange && t.Range != nil && t.Verify == nil:
+	case t.Kind == KindRange && t.Range != nil && t.Verify == nil && t.Await == nil:
 		if r := t.Range; r.Parts < 1 || r.Part < 1 || r.Part > r.Parts || r.ID == "" {
 			return fmt.Errorf("range task is part %d of %d of upload %q", r.Part, r.Parts, r.ID)
 		}
 		return nil
-	case t.Kind == KindVerify && t.Verify != nil && t.Range == nil:
+	case t.Kind == KindVerify && t.Verify != nil && t.Range == nil && t.Await == nil:
 		if t.Verify.Parts < 1 || t.Verify.ID == "" {
 			return fmt.Errorf("verify task has %d parts of upload %q", t.Verify.Parts, t.Verify.ID)
+		}
+		return nil
+	case t.Kind == KindAwait && t.Await != nil && t.Range == nil && t.Verify == nil:
+		if t.Await.Holder == "" || t.Await.Holder == t.JobID {
+			return fmt.Errorf("await task of job %s waits for job %q", t.JobID, t.Await.Holder)
 		}
 		return nil
 	}
@@ -132,6 +159,8 @@ func (s *Service) RunTask(ctx context.Context, t Task) error {
 		return s.runRange(ctx, job, t, *t.Range)
 	case KindVerify:
 		return s.runVerify(ctx, job, t, *t.Verify)
+	case KindAwait:
+		return s.runAwait(ctx, job, t, *t.Await)
 	}
 	return s.runLayer(ctx, job, t)
 }

@@ -44,6 +44,7 @@ var motoJobsSkips = map[string]string{
 	"FinishLayerConcurrentSameLayer":  motoRaces,
 	"CreateConcurrentSameKey":         motoRaces,
 	"CreateConcurrentReplacesDeadJob": motoRaces,
+	"LeaseSplitConcurrent":            motoRaces,
 }
 
 // The limiter's racing cases: each is a conditional update (or a

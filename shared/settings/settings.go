@@ -42,16 +42,17 @@ type Settings struct {
 	LogLevel           slog.Level    // TARPORT_LOG_LEVEL: debug, info, warn, error
 
 	// On AWS (set by template.yaml):
-	DLQARN             string     // TARPORT_DLQ_ARN: the task queue's dead-letter queue
-	TaskKeySecretARN   string     // TARPORT_TASK_KEY_SECRET_ARN: seals private jobs' credentials in queue messages
-	TaskKey            string     // TARPORT_TASK_KEY: that key given directly (tests, setups without Secrets Manager)
-	DockerHubSecretARN string     // TARPORT_DOCKERHUB_SECRET_ARN: {"username","token"} of the service's Docker Hub account
-	AccessTokenARN     string     // TARPORT_ACCESS_TOKEN_SECRET_ARN: the access token, kept in Secrets Manager
-	OriginSecretARN    string     // TARPORT_ORIGIN_SECRET_ARN: the origin secret, kept in Secrets Manager
-	LinkSignerRoleARN  string     // TARPORT_LINK_SIGNER_ROLE_ARN: a role assumed to sign links with credentials whose expiry is known
-	HotImages          []HotImage // TARPORT_HOT_IMAGES: "image platform" entries, comma-separated, pre-fetched by the warm
-	SplitAbove         int64      // TARPORT_SPLIT_ABOVE: layers bigger than this are fetched by range tasks
-	RangeSize          int64      // TARPORT_RANGE_SIZE: the bytes of one range task (a buffered S3 part)
+	DLQARN             string        // TARPORT_DLQ_ARN: the task queue's dead-letter queue
+	TaskKeySecretARN   string        // TARPORT_TASK_KEY_SECRET_ARN: seals private jobs' credentials in queue messages
+	TaskKey            string        // TARPORT_TASK_KEY: that key given directly (tests, setups without Secrets Manager)
+	DockerHubSecretARN string        // TARPORT_DOCKERHUB_SECRET_ARN: {"username","token"} of the service's Docker Hub account
+	AccessTokenARN     string        // TARPORT_ACCESS_TOKEN_SECRET_ARN: the access token, kept in Secrets Manager
+	OriginSecretARN    string        // TARPORT_ORIGIN_SECRET_ARN: the origin secret, kept in Secrets Manager
+	LinkSignerRoleARN  string        // TARPORT_LINK_SIGNER_ROLE_ARN: a role assumed to sign links with credentials whose expiry is known
+	HotImages          []HotImage    // TARPORT_HOT_IMAGES: "image platform" entries, comma-separated, pre-fetched by the warm
+	SplitAbove         int64         // TARPORT_SPLIT_ABOVE: layers bigger than this are fetched by range tasks
+	RangeSize          int64         // TARPORT_RANGE_SIZE: the bytes of one range task (a buffered S3 part)
+	SplitPoll          time.Duration // TARPORT_SPLIT_POLL: how often a job waiting for another job's split layer looks again
 }
 
 // HotImage is an image whose layers the warm keeps in the layer cache.
@@ -172,6 +173,10 @@ func (s *Settings) parseTunables(get func(name, def string) string, getenv func(
 	// S3 parts are 5 MiB to 5 GiB; a range is held in memory while it uploads.
 	if s.RangeSize, err = ParseBytes(get("TARPORT_RANGE_SIZE", "64MiB")); err != nil || s.RangeSize < 5<<20 || s.RangeSize > 1<<30 {
 		return fmt.Errorf("TARPORT_RANGE_SIZE: want a size from 5MiB to 1GiB, got %q", getenv("TARPORT_RANGE_SIZE"))
+	}
+	// A queue delay: SQS holds a message at most 15 minutes.
+	if s.SplitPoll, err = time.ParseDuration(get("TARPORT_SPLIT_POLL", "15s")); err != nil || s.SplitPoll < time.Second || s.SplitPoll > 15*time.Minute {
+		return fmt.Errorf("TARPORT_SPLIT_POLL: want a duration from 1s to 15m, got %q", getenv("TARPORT_SPLIT_POLL"))
 	}
 	if s.Workers, err = strconv.Atoi(get("TARPORT_WORKERS", "4")); err != nil || s.Workers <= 0 || s.Workers > 64 {
 		return fmt.Errorf("TARPORT_WORKERS: want 1..64, got %q", getenv("TARPORT_WORKERS"))

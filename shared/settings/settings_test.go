@@ -40,6 +40,7 @@ func TestDefaults(t *testing.T) {
 		LogLevel:           slog.LevelInfo,
 		SplitAbove:         1 << 30,
 		RangeSize:          64 << 20,
+		SplitPoll:          15 * time.Second,
 	}
 	for _, tt := range []struct {
 		name   string
@@ -126,8 +127,8 @@ func TestOverrides(t *testing.T) {
 		{"guards", []string{"TARPORT_ACCESS_TOKEN", " tok-en ", "TARPORT_ORIGIN_SECRET", "cf", "TARPORT_ACCESS_TOKEN_SECRET_ARN", "arn:sm:t", "TARPORT_ORIGIN_SECRET_ARN", "arn:sm:o"}, func(s Settings) bool {
 			return s.AccessToken == "tok-en" && s.OriginSecret == "cf" && s.AccessTokenARN == "arn:sm:t" && s.OriginSecretARN == "arn:sm:o"
 		}},
-		{"split", []string{"TARPORT_SPLIT_ABOVE", "8MiB", "TARPORT_RANGE_SIZE", "5MiB"}, func(s Settings) bool {
-			return s.SplitAbove == 8<<20 && s.RangeSize == 5<<20
+		{"split", []string{"TARPORT_SPLIT_ABOVE", "8MiB", "TARPORT_RANGE_SIZE", "5MiB", "TARPORT_SPLIT_POLL", "2s"}, func(s Settings) bool {
+			return s.SplitAbove == 8<<20 && s.RangeSize == 5<<20 && s.SplitPoll == 2*time.Second
 		}},
 		{"hot images", []string{"TARPORT_HOT_IMAGES", " nginx:1.27 linux/arm64 ,redis,, ghcr.io/o/r@sha256:abc\tlinux/arm/v7"}, func(s Settings) bool {
 			want := []HotImage{{"nginx:1.27", "linux/arm64"}, {"redis", "linux/amd64"}, {"ghcr.io/o/r@sha256:abc", "linux/arm/v7"}}
@@ -192,6 +193,9 @@ func TestInvalidValues(t *testing.T) {
 		{"TARPORT_SPLIT_ABOVE", "big"},
 		{"TARPORT_RANGE_SIZE", "1MiB"},
 		{"TARPORT_RANGE_SIZE", "2GiB"},
+		{"TARPORT_SPLIT_POLL", "500ms"},
+		{"TARPORT_SPLIT_POLL", "16m"},
+		{"TARPORT_SPLIT_POLL", "often"},
 		{"TARPORT_RATE_LIMIT_PER_MINUTE", "many"},
 		{"TARPORT_RATE_LIMIT_PER_MINUTE", "0"},
 		{"TARPORT_RATE_LIMIT_PER_MINUTE", "-5"},

@@ -64,7 +64,9 @@ func encode(t *testing.T, c *sqsqueue.Codec, tk download.Task) string {
 func TestCodecRoundTrip(t *testing.T) {
 	t.Parallel()
 	c := codec(t, testKey, 0)
-	for _, tk := range []download.Task{task("job1", 0), private(task("job1", 3))} {
+	await := private(task("job1", 2))
+	await.Kind, await.Await = download.KindAwait, &download.SplitAwait{Holder: "job0"}
+	for _, tk := range []download.Task{task("job1", 0), private(task("job1", 3)), await} {
 		body := encode(t, c, tk)
 		if strings.Contains(body, password) || strings.Contains(body, "alice") {
 			t.Errorf("credentials in clear in %s", body)

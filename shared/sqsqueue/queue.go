@@ -57,7 +57,13 @@ type Queue struct {
 	backoff  func(int) time.Duration
 }
 
-var _ download.Queue = (*Queue)(nil)
+var (
+	_ download.Queue        = (*Queue)(nil)
+	_ download.DelayedQueue = (*Queue)(nil)
+)
+
+// MaxDelay is SQS's longest message delay.
+const MaxDelay = 15 * time.Minute
 
 // New returns a Queue sending to the queue at queueURL.
 func New(api SendAPI, queueURL string, opts Options) (*Queue, error) {
@@ -79,6 +85,17 @@ func New(api SendAPI, queueURL string, opts Options) (*Queue, error) {
 // before any is sent, so a task that cannot be (credentials without a key)
 // sends nothing. An error means some tasks may not have been sent.
 func (q *Queue) Enqueue(ctx context.Context, tasks []download.Task) error {
+	return q.EnqueueAfter(ctx, 0, tasks)
+}
+
+// EnqueueAfter is Enqueue with each message delivered no sooner than
+// delay (whole seconds, rounded up; at most MaxDelay) after it is sent.
+// Credentials are sealed anew, so their lifetime counts from now.
+func (q *Queue) EnqueueAfter(ctx context.Context, delay time.Duration, tasks []download.Task) error {
+	if delay < 0 || delay > MaxDelay {
+		return fmt.Errorf("queueing tasks: a delay of %s is not within 0..%s", delay, MaxDelay)
+	}
+	seconds := int32((delay + time.Second - 1) / time.Second)
 	entries := make([]types.SendMessageBatchRequestEntry, 0, len(tasks))
 	for i, t := range tasks {
 		b, err := q.codec.Encode(t)
@@ -88,7 +105,7 @@ func (q *Queue) Enqueue(ctx context.Context, tasks []download.Task) error {
 		if len(b) > MaxBodyBytes {
 			return fmt.Errorf("queueing layer %d of job %s: its message has %d bytes, SQS takes %d", t.Layer, t.JobID, len(b), MaxBodyBytes)
 		}
-		entries = append(entries, types.SendMessageBatchRequestEntry{Id: aws.String(strconv.Itoa(i)), MessageBody: aws.String(b)})
+		entries = append(entries, types.SendMessageBatchRequestEntry{Id: aws.String(strconv.Itoa(i)), MessageBody: aws.String(b), DelaySeconds: seconds})
 	}
 	for len(entries) > 0 {
 		n, size := 0, 0

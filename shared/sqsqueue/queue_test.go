@@ -161,6 +161,39 @@ func TestEnqueue(t *testing.T) {
 	}
 }
 
+// TestEnqueueAfter: delayed tasks are held by SQS, not delivered at once;
+// a delay SQS cannot hold is refused before anything is sent.
+func TestEnqueueAfter(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	s := moto.Start(t)
+	c := s.SQS()
+	url := s.CreateQueue(t, "tasks", nil)
+	q := newQueue(t, c, url, sqsqueue.Options{Key: testKey})
+	if err := q.EnqueueAfter(ctx, 1500*time.Millisecond, tasks(3)); err != nil {
+		t.Fatalf("EnqueueAfter: %v", err)
+	}
+	out, err := c.ReceiveMessage(ctx, &sqs.ReceiveMessageInput{QueueUrl: aws.String(url), MaxNumberOfMessages: 10})
+	if err != nil || len(out.Messages) != 0 {
+		t.Fatalf("at once: %d messages (%v), want none yet", len(out.Messages), err)
+	}
+	if _, _, delayed, err := sqsmapping.Depth(ctx, c, url); err != nil || delayed != 3 {
+		t.Fatalf("%d delayed (%v), want 3", delayed, err)
+	}
+	time.Sleep(2100 * time.Millisecond) // rounded up to 2 s
+	if n := len(receiveAll(t, c, url)); n != 3 {
+		t.Fatalf("%d messages after the delay, want 3", n)
+	}
+	for _, d := range []time.Duration{-time.Second, sqsqueue.MaxDelay + time.Second} {
+		if err := q.EnqueueAfter(ctx, d, tasks(1)); err == nil {
+			t.Errorf("EnqueueAfter(%s) sent", d)
+		}
+	}
+	if v, f, d, err := sqsmapping.Depth(ctx, c, url); err != nil || v+f+d != 0 {
+		t.Errorf("after refused delays: %d visible, %d in flight, %d delayed (%v)", v, f, d, err)
+	}
+}
+
 func TestEnqueueRetriesFailedEntries(t *testing.T) {
 	t.Parallel()
 	s := moto.Start(t)

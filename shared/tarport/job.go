@@ -157,3 +157,22 @@ func (j Job) DoneBytes() int64 {
 	}
 	return n
 }
+
+// SplitLease names the one job that fetches a split layer (download's
+// range tasks) for every job that needs the same entry from the same
+// origin: the others wait for the entry instead of fetching the same
+// gigabytes again. Each job still checks with its own credentials that it
+// may read what the holder stored, and a holder's failure is never a
+// waiter's: a waiter that sees the holder end without the entry takes the
+// lease over and fetches for itself.
+type SplitLease struct {
+	Job    string    // the job fetching the layer
+	Upload string    // its staging upload, so a redelivered takeover reuses it
+	Until  time.Time // when the lease lapses for everyone: its job's expiry
+}
+
+// Yields says whether a lease held as l (the zero lease: none) gives way,
+// at now, to a job that saw prev (its holder; "" for none) end.
+func (l SplitLease) Yields(now time.Time, prev string) bool {
+	return l.Job == "" || !now.Before(l.Until) || (prev != "" && l.Job == prev)
+}

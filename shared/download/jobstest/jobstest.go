@@ -1,8 +1,9 @@
 // Package jobstest holds the behaviour every job store (download.Jobs and
 // download.PartedJobs) must have, as one suite that each implementation's
 // tests run against a real store: sharing jobs by key, status that never
-// moves back, clamped progress, each split layer's parts counted once, and
-// exactly one stitcher however workers race.
+// moves back, clamped progress, each split layer's parts counted once,
+// exactly one stitcher however workers race, and one holder of each split
+// layer's lease.
 package jobstest
 
 import (
@@ -87,6 +88,10 @@ func RunSkipping(t *testing.T, open Open, skip map[string]string) {
 		{"FinishPartErrors", finishPartErrors},
 		{"FinishPartExpiredJob", finishPartExpiredJob},
 		{"FinishPartTerminalJob", finishPartTerminalJob},
+		{"LeaseSplitHeld", leaseSplitHeld},
+		{"LeaseSplitTakeover", leaseSplitTakeover},
+		{"LeaseSplitLapsed", leaseSplitLapsed},
+		{"LeaseSplitConcurrent", leaseSplitConcurrent},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -1132,5 +1137,88 @@ func finishPartTerminalJob(t *testing.T, open fresh) {
 				t.Fatalf("FinishPart moved a %s job: %s %+v", st, got.Status, got.Error)
 			}
 		})
+	}
+}
+
+// lease is job's lease on a split layer, with upload up, for an hour.
+func lease(job, up string) tarport.SplitLease {
+	return tarport.SplitLease{Job: job, Upload: up, Until: T0.Add(time.Hour)}
+}
+
+func mustLease(t *testing.T, s Store, key string, l tarport.SplitLease, prev string, want tarport.SplitLease) {
+	t.Helper()
+	got, err := s.LeaseSplit(context.Background(), key, l, prev)
+	if err != nil {
+		t.Fatalf("LeaseSplit(%s, %+v, prev %q): %v", key, l, prev, err)
+	}
+	if got.Job != want.Job || got.Upload != want.Upload || !got.Until.Equal(want.Until) {
+		t.Fatalf("LeaseSplit(%s, %+v, prev %q) = %+v, want %+v", key, l, prev, got, want)
+	}
+}
+
+// leaseSplitHeld: the first job takes a free lease; another job, and the
+// holder itself asking again with another upload (a redelivery), get the
+// lease as held; another key is a lease of its own.
+func leaseSplitHeld(t *testing.T, open fresh) {
+	s, _ := open(t)
+	a := lease("job-a", "up-a")
+	mustLease(t, s, "k", a, "", a)
+	mustLease(t, s, "k", lease("job-b", "up-b"), "", a)
+	mustLease(t, s, "k", lease("job-a", "up-a2"), "", a)
+	// prev names a job that does not hold it: no takeover.
+	mustLease(t, s, "k", lease("job-b", "up-b"), "job-c", a)
+	b := lease("job-b", "up-b")
+	mustLease(t, s, "other", b, "", b)
+}
+
+// leaseSplitTakeover: a job that saw the holder end takes the lease over,
+// once: a second waiter naming the same ended holder gets the new one.
+func leaseSplitTakeover(t *testing.T, open fresh) {
+	s, _ := open(t)
+	a, b := lease("job-a", "up-a"), lease("job-b", "up-b")
+	mustLease(t, s, "k", a, "", a)
+	mustLease(t, s, "k", b, "job-a", b)
+	mustLease(t, s, "k", lease("job-c", "up-c"), "job-a", b)
+}
+
+// leaseSplitLapsed: a lease past its end yields to anyone.
+func leaseSplitLapsed(t *testing.T, open fresh) {
+	s, clk := open(t)
+	a := lease("job-a", "up-a")
+	mustLease(t, s, "k", a, "", a)
+	clk.Advance(time.Hour - time.Second)
+	mustLease(t, s, "k", lease("job-b", "up-b"), "", a)
+	clk.Advance(time.Second)
+	b := tarport.SplitLease{Job: "job-b", Upload: "up-b", Until: T0.Add(3 * time.Hour)}
+	mustLease(t, s, "k", b, "", b)
+}
+
+// leaseSplitConcurrent: jobs racing for a free lease all see one holder,
+// and it is one of them.
+func leaseSplitConcurrent(t *testing.T, open fresh) {
+	s, _ := open(t)
+	const n = 20
+	got := make([]tarport.SplitLease, n)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		wg.Go(func() {
+			<-start
+			l, err := s.LeaseSplit(context.Background(), "k", lease(fmt.Sprintf("job-%d", i), fmt.Sprintf("up-%d", i)), "")
+			if err != nil {
+				t.Errorf("LeaseSplit: %v", err)
+			}
+			got[i] = l
+		})
+	}
+	close(start)
+	wg.Wait()
+	if !strings.HasPrefix(got[0].Job, "job-") || got[0].Upload != "up-"+strings.TrimPrefix(got[0].Job, "job-") {
+		t.Fatalf("lease %+v is none of the racers'", got[0])
+	}
+	for i, l := range got {
+		if l.Job != got[0].Job || l.Upload != got[0].Upload || !l.Until.Equal(got[0].Until) {
+			t.Fatalf("racer %d sees %+v, racer 0 %+v", i, l, got[0])
+		}
 	}
 }

@@ -18,16 +18,17 @@ import (
 
 // Jobs is an in-memory job store, safe for concurrent use.
 type Jobs struct {
-	mu    sync.Mutex
-	now   func() time.Time
-	jobs  map[string]tarport.Job
-	keys  map[string]string       // job key -> id of the job holding it
-	parts map[string]map[int]bool // "id/layer" -> finished parts
+	mu     sync.Mutex
+	now    func() time.Time
+	jobs   map[string]tarport.Job
+	keys   map[string]string       // job key -> id of the job holding it
+	parts  map[string]map[int]bool // "id/layer" -> finished parts
+	leases map[string]tarport.SplitLease
 }
 
 // New returns an empty store that reads time from now.
 func New(now func() time.Time) *Jobs {
-	return &Jobs{now: now, jobs: map[string]tarport.Job{}, keys: map[string]string{}, parts: map[string]map[int]bool{}}
+	return &Jobs{now: now, jobs: map[string]tarport.Job{}, keys: map[string]string{}, parts: map[string]map[int]bool{}, leases: map[string]tarport.SplitLease{}}
 }
 
 func notFound(id string) error { return tarport.Errorf(tarport.CodeNotFound, "no download job %q", id) }
@@ -151,6 +152,17 @@ func (s *Jobs) FinishPart(_ context.Context, id string, layer, part int) (int, b
 		s.jobs[id] = job
 	}
 	return parts - len(done), first, nil
+}
+
+// LeaseSplit takes the lease on key where the held one yields.
+func (s *Jobs) LeaseSplit(_ context.Context, key string, lease tarport.SplitLease, prev string) (tarport.SplitLease, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if held := s.leases[key]; !held.Yields(s.now(), prev) {
+		return held, nil
+	}
+	s.leases[key] = lease
+	return lease, nil
 }
 
 // All returns every job stored, expired ones too.
