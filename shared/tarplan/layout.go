@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 
 	"github.com/opencontainers/go-digest"
@@ -64,8 +65,10 @@ type Layout struct {
 	Stored     int
 	TailOffset int64
 	Size       int64
-	// ManifestDigest is the digest of Image.Manifest.
-	ManifestDigest digest.Digest
+	// ManifestDigest is the digest of Image.Manifest (of the first image);
+	// ManifestDigests has every image's, in order.
+	ManifestDigest  digest.Digest
+	ManifestDigests []digest.Digest
 }
 
 // Tail returns the entries of the tail, in order.
@@ -96,52 +99,69 @@ const BigEntryMin = 5 << 20
 // biggest first) then the tail (small layers, config, manifest, oci-layout,
 // index.json, manifest.json, end of archive). A layer listed twice is
 // stored once.
-func Plan(img Image) (Layout, error) {
-	if len(img.Manifest) == 0 || len(img.Config) == 0 {
-		return Layout{}, fmt.Errorf("planning %s: manifest and config are required", img.Name)
-	}
-	if err := img.ConfigDigest.Validate(); err != nil {
-		return Layout{}, fmt.Errorf("planning %s: config digest: %w", img.Name, err)
-	}
-	if got := img.ConfigDigest.Algorithm().FromBytes(img.Config); got != img.ConfigDigest {
-		return Layout{}, fmt.Errorf("planning %s: config bytes hash to %s, not %s", img.Name, got, img.ConfigDigest)
-	}
-	mDigest := digest.FromBytes(img.Manifest)
+func Plan(img Image) (Layout, error) { return PlanImages([]Image{img}) }
 
+// PlanImages lays out one tar holding several images (a bundle), as Plan
+// does one: every blob once however many images list it (big layers
+// first, then small layers in the order the images list them, then each
+// image's config and manifest), manifest.json with one entry per image
+// (images with the same manifest share one, with all their RepoTags) and
+// index.json with one manifest per image, each named. Plan of one image is
+// PlanImages of it alone, byte for byte.
+func PlanImages(imgs []Image) (Layout, error) {
+	if len(imgs) == 0 {
+		return Layout{}, fmt.Errorf("planning: no image")
+	}
 	var big, small []Entry
 	seen := map[digest.Digest]bool{}
-	for _, l := range img.Layers {
-		if err := l.Digest.Validate(); err != nil {
-			return Layout{}, fmt.Errorf("planning %s: layer digest %q: %w", img.Name, l.Digest, err)
+	mDigests := make([]digest.Digest, len(imgs))
+	for i, img := range imgs {
+		if len(img.Manifest) == 0 || len(img.Config) == 0 {
+			return Layout{}, fmt.Errorf("planning %s: manifest and config are required", img.Name)
 		}
-		if l.Size < 0 || l.Size > MaxTarSize {
-			return Layout{}, fmt.Errorf("planning %s: layer %s has size %d, outside 0..%d", img.Name, l.Digest, l.Size, int64(MaxTarSize))
+		if err := img.ConfigDigest.Validate(); err != nil {
+			return Layout{}, fmt.Errorf("planning %s: config digest: %w", img.Name, err)
 		}
-		if seen[l.Digest] {
-			continue
+		if got := img.ConfigDigest.Algorithm().FromBytes(img.Config); got != img.ConfigDigest {
+			return Layout{}, fmt.Errorf("planning %s: config bytes hash to %s, not %s", img.Name, got, img.ConfigDigest)
 		}
-		seen[l.Digest] = true
-		hdr, err := Header(BlobName(l.Digest), l.Size)
-		if err != nil {
-			return Layout{}, err
-		}
-		e := Entry{Name: BlobName(l.Digest), Size: l.Size, Header: hdr, Digest: l.Digest}
-		if e.Len() >= BigEntryMin {
-			big = append(big, e)
-		} else {
-			small = append(small, e)
+		mDigests[i] = digest.FromBytes(img.Manifest)
+		for _, l := range img.Layers {
+			if err := l.Digest.Validate(); err != nil {
+				return Layout{}, fmt.Errorf("planning %s: layer digest %q: %w", img.Name, l.Digest, err)
+			}
+			if l.Size < 0 || l.Size > MaxTarSize {
+				return Layout{}, fmt.Errorf("planning %s: layer %s has size %d, outside 0..%d", img.Name, l.Digest, l.Size, int64(MaxTarSize))
+			}
+			if seen[l.Digest] {
+				continue
+			}
+			seen[l.Digest] = true
+			hdr, err := Header(BlobName(l.Digest), l.Size)
+			if err != nil {
+				return Layout{}, err
+			}
+			e := Entry{Name: BlobName(l.Digest), Size: l.Size, Header: hdr, Digest: l.Digest}
+			if e.Len() >= BigEntryMin {
+				big = append(big, e)
+			} else {
+				small = append(small, e)
+			}
 		}
 	}
 	slices.SortStableFunc(big, func(a, b Entry) int { return cmp.Compare(b.Size, a.Size) })
 
-	meta, err := metadataFiles(img, mDigest)
+	meta, err := metadataFiles(imgs, mDigests)
 	if err != nil {
 		return Layout{}, err
 	}
 	entries := append(big, small...)
 	for _, f := range meta {
-		if seen[f.digest] && f.digest != "" {
-			continue // a blob that is also a layer (degenerate, but legal)
+		if f.digest != "" {
+			if seen[f.digest] {
+				continue // a layer's blob (degenerate, but legal), or another image's
+			}
+			seen[f.digest] = true
 		}
 		hdr, err := Header(f.name, int64(len(f.content)))
 		if err != nil {
@@ -159,47 +179,85 @@ func Plan(img Image) (Layout, error) {
 		entries[i].Offset = off
 		off += entries[i].Len()
 		if off > MaxTarSize {
-			return Layout{}, fmt.Errorf("planning %s: the tar would be over %d bytes", img.Name, int64(MaxTarSize))
+			return Layout{}, fmt.Errorf("planning %s: the tar would be over %d bytes", imgs[0].Name, int64(MaxTarSize))
 		}
 	}
 	if tailOffset < 0 {
 		tailOffset = off
 	}
 	return Layout{
-		Entries:        entries,
-		Stored:         len(big),
-		TailOffset:     tailOffset,
-		Size:           off + endOfArchive,
-		ManifestDigest: mDigest,
+		Entries:         entries,
+		Stored:          len(big),
+		TailOffset:      tailOffset,
+		Size:            off + endOfArchive,
+		ManifestDigest:  mDigests[0],
+		ManifestDigests: mDigests,
 	}, nil
 }
 
 type metaFile struct {
 	name    string
 	content []byte
-	digest  digest.Digest // for blobs, to skip a duplicate of a layer
+	digest  digest.Digest // for blobs, stored once
 }
 
-// metadataFiles builds the config and manifest blobs and the three files
-// that make the tar both a docker-archive (manifest.json) and an OCI image
-// layout (oci-layout, index.json), as `docker save` does since Docker 25.
-func metadataFiles(img Image, mDigest digest.Digest) ([]metaFile, error) {
-	layerPaths := make([]string, 0, len(img.Layers))
-	for _, l := range img.Layers {
-		layerPaths = append(layerPaths, BlobName(l.Digest))
+// metadataFiles builds each image's config and manifest blobs and the
+// three files that make the tar both a docker-archive (manifest.json) and
+// an OCI image layout (oci-layout, index.json), as `docker save` does since
+// Docker 25.
+func metadataFiles(imgs []Image, mDigests []digest.Digest) ([]metaFile, error) {
+	var files []metaFile
+	var manifests []dockerManifest
+	entryOf := map[digest.Digest]int{} // manifest digest -> its manifest.json entry
+	var descs []ociDescriptor
+	for i, img := range imgs {
+		files = append(files,
+			metaFile{name: BlobName(img.ConfigDigest), content: img.Config, digest: img.ConfigDigest},
+			metaFile{name: BlobName(mDigests[i]), content: img.Manifest, digest: mDigests[i]})
+		if j, ok := entryOf[mDigests[i]]; ok {
+			for _, tag := range img.RepoTags {
+				if !slices.Contains(manifests[j].RepoTags, tag) {
+					manifests[j].RepoTags = append(manifests[j].RepoTags, tag)
+				}
+			}
+		} else {
+			layerPaths := make([]string, 0, len(img.Layers))
+			for _, l := range img.Layers {
+				layerPaths = append(layerPaths, BlobName(l.Digest))
+			}
+			entryOf[mDigests[i]] = len(manifests)
+			manifests = append(manifests, dockerManifest{
+				Config:   BlobName(img.ConfigDigest),
+				RepoTags: append([]string{}, img.RepoTags...),
+				Layers:   layerPaths,
+			})
+		}
+		d := imageDescriptor(img, mDigests[i])
+		if !slices.ContainsFunc(descs, func(o ociDescriptor) bool { return o.Digest == d.Digest && maps.Equal(o.Annotations, d.Annotations) }) {
+			descs = append(descs, d)
+		}
 	}
-	repoTags := img.RepoTags
-	if repoTags == nil {
-		repoTags = []string{}
-	}
-	manifestJSON, err := json.Marshal([]dockerManifest{{
-		Config:   BlobName(img.ConfigDigest),
-		RepoTags: repoTags,
-		Layers:   layerPaths,
-	}})
+	manifestJSON, err := json.Marshal(manifests)
 	if err != nil {
 		return nil, fmt.Errorf("encoding manifest.json: %w", err)
 	}
+	indexJSON, err := json.Marshal(ociIndex{
+		SchemaVersion: 2,
+		MediaType:     "application/vnd.oci.image.index.v1+json",
+		Manifests:     descs,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("encoding index.json: %w", err)
+	}
+	return append(files,
+		metaFile{name: "oci-layout", content: []byte(`{"imageLayoutVersion":"1.0.0"}`)},
+		metaFile{name: "index.json", content: indexJSON},
+		metaFile{name: "manifest.json", content: manifestJSON},
+	), nil
+}
+
+// imageDescriptor is index.json's entry of img: its manifest, named.
+func imageDescriptor(img Image, mDigest digest.Digest) ociDescriptor {
 	annotations := map[string]string{}
 	if img.Name != "" {
 		name := img.Name + "@" + mDigest.String()
@@ -214,26 +272,7 @@ func metadataFiles(img Image, mDigest digest.Digest) ([]metaFile, error) {
 	if mediaType == "" {
 		mediaType = "application/vnd.oci.image.manifest.v1+json"
 	}
-	indexJSON, err := json.Marshal(ociIndex{
-		SchemaVersion: 2,
-		MediaType:     "application/vnd.oci.image.index.v1+json",
-		Manifests: []ociDescriptor{{
-			MediaType:   mediaType,
-			Digest:      mDigest,
-			Size:        int64(len(img.Manifest)),
-			Annotations: annotations,
-		}},
-	})
-	if err != nil {
-		return nil, fmt.Errorf("encoding index.json: %w", err)
-	}
-	return []metaFile{
-		{name: BlobName(img.ConfigDigest), content: img.Config, digest: img.ConfigDigest},
-		{name: BlobName(mDigest), content: img.Manifest, digest: mDigest},
-		{name: "oci-layout", content: []byte(`{"imageLayoutVersion":"1.0.0"}`)},
-		{name: "index.json", content: indexJSON},
-		{name: "manifest.json", content: manifestJSON},
-	}, nil
+	return ociDescriptor{MediaType: mediaType, Digest: mDigest, Size: int64(len(img.Manifest)), Annotations: annotations}
 }
 
 type dockerManifest struct {
