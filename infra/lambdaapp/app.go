@@ -317,7 +317,8 @@ func (a *App) downloads(ctx context.Context) (*download.Service, error) {
 	}
 	jobs := dynamo.NewJobs(dynamodb.NewFromConfig(a.AWS), a.Settings.Table)
 	svc := download.New(reg, store, store, jobs, store, download.Config{
-		LinkTTL: a.Settings.PresignTTL,
+		LinkTTL:       a.Settings.PresignTTL,
+		MaxImageBytes: a.Settings.MaxImageBytes,
 		// Each progress write is a DynamoDB write (one unit: a layer's item).
 		ProgressEvery: time.Second,
 		// A task must end within Lambda's 15 minutes: big layers are

@@ -15,14 +15,20 @@ import (
 	"github.com/opencontainers/go-digest"
 	"github.com/regclient/regclient/types/descriptor"
 	"github.com/regclient/regclient/types/ref"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/tarport/tarport/shared/tarplan"
 	"github.com/tarport/tarport/shared/tarport"
 )
 
-// Request asks for one image for one platform.
+// Request asks for one image, or several in one tar (a bundle), for one
+// platform.
 type Request struct {
-	Image    string
+	Image string
+	// Images, instead of Image, asks for a bundle: at most MaxBundle
+	// images, named as the user wrote them (the same image written twice,
+	// in any spelling, is one).
+	Images   []string
 	Platform string
 	Creds    tarport.Credentials
 	// Client identifies the requester for fair scheduling and quotas
@@ -30,14 +36,18 @@ type Request struct {
 	Client string
 }
 
-// Create resolves the image (authorizing the requester), plans the tar and
-// starts a job, or joins the live job for the same image, platform and tag.
+// MaxBundle is the most images one tar holds.
+const MaxBundle = 50
+
+// Create resolves the images (authorizing the requester), plans the tar
+// and starts a job, or joins the live job for the same images, platform
+// and tags.
 func (s *Service) Create(ctx context.Context, req Request) (View, error) {
-	r, p, img, err := s.resolve(ctx, req)
+	p, imgs, err := s.resolve(ctx, req)
 	if err != nil {
 		return View{}, err
 	}
-	job, tasks, err := s.newJob(ctx, r, p, img, req)
+	job, tasks, err := s.newJob(ctx, p, imgs, req)
 	if err != nil {
 		return View{}, err
 	}
@@ -50,17 +60,17 @@ func (s *Service) Create(ctx context.Context, req Request) (View, error) {
 	}
 	live, created, err := s.claim(ctx, job)
 	if err != nil {
-		return View{}, fmt.Errorf("creating job for %s: %w", job.Ref, err)
+		return View{}, fmt.Errorf("creating job for %s: %w", job.Image, err)
 	}
 	if !created {
-		// Resolving just now authorized this requester for this manifest.
+		// Resolving just now authorized this requester for these manifests.
 		return s.view(ctx, live)
 	}
 	s.metrics.JobCreated()
 	// The job exists now and others may join it: the requester going
 	// away must not leave it half queued.
 	ctx = context.WithoutCancel(ctx)
-	s.log.Info("job created", "job", job.ID, "image", job.Ref, "platform", job.Platform, "bytes", job.TotalBytes, "layers", len(tasks))
+	s.log.Info("job created", "job", job.ID, "image", job.Image, "images", len(imgs), "platform", job.Platform, "bytes", job.TotalBytes, "layers", len(tasks))
 	if err := s.start(ctx, job, tasks); err != nil {
 		return View{}, err
 	}
@@ -71,16 +81,48 @@ func (s *Service) Create(ctx context.Context, req Request) (View, error) {
 	return s.view(ctx, job) // the requester was authorized to create it
 }
 
-// resolve parses the request and resolves its image with the requester's
-// credentials, within an API request's time.
-func (s *Service) resolve(ctx context.Context, req Request) (ref.Ref, tarport.Platform, tarport.Image, error) {
-	r, err := tarport.ParseReference(req.Image)
+// refs parses the request's references: its image, or its bundle's
+// distinct images in the order given.
+func (req Request) refs() ([]ref.Ref, error) {
+	if len(req.Images) == 0 {
+		r, err := tarport.ParseReference(req.Image)
+		return []ref.Ref{r}, err
+	}
+	if req.Image != "" {
+		return nil, tarport.Errorf(tarport.CodeInvalid, "ask for one image or a list of images, not both")
+	}
+	var refs []ref.Ref
+	seen := map[string]bool{}
+	for _, name := range req.Images {
+		r, err := tarport.ParseReference(name)
+		if err != nil {
+			return nil, err // it names the reference
+		}
+		if !seen[r.CommonName()] {
+			seen[r.CommonName()] = true
+			refs = append(refs, r)
+		}
+	}
+	if len(refs) > MaxBundle {
+		return nil, tarport.Errorf(tarport.CodeTooLarge, "%d images asked for; one tar holds at most %d", len(refs), MaxBundle)
+	}
+	return refs, nil
+}
+
+// resolveConcurrency bounds the registries asked at once for a bundle.
+const resolveConcurrency = 8
+
+// resolve parses the request and resolves its images with the requester's
+// credentials, within an API request's time. A bundle's error names the
+// image it is about.
+func (s *Service) resolve(ctx context.Context, req Request) (tarport.Platform, []tarport.Image, error) {
+	refs, err := req.refs()
 	if err != nil {
-		return ref.Ref{}, tarport.Platform{}, tarport.Image{}, err
+		return tarport.Platform{}, nil, err
 	}
 	p, err := tarport.ParsePlatform(req.Platform)
 	if err != nil {
-		return ref.Ref{}, tarport.Platform{}, tarport.Image{}, err
+		return tarport.Platform{}, nil, err
 	}
 	// An API request must answer within API Gateway's ~30 s.
 	budget := resolveTimeout
@@ -89,51 +131,93 @@ func (s *Service) resolve(ctx context.Context, req Request) (ref.Ref, tarport.Pl
 	}
 	resolveCtx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
-	img, err := s.reg.Resolve(resolveCtx, r, p, req.Creds)
-	return r, p, img, err
+	imgs := make([]tarport.Image, len(refs))
+	g, gctx := errgroup.WithContext(resolveCtx)
+	g.SetLimit(resolveConcurrency)
+	for i, r := range refs {
+		g.Go(func() error {
+			img, err := s.reg.Resolve(gctx, r, p, req.Creds)
+			if err != nil && len(refs) > 1 {
+				err = tarport.Wrap(err, tarport.ErrorCode(err), "image %s: %s", r.CommonName(), tarport.ErrorMessage(err))
+			}
+			imgs[i] = img
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return tarport.Platform{}, nil, err
+	}
+	if len(imgs) > 1 && s.cfg.MaxImageBytes > 0 {
+		var layers []descriptor.Descriptor
+		for _, img := range imgs {
+			layers = append(layers, img.Layers...)
+		}
+		if total := (tarport.Image{Layers: layers}).TotalLayerBytes(); total > s.cfg.MaxImageBytes {
+			return tarport.Platform{}, nil, tarport.Errorf(tarport.CodeTooLarge, "the %d images' layers add up to %d bytes; one download holds at most %d", len(imgs), total, s.cfg.MaxImageBytes)
+		}
+	}
+	return p, imgs, nil
 }
 
-// newJob plans the tar of a resolved image and makes its job record and
-// one task per distinct layer, refusing what cannot be laid out.
-func (s *Service) newJob(ctx context.Context, r ref.Ref, p tarport.Platform, img tarport.Image, req Request) (tarport.Job, []Task, error) {
-	layers := distinctLayers(img.Layers)
-	if len(layers) > MaxLayers {
-		return tarport.Job{}, nil, tarport.Errorf(tarport.CodeTooLarge, "%s has %d layers; at most %d are supported", r.CommonName(), len(layers), MaxLayers)
+// newJob plans the tar of resolved images and makes its job record and
+// one task per distinct layer (each fetched for the first image that
+// lists it), refusing what cannot be laid out.
+func (s *Service) newJob(ctx context.Context, p tarport.Platform, imgs []tarport.Image, req Request) (tarport.Job, []Task, error) {
+	var layers []descriptor.Descriptor
+	var layerRefs []ref.Ref
+	index := map[digest.Digest]int{}
+	images := make([]tarport.JobImage, len(imgs))
+	ins := make([]tarplan.Image, len(imgs))
+	for i, img := range imgs {
+		images[i] = jobImageOf(img)
+		ins[i] = planInput(images[i], img.Manifest, img.ManifestMediaType, img.Config, img.Layers)
+		for _, l := range distinctLayers(img.Layers) {
+			j, ok := index[l.Digest]
+			if !ok {
+				j = len(layers)
+				index[l.Digest] = j
+				layers, layerRefs = append(layers, l), append(layerRefs, img.Ref)
+			}
+			images[i].Layers = append(images[i].Layers, j)
+		}
 	}
-	in := imagePlanInput(img)
-	layout, err := tarplan.Plan(in)
+	name := bundleName(images)
+	if len(layers) > MaxLayers {
+		return tarport.Job{}, nil, tarport.Errorf(tarport.CodeTooLarge, "%s has %d layers; at most %d are supported", name, len(layers), MaxLayers)
+	}
+	layout, err := tarplan.PlanImages(ins)
 	if err != nil {
-		return tarport.Job{}, nil, tarport.Wrap(err, tarport.CodeTooLarge, "%s cannot be laid out as a tar: its layers are too large", r.CommonName())
+		return tarport.Job{}, nil, tarport.Wrap(err, tarport.CodeTooLarge, "%s cannot be laid out as a tar: its layers are too large", name)
 	}
 	if _, err := tarplan.Parts(layout, tarplan.S3Limits); err != nil {
-		return tarport.Job{}, nil, tarport.Wrap(err, tarport.CodeTooLarge, "%s has too many layers to assemble", r.CommonName())
+		return tarport.Job{}, nil, tarport.Wrap(err, tarport.CodeTooLarge, "%s has too many layers to assemble", name)
 	}
 	now := s.now()
 	job := tarport.Job{
-		ID:           newID(),
-		Key:          jobKey(in.Name, in.RefName, layout.ManifestDigest, p, req.Creds),
-		Image:        displayName(img),
-		Ref:          r.CommonName(),
-		Platform:     p.String(),
-		Digest:       layout.ManifestDigest,
-		IndexDigest:  img.IndexDigest,
-		ConfigDigest: img.ConfigDigest,
-		RepoTags:     in.RepoTags,
-		RefName:      in.RefName,
-		Name:         in.Name,
-		Private:      !req.Creds.Anonymous(),
-		Status:       tarport.StatusQueued,
-		TotalBytes:   layout.Size,
-		FileName:     fileName(img, p),
-		TarKey:       TarKey(),
-		CreatedAt:    now,
-		UpdatedAt:    now,
-		ExpiresAt:    now.Add(s.cfg.JobTTL),
+		ID:         newID(),
+		Key:        jobKey(images, p, req.Creds),
+		Image:      name,
+		Platform:   p.String(),
+		Private:    !req.Creds.Anonymous(),
+		Status:     tarport.StatusQueued,
+		TotalBytes: layout.Size,
+		FileName:   fileName(imgs, p),
+		TarKey:     TarKey(),
+		CreatedAt:  now,
+		UpdatedAt:  now,
+		ExpiresAt:  now.Add(s.cfg.JobTTL),
+	}
+	if len(images) == 1 {
+		ji := images[0]
+		job.Ref, job.Digest, job.IndexDigest, job.ConfigDigest = ji.Ref, ji.Digest, ji.IndexDigest, ji.ConfigDigest
+		job.RepoTags, job.RefName, job.Name = ji.RepoTags, ji.RefName, ji.Name
+	} else {
+		job.Bundle = images
 	}
 	tasks := make([]Task, 0, len(layers))
-	for _, l := range layers {
-		t := layerTask(job, len(job.Layers), l, req)
-		parts, err := s.shouldSplit(ctx, r, &t)
+	for i, l := range layers {
+		t := layerTask(job.ID, i, layerRefs[i].CommonName(), l, req)
+		parts, err := s.shouldSplit(ctx, layerRefs[i], &t)
 		if err != nil {
 			return tarport.Job{}, nil, err
 		}
@@ -232,14 +316,22 @@ func distinctLayers(layers []descriptor.Descriptor) []descriptor.Descriptor {
 	return out
 }
 
-// jobKey is what identical requests share: the same manifest, named the
-// same way, for the same platform, asked for by the same kind of
-// requester: anonymous requests share jobs, and a registry login shares
-// only with itself (its tasks run with that login; a job another login
-// made could fail for reasons of that login's, or be private to it).
-// The key is a hash: it names no login.
-func jobKey(name, refName string, d digest.Digest, p tarport.Platform, creds tarport.Credentials) string {
-	parts := []string{name, refName, d.String(), p.String()}
+// jobKey is what identical requests share: the same manifests, named the
+// same way, in the same order, for the same platform, asked for by the
+// same kind of requester: anonymous requests share jobs, and a registry
+// login shares only with itself (its tasks run with that login; a job
+// another login made could fail for reasons of that login's, or be
+// private to it). The key is a hash: it names no login. A job of one
+// image keeps the key it always had.
+func jobKey(images []tarport.JobImage, p tarport.Platform, creds tarport.Credentials) string {
+	var parts []string
+	if len(images) > 1 {
+		parts = append(parts, "bundle")
+	}
+	for _, ji := range images {
+		parts = append(parts, ji.Name, ji.RefName, ji.Digest.String())
+	}
+	parts = append(parts, p.String())
 	if !creds.Anonymous() {
 		parts = append(parts, "login", creds.Username)
 	}
@@ -255,9 +347,25 @@ func displayName(img tarport.Image) string {
 	return name + "@" + img.Ref.Digest
 }
 
+// bundleName is how a job's images are shown together: the first's name,
+// and how many more there are.
+func bundleName(images []tarport.JobImage) string {
+	if len(images) == 1 {
+		return images[0].Image
+	}
+	return fmt.Sprintf("%s + %d more", images[0].Image, len(images)-1)
+}
+
 var unsafeFileChars = regexp.MustCompile(`[^A-Za-z0-9._-]+`)
 
-func fileName(img tarport.Image, p tarport.Platform) string {
+// fileName names a tar after its image, tag (or digest) and platform; a
+// bundle's after how many images it holds.
+func fileName(imgs []tarport.Image, p tarport.Platform) string {
+	platform := strings.ReplaceAll(p.String(), "/", "_")
+	if len(imgs) > 1 {
+		return unsafeFileChars.ReplaceAllString(fmt.Sprintf("bundle_%d-images_%s", len(imgs), platform), "-") + ".tar"
+	}
+	img := imgs[0]
 	tag := img.Ref.Tag
 	if tag == "" {
 		tag = strings.TrimPrefix(img.Ref.Digest, "sha256:")
@@ -265,6 +373,6 @@ func fileName(img tarport.Image, p tarport.Platform) string {
 			tag = tag[:12]
 		}
 	}
-	base := strings.ReplaceAll(tarport.ShortName(img.Ref), "/", "_") + "_" + tag + "_" + strings.ReplaceAll(p.String(), "/", "_")
+	base := strings.ReplaceAll(tarport.ShortName(img.Ref), "/", "_") + "_" + tag + "_" + platform
 	return unsafeFileChars.ReplaceAllString(base, "-") + ".tar"
 }

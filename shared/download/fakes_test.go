@@ -395,11 +395,11 @@ var _ MetaStore = (*fakeMeta)(nil)
 func newFakeMeta() *fakeMeta { return &fakeMeta{meta: map[string][]byte{}} }
 
 // put stores b as if testOrigin had served it.
-func (f *fakeMeta) put(b []byte) digest.Digest {
+func (f *fakeMeta) put(o tarport.Origin, b []byte) digest.Digest {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	d := digest.FromBytes(b)
-	f.meta[MetaKey(testOrigin, d)] = b
+	f.meta[MetaKey(o, d)] = b
 	return d
 }
 
@@ -726,8 +726,10 @@ func newTestImage(t *testing.T, refStr string, seed uint64, sizes ...int64) test
 // serve makes the image resolvable and its manifest and config cached.
 func (h *harness) serve(ti testImage) {
 	h.reg.add(ti.img, ti.blobs)
-	h.meta.put(ti.img.Manifest)
-	h.meta.put(ti.img.Config)
+	// Cached under the image's registry, as the registry adapter does.
+	o := tarport.RegistryOrigin(ti.img.Ref.Registry)
+	h.meta.put(o, ti.img.Manifest)
+	h.meta.put(o, ti.img.Config)
 }
 
 // entryBytes is a blob's tar entry: header, content, padding.
@@ -771,9 +773,14 @@ func expectedTar(t *testing.T, layout tarplan.Layout, blobs map[digest.Digest][]
 	return out.Bytes()
 }
 
-func planOf(t *testing.T, img tarport.Image) tarplan.Layout {
+// planOf is the layout of the images' tar, planned as the service does.
+func planOf(t *testing.T, imgs ...tarport.Image) tarplan.Layout {
 	t.Helper()
-	layout, err := tarplan.Plan(imagePlanInput(img))
+	var ins []tarplan.Image
+	for _, img := range imgs {
+		ins = append(ins, planInput(jobImageOf(img), img.Manifest, img.ManifestMediaType, img.Config, img.Layers))
+	}
+	layout, err := tarplan.PlanImages(ins)
 	if err != nil {
 		t.Fatal(err)
 	}

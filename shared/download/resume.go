@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/regclient/regclient/types/descriptor"
-
 	"github.com/tarport/tarport/shared/tarport"
 )
 
@@ -45,27 +43,15 @@ func (s *Service) Resume(ctx context.Context, jobs []tarport.Job) error {
 			}
 			continue
 		}
-		s.log.Info("job resumed", "job", job.ID, "image", job.Ref, "layers", len(tasks))
+		s.log.Info("job resumed", "job", job.ID, "image", job.Image, "layers", len(tasks))
 	}
 	return nil
 }
 
 func (s *Service) unfinishedTasks(ctx context.Context, job tarport.Job) ([]Task, error) {
-	origin, err := jobOrigin(job)
+	_, layers, err := s.replan(ctx, job)
 	if err != nil {
 		return nil, err
-	}
-	raw, err := s.meta.GetMeta(ctx, origin, job.Digest)
-	if err != nil {
-		return nil, fmt.Errorf("loading manifest %s: %w", job.Digest, err)
-	}
-	m, err := decodeManifest(job, raw)
-	if err != nil {
-		return nil, err
-	}
-	byDigest := map[string]descriptor.Descriptor{}
-	for _, l := range m.Layers {
-		byDigest[l.Digest.String()] = l
 	}
 	var tasks []Task
 	for i, l := range job.Layers {
@@ -76,11 +62,7 @@ func (s *Service) unfinishedTasks(ctx context.Context, job tarport.Job) ([]Task,
 			// Its staging upload's parts are not tracked across a restart.
 			return nil, fmt.Errorf("layer %s was split into parts, which cannot resume", l.Digest)
 		}
-		d, ok := byDigest[l.Digest.String()]
-		if !ok {
-			return nil, fmt.Errorf("layer %s is not in manifest %s", l.Digest, job.Digest)
-		}
-		tasks = append(tasks, layerTask(job, i, d, Request{}))
+		tasks = append(tasks, layerTask(job.ID, i, layers[i].ref.CommonName(), layers[i].desc, Request{}))
 	}
 	return tasks, nil
 }

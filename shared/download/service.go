@@ -41,6 +41,9 @@ type Config struct {
 	// adapters can do it (RangeRegistry, PartedObjects, PartedJobs).
 	SplitAbove int64
 	RangeSize  int64
+	// MaxImageBytes refuses a bundle whose images' layers add up to more
+	// (0: no limit; the registry adapter refuses one image over it).
+	MaxImageBytes int64
 	// SplitPoll is how often a job awaiting another job's fetch of a split
 	// layer looks again (default 15 s; a queue delay, so at most 15 min).
 	SplitPoll time.Duration

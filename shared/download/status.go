@@ -27,23 +27,34 @@ func (s *Service) Status(ctx context.Context, id string, creds tarport.Credentia
 		return View{}, err
 	}
 	if job.Private && job.Status == tarport.StatusReady {
-		r, err := tarport.ParseReference(job.Ref)
-		if err != nil {
-			return View{}, fmt.Errorf("job %s: %w", job.ID, err)
-		}
-		// Bounded: a registry that does not answer must not hold a
-		// status read (or a Lambda) for long.
-		checkCtx, cancel := context.WithTimeout(ctx, linkCheckTimeout)
-		err = s.reg.CheckManifest(checkCtx, r.SetDigest(job.Digest.String()), creds)
-		cancel()
-		if err != nil && creds.Anonymous() && isRefusal(err) {
-			return View{}, tarport.Wrap(err, tarport.CodeCredentialsGone, "download %s is of a private image: its link is given only with registry credentials that may read it (send them as HTTP basic auth, e.g. curl -u USER:TOKEN)", job.ID)
-		}
-		if err != nil {
+		if err := s.checkAccess(ctx, job, creds); err != nil {
 			return View{}, err
 		}
 	}
 	return s.view(ctx, job)
+}
+
+// checkAccess asks the registry of each of a private job's images whether
+// creds may read it (its manifest by digest), all within linkCheckTimeout:
+// a registry that does not answer must not hold a status read (or a
+// Lambda) for long.
+func (s *Service) checkAccess(ctx context.Context, job tarport.Job, creds tarport.Credentials) error {
+	checkCtx, cancel := context.WithTimeout(ctx, linkCheckTimeout)
+	defer cancel()
+	for _, ji := range job.Images() {
+		r, err := tarport.ParseReference(ji.Ref)
+		if err != nil {
+			return fmt.Errorf("job %s: %w", job.ID, err)
+		}
+		err = s.reg.CheckManifest(checkCtx, r.SetDigest(ji.Digest.String()), creds)
+		if err != nil && creds.Anonymous() && isRefusal(err) {
+			return tarport.Wrap(err, tarport.CodeCredentialsGone, "download %s is of a private image: its link is given only with registry credentials that may read it (send them as HTTP basic auth, e.g. curl -u USER:TOKEN)", job.ID)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // view signs a ready job's link, for at most the job's remaining life.

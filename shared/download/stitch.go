@@ -42,13 +42,13 @@ func (s *Service) finishLayer(ctx context.Context, job tarport.Job, layer int) e
 func (s *Service) stitch(ctx context.Context, job tarport.Job) error {
 	err := s.jobs.SetStatus(ctx, job.ID, tarport.StatusAssembling, nil)
 	var layout tarplan.Layout
-	var layers []descriptor.Descriptor
+	var layers []jobLayer
 	if err == nil {
 		layout, layers, err = s.replan(ctx, job)
 	}
 	var entryKey func(digest.Digest) string
 	if err == nil {
-		entryKey, err = s.entryKeys(ctx, job, layers)
+		entryKey, err = s.entryKeys(ctx, layers)
 	}
 	if err == nil {
 		var parts []tarplan.Part
@@ -71,74 +71,32 @@ func (s *Service) stitch(ctx context.Context, job tarport.Job) error {
 		return fmt.Errorf("finishing job %s: %w", job.ID, err)
 	}
 	s.metrics.JobFinished(string(tarport.StatusReady), "", s.now().Sub(job.CreatedAt))
-	s.log.Info("job ready", "job", job.ID, "image", job.Ref, "bytes", job.TotalBytes)
+	s.log.Info("job ready", "job", job.ID, "image", job.Image, "bytes", job.TotalBytes)
 	return nil
-}
-
-// replan rebuilds the job's layout from the cached manifest and config;
-// planning is pure, so it is the layout the job was created with. It also
-// returns the manifest's layer descriptors.
-func (s *Service) replan(ctx context.Context, job tarport.Job) (tarplan.Layout, []descriptor.Descriptor, error) {
-	origin, err := jobOrigin(job)
-	if err != nil {
-		return tarplan.Layout{}, nil, err
-	}
-	manifest, err := s.meta.GetMeta(ctx, origin, job.Digest)
-	if err != nil {
-		return tarplan.Layout{}, nil, fmt.Errorf("loading manifest %s: %w", job.Digest, err)
-	}
-	config, err := s.meta.GetMeta(ctx, origin, job.ConfigDigest)
-	if err != nil {
-		return tarplan.Layout{}, nil, fmt.Errorf("loading config %s: %w", job.ConfigDigest, err)
-	}
-	in, layers, err := replanInput(job, manifest, config)
-	if err != nil {
-		return tarplan.Layout{}, nil, err
-	}
-	layout, err := tarplan.Plan(in)
-	if err != nil {
-		return tarplan.Layout{}, nil, err
-	}
-	if layout.Size != job.TotalBytes || layout.ManifestDigest != job.Digest {
-		return tarplan.Layout{}, nil, fmt.Errorf("re-planning job %s: got %d bytes of %s, planned %d of %s", job.ID, layout.Size, layout.ManifestDigest, job.TotalBytes, job.Digest)
-	}
-	return layout, layers, nil
-}
-
-// jobOrigin is the registry a job's image, manifest and config come from.
-func jobOrigin(job tarport.Job) (tarport.Origin, error) {
-	r, err := tarport.ParseReference(job.Ref)
-	if err != nil {
-		return "", fmt.Errorf("job %s: %w", job.ID, err)
-	}
-	return tarport.RegistryOrigin(r.Registry), nil
 }
 
 // entryKeys says where each layer entry of a job is stored. Every task of
 // the job has checked, with its origin, that the requester may read its
 // entry there; a foreign layer's entry is found under the first of its
 // origins that holds it (its digest verified, the same bytes under any).
-func (s *Service) entryKeys(ctx context.Context, job tarport.Job, layers []descriptor.Descriptor) (func(digest.Digest) string, error) {
-	r, err := tarport.ParseReference(job.Ref)
-	if err != nil {
-		return nil, fmt.Errorf("job %s: %w", job.ID, err)
-	}
+func (s *Service) entryKeys(ctx context.Context, layers []jobLayer) (func(digest.Digest) string, error) {
 	keys := map[digest.Digest]string{}
 	for _, l := range layers {
-		if _, ok := keys[l.Digest]; ok {
+		d := l.desc
+		if _, ok := keys[d.Digest]; ok {
 			continue
 		}
-		origins := tarport.Origins(r, l)
-		keys[l.Digest] = EntryKey(origins[0], l.Digest)
+		origins := tarport.Origins(l.ref, d)
+		keys[d.Digest] = EntryKey(origins[0], d.Digest)
 		if len(origins) == 1 {
 			continue
 		}
-		key, ok, err := s.storedKey(ctx, origins, l)
+		key, ok, err := s.storedKey(ctx, origins, d)
 		if err != nil {
 			return nil, err
 		}
 		if ok {
-			keys[l.Digest] = key
+			keys[d.Digest] = key
 		}
 	}
 	return func(d digest.Digest) string { return keys[d] }, nil

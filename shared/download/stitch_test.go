@@ -433,7 +433,7 @@ func TestSegmentReaderOpenError(t *testing.T) {
 
 // TestReplanMatchesCreate: the tar planned again at stitch time, from the
 // job's record and the cached manifest and config, is the tar planned at
-// create, input for input.
+// create.
 func TestReplanMatchesCreate(t *testing.T) {
 	t.Parallel()
 	for _, ref := range []string{"registry.example/team/app:v1", "registry.example/team/app@sha256:" + strings.Repeat("ab", 32)} {
@@ -446,12 +446,15 @@ func TestReplanMatchesCreate(t *testing.T) {
 		h.serve(ti)
 		v, _ := create(t, h, Request{Image: ref})
 		job := h.jobs.job(t, v.ID)
-		got, _, err := replanInput(job, ti.img.Manifest, ti.img.Config)
+		got, layers, err := h.svc.replan(context.Background(), job)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want := imagePlanInput(ti.img); !reflect.DeepEqual(got, want) {
-			t.Errorf("%s: replanned input\n %+v\nwant the create's\n %+v", ref, got, want)
+		if want := planOf(t, ti.img); !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: replanned layout\n %+v\nwant the create's\n %+v", ref, got, want)
+		}
+		if len(layers) != len(job.Layers) || layers[0].desc.Digest != job.Layers[0].Digest || layers[0].ref.CommonName() != job.Ref {
+			t.Errorf("%s: replanned layers %+v", ref, layers)
 		}
 	}
 }

@@ -33,19 +33,9 @@ func (s *Service) Stream(ctx context.Context, job tarport.Job) (io.ReadCloser, e
 	if err != nil {
 		return nil, err
 	}
-	r, err := tarport.ParseReference(job.Ref)
-	if err != nil {
-		return nil, fmt.Errorf("job %s: %w", job.ID, err)
-	}
 	index := map[digest.Digest]int{}
 	for i, l := range job.Layers {
 		index[l.Digest] = i
-	}
-	descs := map[digest.Digest]descriptor.Descriptor{}
-	for _, l := range layers {
-		if _, ok := descs[l.Digest]; !ok { // the first, as the tasks and the stitch take it
-			descs[l.Digest] = l
-		}
 	}
 	var segs []segment
 	for _, e := range layout.Entries {
@@ -62,8 +52,8 @@ func (s *Service) Stream(ctx context.Context, job tarport.Job) (io.ReadCloser, e
 		// which every tar reader reports as truncated. An empty layer's
 		// entry is its header alone, read like a layer's bytes, so it too
 		// waits for the layer (and holds its last byte back).
-		d, hdr := descs[e.Digest], int64(len(e.Header))
-		origins, size := tarport.Origins(r, d), e.Len()
+		d, hdr := layers[i].desc, int64(len(e.Header))
+		origins, size := tarport.Origins(layers[i].ref, d), e.Len()
 		first := hdr
 		if e.Size == 0 {
 			first = 0

@@ -76,9 +76,9 @@ type RangePart struct {
 	Length int64 `json:"length"`
 }
 
-// layerTask is the task that fetches layer i of a job.
-func layerTask(job tarport.Job, i int, d descriptor.Descriptor, req Request) Task {
-	return Task{Kind: KindLayer, JobID: job.ID, Layer: i, Ref: job.Ref, Desc: d, Creds: req.Creds, Client: req.Client}
+// layerTask is the task that fetches layer i of job id, d, for image ref.
+func layerTask(id string, i int, ref string, d descriptor.Descriptor, req Request) Task {
+	return Task{Kind: KindLayer, JobID: id, Layer: i, Ref: ref, Desc: d, Creds: req.Creds, Client: req.Client}
 }
 
 // rangeTask is the task that puts part of t's layer into upload up.

@@ -69,7 +69,8 @@ const (
 	attrJobTotal        = "total_bytes"
 	attrJobLayers       = "layers" // [{d: digest, s: size}]
 	attrJobRemaining    = "remaining"
-	attrJobError        = "error" // {code, message}
+	attrJobError        = "error"  // {code, message}
+	attrJobBundle       = "bundle" // JSON of Job.Bundle, for a job of several images
 	attrJobTarKey       = "tar_key"
 	attrJobFileName     = "file_name"
 	attrJobCreated      = "created_ns"

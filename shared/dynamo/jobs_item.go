@@ -1,6 +1,7 @@
 package dynamo
 
 import (
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
@@ -77,6 +78,12 @@ func encodeJob(job tarport.Job) map[string]types.AttributeValue {
 	if job.Error != nil {
 		item[attrJobError] = encodeJobError(job.Error)
 	}
+	if len(job.Bundle) > 0 {
+		// Written once at create and only ever read whole: one JSON string
+		// (at most 50 images, some 20 KB) rather than nested attributes.
+		b, _ := json.Marshal(job.Bundle) // plain strings and ints: cannot fail
+		item[attrJobBundle] = &types.AttributeValueMemberS{Value: string(b)}
+	}
 	return item
 }
 
@@ -114,6 +121,11 @@ func decodeJob(item map[string]types.AttributeValue, progress map[int]map[string
 		CreatedAt:    d.time(attrJobCreated),
 		UpdatedAt:    d.time(attrJobUpdated),
 		ExpiresAt:    d.time(attrJobExpires),
+	}
+	if b := d.str(attrJobBundle); b != "" {
+		if err := json.Unmarshal([]byte(b), &job.Bundle); err != nil {
+			d.fail(attrJobBundle, err.Error())
+		}
 	}
 	if tags, ok := d.list(attrJobRepoTags); ok {
 		job.RepoTags = make([]string, len(tags))

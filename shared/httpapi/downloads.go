@@ -12,18 +12,22 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tarport/tarport/shared/compose"
 	"github.com/tarport/tarport/shared/download"
 	"github.com/tarport/tarport/shared/tarport"
 )
 
 // downloadRequest is the body of POST /api/downloads (and its seed
-// aliases). token is accepted as a synonym of password.
+// aliases): one image, a list of images, or a Compose file whose images
+// go in one tar. token is accepted as a synonym of password.
 type downloadRequest struct {
-	Image    string `json:"image"`
-	Platform string `json:"platform"`
-	Username string `json:"username"`
-	Password string `json:"password"`
-	Token    string `json:"token"`
+	Image    string   `json:"image"`
+	Images   []string `json:"images"`
+	Compose  string   `json:"compose"`
+	Platform string   `json:"platform"`
+	Username string   `json:"username"`
+	Password string   `json:"password"`
+	Token    string   `json:"token"`
 }
 
 // jobResponse is the job shape of DESIGN.md.
@@ -36,6 +40,7 @@ type jobResponse struct {
 	TotalBytes int64             `json:"total_bytes"`
 	DoneBytes  int64             `json:"done_bytes"`
 	Layers     []layerResponse   `json:"layers"`
+	Images     []imageResponse   `json:"images,omitempty"` // a bundle's
 	URL        string            `json:"url,omitempty"`
 	StreamURL  string            `json:"stream_url,omitempty"`
 	ExpiresAt  *time.Time        `json:"expires_at,omitempty"`
@@ -51,6 +56,17 @@ type layerResponse struct {
 	DoneBytes int64  `json:"done_bytes"`
 }
 
+// imageResponse is one image of a bundle: its layers (digests, which the
+// job's layers list once however many images share them) and their bytes.
+type imageResponse struct {
+	Image     string   `json:"image"`
+	Ref       string   `json:"ref"`
+	Digest    string   `json:"digest"`
+	Size      int64    `json:"size"`
+	DoneBytes int64    `json:"done_bytes"`
+	Layers    []string `json:"layers"`
+}
+
 func (a *API) toResponse(v download.View) jobResponse {
 	out := jobResponse{
 		ID: v.ID, Image: v.Image, Platform: v.Platform, Digest: v.Digest.String(), Status: v.Status,
@@ -59,6 +75,18 @@ func (a *API) toResponse(v download.View) jobResponse {
 	}
 	for _, l := range v.Layers {
 		out.Layers = append(out.Layers, layerResponse{Digest: l.Digest.String(), Size: l.Size, DoneBytes: l.DoneBytes})
+	}
+	for _, ji := range v.Bundle {
+		img := imageResponse{Image: ji.Image, Ref: ji.Ref, Digest: ji.Digest.String(), Layers: make([]string, 0, len(ji.Layers))}
+		for _, i := range ji.Layers {
+			if i >= 0 && i < len(v.Layers) {
+				l := v.Layers[i]
+				img.Layers = append(img.Layers, l.Digest.String())
+				img.Size += l.Size
+				img.DoneBytes += l.DoneBytes
+			}
+		}
+		out.Images = append(out.Images, img)
 	}
 	if v.URL != "" {
 		out.URL = a.absolute(v.URL)
@@ -101,7 +129,7 @@ func (a *API) createDownload(w http.ResponseWriter, r *http.Request) {
 // create makes (or joins) the job a request body asks for, as the client
 // the request comes from.
 func (a *API) create(r *http.Request, body downloadRequest) (download.Request, download.View, error) {
-	req, err := toRequest(body)
+	req, err := toRequest(r.Context(), body)
 	if err != nil {
 		return req, download.View{}, err
 	}
@@ -140,6 +168,10 @@ func (a *API) downloadStatus(w http.ResponseWriter, r *http.Request) {
 // Registry credentials may come as HTTP basic auth (curl -u user:token).
 func (a *API) pull(w http.ResponseWriter, r *http.Request) {
 	body := downloadRequest{Image: r.PathValue("image"), Platform: r.URL.Query().Get("platform")}
+	// A bundle: images separated by commas, which no reference contains.
+	if strings.Contains(body.Image, ",") {
+		body.Images, body.Image = strings.Split(body.Image, ","), ""
+	}
 	if u, p, ok := r.BasicAuth(); ok {
 		body.Username, body.Password = u, p
 	}
@@ -259,7 +291,7 @@ func basicCreds(r *http.Request) (tarport.Credentials, error) {
 	if !ok {
 		return tarport.Credentials{}, nil
 	}
-	req, err := toRequest(downloadRequest{Image: "-", Username: u, Password: p})
+	req, err := toRequest(r.Context(), downloadRequest{Image: "-", Username: u, Password: p})
 	return req.Creds, err
 }
 
@@ -270,9 +302,10 @@ const (
 	maxPasswordLen = 8192
 )
 
-func toRequest(b downloadRequest) (download.Request, error) {
-	if strings.TrimSpace(b.Image) == "" {
-		return download.Request{}, tarport.Errorf(tarport.CodeInvalid, `"image" is required, e.g. {"image":"nginx:1.27","platform":"linux/amd64"}`)
+func toRequest(ctx context.Context, b downloadRequest) (download.Request, error) {
+	images, err := requestedImages(ctx, b)
+	if err != nil {
+		return download.Request{}, err
 	}
 	if len(b.Platform) > maxPlatformLen {
 		return download.Request{}, tarport.Errorf(tarport.CodeInvalidPlatform, "platform is longer than %d characters", maxPlatformLen)
@@ -287,11 +320,76 @@ func toRequest(b downloadRequest) (download.Request, error) {
 	if (b.Username == "") != (pass == "") {
 		return download.Request{}, tarport.Errorf(tarport.CodeInvalid, "give both username and password (or token), or neither")
 	}
-	return download.Request{
+	req := download.Request{
 		Image:    b.Image,
+		Images:   images,
 		Platform: b.Platform,
 		Creds:    tarport.Credentials{Username: b.Username, Password: pass},
-	}, nil
+	}
+	if len(images) > 0 {
+		req.Image = ""
+	}
+	return req, nil
+}
+
+// composeImages shows what a bundle of a Compose file holds, before it is
+// asked for: every service, with its image or why it has none, and the
+// distinct images (POST /api/compose {"compose": "<compose file>"}).
+func (a *API) composeImages(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Compose string `json:"compose"`
+	}
+	if err := decodeBody(w, r, &body); err != nil {
+		writeError(w, r, a.log, err)
+		return
+	}
+	services, err := compose.Parse(r.Context(), []byte(body.Compose))
+	var images []string
+	if err == nil {
+		images, err = compose.Images(services)
+	}
+	if err != nil {
+		writeError(w, r, a.log, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"services": services, "images": images})
+}
+
+// maxListed bounds the entries of an images list before they are parsed
+// (the service takes MaxBundle distinct ones).
+const maxListed = 500
+
+// requestedImages are the images of a bundle request (from its list or
+// its Compose file), none for a request of one image; exactly one of
+// image, images and compose must be given.
+func requestedImages(ctx context.Context, b downloadRequest) ([]string, error) {
+	given := 0
+	for _, set := range []bool{strings.TrimSpace(b.Image) != "", b.Images != nil, b.Compose != ""} {
+		if set {
+			given++
+		}
+	}
+	switch {
+	case given == 0:
+		return nil, tarport.Errorf(tarport.CodeInvalid, `"image" is required, e.g. {"image":"nginx:1.27","platform":"linux/amd64"} (or "images":[...], or "compose":"<compose file>")`)
+	case given > 1:
+		return nil, tarport.Errorf(tarport.CodeInvalid, `give one of "image", "images" and "compose"`)
+	case b.Compose != "":
+		services, err := compose.Parse(ctx, []byte(b.Compose))
+		if err != nil {
+			return nil, err
+		}
+		return compose.Images(services)
+	case b.Images != nil:
+		if len(b.Images) == 0 {
+			return nil, tarport.Errorf(tarport.CodeInvalid, `"images" is empty`)
+		}
+		if len(b.Images) > maxListed {
+			return nil, tarport.Errorf(tarport.CodeTooLarge, "%d images listed; one tar holds at most %d", len(b.Images), download.MaxBundle)
+		}
+		return b.Images, nil
+	}
+	return nil, nil
 }
 
 // decodeBody reads one bounded JSON object. Its Content-Type is checked

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -78,7 +79,7 @@ func TestCreateBodies(t *testing.T) {
 			}
 			want := tc.want
 			want.Client = "192.0.2.1" // httptest's peer: who the job is for
-			if res.status != tc.status || len(calls) != 1 || calls[0] != want {
+			if res.status != tc.status || len(calls) != 1 || !reflect.DeepEqual(calls[0], want) {
 				t.Errorf("status %d, service asked %+v; want %d and %+v (body %s)", res.status, calls, tc.status, want, res.raw)
 			}
 		})
@@ -265,7 +266,7 @@ func TestPull(t *testing.T) {
 		r.SetBasicAuth("bob", "dckr_pat_x")
 		do(t, newTestAPI(t, d, Options{}), r)
 		want := download.Request{Image: "registry.example:5000/team/app:v1", Platform: "linux/arm/v7", Creds: tarport.Credentials{Username: "bob", Password: "dckr_pat_x"}, Client: "192.0.2.1"}
-		if calls := d.createCalls(); len(calls) != 1 || calls[0] != want {
+		if calls := d.createCalls(); len(calls) != 1 || !reflect.DeepEqual(calls[0], want) {
 			t.Errorf("service asked %+v, want %+v", calls, want)
 		}
 	})
@@ -534,7 +535,7 @@ func TestSeedDownload(t *testing.T) {
 			t.Errorf("%s %s: headers %v", r.Method, r.URL.Path, h)
 		}
 		want := download.Request{Image: "ubuntu:22.04", Platform: "linux/amd64", Client: "192.0.2.1"}
-		if calls := d.createCalls(); len(calls) != 1 || calls[0] != want || len(tars.jobs) != 1 {
+		if calls := d.createCalls(); len(calls) != 1 || !reflect.DeepEqual(calls[0], want) || len(tars.jobs) != 1 {
 			t.Errorf("%s %s: service asked %+v, streams %v", r.Method, r.URL.Path, calls, tars.jobs)
 		}
 	}

@@ -132,6 +132,7 @@ func New(opts Options) *API {
 			a.mux.HandleFunc("POST "+p, a.jobCreating(a.seedDownload))
 		}
 		a.mux.HandleFunc("GET /api/downloads/{id}", a.downloadStatus)
+		a.mux.HandleFunc("POST /api/compose", a.limited(a.composeImages))
 		a.mux.HandleFunc("GET /api/pull/{image...}", a.jobCreating(a.pull))
 		// GET patterns answer HEAD too; a HEAD (a link checker) must not
 		// start a download.

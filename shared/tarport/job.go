@@ -86,7 +86,8 @@ func (j *Job) FinishLayer(i int) bool {
 	return true
 }
 
-// Job is one image+platform+tag download. It holds no credentials, ever:
+// Job is one image+platform+tag download (or several images', a bundle,
+// in one tar). It holds no credentials, ever:
 // a private job's workers get them in memory from the request that made it.
 type Job struct {
 	ID  string // unguessable, handed to the client
@@ -111,6 +112,12 @@ type Job struct {
 	Remaining  int // layer tasks not yet done; the one that makes it 0 stitches
 	Error      *JobError
 
+	// Bundle lists the images of a job holding several (in the tar's
+	// order); then Ref, Digest, IndexDigest, ConfigDigest, RepoTags,
+	// RefName and Name are empty, each image has its own. Empty for a job
+	// of one image. Set at create, never changed.
+	Bundle []JobImage
+
 	TarKey   string // object key of the finished tar
 	FileName string // suggested file name for the download
 
@@ -119,7 +126,38 @@ type Job struct {
 	ExpiresAt time.Time
 }
 
-// LayerProgress is one distinct layer of the image.
+// JobImage is one image of a job, as resolved when the job was made.
+type JobImage struct {
+	Image        string        `json:"image"` // as the user should see it: nginx:1.27
+	Ref          string        `json:"ref"`   // fully qualified
+	Digest       digest.Digest `json:"digest"`
+	IndexDigest  digest.Digest `json:"index_digest,omitempty"`
+	ConfigDigest digest.Digest `json:"config_digest"`
+	RepoTags     []string      `json:"repo_tags,omitempty"`
+	RefName      string        `json:"ref_name,omitempty"`
+	Name         string        `json:"name"`
+	// Layers are the image's distinct layers, as indexes into Job.Layers.
+	Layers []int `json:"layers"`
+}
+
+// Images returns the job's images: its Bundle, or the one image its own
+// fields describe.
+func (j Job) Images() []JobImage {
+	if len(j.Bundle) > 0 {
+		return j.Bundle
+	}
+	layers := make([]int, len(j.Layers))
+	for i := range layers {
+		layers[i] = i
+	}
+	return []JobImage{{
+		Image: j.Image, Ref: j.Ref, Digest: j.Digest, IndexDigest: j.IndexDigest, ConfigDigest: j.ConfigDigest,
+		RepoTags: j.RepoTags, RefName: j.RefName, Name: j.Name, Layers: layers,
+	}}
+}
+
+// LayerProgress is one distinct layer of the image (of the images, for a
+// bundle).
 type LayerProgress struct {
 	Digest    digest.Digest `json:"digest"`
 	Size      int64         `json:"size"`

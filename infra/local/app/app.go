@@ -81,7 +81,7 @@ func New(ctx context.Context, s settings.Settings, log *slog.Logger) (*App, erro
 	prom := promsink.New() // served at /metrics
 	m := metrics.New(prom)
 	reg := newRegistry(s, store, m, log)
-	svc := download.New(reg, store, store, jobs, store, download.Config{LinkTTL: s.PresignTTL}, log)
+	svc := download.New(reg, store, store, jobs, store, download.Config{LinkTTL: s.PresignTTL, MaxImageBytes: s.MaxImageBytes}, log)
 	pool := workpool.New(s.Workers, svc.RunTask, svc.Abandon, log)
 	svc.SetQueue(pool)
 	lim := limits.New(limits.NewMemory(), limits.Rules{

@@ -197,7 +197,16 @@ func roundTrip(t *testing.T, open fresh) {
 	empty.ID, empty.Key = "empty", "key-empty"
 	empty.RepoTags, empty.Layers, empty.Error = []string{}, []tarport.LayerProgress{}, &tarport.JobError{}
 
-	for _, want := range []tarport.Job{full, bare, empty} {
+	bundle := Job("bundle", "key-bundle", 100, 200, 300)
+	bundle.Image = "nginx:1.27 + 1 more"
+	bundle.Bundle = []tarport.JobImage{
+		{Image: "nginx:1.27", Ref: "docker.io/library/nginx:1.27", Digest: digest.FromString("m1"), IndexDigest: digest.FromString("i1"),
+			ConfigDigest: digest.FromString("c1"), RepoTags: []string{"nginx:1.27"}, RefName: "1.27", Name: "docker.io/library/nginx", Layers: []int{0, 1}},
+		{Image: "registry.example/ünï/code@sha256:ab", Ref: "registry.example/ünï/code@sha256:ab", Digest: digest.FromString("m2"),
+			ConfigDigest: digest.FromString("c2"), Name: "registry.example/ünï/code", Layers: []int{1, 2}},
+	}
+
+	for _, want := range []tarport.Job{full, bare, empty, bundle} {
 		mustCreate(t, s, want)
 		if got := mustGet(t, s, want.ID); !Equal(got, want) {
 			t.Errorf("Get round trip of %s:\n got %+v\nwant %+v", want.ID, got, want)

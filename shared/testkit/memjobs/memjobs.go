@@ -36,6 +36,13 @@ func notFound(id string) error { return tarport.Errorf(tarport.CodeNotFound, "no
 func clone(j tarport.Job) tarport.Job {
 	j.Layers = slices.Clone(j.Layers)
 	j.RepoTags = slices.Clone(j.RepoTags)
+	if j.Bundle != nil {
+		j.Bundle = slices.Clone(j.Bundle)
+		for i := range j.Bundle {
+			j.Bundle[i].RepoTags = slices.Clone(j.Bundle[i].RepoTags)
+			j.Bundle[i].Layers = slices.Clone(j.Bundle[i].Layers)
+		}
+	}
 	if j.Error != nil {
 		e := *j.Error
 		j.Error = &e

@@ -1,0 +1,125 @@
+// Package compose reads the images out of a Compose file, for a bundle:
+// every service's image, by the Compose specification's own rules
+// (interpolation with defaults, anchors and merge keys, extends within
+// the file, profiles), through compose-go, the specification's reference
+// implementation. The file comes from a client: it may name no other file
+// (extends.file, include, env_file are refused, never read from the
+// server's disk) and no variable of the server's environment.
+package compose
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/compose-spec/compose-go/v2/loader"
+	"github.com/compose-spec/compose-go/v2/types"
+
+	"github.com/tarport/tarport/shared/tarport"
+)
+
+// Service is one service of a Compose file: the image it runs, or why a
+// bundle leaves it out.
+type Service struct {
+	Name  string `json:"service"`
+	Image string `json:"image,omitempty"`
+	// Skipped says why the service has no image to download: it is built
+	// from source (build:), as `docker compose pull --ignore-buildable`
+	// leaves it to the machine that runs it.
+	Skipped string `json:"skipped,omitempty"`
+}
+
+// Parse reads the services of a Compose file, in name order. A file that
+// does not parse, or a service that has neither an image nor a build, is
+// a CodeInvalid error that says which service.
+func Parse(ctx context.Context, yaml []byte) ([]Service, error) {
+	if len(strings.TrimSpace(string(yaml))) == 0 {
+		return nil, tarport.Errorf(tarport.CodeInvalid, "the compose file is empty")
+	}
+	project, err := loader.LoadWithContext(ctx, types.ConfigDetails{
+		WorkingDir:  "/",
+		ConfigFiles: []types.ConfigFile{{Filename: "compose.yaml", Content: yaml}},
+		Environment: types.Mapping{}, // no variable of the server's own
+	}, func(o *loader.Options) {
+		o.SetProjectName("bundle", true)
+		o.ResolvePaths = false
+		o.SkipResolveEnvironment = true // env_file would read the server's disk
+		o.SkipResolveLabels = true      // label_file likewise
+		// Tried first, it takes every path: extends.file and include fail
+		// with this error instead of reaching the local file loader.
+		o.ResourceLoaders = []loader.ResourceLoader{noFiles{}}
+	})
+	if err != nil {
+		return nil, tarport.Wrap(err, tarport.CodeInvalid, "the compose file cannot be read: %s", message(err))
+	}
+	var out []Service
+	for name, svc := range project.AllServices() { // with those of inactive profiles
+		out = append(out, serviceOf(name, svc))
+	}
+	slices.SortFunc(out, func(a, b Service) int { return strings.Compare(a.Name, b.Name) })
+	for _, s := range out {
+		if s.Image == "" && s.Skipped == "" {
+			return nil, tarport.Errorf(tarport.CodeInvalid, "service %q has neither an image nor a build", s.Name)
+		}
+	}
+	return out, nil
+}
+
+// serviceOf is what a bundle takes of one service: its image, unless it
+// is built. Services of every profile count: the machine that cannot pull
+// may need any of them.
+func serviceOf(name string, svc types.ServiceConfig) Service {
+	s := Service{Name: name, Image: strings.TrimSpace(svc.Image)}
+	if svc.Build != nil {
+		s.Skipped = "built from source (build:)"
+		if s.Image != "" {
+			s.Skipped += "; its image " + s.Image + " is the build's name"
+		}
+		s.Image = ""
+	}
+	return s
+}
+
+// Images returns the images a bundle of the services downloads, each once
+// however it is written (nginx, library/nginx:latest and
+// docker.io/library/nginx are one), in service order. An image that is not
+// a valid reference is a CodeInvalid error naming its service; a file with
+// no image to download at all is one naming the services it skipped.
+func Images(services []Service) ([]string, error) {
+	var out, skipped []string
+	seen := map[string]bool{}
+	for _, s := range services {
+		if s.Image == "" {
+			skipped = append(skipped, s.Name)
+			continue
+		}
+		r, err := tarport.ParseReference(s.Image)
+		if err != nil {
+			return nil, tarport.Wrap(err, tarport.CodeInvalid, "service %q: %s", s.Name, tarport.ErrorMessage(err))
+		}
+		if !seen[r.CommonName()] {
+			seen[r.CommonName()] = true
+			out = append(out, s.Image)
+		}
+	}
+	if len(out) == 0 {
+		return nil, tarport.Errorf(tarport.CodeInvalid, "the compose file has no image to download: services %s are built from source", strings.Join(skipped, ", "))
+	}
+	return out, nil
+}
+
+// noFiles refuses every file a Compose file names.
+type noFiles struct{}
+
+func (noFiles) Accept(string) bool { return true }
+func (noFiles) Load(_ context.Context, path string) (string, error) {
+	return "", fmt.Errorf("%q: a compose file sent here cannot refer to other files", path)
+}
+func (noFiles) Dir(string) string { return "/" }
+
+// message is compose-go's error, first line only.
+func message(err error) string {
+	m, _, _ := strings.Cut(err.Error(), "\n")
+	return m
+}
