@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -367,6 +368,45 @@ func TestSplitLayerSharedOnLambda(t *testing.T) {
 	}
 	if ups := st.s3.Uploads(t, st.bucket); len(ups) != 0 {
 		t.Fatalf("uploads left: %v", ups)
+	}
+}
+
+// TestBundleOnLambda: two images sharing a base, asked for as one bundle,
+// make one job and one tar on AWS: the base fetched once and one entry,
+// each image readable by its name.
+func TestBundleOnLambda(t *testing.T) {
+	t.Parallel()
+	st := newStack(t)
+	base := regtest.LayerSpec{Size: 7 << 20, Random: true, Seed: "lambda bundle base"}
+	web := regtest.PushImage(t, st.reg, "team/web", "1", regtest.ImageSpec{Layers: []regtest.LayerSpec{base, {Size: 1 << 20}}})
+	api := regtest.PushImage(t, st.reg, "team/api", "2", regtest.ImageSpec{Layers: []regtest.LayerSpec{base, {Size: 2 << 20}}})
+	st.start("DownloadFunction", 29*time.Second)
+	st.start("AssembleFunction", 2*time.Minute)
+	res := st.api("DownloadFunction", "POST", "/api/downloads", fmt.Sprintf(`{"images":[%q,%q]}`, web.Ref, api.Ref))
+	if res.StatusCode != http.StatusAccepted {
+		t.Fatalf("create: %d %s", res.StatusCode, res.Body)
+	}
+	job := decodeJob(t, res)
+	if visible, _, _ := st.depth(st.tasksURL); visible != 3 {
+		t.Fatalf("%d task messages, want the 3 distinct layers", visible)
+	}
+	if _, err := sqsmapping.Drain(context.Background(), st.mapping(st.tasksURL, 3), st.mapping(st.dlqURL, 10)); err != nil {
+		t.Fatal(err)
+	}
+	res = st.api("DownloadFunction", "GET", "/api/downloads/"+job.ID, "")
+	job = decodeJob(t, res)
+	if job.Status != "ready" || !strings.Contains(res.Body, `"images":[{`) {
+		t.Fatalf("after the queue drained: %s", res.Body)
+	}
+	path := st.fetch(job.URL)
+	for _, p := range []regtest.Pushed{web, api} {
+		name := p.Ref // host:port/team/web:1, as manifest.json names it
+		if diffIDs, config := tarcheck.SkopeoNamed(t, path, name); !slices.Equal(diffIDs, p.Images[0].DiffIDs) || config != p.Images[0].Config.Digest {
+			t.Fatalf("skopeo %s: %v %s; want %v %s", name, diffIDs, config, p.Images[0].DiffIDs, p.Images[0].Config.Digest)
+		}
+	}
+	if got := st.emf(t, "AssembleFunction")["RegistryBytes"]; got < 7<<20 || got > 11<<20 {
+		t.Fatalf("%.0f bytes from the registry; want the shared base once", got)
 	}
 }
 

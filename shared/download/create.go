@@ -170,6 +170,12 @@ func (s *Service) newJob(ctx context.Context, p tarport.Platform, imgs []tarport
 	ins := make([]tarplan.Image, len(imgs))
 	for i, img := range imgs {
 		images[i] = jobImageOf(img)
+		if len(imgs) > 1 && img.Ref.Tag != "" {
+			// podman loads a tar of several images from manifest.json
+			// alone, and names a short RepoTag (nginx:1.27) localhost/...;
+			// docker load reads the full name as the short one.
+			images[i].RepoTags = []string{images[i].Name + ":" + img.Ref.Tag}
+		}
 		ins[i] = planInput(images[i], img.Manifest, img.ManifestMediaType, img.Config, img.Layers)
 		for _, l := range distinctLayers(img.Layers) {
 			j, ok := index[l.Digest]

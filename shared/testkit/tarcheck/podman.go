@@ -46,6 +46,17 @@ func Podman(t testing.TB, tarPath string) []string {
 // first, then docker-archive: the tar must load as an oci-archive.
 func PodmanLoad(t testing.TB, tarPath string) PodmanImage {
 	t.Helper()
+	images := PodmanLoadAll(t, tarPath)
+	if len(images) != 1 {
+		t.Fatalf("tarcheck.Podman: loading %s gave %d images, want 1: %+v", tarPath, len(images), images)
+	}
+	return images[0]
+}
+
+// PodmanLoadAll is PodmanLoad for a tar of several images (a bundle): it
+// returns every image podman then lists.
+func PodmanLoadAll(t testing.TB, tarPath string) []PodmanImage {
+	t.Helper()
 	requireRoot(t, "podman with a private storage root")
 	bin := requireBinary(t, "podman")
 	dir := toolTempDir(t, "tarcheck-podman-")
@@ -82,6 +93,12 @@ func PodmanLoad(t testing.TB, tarPath string) PodmanImage {
 		t.Fatalf("tarcheck.Podman: podman load rejected %s: %s\n%s", tarPath, reason, r.describe(bin, loadArgs))
 	}
 
+	return podmanImages(t, podman)
+}
+
+// podmanImages lists the images in a podman storage, inspected.
+func podmanImages(t testing.TB, podman func(args ...string) string) []PodmanImage {
+	t.Helper()
 	var listed []struct {
 		ID    string `json:"Id"`
 		Names []string
@@ -90,30 +107,30 @@ func PodmanLoad(t testing.TB, tarPath string) PodmanImage {
 	if err := json.Unmarshal([]byte(out), &listed); err != nil {
 		t.Fatalf("tarcheck.Podman: parsing `podman images --format json`: %v\n%s", err, out)
 	}
-	if len(listed) != 1 {
-		t.Fatalf("tarcheck.Podman: loading %s gave %d images, want 1:\n%s", tarPath, len(listed), out)
+	var images []PodmanImage
+	for _, l := range listed {
+		var inspected []struct {
+			ID           string `json:"Id"`
+			Digest       string
+			Os           string
+			Architecture string
+			Variant      string
+			RootFS       struct{ Layers []string }
+		}
+		out = podman("image", "inspect", l.ID)
+		if err := json.Unmarshal([]byte(out), &inspected); err != nil || len(inspected) != 1 {
+			t.Fatalf("tarcheck.Podman: parsing `podman image inspect`: %v\n%s", err, out)
+		}
+		in := inspected[0]
+		names := append([]string{}, l.Names...)
+		sort.Strings(names)
+		images = append(images, PodmanImage{
+			Names:          names,
+			ID:             in.ID,
+			ManifestDigest: in.Digest,
+			DiffIDs:        in.RootFS.Layers,
+			Platform:       Platform{OS: in.Os, Architecture: in.Architecture, Variant: in.Variant},
+		})
 	}
-	var inspected []struct {
-		ID           string `json:"Id"`
-		Digest       string
-		RepoTags     []string
-		Os           string
-		Architecture string
-		Variant      string
-		RootFS       struct{ Layers []string }
-	}
-	out = podman("image", "inspect", listed[0].ID)
-	if err := json.Unmarshal([]byte(out), &inspected); err != nil || len(inspected) != 1 {
-		t.Fatalf("tarcheck.Podman: parsing `podman image inspect`: %v\n%s", err, out)
-	}
-	in := inspected[0]
-	names := append([]string{}, listed[0].Names...)
-	sort.Strings(names)
-	return PodmanImage{
-		Names:          names,
-		ID:             in.ID,
-		ManifestDigest: in.Digest,
-		DiffIDs:        in.RootFS.Layers,
-		Platform:       Platform{OS: in.Os, Architecture: in.Architecture, Variant: in.Variant},
-	}
+	return images
 }

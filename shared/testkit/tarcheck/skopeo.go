@@ -99,6 +99,28 @@ func SkopeoCopy(t testing.TB, tarPath string) SkopeoImage {
 	return got
 }
 
+// SkopeoNamed copies one image of a tar of several (a bundle) by its
+// name, as manifest.json's RepoTags and index.json give it:
+// `skopeo copy docker-archive:TAR:NAME oci:DIR:x`, which checks every
+// layer against the config's diff_ids. It returns the diff_ids copied and
+// the config digest of that image.
+func SkopeoNamed(t testing.TB, tarPath, name string) (diffIDs []string, config string) {
+	t.Helper()
+	bin := requireBinary(t, "skopeo")
+	tmp := toolTempDir(t, "tarcheck-skopeo-")
+	env := []string{"TMPDIR=" + filepath.Join(tmp, "tmp")}
+	if err := os.Mkdir(filepath.Join(tmp, "tmp"), 0o700); err != nil {
+		t.Fatalf("creating skopeo TMPDIR: %v", err)
+	}
+	dir := filepath.Join(tmp, "copy")
+	mustRun(t, env, bin, "--insecure-policy", "copy", "--quiet", "--preserve-digests", "docker-archive:"+tarPath+":"+name, "oci:"+dir+":x")
+	_, m := readOCIDir(t, dir)
+	for _, l := range m.Layers {
+		diffIDs = append(diffIDs, l.Digest)
+	}
+	return diffIDs, m.Config.Digest
+}
+
 // readOCIDir returns the manifest digest and manifest of the one image in
 // an OCI layout directory skopeo wrote.
 func readOCIDir(t testing.TB, dir string) (string, jsonManifest) {
