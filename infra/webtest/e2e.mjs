@@ -666,6 +666,80 @@ async function followups(browser) {
   await ctx.close();
 }
 
+// The basket: images from an image's page, the quick form and a Compose
+// file, one download of them all as one tar, kept across a reload.
+async function bundles(browser) {
+  const ctx = await newContext(browser, { viewport: { width: 1280, height: 800 } });
+  const page = await newPage(ctx, 'basket');
+  const items = () => page.$$eval('ul#basket-list > li[data-testid=basket-item]', (els) => els.map((e) => e.dataset.ref));
+
+  await step('basket gathers images', async () => {
+    await go(page, `#/search?q=${encodeURIComponent(REPO)}`);
+    const result = page.locator(byName('ul#results > li[data-testid=result]')).first();
+    await result.waitFor();
+    await result.locator('button[data-testid=add-basket]').click();
+    await page.waitForFunction(() => document.querySelectorAll('ul#basket-list > li').length === 1);
+    check(/:latest$/.test((await items())[0]), `a search result adds its latest tag (${await items()})`);
+    await page.locator('ul#basket-list > li button[data-testid=basket-remove]').first().click();
+    await page.waitForFunction(() => document.querySelectorAll('ul#basket-list > li').length === 0);
+    check(await page.locator('#basket-empty').isVisible(), 'removed: the basket says it is empty');
+
+    await result.locator('a[data-testid=result-link]').click();
+    await page.locator(byName('section#details')).waitFor();
+    await page.waitForFunction((t) => [...(document.querySelector('select#tag-select')?.options || [])].some((o) => o.value === t), OTHER_TAG);
+    await page.selectOption('select#tag-select', OTHER_TAG);
+    await page.click('button[data-testid=details-add]');
+    await page.click('button[data-testid=details-add]'); // twice: still once
+    await page.fill('#quick-image', `${REPO}:${TAG}`);
+    await page.click('#quick-add');
+    await page.waitForFunction(() => document.querySelectorAll('ul#basket-list > li').length === 2);
+    const refs = await items();
+    check(refs.length === 2 && refs[0].endsWith(`:${OTHER_TAG}`) && refs[1].endsWith(`:${TAG}`), `the details page and the quick form add theirs, once each: ${refs}`);
+    check(await page.inputValue('#quick-image') === '', 'the quick form is cleared once its image is in the basket');
+    await page.waitForFunction(() => /\d/.test(document.querySelector('#basket-total')?.textContent || ''));
+    check(true, `the total is shown: "${await page.innerText('#basket-total')}"`);
+    await page.reload();
+    await page.waitForFunction(() => document.querySelectorAll('ul#basket-list > li').length === 2);
+    check(true, 'the basket survives a reload');
+  });
+
+  await step('basket downloads one tar', async () => {
+    const before = await cardIDs(page);
+    const download = page.waitForEvent('download', { timeout: 120000 });
+    await page.click('button#basket-download');
+    const id = await newCardID(page, before);
+    await watchToReady(page, id);
+    const d = await download;
+    check(/^bundle_2-images_/.test(d.suggestedFilename()), `one file for both images: ${d.suggestedFilename()}`);
+    const { body } = await apiJSON(page, `/api/downloads/${id}`);
+    check(body.status === 'ready' && body.images?.length === 2, `the job holds 2 images (${body.images?.length})`);
+    const rows = card(page, id).locator('[data-testid=images] > li[data-testid=image]');
+    check(await rows.count() === 2, 'the entry shows each image with its progress');
+  });
+
+  await step('compose file', async () => {
+    await page.click('details#compose > summary');
+    await page.fill('#compose-text', 'services:\n  app:\n    build: .\n  web:\n    image: "' + REPO + ':' + TAG + '"\n  again:\n    image: "' + REPO + ':${TAG_VAR:-' + TAG + '}"\n');
+    await page.click('#compose-find');
+    await page.locator('ul#compose-services > li').first().waitFor();
+    const services = await page.$$eval('ul#compose-services > li', (els) => els.map((e) => `${e.dataset.service}:${e.dataset.skipped}`));
+    check(services.join(',') === 'again:false,app:true,web:false', `the file's services, the built one left out: ${services}`);
+    check((await page.innerText('#compose-add')).includes('1'), 'one image to add (written twice)');
+    await page.click('#compose-add'); // in the basket already
+    check((await items()).length === 2, 'an image already in the basket is not added twice');
+    expectHTTPErrors = true;
+    try {
+      await page.fill('#compose-text', 'services:\n  web:\n    ports: ["80:80"]\n');
+      await page.click('#compose-find');
+      await page.locator('#compose-error').waitFor({ state: 'visible' });
+    } finally {
+      expectHTTPErrors = false;
+    }
+    check((await page.innerText('#compose-error')).includes('"web"'), `a service with no image is named: ${await page.innerText('#compose-error')}`);
+  });
+  await ctx.close();
+}
+
 async function shot(page, name, settle = true) {
   if (settle) await page.waitForLoadState('networkidle').catch(() => {});
   await page.evaluate(() => document.fonts && document.fonts.ready);
@@ -742,6 +816,20 @@ async function screenshots(browser) {
       await shot(page, `home-${label}-zh`);
       await page.selectOption('select#lang', 'en');
     });
+    await step(`${label} basket`, async () => {
+      await go(page, '#/');
+      await page.fill('#quick-image', `${REPO}:${OTHER_TAG}`);
+      await page.click('#quick-add');
+      await page.fill('#quick-image', `${REPO}:${TAG}`);
+      await page.click('#quick-add');
+      await page.waitForFunction(() => document.querySelectorAll('ul#basket-list > li').length >= 2);
+      await page.click('details#compose > summary');
+      await page.fill('#compose-text', `services:\n  app:\n    build: .\n  web:\n    image: "${REPO}:${TAG}"\n  db:\n    image: "${REPO}:${OTHER_TAG}"\n`);
+      await page.click('#compose-find');
+      await page.locator('ul#compose-services > li').first().waitFor();
+      await page.locator('section#basket').scrollIntoViewIfNeeded();
+      await shot(page, `basket-${label}`);
+    });
     await step(`${label} error`, async () => {
       await go(page, '#/');
       expectHTTPErrors = true;
@@ -769,6 +857,7 @@ try {
   else {
     await e2e(browser);
     await followups(browser);
+    await bundles(browser);
   }
   result.ok = result.console_errors.length === 0;
   if (!result.ok) result.failure = 'console errors or CSP violations';

@@ -104,15 +104,27 @@ export function imageDetails(image, signal) {
   return cachedGet(`/api/image-details?${query({ image })}`, signal);
 }
 
-/** Starts (or joins) a download job; credentials, if any, travel in this body. */
-export function createDownload({ image, platform, username, password }) {
-  const body = { image, platform };
+/**
+ * Starts (or joins) a download job: one image, or several in one tar
+ * (images, a bundle); credentials, if any, travel in this body.
+ */
+export function createDownload({ image, images, platform, username, password }) {
+  const body = Array.isArray(images) && images.length ? { images, platform } : { image, platform };
   if (username) body.username = username;
   if (password) body.password = password;
   return request('/api/downloads', {
     method: 'POST',
     headers: { 'Content-Type': 'application/json' },
     body: JSON.stringify(body),
+  });
+}
+
+/** What a bundle of a Compose file holds: its services, each image once. */
+export function composeImages(compose) {
+  return request('/api/compose', {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ compose }),
   });
 }
 

@@ -5,7 +5,8 @@
 //   #/search?q=nginx&page=2    Docker Hub search
 //   #/image/<name>[?tag=1.27]  an image's details, tags and platforms
 //
-// The header (search, language, theme), the Quick download form and the
+// The header (search, language, theme), the Quick download form, the
+// basket (several images in one tar, a Compose file's too) and the
 // Downloads panel live outside the routed view and stay on every page.
 //
 // Refused requests: when POST /api/downloads answers 4xx/5xx (unknown image,
@@ -18,6 +19,7 @@ import { clear } from './dom.js';
 import { t, initialLang, setLang, getLang, onLangChange } from './i18n.js';
 import { Downloads } from './views/downloads.js';
 import { setupQuick } from './views/quick.js';
+import { Basket } from './views/basket.js';
 import { renderHome } from './views/home.js';
 import { renderSearch, searchHref } from './views/search.js';
 import { renderDetails } from './views/details.js';
@@ -93,6 +95,15 @@ const downloads = new Downloads({
 quick = setupQuick({
   form: document.getElementById('quick'),
   download: (req) => downloads.start(req),
+  addToBasket: (ref) => basket.add(ref),
+});
+const basket = new Basket({
+  root: document.getElementById('basket'),
+  platform: () => quick.value(),
+  onPlatform: (fn) => quick.onChange(fn),
+  download: (req) => downloads.start(req),
+  creds: () => quick.takeCreds(),
+  announce,
 });
 downloads.restore();
 
@@ -161,6 +172,7 @@ function route({ focus = false } = {}) {
     quickPlatform: () => quick.value(),
     onQuickPlatform: (fn) => { routeListeners.push(quick.onChange(fn)); },
     download: (req) => downloads.start(req),
+    basket,
     prefillQuick: (ref) => quick.prefill(ref),
     setSearchText: (q) => { if (document.activeElement !== searchInput) searchInput.value = q; },
     hasHistory: () => depthOf(history.state) > 0,
@@ -211,6 +223,7 @@ onLangChange(() => {
   langSelect.value = getLang();
   applyTheme(root.dataset.theme);
   quick.relabel();
+  basket.render();
   downloads.rerender();
   route();
 });

@@ -8,6 +8,7 @@ import * as fmt from '../format.js';
 import { renderMarkdown } from '../markdown.js';
 import { officialBadge, avatar, nameParts, stats, statusLine, imageHref, commandBox, shellQuote } from './parts.js';
 import { QUICK_PLATFORMS } from './quick.js';
+import { addButton } from './basket.js';
 
 const TAGS_SHOWN = 20;
 
@@ -138,6 +139,7 @@ export function renderDetails(view, params, ctx, name) {
       note,
       h('p.size-line', null, h('span.muted', { text: `${t('details.size')}: ` }), size),
       dlBtn,
+      addButton(ctx.basket, () => `${name}:${tagOf().name}`, { small: false, testid: 'details-add' }),
       curl.el);
     curl.el.classList.add('pick-curl');
 

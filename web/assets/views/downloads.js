@@ -73,7 +73,8 @@ export class Downloads {
       if (!s || typeof s.id !== 'string' || !/^[\w-]{1,128}$/.test(s.id) || seen.has(s.id)) continue;
       seen.add(s.id);
       try {
-        const e = this.add({ key: s.id, id: s.id, image: str(s.image), platform: str(s.platform), auto: s.auto === true });
+        const images = Array.isArray(s.images) ? s.images.filter((i) => typeof i === 'string').slice(0, 50) : null;
+        const e = this.add({ key: s.id, id: s.id, image: str(s.image), images, platform: str(s.platform), auto: s.auto === true });
         e.streamed = s.streamed === true;
         // Shown as last seen until the first read answers (a ready job's link is signed afresh then).
         e.status = STATUSES.has(s.status) ? s.status : 'queued';
@@ -89,14 +90,16 @@ export class Downloads {
    * Starts a download and resolves once the server has answered (the entry
    * then exists). Never rejects: a refusal becomes a failed entry.
    */
-  async start({ image, platform, username, password }) {
+  async start({ image, images, platform, username, password }) {
     const creds = username ? { username, password } : null;
+    const bundle = Array.isArray(images) && images.length > 0 ? [...images] : null;
+    if (bundle) image = bundleName(bundle);
     let job;
     try {
-      job = await api.createDownload({ image, platform, username, password });
+      job = await api.createDownload({ image, images: bundle, platform, username, password });
     } catch (err) {
       const key = `local-${++localSeq}`;
-      const e = this.add({ key, id: null, image, platform, auto: true });
+      const e = this.add({ key, id: null, image, images: bundle, platform, auto: true });
       e.status = 'failed';
       e.error = { code: err.code, message: err.message };
       this.render(e);
@@ -107,7 +110,7 @@ export class Downloads {
     let e = this.entries.get(job.id);
     const again = !!e;
     if (!e) {
-      e = this.add({ key: job.id, id: job.id, image: job.image || image, platform: job.platform || platform, auto: false });
+      e = this.add({ key: job.id, id: job.id, image: job.image || image, images: bundle, platform: job.platform || platform, auto: false });
       e.creds = creds;
     } else {
       if (creds) e.creds = creds;
@@ -126,9 +129,9 @@ export class Downloads {
     return e;
   }
 
-  add({ key, id, image, platform, auto }) {
+  add({ key, id, image, images = null, platform, auto }) {
     const e = {
-      key, id, image, platform, auto, creds: null,
+      key, id, image, images, platform, auto, creds: null,
       status: 'queued', job: null, error: null, samples: [],
       expanded: false, connLost: false, failures: 0, unknown: 0, timer: 0, ctrl: null, el: null,
       streamed: false, askedAt: 0,
@@ -173,6 +176,8 @@ export class Downloads {
       on: { click: () => this.toggleLayers(e) },
     }, icon('layers'), el.toggleText);
     el.layers = h('ul.dl-layers', { id: layersId, hidden: true, dataset: { testid: 'layers' } });
+    // A bundle's images, each with its progress over its own layers.
+    el.images = h('ul.dl-images', { hidden: true, dataset: { testid: 'images' } });
     el.state = h('p.dl-state.muted');
     el.ready = h('div.dl-ready', { hidden: true });
     el.error = h('p.dl-error', { role: 'alert', hidden: true, dataset: { testid: 'error' } });
@@ -187,7 +192,7 @@ export class Downloads {
       'aria-labelledby': `${el.title.id} ${el.platform.id} ${el.badge.id}`,
     },
       h('div.dl-head', null, h('div.dl-name', null, el.title, el.platform), el.badge, el.dismiss),
-      el.progress, el.meta, el.state, el.toggle, el.layers, el.ready, el.error, el.cut, el.actions);
+      el.progress, el.meta, el.state, el.images, el.toggle, el.layers, el.ready, el.error, el.cut, el.actions);
     return el;
   }
 
@@ -334,6 +339,9 @@ export class Downloads {
     el.state.textContent = e.connLost ? t('dl.conn') : '';
     el.state.hidden = !e.connLost;
 
+    const images = Array.isArray(job.images) ? job.images : [];
+    el.images.hidden = images.length === 0;
+    if (images.length) this.renderImages(e, images, ready);
     const layers = Array.isArray(job.layers) ? job.layers : [];
     el.toggle.hidden = layers.length === 0;
     el.toggle.setAttribute('aria-expanded', String(e.expanded));
@@ -351,6 +359,32 @@ export class Downloads {
     this.renderReady(e, ready ? job : null);
     this.renderActions(e, failed);
     this.syncEmpty();
+  }
+
+  renderImages(e, images, ready) {
+    const ul = e.el.images;
+    while (ul.children.length > images.length) ul.lastChild.remove();
+    images.forEach((img, i) => {
+      let li = ul.children[i];
+      if (!li) {
+        li = h('li.dl-image-row', { dataset: { testid: 'image' } },
+          h('span.dl-image-name'), h('progress.dl-layer-progress'), h('span.dl-layer-bytes'));
+        ul.append(li);
+      }
+      const [name, prog, txt] = li.children;
+      const size = Number(img.size) || 0;
+      const done = ready ? size : Math.min(Number(img.done_bytes) || 0, size);
+      name.textContent = img.image || img.ref || '';
+      name.title = img.ref || '';
+      li.dataset.image = img.image || '';
+      prog.max = size || 1;
+      prog.value = size ? done : 0;
+      prog.setAttribute('aria-label', name.textContent);
+      txt.textContent = size && done >= size
+        ? `${fmt.bytes(size)} · ${t('dl.layerDone')}`
+        : t('dl.bytes', { done: fmt.bytes(done), total: fmt.bytes(size) });
+      li.classList.toggle('is-done', size > 0 && done >= size);
+    });
   }
 
   renderLayers(e, layers, ready) {
@@ -435,7 +469,7 @@ export class Downloads {
     box.dataset.sig = sig;
     clear(box);
     if (kind === 'platforms') {
-      const ref = parseRef(e.image);
+      const ref = e.images ? null : parseRef(e.image);
       if (ref) box.append(h('a.btn.btn-small', { href: imageHref(ref.repo, ref.tag) }, icon('layers'), h('span', { text: t('dl.pickPlatform') })));
       else box.hidden = true;
     } else if (kind) {
@@ -448,11 +482,12 @@ export class Downloads {
 
   async retry(e) {
     if (CREDENTIAL_CODES.has(e.error && e.error.code)) {
-      this.o.askCredentials(e.image, e.platform);
+      // A bundle's login is typed in the form, then the basket asked again.
+      this.o.askCredentials(e.images ? null : e.image, e.platform);
       return;
     }
     this.remove(e.key);
-    await this.start({ image: e.image, platform: e.platform });
+    await this.start(e.images ? { images: e.images, platform: e.platform } : { image: e.image, platform: e.platform });
   }
 
   /** A link past its expiry is signed afresh by reading the job again. */
@@ -533,7 +568,7 @@ export class Downloads {
     for (const k of keys) {
       const e = this.entries.get(k);
       if (!e || !e.id) continue;
-      out.push({ id: e.id, image: e.image, platform: e.platform, status: e.status, auto: e.auto, streamed: e.streamed });
+      out.push({ id: e.id, image: e.image, images: e.images, platform: e.platform, status: e.status, auto: e.auto, streamed: e.streamed });
     }
     try { sessionStorage.setItem(STORE_KEY, JSON.stringify(out)); } catch { /* storage full or off */ }
   }
@@ -543,6 +578,11 @@ export class Downloads {
     this.o.empty.hidden = n > 0;
     this.o.clear.hidden = ![...this.entries.values()].some((e) => TERMINAL.has(e.status));
   }
+}
+
+/** How a bundle is named before the server answers: its first image, and how many more. */
+function bundleName(images) {
+  return images.length > 1 ? t('basket.name', { image: images[0], n: images.length - 1 }) : images[0];
 }
 
 function speedOf(e) {

@@ -5,6 +5,7 @@ import * as api from '../api.js';
 import { h, icon } from '../dom.js';
 import { t } from '../i18n.js';
 import { platformLabel } from '../format.js';
+import { addButton } from './basket.js';
 import { imageHref, officialBadge, avatar, nameParts, stats, statusLine, skeletons } from './parts.js';
 
 export function renderHome(view, params, ctx) {
@@ -87,5 +88,5 @@ function popularItem(item, ctx) {
           h('a.stretched', { href: imageHref(item.name), dataset: { testid: 'popular-details' } }, nameParts(item.name))),
         item.official ? officialBadge() : null)),
     h('p.pop-desc', { text: item.description || t('noDescription'), class: item.description ? '' : 'muted' }),
-    h('div.pop-foot', null, stats(item), btn));
+    h('div.pop-foot', null, stats(item), h('div.pop-buttons', null, addButton(ctx.basket, `${item.name}:latest`), btn)));
 }

@@ -26,7 +26,7 @@ export function parseRef(ref) {
   return { repo, tag: hasTag ? base.slice(colon + 1) : (at >= 0 ? null : 'latest'), digest: at >= 0 ? s.slice(at + 1) : null };
 }
 
-export function setupQuick({ form, download }) {
+export function setupQuick({ form, download, addToBasket }) {
   const image = form.querySelector('#quick-image');
   const platform = form.querySelector('#quick-platform');
   const username = form.querySelector('#quick-username');
@@ -44,17 +44,28 @@ export function setupQuick({ form, download }) {
     imageHint.textContent = t('quick.imageHint');
   };
 
-  form.addEventListener('submit', async (ev) => {
-    ev.preventDefault();
+  // The typed reference, or null (and the field marked) when there is none.
+  const typed = () => {
     const ref = image.value.trim();
     if (!ref) {
       image.setAttribute('aria-invalid', 'true');
       imageHint.classList.add('is-error');
       imageHint.textContent = t('quick.required');
       image.focus();
-      return;
+      return null;
     }
     clearInvalid();
+    return ref;
+  };
+  form.querySelector('#quick-add').addEventListener('click', () => {
+    const ref = typed();
+    if (ref && addToBasket(ref)) image.value = '';
+  });
+
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const ref = typed();
+    if (!ref) return;
     const req = {
       image: ref,
       platform: platform.value,
@@ -107,15 +118,39 @@ export function setupQuick({ form, download }) {
     else { platform.value = QUICK_PLATFORMS[0]; platform.dispatchEvent(new Event('change')); }
     platformHint.textContent = offered.length ? t('quick.offers', { image: label, list: offered.map(fmt.platformLabel).join(', ') }) : '';
   };
+  // The lookup's hint changes the form's height: not while a button of the
+  // form is being pressed (leaving the field to click one fires change),
+  // or the button moves away between press and release and the click is lost.
+  let pressed = false;
+  let pending = false;
+  const lookUpSoon = () => {
+    if (pressed) pending = true;
+    else lookUp();
+  };
+  form.addEventListener('pointerdown', () => { pressed = true; }, true);
+  window.addEventListener('pointerup', () => {
+    if (!pressed) return;
+    pressed = false;
+    if (pending) {
+      pending = false;
+      setTimeout(lookUp, 0); // after the click this release makes
+    }
+  }, true);
   image.addEventListener('input', () => {
     clearInvalid();
     clearTimeout(timer);
-    timer = setTimeout(lookUp, 700);
+    timer = setTimeout(lookUpSoon, 700);
   });
-  image.addEventListener('change', () => { clearTimeout(timer); lookUp(); });
+  image.addEventListener('change', () => { clearTimeout(timer); lookUpSoon(); });
 
   return {
     value: () => platform.value,
+    /** The login typed for private images; the password field is emptied (used once). */
+    takeCreds() {
+      const c = { username: username.value.trim(), password: password.value };
+      password.value = '';
+      return c;
+    },
     onChange: (fn) => { listeners.add(fn); return () => listeners.delete(fn); },
     /** Puts a reference (and platform) in the form, e.g. to retry with credentials. */
     prefill(ref, plat, focusCreds) {

@@ -2,6 +2,7 @@
 import * as api from '../api.js';
 import { h, icon } from '../dom.js';
 import { t } from '../i18n.js';
+import { addButton } from './basket.js';
 import { imageHref, officialBadge, avatar, nameParts, stats, statusLine, skeletons } from './parts.js';
 
 export const PAGE_SIZE = 25;
@@ -52,7 +53,7 @@ export function renderSearch(view, params, ctx) {
       const results = Array.isArray(res.results) ? res.results : [];
       const total = Number(res.total) || 0;
       const pages = Math.max(1, Math.min(MAX_PAGE, Math.ceil(total / limit)));
-      list.replaceChildren(...results.map(resultItem));
+      list.replaceChildren(...results.map((r) => resultItem(r, ctx)));
       pager.hidden = page === 1 && (results.length === 0 || pages <= 1); // one page needs no pager
       if (results.length === 0) {
         status.set('empty', t('search.empty', { q }));
@@ -78,12 +79,13 @@ export function renderSearch(view, params, ctx) {
   load();
 }
 
-function resultItem(r) {
+function resultItem(r, ctx) {
   const link = h('a.result-link.stretched', { href: imageHref(r.name), dataset: { testid: 'result-link' } }, nameParts(r.name));
   return h('li.result.card', { dataset: { testid: 'result', name: r.name } },
     avatar(r.name),
     h('div.result-body', null,
-      h('div.result-head', null, h('h2.result-name', null, link), r.official ? officialBadge() : null),
+      h('div.result-head', null, h('h2.result-name', null, link), r.official ? officialBadge() : null,
+        addButton(ctx.basket, `${r.name}:latest`)),
       h('p.result-desc', { text: r.description || t('noDescription'), class: r.description ? '' : 'muted' }),
       stats(r)),
     icon('chevron', 'result-chevron'));
