@@ -134,6 +134,13 @@ func (a *API) create(r *http.Request, body downloadRequest) (download.Request, d
 		return req, download.View{}, err
 	}
 	req.Client = a.clientOf(r)
+	// A bundle asks its registries about every image: it counts as one
+	// request per image against the rate limit (the request itself took one).
+	for range min(len(req.Images), download.MaxBundle) - 1 {
+		if err := a.opts.Limits.Allow(r.Context(), req.Client); err != nil {
+			return req, download.View{}, err
+		}
+	}
 	v, err := a.opts.Downloads.Create(r.Context(), req)
 	return req, v, err
 }

@@ -51,6 +51,18 @@ func TestCreateBodies(t *testing.T) {
 		{name: "password too long", body: `{"image":"nginx","username":"u","password":"` + strings.Repeat("p", 8193) + `"}`, status: 400, code: tarport.CodeInvalid},
 		{name: "platform too long", body: `{"image":"nginx","platform":"` + strings.Repeat("l", 65) + `"}`, status: 400, code: tarport.CodeInvalidPlatform},
 
+		{name: "image and images", body: `{"image":"nginx","images":["redis"]}`, status: 400, code: tarport.CodeInvalid},
+		{name: "images and compose", body: `{"images":["redis"],"compose":"services: {a: {image: x}}"}`, status: 400, code: tarport.CodeInvalid},
+		{name: "empty images", body: `{"images":[]}`, status: 400, code: tarport.CodeInvalid},
+		{name: "too many images listed", body: `{"images":[` + strings.TrimSuffix(strings.Repeat(`"a",`, 501), ",") + `]}`, status: 413, code: tarport.CodeTooLarge},
+		{name: "compose that does not parse", body: `{"compose":"services: ["}`, status: 400, code: tarport.CodeInvalid},
+		{name: "compose service without image", body: `{"compose":"services:\n  web:\n    ports: [\"80:80\"]\n"}`, status: 400, code: tarport.CodeInvalid},
+		{name: "compose with builds only", body: `{"compose":"services:\n  web:\n    build: .\n"}`, status: 400, code: tarport.CodeInvalid},
+
+		{name: "images", body: `{"images":["nginx:1.27","redis"],"platform":"linux/arm64"}`, status: 202,
+			want: download.Request{Images: []string{"nginx:1.27", "redis"}, Platform: "linux/arm64"}},
+		{name: "compose", body: `{"compose":"services:\n  app:\n    build: .\n  web:\n    image: nginx\n  cache:\n    image: redis:${TAG:-7}\n"}`, status: 202,
+			want: download.Request{Images: []string{"redis:7", "nginx"}}},
 		{name: "anonymous", body: `{"image":"nginx:1.27","platform":"linux/arm64"}`, status: 202,
 			want: download.Request{Image: "nginx:1.27", Platform: "linux/arm64"}},
 		{name: "default platform left to the service", body: `{"image":"nginx"}`, status: 202,

@@ -37,6 +37,23 @@ func TestClientOf(t *testing.T) {
 	}
 }
 
+// TestBundleCountsPerImage: a bundle of N images is N requests against
+// the client's rate limit (its registries are asked about each).
+func TestBundleCountsPerImage(t *testing.T) {
+	t.Parallel()
+	d := &fakeDownloads{}
+	c := fakeclock.At(time.Date(2026, 11, 26, 0, 0, 0, 0, time.UTC))
+	api := newTestAPI(t, d, Options{Limits: limits.New(limits.NewMemory(), limits.Rules{RatePerMinute: 4}, c.Now)})
+	if res := do(t, api, post("/api/downloads", `{"images":["a","b","c"]}`)); res.status != 202 {
+		t.Fatalf("a bundle of 3 within a limit of 4: %d", res.status)
+	}
+	res := do(t, api, post("/api/downloads", `{"images":["a","b"]}`))
+	checkError(t, res, http.StatusTooManyRequests, tarport.CodeRateLimited)
+	if n := len(d.createCalls()); n != 1 {
+		t.Fatalf("the service was asked %d times, want 1", n)
+	}
+}
+
 // TestLimitedHandlers: job-creating requests over the limit answer 429
 // with Retry-After in the error shape; other clients and status reads go on.
 func TestLimitedHandlers(t *testing.T) {

@@ -51,6 +51,13 @@ services:
 		t.Fatalf("compose preview: %d %+v", st, preview)
 	}
 
+	// An image that does not exist fails the bundle before anything is
+	// fetched, named.
+	var refused errorBody
+	if st := post(t, srv.URL+"/api/downloads", map[string]any{"images": []string{reg.Ref("rt/web", "1.0"), reg.Ref("rt/ghost", "9")}}, &refused); st != http.StatusNotFound || !strings.Contains(refused.Error.Message, "rt/ghost:9") {
+		t.Fatalf("a bundle with a missing image: %d %+v", st, refused)
+	}
+
 	var j bundleJob
 	if st := post(t, srv.URL+"/api/downloads", map[string]string{"compose": yaml}, &j); st != http.StatusAccepted && st != http.StatusOK {
 		t.Fatalf("POST compose: %d %+v", st, j)
