@@ -44,12 +44,7 @@ func Skopeo(t testing.TB, tarPath string) []string {
 // a private temp dir: skopeo unpacks a whole oci-archive there first.
 func SkopeoCopy(t testing.TB, tarPath string) SkopeoImage {
 	t.Helper()
-	bin := requireBinary(t, "skopeo")
-	tmp := toolTempDir(t, "tarcheck-skopeo-")
-	env := []string{"TMPDIR=" + filepath.Join(tmp, "tmp")}
-	if err := os.Mkdir(filepath.Join(tmp, "tmp"), 0o700); err != nil {
-		t.Fatalf("creating skopeo TMPDIR: %v", err)
-	}
+	bin, tmp, env := skopeoSetup(t)
 	var got SkopeoImage
 
 	// Both copies run before judging, so a broken tar shows what each
@@ -106,12 +101,7 @@ func SkopeoCopy(t testing.TB, tarPath string) SkopeoImage {
 // the config digest of that image.
 func SkopeoNamed(t testing.TB, tarPath, name string) (diffIDs []string, config string) {
 	t.Helper()
-	bin := requireBinary(t, "skopeo")
-	tmp := toolTempDir(t, "tarcheck-skopeo-")
-	env := []string{"TMPDIR=" + filepath.Join(tmp, "tmp")}
-	if err := os.Mkdir(filepath.Join(tmp, "tmp"), 0o700); err != nil {
-		t.Fatalf("creating skopeo TMPDIR: %v", err)
-	}
+	bin, tmp, env := skopeoSetup(t)
 	dir := filepath.Join(tmp, "copy")
 	mustRun(t, env, bin, "--insecure-policy", "copy", "--quiet", "--preserve-digests", "docker-archive:"+tarPath+":"+name, "oci:"+dir+":x")
 	_, m := readOCIDir(t, dir)
@@ -119,6 +109,18 @@ func SkopeoNamed(t testing.TB, tarPath, name string) (diffIDs []string, config s
 		diffIDs = append(diffIDs, l.Digest)
 	}
 	return diffIDs, m.Config.Digest
+}
+
+// skopeoSetup finds skopeo and makes its temp dir: skopeo's TMPDIR is a
+// private dir in it (skopeo unpacks a whole oci-archive there first).
+func skopeoSetup(t testing.TB) (bin, tmp string, env []string) {
+	t.Helper()
+	bin = requireBinary(t, "skopeo")
+	tmp = toolTempDir(t, "tarcheck-skopeo-")
+	if err := os.Mkdir(filepath.Join(tmp, "tmp"), 0o700); err != nil {
+		t.Fatalf("creating skopeo TMPDIR: %v", err)
+	}
+	return bin, tmp, []string{"TMPDIR=" + filepath.Join(tmp, "tmp")}
 }
 
 // readOCIDir returns the manifest digest and manifest of the one image in
