@@ -3,8 +3,9 @@
 // (interpolation with defaults, anchors and merge keys, extends within
 // the file, profiles), through compose-go, the specification's reference
 // implementation. The file comes from a client: it may name no other file
-// (extends.file, include, env_file are refused, never read from the
-// server's disk) and no variable of the server's environment.
+// (extends.file and include are refused, env_file and label_file are not
+// read: nothing of the server's disk) and no variable of the server's
+// environment. A service's platform: is not read: a bundle has one.
 package compose
 
 import (
@@ -15,6 +16,7 @@ import (
 
 	"github.com/compose-spec/compose-go/v2/loader"
 	"github.com/compose-spec/compose-go/v2/types"
+	"go.yaml.in/yaml/v4"
 
 	"github.com/tarport/tarport/shared/tarport"
 )
@@ -37,6 +39,9 @@ func Parse(ctx context.Context, yaml []byte) ([]Service, error) {
 	if len(strings.TrimSpace(string(yaml))) == 0 {
 		return nil, tarport.Errorf(tarport.CodeInvalid, "the compose file is empty")
 	}
+	if err := refuseInclude(yaml); err != nil {
+		return nil, err
+	}
 	project, err := loader.LoadWithContext(ctx, types.ConfigDetails{
 		WorkingDir:  "/",
 		ConfigFiles: []types.ConfigFile{{Filename: "compose.yaml", Content: yaml}},
@@ -46,6 +51,9 @@ func Parse(ctx context.Context, yaml []byte) ([]Service, error) {
 		o.ResolvePaths = false
 		o.SkipResolveEnvironment = true // env_file would read the server's disk
 		o.SkipResolveLabels = true      // label_file likewise
+		// include reads files (and an include's env_file and .env) even
+		// with no path to include: refused above, and never applied.
+		o.SkipInclude = true
 		// Tried first, it takes every path: extends.file and include fail
 		// with this error instead of reaching the local file loader.
 		o.ResourceLoaders = []loader.ResourceLoader{noFiles{}}
@@ -107,6 +115,26 @@ func Images(services []Service) ([]string, error) {
 		return nil, tarport.Errorf(tarport.CodeInvalid, "the compose file has no image to download: services %s are built from source", strings.Join(skipped, ", "))
 	}
 	return out, nil
+}
+
+// refuseInclude refuses a file with a top-level include: its entries name
+// files of the machine that reads them. The YAML is read as nodes, so
+// aliases are not expanded here.
+func refuseInclude(b []byte) error {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		return tarport.Wrap(err, tarport.CodeInvalid, "the compose file cannot be read: %s", message(err))
+	}
+	if len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
+		return nil // compose-go says what is wrong with it
+	}
+	top := doc.Content[0].Content
+	for i := 0; i+1 < len(top); i += 2 {
+		if top[i].Value == "include" {
+			return tarport.Errorf(tarport.CodeInvalid, "the compose file includes other files (include:), which a file sent here cannot: paste the included services into it")
+		}
+	}
+	return nil
 }
 
 // noFiles refuses every file a Compose file names.

@@ -108,10 +108,16 @@ func TestNoServerFiles(t *testing.T) {
 	for _, yaml := range []string{
 		"services:\n  web:\n    extends: {file: " + secret + ", service: s}\n",
 		"include:\n  - " + secret + "\nservices:\n  web:\n    image: nginx\n",
+		// No path to include, yet compose-go reads the entry's env_file.
+		"include:\n  - path: []\n    env_file: " + secret + "\nservices:\n  web:\n    image: nginx\n",
+		"include:\n  - path: []\n    env_file: /proc/self/mounts\nservices:\n  web:\n    image: nginx\n",
 	} {
 		services, err := parse(t, yaml)
-		if err == nil || strings.Contains(err.Error(), "leaked") {
+		if err == nil || strings.Contains(err.Error(), "leaked") || strings.Contains(err.Error(), "proc") && strings.Contains(err.Error(), "rw") {
 			t.Fatalf("%q: %+v, %v; want refused, nothing read", yaml, services, err)
+		}
+		if tarport.ErrorCode(err) != tarport.CodeInvalid {
+			t.Fatalf("%q: code %s", yaml, tarport.ErrorCode(err))
 		}
 	}
 	t.Setenv("TARPORT_TEST_SECRET", "leaked")

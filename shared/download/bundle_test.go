@@ -2,11 +2,14 @@ package download
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/opencontainers/go-digest"
 
@@ -150,6 +153,9 @@ func TestBundleRefused(t *testing.T) {
 			Config{MaxImageBytes: 6<<20 + 5000}, tarport.CodeTooLarge, "add up to"},
 		{"image and images", func(tis []testImage) Request { return Request{Image: "nginx", Images: refsOf(tis)} },
 			Config{}, tarport.CodeInvalid, "not both"},
+		{"a login for several registries", func(tis []testImage) Request {
+			return Request{Images: refsOf(tis), Creds: tarport.Credentials{Username: "alice", Password: "pw"}}
+		}, Config{}, tarport.CodeInvalid, "registry.example, other.example"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -171,19 +177,40 @@ func TestBundleRefused(t *testing.T) {
 func TestBundlePrivateLink(t *testing.T) {
 	t.Parallel()
 	h := newHarness(t, Config{})
-	tis := bundleImages(t, h)
+	tis := bundleImages(t, h)[:2] // one registry's: a login goes to one
 	creds := tarport.Credentials{Username: "alice", Password: "pw"}
 	v, _ := create(t, h, Request{Images: refsOf(tis), Creds: creds})
 	runQueued(t, h, 2, false)
 	if _, err := h.svc.Status(context.Background(), v.ID, creds); err != nil {
 		t.Fatal(err)
 	}
-	if h.reg.manifestChecks != 3 {
+	if h.reg.manifestChecks != 2 {
 		t.Fatalf("%d manifest checks; want one per image", h.reg.manifestChecks)
 	}
 	h.reg.denied = map[string]bool{"alice": true}
 	if got, err := h.svc.Status(context.Background(), v.ID, creds); err == nil || got.URL != "" {
 		t.Fatalf("a refused login got %+v", got)
+	}
+	// The images are checked at once, not one after another (50 slow
+	// registries would outlast the check's 15 s): the first check waits
+	// for the second to start.
+	h.reg.denied = nil
+	second := make(chan struct{})
+	var calls atomic.Int32
+	var overlapped atomic.Bool
+	h.reg.onManifestCheck = func() {
+		if calls.Add(1) == 2 {
+			close(second)
+			return
+		}
+		select {
+		case <-second:
+			overlapped.Store(true)
+		case <-time.After(5 * time.Second):
+		}
+	}
+	if _, err := h.svc.Status(context.Background(), v.ID, creds); err != nil || !overlapped.Load() {
+		t.Fatalf("Status: %v; checks overlapped: %v", err, overlapped.Load())
 	}
 }
 
@@ -210,5 +237,21 @@ func TestBundleResume(t *testing.T) {
 	runQueued(t, h, 4, false)
 	if job := h.jobs.job(t, v.ID); job.Status != tarport.StatusReady {
 		t.Fatalf("job %s", job.Status)
+	}
+}
+
+// TestBundleKeepsRetryAfter: a registry's "try again in N s" inside a
+// bundle reaches the client with the image named.
+func TestBundleKeepsRetryAfter(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, Config{})
+	tis := bundleImages(t, h)
+	limited := tarport.Errorf(tarport.CodeRateLimited, "the registry asks to slow down")
+	limited.RetryAfter = 42
+	h.reg.resolveErr = limited
+	_, err := h.svc.Create(context.Background(), Request{Images: refsOf(tis)})
+	var e *tarport.Error
+	if !errors.As(err, &e) || e.Code != tarport.CodeRateLimited || e.RetryAfter != 42 || !strings.HasPrefix(e.Message, "image ") {
+		t.Fatalf("error %#v; want rate_limited, Retry-After 42, the image named", err)
 	}
 }

@@ -109,6 +109,25 @@ func (req Request) refs() ([]ref.Ref, error) {
 	return refs, nil
 }
 
+// oneRegistry refuses credentials for images of several registries: a
+// login is sent only to the registry it is for, and a pasted list or
+// Compose file may name any host (which would then be sent it).
+func oneRegistry(refs []ref.Ref, creds tarport.Credentials) error {
+	if creds.Anonymous() {
+		return nil
+	}
+	var hosts []string
+	for _, r := range refs {
+		if !slices.Contains(hosts, r.Registry) {
+			hosts = append(hosts, r.Registry)
+		}
+	}
+	if len(hosts) > 1 {
+		return tarport.Errorf(tarport.CodeInvalid, "registry credentials go to one registry only, and these images come from %s: download each registry's images in their own tar (without credentials where they are public)", strings.Join(hosts, ", "))
+	}
+	return nil
+}
+
 // resolveConcurrency bounds the registries asked at once for a bundle.
 const resolveConcurrency = 8
 
@@ -122,6 +141,9 @@ func (s *Service) resolve(ctx context.Context, req Request) (tarport.Platform, [
 	}
 	p, err := tarport.ParsePlatform(req.Platform)
 	if err != nil {
+		return tarport.Platform{}, nil, err
+	}
+	if err := oneRegistry(refs, req.Creds); err != nil {
 		return tarport.Platform{}, nil, err
 	}
 	// An API request must answer within API Gateway's ~30 s.
@@ -138,7 +160,7 @@ func (s *Service) resolve(ctx context.Context, req Request) (tarport.Platform, [
 		g.Go(func() error {
 			img, err := s.reg.Resolve(gctx, r, p, req.Creds)
 			if err != nil && len(refs) > 1 {
-				err = tarport.Wrap(err, tarport.ErrorCode(err), "image %s: %s", r.CommonName(), tarport.ErrorMessage(err))
+				err = named(err, r)
 			}
 			imgs[i] = img
 			return err
@@ -157,6 +179,17 @@ func (s *Service) resolve(ctx context.Context, req Request) (tarport.Platform, [
 		}
 	}
 	return p, imgs, nil
+}
+
+// named is a bundle's error about one of its images: the same code and
+// wait (Retry-After), the image named.
+func named(err error, r ref.Ref) error {
+	e := tarport.Wrap(err, tarport.ErrorCode(err), "image %s: %s", r.CommonName(), tarport.ErrorMessage(err))
+	var orig *tarport.Error
+	if errors.As(err, &orig) {
+		e.RetryAfter = orig.RetryAfter
+	}
+	return e
 }
 
 // newJob plans the tar of resolved images and makes its job record and
@@ -222,7 +255,7 @@ func (s *Service) newJob(ctx context.Context, p tarport.Platform, imgs []tarport
 	}
 	tasks := make([]Task, 0, len(layers))
 	for i, l := range layers {
-		t := layerTask(job.ID, i, layerRefs[i].CommonName(), l, req)
+		t := layerTask(job.ID, i, layerRefs[i].CommonName(), l, req, now)
 		parts, err := s.shouldSplit(ctx, layerRefs[i], &t)
 		if err != nil {
 			return tarport.Job{}, nil, err
@@ -301,7 +334,7 @@ func (s *Service) splitTasks(ctx context.Context, job tarport.Job, tasks []Task)
 			out = append(out, t)
 			continue
 		}
-		rts, err := s.claimSplit(ctx, job, t, parts, "")
+		rts, _, err := s.claimSplit(ctx, job, t, parts, "")
 		if err != nil {
 			return nil, err
 		}

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -13,6 +14,7 @@ import (
 	"net/url"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -51,8 +53,10 @@ type fakeRegistry struct {
 	checks  int
 	checked []tarport.Origin
 	denied  map[string]bool
-	// manifestChecks counts CheckManifest calls.
-	manifestChecks int
+	// manifestChecks counts CheckManifest calls; onManifestCheck, when
+	// set, is called by each, outside the lock.
+	manifestChecks  int
+	onManifestCheck func()
 	// locate, when set, replaces Locate (by default a layer's first
 	// origin: the registry); origins lists the origin of every OpenBlob.
 	locate  func(d descriptor.Descriptor) (tarport.Origin, error)
@@ -134,6 +138,9 @@ func (f *fakeRegistry) CheckBlob(_ context.Context, _ ref.Ref, d descriptor.Desc
 }
 
 func (f *fakeRegistry) CheckManifest(_ context.Context, r ref.Ref, creds tarport.Credentials) error {
+	if f.onManifestCheck != nil {
+		f.onManifestCheck()
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.manifestChecks++
@@ -433,6 +440,9 @@ type fakeJobs struct {
 	onGet func()
 	// statusErr, when set, fails every SetStatus to failed.
 	statusErr error
+	// leaseAnswerLost, when set, makes the next LeaseSplit write and then
+	// fail, as a call whose answer was lost.
+	leaseAnswerLost atomic.Bool
 }
 
 var (
@@ -506,7 +516,11 @@ func (f *fakeJobs) FinishPart(ctx context.Context, id string, layer, part int) (
 }
 
 func (f *fakeJobs) LeaseSplit(ctx context.Context, key string, lease tarport.SplitLease, prev string) (tarport.SplitLease, error) {
-	return f.store.LeaseSplit(ctx, key, lease, prev)
+	held, err := f.store.LeaseSplit(ctx, key, lease, prev)
+	if f.leaseAnswerLost.CompareAndSwap(true, false) {
+		return tarport.SplitLease{}, errors.New("the lease's answer was lost on the way")
+	}
+	return held, err
 }
 
 func (f *fakeJobs) job(t *testing.T, id string) tarport.Job {

@@ -3,6 +3,7 @@ package download
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/tarport/tarport/shared/tarport"
 )
@@ -62,7 +63,7 @@ func (s *Service) unfinishedTasks(ctx context.Context, job tarport.Job) ([]Task,
 			// Its staging upload's parts are not tracked across a restart.
 			return nil, fmt.Errorf("layer %s was split into parts, which cannot resume", l.Digest)
 		}
-		tasks = append(tasks, layerTask(job.ID, i, layers[i].ref.CommonName(), layers[i].desc, Request{}))
+		tasks = append(tasks, layerTask(job.ID, i, layers[i].ref.CommonName(), layers[i].desc, Request{}, time.Time{}))
 	}
 	return tasks, nil
 }

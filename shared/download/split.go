@@ -129,38 +129,42 @@ func splitKey(t Task, n int64) string {
 // claimSplit returns the tasks that get t's split layer of parts parts
 // for job: its range tasks when the job holds the layer's lease or takes
 // it (prev is a holder the caller saw end), else one task that awaits
-// the holder. Jobs needing the same entry from the same origin thus
-// fetch it once (the trust model's shared fetch: same source only, and
-// each job checks its own access to what was stored).
-func (s *Service) claimSplit(ctx context.Context, job tarport.Job, t Task, parts int, prev string) ([]Task, error) {
+// the holder; took says this call took the lease (a redelivery finds it
+// taken by its job already). Jobs needing the same entry from the same
+// origin thus fetch it once (the trust model's shared fetch: same source
+// only, and each job checks its own access to what was stored).
+func (s *Service) claimSplit(ctx context.Context, job tarport.Job, t Task, parts int, prev string) (tasks []Task, took bool, err error) {
 	sp, _ := s.splitting()
 	n, _, err := entryLen(t.Desc)
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	// The upload is begun first so the lease can name it: a redelivered
 	// takeover finds it there and queues the same upload's parts again.
 	staging := StagingKey(t.JobID, t.Desc.Digest)
 	id, err := sp.objects.BeginParts(ctx, staging)
 	if err != nil {
-		return nil, fmt.Errorf("starting the upload of split layer %s: %w", t.Desc.Digest, err)
+		return nil, false, fmt.Errorf("starting the upload of split layer %s: %w", t.Desc.Digest, err)
 	}
 	held, err := sp.jobs.LeaseSplit(ctx, splitKey(t, n), tarport.SplitLease{Job: job.ID, Upload: id, Until: job.ExpiresAt}, prev)
-	if err != nil || held.Upload != id {
+	if err != nil {
+		// The lease may have been written and only the answer lost: it
+		// may name this upload, which is then not aborted here (the
+		// bucket's lifecycle rule collects it if it is not used).
+		return nil, false, fmt.Errorf("leasing the fetch of split layer %s: %w", t.Desc.Digest, err)
+	}
+	if held.Upload != id {
 		// Not this upload's to write: another job fetches the layer, or an
 		// earlier delivery of this task took the lease with its own.
 		if aerr := sp.objects.AbortParts(context.WithoutCancel(ctx), staging, id); aerr != nil {
 			s.log.Warn("aborting a split layer's unused upload", "job", job.ID, "err", aerr)
 		}
 	}
-	if err != nil {
-		return nil, fmt.Errorf("leasing the fetch of split layer %s: %w", t.Desc.Digest, err)
-	}
 	if held.Job != job.ID {
 		s.log.Info("another job is fetching this split layer; waiting for it", "job", job.ID, "holder", held.Job, "layer", t.Desc.Digest)
-		return []Task{t.awaitTask(held.Job)}, nil
+		return []Task{t.awaitTask(held.Job)}, false, nil
 	}
-	return s.rangeTasks(t, parts, n, held.Upload), nil
+	return s.rangeTasks(t, parts, n, held.Upload), held.Upload == id, nil
 }
 
 // rangeTasks are the range tasks putting t's entry of n bytes, in parts
@@ -213,15 +217,16 @@ func (s *Service) runAwait(ctx context.Context, job tarport.Job, t Task, aw Spli
 		return s.useSplitEntry(ctx, job, t)
 	}
 	s.log.Info("the job fetching a split layer ended without it; fetching it for this job", "job", job.ID, "holder", aw.Holder, "layer", t.Desc.Digest)
-	if done := job.Layers[t.Layer].DoneBytes; done > 0 {
-		// The holder's progress, shown meanwhile, is not this job's.
+	tasks, took, err := s.claimSplit(ctx, job, t, job.Layers[t.Layer].Parts, aw.Holder)
+	if err != nil {
+		return fmt.Errorf("taking over split layer %s for job %s: %w", t.Desc.Digest, job.ID, err)
+	}
+	if done := job.Layers[t.Layer].DoneBytes; took && done > 0 {
+		// The holder's progress, shown meanwhile, is not this job's (a
+		// redelivered takeover keeps what its own ranges did since).
 		if err := s.jobs.AddProgress(ctx, job.ID, t.Layer, -done); err != nil {
 			s.log.Warn("resetting a split layer's progress", "job", job.ID, "err", err)
 		}
-	}
-	tasks, err := s.claimSplit(ctx, job, t, job.Layers[t.Layer].Parts, aw.Holder)
-	if err != nil {
-		return fmt.Errorf("taking over split layer %s for job %s: %w", t.Desc.Digest, job.ID, err)
 	}
 	if tasks[0].Kind == KindAwait {
 		// Another waiter took it over first: wait for that one.

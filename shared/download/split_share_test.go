@@ -236,6 +236,28 @@ func TestSplitTakeoverRedelivered(t *testing.T) {
 	checkReadyTar(t, h, views[1], images[1])
 }
 
+// TestSplitTakeoverAnswerLost: the lease of a takeover was written but
+// its answer lost; the redelivered task finds the lease naming its upload,
+// which was not aborted, and the layer is fetched into it.
+func TestSplitTakeoverAnswerLost(t *testing.T) {
+	t.Parallel()
+	h := newHarness(t, splitConfig())
+	views, tasks, images := sharedSplitJobs(t, h, 2)
+	if err := h.svc.fail(context.Background(), views[0].ID, tarport.Errorf(tarport.CodeUpstream, "gone")); err != nil {
+		t.Fatal(err)
+	}
+	h.jobs.leaseAnswerLost.Store(true)
+	if err := h.svc.RunTask(context.Background(), tasks[1][0]); err == nil {
+		t.Fatal("a takeover whose lease answer was lost succeeded")
+	}
+	runQueued(t, h, 17, false) // the queue redelivers it with the rest
+	if err := h.svc.RunTask(context.Background(), tasks[1][0]); err != nil {
+		t.Fatal(err)
+	}
+	runQueued(t, h, 18, false)
+	checkReadyTar(t, h, views[1], images[1])
+}
+
 // TestSplitFetchReadyHolderEntryGone: the holder finished, but its entry
 // left the cache before the waiter looked: the waiter fetches it itself.
 func TestSplitFetchReadyHolderEntryGone(t *testing.T) {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/tarport/tarport/shared/tarport"
 )
 
@@ -35,26 +37,28 @@ func (s *Service) Status(ctx context.Context, id string, creds tarport.Credentia
 }
 
 // checkAccess asks the registry of each of a private job's images whether
-// creds may read it (its manifest by digest), all within linkCheckTimeout:
-// a registry that does not answer must not hold a status read (or a
-// Lambda) for long.
+// creds may read it (its manifest by digest), several at once, all within
+// linkCheckTimeout: a registry that does not answer must not hold a status
+// read (or a Lambda) for long.
 func (s *Service) checkAccess(ctx context.Context, job tarport.Job, creds tarport.Credentials) error {
 	checkCtx, cancel := context.WithTimeout(ctx, linkCheckTimeout)
 	defer cancel()
+	g, gctx := errgroup.WithContext(checkCtx)
+	g.SetLimit(resolveConcurrency)
 	for _, ji := range job.Images() {
-		r, err := tarport.ParseReference(ji.Ref)
-		if err != nil {
-			return fmt.Errorf("job %s: %w", job.ID, err)
-		}
-		err = s.reg.CheckManifest(checkCtx, r.SetDigest(ji.Digest.String()), creds)
-		if err != nil && creds.Anonymous() && isRefusal(err) {
-			return tarport.Wrap(err, tarport.CodeCredentialsGone, "download %s is of a private image: its link is given only with registry credentials that may read it (send them as HTTP basic auth, e.g. curl -u USER:TOKEN)", job.ID)
-		}
-		if err != nil {
+		g.Go(func() error {
+			r, err := tarport.ParseReference(ji.Ref)
+			if err != nil {
+				return fmt.Errorf("job %s: %w", job.ID, err)
+			}
+			err = s.reg.CheckManifest(gctx, r.SetDigest(ji.Digest.String()), creds)
+			if err != nil && creds.Anonymous() && isRefusal(err) {
+				return tarport.Wrap(err, tarport.CodeCredentialsGone, "download %s is of a private image: its link is given only with registry credentials that may read it (send them as HTTP basic auth, e.g. curl -u USER:TOKEN)", job.ID)
+			}
 			return err
-		}
+		})
 	}
-	return nil
+	return g.Wait()
 }
 
 // view signs a ready job's link, for at most the job's remaining life.

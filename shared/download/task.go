@@ -3,6 +3,7 @@ package download
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/regclient/regclient/types/descriptor"
 
@@ -48,6 +49,9 @@ type Task struct {
 	// Client is who asked for the job (an address, or an IPv6 /64): the
 	// local pool shares its workers fairly between clients and registries.
 	Client string `json:"client,omitempty"`
+	// Asked is when the requester gave the credentials: a queue that seals
+	// them counts their life from it, however often the task is sent.
+	Asked time.Time `json:"asked,omitzero"`
 
 	Range  *RangePart   `json:"range,omitempty"`  // KindRange only
 	Verify *SplitUpload `json:"verify,omitempty"` // KindVerify only
@@ -77,8 +81,8 @@ type RangePart struct {
 }
 
 // layerTask is the task that fetches layer i of job id, d, for image ref.
-func layerTask(id string, i int, ref string, d descriptor.Descriptor, req Request) Task {
-	return Task{Kind: KindLayer, JobID: id, Layer: i, Ref: ref, Desc: d, Creds: req.Creds, Client: req.Client}
+func layerTask(id string, i int, ref string, d descriptor.Descriptor, req Request, asked time.Time) Task {
+	return Task{Kind: KindLayer, JobID: id, Layer: i, Ref: ref, Desc: d, Creds: req.Creds, Client: req.Client, Asked: asked}
 }
 
 // rangeTask is the task that puts part of t's layer into upload up.

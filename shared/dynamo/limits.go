@@ -57,29 +57,32 @@ func NewLimits(api LimitsAPI, table string) *Limits { return &Limits{api: api, t
 // (no tat, or one in the past) is set to now+every; a busy one moves on
 // by every while it stays within the burst. Both refused, a consistent
 // read tells which and, for a full bucket, the wait.
-func (l *Limits) Take(ctx context.Context, key string, now time.Time, every time.Duration, burst int) (time.Duration, error) {
+func (l *Limits) Take(ctx context.Context, key string, now time.Time, every time.Duration, burst, cost int) (time.Duration, error) {
 	k := itemKey(ratePrefix+key, "rate")
-	nowUS, everyUS := now.UnixMicro(), every.Microseconds()
+	nowUS, costUS := now.UnixMicro(), int64(cost)*every.Microseconds()
+	if cost > burst {
+		return time.Duration(cost-burst) * every, nil // never passes at once
+	}
 	for range 4 {
 		ok, err := l.update(ctx, &dynamodb.UpdateItemInput{
 			Key:                 k,
 			UpdateExpression:    aws.String("SET #tat = :next, #exp = :exp"),
 			ConditionExpression: aws.String("attribute_not_exists(#tat) OR #tat <= :now"),
 			ExpressionAttributeValues: map[string]types.AttributeValue{
-				":next": num(nowUS + everyUS), ":now": num(nowUS), ":exp": ttl(now.Add(every)),
+				":next": num(nowUS + costUS), ":now": num(nowUS), ":exp": ttl(now.Add(time.Duration(cost) * every)),
 			},
 		}, attrTAT)
 		if ok || err != nil {
 			return 0, err
 		}
-		// tat > now: pass while tat + every - now <= burst*every.
-		maxTAT := nowUS + int64(burst-1)*everyUS
+		// tat > now: pass while tat + cost*every - now <= burst*every.
+		maxTAT := nowUS + int64(burst-cost)*every.Microseconds()
 		ok, err = l.update(ctx, &dynamodb.UpdateItemInput{
 			Key:                 k,
 			UpdateExpression:    aws.String("SET #tat = #tat + :every, #exp = :exp"),
 			ConditionExpression: aws.String("#tat > :now AND #tat <= :max"),
 			ExpressionAttributeValues: map[string]types.AttributeValue{
-				":every": num(everyUS), ":now": num(nowUS), ":max": num(maxTAT),
+				":every": num(costUS), ":now": num(nowUS), ":max": num(maxTAT),
 				":exp": ttl(now.Add(time.Duration(burst+1) * every)),
 			},
 		}, attrTAT)

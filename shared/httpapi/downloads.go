@@ -135,9 +135,10 @@ func (a *API) create(r *http.Request, body downloadRequest) (download.Request, d
 	}
 	req.Client = a.clientOf(r)
 	// A bundle asks its registries about every image: it counts as one
-	// request per image against the rate limit (the request itself took one).
-	for range min(len(req.Images), download.MaxBundle) - 1 {
-		if err := a.opts.Limits.Allow(r.Context(), req.Client); err != nil {
+	// request per image against the rate limit, all at once or none (the
+	// request itself took one).
+	if n := min(len(req.Images), download.MaxBundle); n > 1 {
+		if err := a.opts.Limits.AllowN(r.Context(), req.Client, n-1); err != nil {
 			return req, download.View{}, err
 		}
 	}

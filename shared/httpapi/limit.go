@@ -24,6 +24,8 @@ const (
 // bytes in the download service.
 type Limits interface {
 	Allow(ctx context.Context, client string) error
+	// AllowN counts n requests at once, or none.
+	AllowN(ctx context.Context, client string, n int) error
 }
 
 // clientOf is who a request counts against. Behind CloudFront (an origin

@@ -19,12 +19,12 @@ import (
 // Store keeps the counters. Every method is atomic against concurrent
 // callers, in this process and in others sharing the store.
 type Store interface {
-	// Take spends one request from key's token bucket, kept as a
-	// theoretical arrival time (GCRA, see Admit): with tat the stored time
-	// (now when absent or past), the request passes when tat + every -
-	// now <= burst*every, and tat becomes tat + every. Refused, it says
-	// how long until the request would pass.
-	Take(ctx context.Context, key string, now time.Time, every time.Duration, burst int) (wait time.Duration, err error)
+	// Take spends cost requests (1..burst) from key's token bucket, at
+	// once or not at all, kept as a theoretical arrival time (GCRA, see
+	// Admit): with tat the stored time (now when absent or past), they
+	// pass when tat + cost*every - now <= burst*every, and tat becomes
+	// tat + cost*every. Refused, it says how long until they would pass.
+	Take(ctx context.Context, key string, now time.Time, every time.Duration, burst, cost int) (wait time.Duration, err error)
 	// Usage returns key's hourly byte counts for the hours from since on.
 	Usage(ctx context.Context, key string, since time.Time) ([]Bucket, error)
 	// Add adds n to key's count for hour (a whole UTC hour) if the count
@@ -82,11 +82,11 @@ func New(store Store, rules Rules, now func() time.Time) *Limiter {
 // the bucket at most burst requests ahead of the steady rate; then it
 // returns the new tat, else how long until it would pass. Memory applies
 // it as is; DynamoDB applies the same inequality in its conditions.
-func Admit(tat, now time.Time, every time.Duration, burst int) (next time.Time, wait time.Duration) {
+func Admit(tat, now time.Time, every time.Duration, burst, cost int) (next time.Time, wait time.Duration) {
 	if tat.Before(now) {
 		tat = now
 	}
-	next = tat.Add(every)
+	next = tat.Add(time.Duration(cost) * every)
 	if over := next.Sub(now) - time.Duration(burst)*every; over > 0 {
 		return tat, over
 	}
@@ -95,9 +95,20 @@ func Admit(tat, now time.Time, every time.Duration, burst int) (next time.Time, 
 
 // Allow counts one request of client, or refuses it with rate_limited and
 // the seconds until it would pass.
-func (l *Limiter) Allow(ctx context.Context, client string) error {
+func (l *Limiter) Allow(ctx context.Context, client string) error { return l.AllowN(ctx, client, 1) }
+
+// AllowN counts n requests of client at once (a bundle of n images), or
+// none: refused with rate_limited and the seconds until they would pass,
+// or with too_large when n is more than the client may ever make at once.
+func (l *Limiter) AllowN(ctx context.Context, client string, n int) error {
+	if n <= 0 {
+		return nil
+	}
+	if n > l.rules.RatePerMinute {
+		return tarport.Errorf(tarport.CodeTooLarge, "this counts as %d requests, and your address may make at most %d a minute: ask for fewer images at once", n, l.rules.RatePerMinute)
+	}
 	every := time.Minute / time.Duration(l.rules.RatePerMinute)
-	wait, err := l.store.Take(ctx, client, l.now(), every, l.rules.RatePerMinute)
+	wait, err := l.store.Take(ctx, client, l.now(), every, l.rules.RatePerMinute, n)
 	if err != nil {
 		return tarport.Wrap(err, tarport.CodeUnavailable, "the request could not be counted; try again")
 	}

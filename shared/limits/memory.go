@@ -25,11 +25,11 @@ func NewMemory() *Memory {
 	return &Memory{tats: map[string]time.Time{}, hours: map[string]map[time.Time]int64{}, marks: map[string]time.Time{}}
 }
 
-func (m *Memory) Take(_ context.Context, key string, now time.Time, every time.Duration, burst int) (time.Duration, error) {
+func (m *Memory) Take(_ context.Context, key string, now time.Time, every time.Duration, burst, cost int) (time.Duration, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	sweepPast(m.tats, now)
-	next, wait := Admit(m.tats[key], now, every, burst)
+	next, wait := Admit(m.tats[key], now, every, burst, cost)
 	if wait == 0 {
 		m.tats[key] = next
 	}

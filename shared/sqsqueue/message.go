@@ -142,7 +142,13 @@ func (c *Codec) Encode(t download.Task) (string, error) {
 		if c.aead == nil {
 			return "", fmt.Errorf("encoding layer %d of job %s: %w", t.Layer, t.JobID, ErrNoKey)
 		}
-		plain, err := json.Marshal(sealed{Username: t.Creds.Username, Password: t.Creds.Password, Expires: c.now().Add(c.ttl).Unix()})
+		// The credentials' life counts from when the requester gave them
+		// (a task sent again, as an await task is, does not renew them).
+		exp := c.now().Add(c.ttl)
+		if !t.Asked.IsZero() && t.Asked.Add(c.ttl).Before(exp) {
+			exp = t.Asked.Add(c.ttl)
+		}
+		plain, err := json.Marshal(sealed{Username: t.Creds.Username, Password: t.Creds.Password, Expires: exp.Unix()})
 		if err != nil {
 			return "", fmt.Errorf("encoding layer %d of job %s: %w", t.Layer, t.JobID, err)
 		}

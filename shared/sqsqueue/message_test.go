@@ -117,6 +117,25 @@ func edit(t *testing.T, body string, change func(m map[string]any)) string {
 	return string(b)
 }
 
+// TestCodecCredentialsAgeFromAsked: a task sent again (an await task
+// looks again every few seconds for hours) does not renew its sealed
+// credentials: their life counts from when the requester gave them.
+func TestCodecCredentialsAgeFromAsked(t *testing.T) {
+	t.Parallel()
+	c := codec(t, testKey, time.Hour)
+	tk := private(task("job1", 2))
+	tk.Asked = time.Now().Add(-50 * time.Minute) // given 50 minutes ago
+	body := encode(t, c, tk)
+	if got, err := c.Decode(body); err != nil || got.Creds != tk.Creds {
+		t.Fatalf("within the hour: %+v, %v", got.Creds, err)
+	}
+	later := codec(t, testKey, time.Hour)
+	sqsqueue.SetClock(later, func() time.Time { return time.Now().Add(11 * time.Minute) })
+	if _, err := later.Decode(body); !errors.Is(err, sqsqueue.ErrCredsExpired) {
+		t.Fatalf("an hour after they were given: %v, want expired", err)
+	}
+}
+
 func TestCodecRefusesCredentials(t *testing.T) {
 	t.Parallel()
 	c := codec(t, testKey, time.Hour)

@@ -41,6 +41,7 @@ func RunSkipping(t *testing.T, open Open, skip map[string]string) {
 		{"RatePerClient", ratePerClient},
 		{"RateAtomic", rateAtomic},
 		{"RateSharedByInstances", rateSharedByInstances},
+		{"RateCost", rateCost},
 		{"QuotaPerClient", quotaPerClient},
 		{"QuotaRollsOver", quotaRollsOver},
 		{"BudgetRefundsClient", budgetRefundsClient},
@@ -111,6 +112,26 @@ func rateRefills(t *testing.T, open Open) {
 		}
 		refused(t, err, tarport.CodeRateLimited, s.wait)
 	}
+}
+
+// rateCost: n requests at once (a bundle) pass together or not at all,
+// and more than the burst never pass.
+func rateCost(t *testing.T, open Open) {
+	c := newClock()
+	l := limits.New(open(t), limits.Rules{RatePerMinute: 4}, c.Now) // one every 15 s
+	ctx := context.Background()
+	ok(t, l.AllowN(ctx, "192.0.2.5", 3), "3 of a burst of 4")
+	refused(t, l.AllowN(ctx, "192.0.2.5", 2), tarport.CodeRateLimited, 15*time.Second)
+	ok(t, l.Allow(ctx, "192.0.2.5"), "the one left: the refused 2 took none")
+	refused(t, l.Allow(ctx, "192.0.2.5"), tarport.CodeRateLimited, 15*time.Second)
+	c.Advance(time.Minute)
+	ok(t, l.AllowN(ctx, "192.0.2.5", 4), "a whole burst after a rest")
+	c.Advance(time.Hour)
+	var e *tarport.Error
+	if err := l.AllowN(ctx, "192.0.2.5", 5); !errors.As(err, &e) || e.Code != tarport.CodeTooLarge {
+		t.Fatalf("more than the burst at once: %v, want too_large", err)
+	}
+	ok(t, l.AllowN(ctx, "192.0.2.5", 4), "and it took none")
 }
 
 // ratePerClient: one client's burst does not limit another.

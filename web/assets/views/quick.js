@@ -128,14 +128,18 @@ export function setupQuick({ form, download, addToBasket }) {
     else lookUp();
   };
   form.addEventListener('pointerdown', () => { pressed = true; }, true);
-  window.addEventListener('pointerup', () => {
+  const released = () => {
     if (!pressed) return;
     pressed = false;
     if (pending) {
       pending = false;
       setTimeout(lookUp, 0); // after the click this release makes
     }
-  }, true);
+  };
+  // A touch that turns into a scroll ends in pointercancel; a release
+  // outside the window may never reach it.
+  for (const ev of ['pointerup', 'pointercancel']) window.addEventListener(ev, released, true);
+  window.addEventListener('blur', released);
   image.addEventListener('input', () => {
     clearInvalid();
     clearTimeout(timer);
@@ -145,11 +149,11 @@ export function setupQuick({ form, download, addToBasket }) {
 
   return {
     value: () => platform.value,
-    /** The login typed for private images; the password field is emptied (used once). */
+    /** The login typed for private images, when both fields are; the password field is emptied (used once). */
     takeCreds() {
       const c = { username: username.value.trim(), password: password.value };
       password.value = '';
-      return c;
+      return c.username && c.password ? c : { username: '', password: '' };
     },
     onChange: (fn) => { listeners.add(fn); return () => listeners.delete(fn); },
     /** Puts a reference (and platform) in the form, e.g. to retry with credentials. */
