@@ -371,19 +371,11 @@ export class Downloads {
           h('span.dl-image-name'), h('progress.dl-layer-progress'), h('span.dl-layer-bytes'));
         ul.append(li);
       }
-      const [name, prog, txt] = li.children;
-      const size = Number(img.size) || 0;
-      const done = ready ? size : Math.min(Number(img.done_bytes) || 0, size);
+      const name = li.firstChild;
       name.textContent = img.image || img.ref || '';
       name.title = img.ref || '';
       li.dataset.image = img.image || '';
-      prog.max = size || 1;
-      prog.value = size ? done : 0;
-      prog.setAttribute('aria-label', name.textContent);
-      txt.textContent = size && done >= size
-        ? `${fmt.bytes(size)} · ${t('dl.layerDone')}`
-        : t('dl.bytes', { done: fmt.bytes(done), total: fmt.bytes(size) });
-      li.classList.toggle('is-done', size > 0 && done >= size);
+      setRowProgress(li, img, ready, name.textContent);
     });
   }
 
@@ -397,19 +389,11 @@ export class Downloads {
           h('code.dl-layer-digest'), h('progress.dl-layer-progress'), h('span.dl-layer-bytes'));
         ul.append(li);
       }
-      const [code, prog, txt] = li.children;
-      const size = Number(l.size) || 0;
-      const done = ready ? size : Math.min(Number(l.done_bytes) || 0, size);
+      const code = li.firstChild;
       const short = String(l.digest || '').replace(/^(sha256:)?([0-9a-f]{12}).*$/, (m, p, hex) => `${p || ''}${hex}`);
       code.textContent = short;
       code.title = l.digest || '';
-      prog.max = size || 1;
-      prog.value = size ? done : 0;
-      prog.setAttribute('aria-label', short);
-      txt.textContent = size && done >= size
-        ? `${fmt.bytes(size)} · ${t('dl.layerDone')}`
-        : t('dl.bytes', { done: fmt.bytes(done), total: fmt.bytes(size) });
-      li.classList.toggle('is-done', size > 0 && done >= size);
+      setRowProgress(li, l, ready, short);
     });
   }
 
@@ -578,6 +562,23 @@ export class Downloads {
     this.o.empty.hidden = n > 0;
     this.o.clear.hidden = ![...this.entries.values()].some((e) => TERMINAL.has(e.status));
   }
+}
+
+/**
+ * Fills a row of a layer or an image (li: label, progress, bytes) from its
+ * {size, done_bytes}: all done once the job is ready.
+ */
+function setRowProgress(li, item, ready, label) {
+  const [, prog, txt] = li.children;
+  const size = Number(item.size) || 0;
+  const done = ready ? size : Math.min(Number(item.done_bytes) || 0, size);
+  prog.max = size || 1;
+  prog.value = size ? done : 0;
+  prog.setAttribute('aria-label', label);
+  txt.textContent = size && done >= size
+    ? `${fmt.bytes(size)} · ${t('dl.layerDone')}`
+    : t('dl.bytes', { done: fmt.bytes(done), total: fmt.bytes(size) });
+  li.classList.toggle('is-done', size > 0 && done >= size);
 }
 
 /** How a bundle is named before the server answers: its first image, and how many more. */
