@@ -727,6 +727,14 @@ async function bundles(browser) {
     check((await page.innerText('#compose-add')).includes('1'), 'one image to add (written twice)');
     await page.click('#compose-add'); // in the basket already
     check((await items()).length === 2, 'an image already in the basket is not added twice');
+    // A file that names its platform decides the basket's.
+    await page.fill('#compose-text', 'services:\n  web:\n    image: "' + REPO + ':' + TAG + '"\n    platform: linux/arm64/v8\n');
+    await page.click('#compose-find');
+    await page.locator('#compose-platform').waitFor({ state: 'visible' });
+    check((await page.innerText('#compose-platform')).includes('linux/arm64'), `the file's platform is shown: ${await page.innerText('#compose-platform')}`);
+    check((await page.innerText('ul#compose-services > li[data-service=web]')).includes('linux/arm64'), 'and by its service');
+    await page.click('#compose-add');
+    check(await page.inputValue('#quick-platform') === 'linux/arm64', `the basket now downloads for it (${await page.inputValue('#quick-platform')})`);
     expectHTTPErrors = true;
     try {
       await page.fill('#compose-text', 'services:\n  web:\n    ports: ["80:80"]\n');

@@ -5,7 +5,9 @@
 // implementation. The file comes from a client: it may name no other file
 // (extends.file and include are refused, env_file and label_file are not
 // read: nothing of the server's disk) and no variable of the server's
-// environment. A service's platform: is not read: a bundle has one.
+// environment. A bundle has one platform: a service's platform: decides
+// it when the request names none, and refuses a request for another
+// (Platform).
 package compose
 
 import (
@@ -26,6 +28,9 @@ import (
 type Service struct {
 	Name  string `json:"service"`
 	Image string `json:"image,omitempty"`
+	// Platform is the service's platform: in its canonical spelling
+	// (linux/arm/v7), empty when the file gives none.
+	Platform string `json:"platform,omitempty"`
 	// Skipped says why the service has no image to download: it is built
 	// from source (build:), as `docker compose pull --ignore-buildable`
 	// leaves it to the machine that runs it.
@@ -63,7 +68,11 @@ func Parse(ctx context.Context, yaml []byte) ([]Service, error) {
 	}
 	var out []Service
 	for name, svc := range project.AllServices() { // with those of inactive profiles
-		out = append(out, serviceOf(name, svc))
+		s, err := serviceOf(name, svc)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, s)
 	}
 	slices.SortFunc(out, func(a, b Service) int { return strings.Compare(a.Name, b.Name) })
 	for _, s := range out {
@@ -75,9 +84,9 @@ func Parse(ctx context.Context, yaml []byte) ([]Service, error) {
 }
 
 // serviceOf is what a bundle takes of one service: its image, unless it
-// is built. Services of every profile count: the machine that cannot pull
-// may need any of them.
-func serviceOf(name string, svc types.ServiceConfig) Service {
+// is built, and its platform. Services of every profile count: the machine
+// that cannot pull may need any of them.
+func serviceOf(name string, svc types.ServiceConfig) (Service, error) {
 	s := Service{Name: name, Image: strings.TrimSpace(svc.Image)}
 	if svc.Build != nil {
 		s.Skipped = "built from source (build:)"
@@ -85,8 +94,71 @@ func serviceOf(name string, svc types.ServiceConfig) Service {
 			s.Skipped += "; its image " + s.Image + " is the build's name"
 		}
 		s.Image = ""
+		return s, nil // what it is built for is the building machine's business
 	}
-	return s
+	if p := strings.TrimSpace(svc.Platform); p != "" {
+		parsed, err := tarport.ParsePlatform(p)
+		if err != nil {
+			return Service{}, tarport.Wrap(err, tarport.CodeInvalidPlatform, "service %q: %s", name, tarport.ErrorMessage(err))
+		}
+		s.Platform = parsed.String()
+	}
+	return s, nil
+}
+
+// Platform is the one platform a bundle of the services is for. asked is
+// the request's (empty: none named). Services that name a platform must
+// all name the same one, and the asked one if any: a tar holds one
+// platform, and an image for another than its service runs on would not
+// start there (docker compose would try to pull the right one, on a
+// machine that cannot). With none asked, the services' platform is the
+// bundle's, or "" (the default) when no service names one. A conflict is
+// a CodeInvalid error naming the services.
+func Platform(services []Service, asked string) (string, error) {
+	want := ""
+	if strings.TrimSpace(asked) != "" {
+		p, err := tarport.ParsePlatform(asked)
+		if err != nil {
+			return "", err
+		}
+		want = p.String()
+	}
+	byPlatform := map[string][]string{}
+	var named []string // platforms in service order
+	for _, s := range services {
+		if s.Image == "" || s.Platform == "" {
+			continue
+		}
+		if byPlatform[s.Platform] == nil {
+			named = append(named, s.Platform)
+		}
+		byPlatform[s.Platform] = append(byPlatform[s.Platform], s.Name)
+	}
+	var conflict []string // "linux/arm64 for "db", "x"", for each platform other than the asked one
+	for _, p := range named {
+		if p != want {
+			conflict = append(conflict, fmt.Sprintf("%s for %s", p, strings.Join(quoted(byPlatform[p]), ", ")))
+		}
+	}
+	switch {
+	case want != "" && len(conflict) > 0:
+		return "", tarport.Errorf(tarport.CodeInvalid, "the bundle is for %s, but the compose file's platform: says %s: ask for that platform, or download those services separately", want, strings.Join(conflict, "; "))
+	case want != "":
+		return want, nil
+	case len(named) > 1:
+		return "", tarport.Errorf(tarport.CodeInvalid, "the compose file's services name different platforms (%s); one tar holds one platform: download them separately", strings.Join(conflict, "; "))
+	case len(named) == 1:
+		return named[0], nil
+	}
+	return "", nil
+}
+
+func quoted(names []string) []string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = fmt.Sprintf("%q", n)
+	}
+	return out
 }
 
 // Images returns the images a bundle of the services downloads, each once

@@ -142,3 +142,57 @@ func TestAliasBomb(t *testing.T) {
 		t.Fatal("an alias bomb parsed")
 	}
 }
+
+// TestPlatform: a bundle has one platform. The services' platform: decides
+// it when the request names none; a request for another, or services that
+// name different ones, is a 400 naming the services; spellings of one
+// platform are one (linux/arm64/v8 is linux/arm64), variants are not
+// (linux/arm/v6 is not linux/arm/v7); a built service's platform is not
+// the bundle's business.
+func TestPlatform(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, yaml, asked string
+		want              string // the bundle's platform; or
+		refused           []string
+	}{
+		{name: "none named", yaml: "services:\n  a: {image: nginx}\n", want: ""},
+		{name: "none named, one asked", yaml: "services:\n  a: {image: nginx}\n", asked: "linux/ARM64", want: "linux/arm64"},
+		{name: "the file decides", yaml: "services:\n  a: {image: nginx, platform: linux/arm64}\n  b: {image: redis}\n", want: "linux/arm64"},
+		{name: "spellings agree", yaml: "services:\n  a: {image: nginx, platform: linux/arm64/v8}\n  b: {image: redis, platform: linux/aarch64}\n", asked: "linux/arm64", want: "linux/arm64"},
+		{name: "arm defaults to v7", yaml: "services:\n  a: {image: nginx, platform: linux/arm}\n", asked: "linux/arm/v7", want: "linux/arm/v7"},
+		{name: "built service ignored", yaml: "services:\n  a: {image: nginx, platform: linux/arm64}\n  b: {build: ., platform: linux/amd64}\n", want: "linux/arm64"},
+		{name: "variant differs", yaml: "services:\n  a: {image: nginx, platform: linux/arm/v6}\n", asked: "linux/arm/v7", refused: []string{"linux/arm/v7", `linux/arm/v6 for "a"`}},
+		{name: "asked differs", yaml: "services:\n  a: {image: nginx, platform: linux/arm64}\n  b: {image: redis, platform: linux/arm64}\n  c: {image: x}\n", asked: "linux/amd64", refused: []string{`linux/arm64 for "a", "b"`}},
+		{name: "services differ", yaml: "services:\n  a: {image: nginx, platform: linux/arm64}\n  b: {image: redis, platform: linux/amd64}\n", refused: []string{`linux/arm64 for "a"`, `linux/amd64 for "b"`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			services, err := parse(t, tc.yaml)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := compose.Platform(services, tc.asked)
+			if tc.refused == nil {
+				if err != nil || got != tc.want {
+					t.Fatalf("platform %q, %v; want %q", got, err, tc.want)
+				}
+				return
+			}
+			if tarport.ErrorCode(err) != tarport.CodeInvalid {
+				t.Fatalf("platform %q, %v; want refused", got, err)
+			}
+			for _, w := range tc.refused {
+				if !strings.Contains(tarport.ErrorMessage(err), w) {
+					t.Errorf("message %q does not say %q", tarport.ErrorMessage(err), w)
+				}
+			}
+		})
+	}
+	t.Run("not a platform", func(t *testing.T) {
+		_, err := parse(t, "services:\n  web: {image: nginx, platform: linux}\n")
+		if tarport.ErrorCode(err) != tarport.CodeInvalidPlatform || !strings.Contains(tarport.ErrorMessage(err), `"web"`) {
+			t.Fatalf("%v (code %s); want invalid_platform naming the service", err, tarport.ErrorCode(err))
+		}
+	})
+}

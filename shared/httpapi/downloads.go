@@ -311,12 +311,12 @@ const (
 )
 
 func toRequest(ctx context.Context, b downloadRequest) (download.Request, error) {
-	images, err := requestedImages(ctx, b)
-	if err != nil {
-		return download.Request{}, err
-	}
 	if len(b.Platform) > maxPlatformLen {
 		return download.Request{}, tarport.Errorf(tarport.CodeInvalidPlatform, "platform is longer than %d characters", maxPlatformLen)
+	}
+	images, platform, err := requestedImages(ctx, b)
+	if err != nil {
+		return download.Request{}, err
 	}
 	pass := b.Password
 	if pass == "" {
@@ -331,7 +331,7 @@ func toRequest(ctx context.Context, b downloadRequest) (download.Request, error)
 	req := download.Request{
 		Image:    b.Image,
 		Images:   images,
-		Platform: b.Platform,
+		Platform: platform,
 		Creds:    tarport.Credentials{Username: b.Username, Password: pass},
 	}
 	if len(images) > 0 {
@@ -342,7 +342,8 @@ func toRequest(ctx context.Context, b downloadRequest) (download.Request, error)
 
 // composeImages shows what a bundle of a Compose file holds, before it is
 // asked for: every service, with its image or why it has none, and the
-// distinct images (POST /api/compose {"compose": "<compose file>"}).
+// distinct images, and the platform its services name, if any (POST
+// /api/compose {"compose": "<compose file>"}).
 func (a *API) composeImages(w http.ResponseWriter, r *http.Request) {
 	var body struct {
 		Compose string `json:"compose"`
@@ -356,11 +357,19 @@ func (a *API) composeImages(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		images, err = compose.Images(services)
 	}
+	var platform string
+	if err == nil {
+		platform, err = compose.Platform(services, "")
+	}
 	if err != nil {
 		writeError(w, r, a.log, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"services": services, "images": images})
+	out := map[string]any{"services": services, "images": images}
+	if platform != "" {
+		out["platform"] = platform // what the file asks for: the bundle's unless the request names another
+	}
+	writeJSON(w, http.StatusOK, out)
 }
 
 // maxListed bounds the entries of an images list before they are parsed
@@ -368,9 +377,10 @@ func (a *API) composeImages(w http.ResponseWriter, r *http.Request) {
 const maxListed = 500
 
 // requestedImages are the images of a bundle request (from its list or
-// its Compose file), none for a request of one image; exactly one of
-// image, images and compose must be given.
-func requestedImages(ctx context.Context, b downloadRequest) ([]string, error) {
+// its Compose file), none for a request of one image, and the platform
+// asked for (a Compose file's services may decide it: compose.Platform);
+// exactly one of image, images and compose must be given.
+func requestedImages(ctx context.Context, b downloadRequest) (images []string, platform string, err error) {
 	given := 0
 	for _, set := range []bool{strings.TrimSpace(b.Image) != "", b.Images != nil, b.Compose != ""} {
 		if set {
@@ -379,25 +389,31 @@ func requestedImages(ctx context.Context, b downloadRequest) ([]string, error) {
 	}
 	switch {
 	case given == 0:
-		return nil, tarport.Errorf(tarport.CodeInvalid, `"image" is required, e.g. {"image":"nginx:1.27","platform":"linux/amd64"} (or "images":[...], or "compose":"<compose file>")`)
+		return nil, "", tarport.Errorf(tarport.CodeInvalid, `"image" is required, e.g. {"image":"nginx:1.27","platform":"linux/amd64"} (or "images":[...], or "compose":"<compose file>")`)
 	case given > 1:
-		return nil, tarport.Errorf(tarport.CodeInvalid, `give one of "image", "images" and "compose"`)
+		return nil, "", tarport.Errorf(tarport.CodeInvalid, `give one of "image", "images" and "compose"`)
 	case b.Compose != "":
 		services, err := compose.Parse(ctx, []byte(b.Compose))
 		if err != nil {
-			return nil, err
+			return nil, "", err
 		}
-		return compose.Images(services)
+		if images, err = compose.Images(services); err != nil {
+			return nil, "", err
+		}
+		if platform, err = compose.Platform(services, b.Platform); err != nil {
+			return nil, "", err
+		}
+		return images, platform, nil
 	case b.Images != nil:
 		if len(b.Images) == 0 {
-			return nil, tarport.Errorf(tarport.CodeInvalid, `"images" is empty`)
+			return nil, "", tarport.Errorf(tarport.CodeInvalid, `"images" is empty`)
 		}
 		if len(b.Images) > maxListed {
-			return nil, tarport.Errorf(tarport.CodeTooLarge, "%d images listed; one tar holds at most %d", len(b.Images), download.MaxBundle)
+			return nil, "", tarport.Errorf(tarport.CodeTooLarge, "%d images listed; one tar holds at most %d", len(b.Images), download.MaxBundle)
 		}
-		return b.Images, nil
+		return b.Images, b.Platform, nil
 	}
-	return nil, nil
+	return nil, b.Platform, nil
 }
 
 // decodeBody reads one bounded JSON object. Its Content-Type is checked

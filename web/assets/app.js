@@ -100,6 +100,7 @@ quick = setupQuick({
 const basket = new Basket({
   root: document.getElementById('basket'),
   platform: () => quick.value(),
+  setPlatform: (p) => quick.setPlatform(p),
   onPlatform: (fn) => quick.onChange(fn),
   download: (req) => downloads.start(req),
   creds: () => quick.takeCreds(),

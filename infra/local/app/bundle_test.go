@@ -187,3 +187,52 @@ type bundleJob struct {
 		Layers    []string `json:"layers"`
 	} `json:"images"`
 }
+
+// TestBundlePlatformFromCompose: a Compose file's platform: is the
+// bundle's when the request names none (arm/v6, not the default amd64 and
+// not arm/v7), for every image of the file; a request for another platform
+// is refused, naming the service, before anything is fetched.
+func TestBundlePlatformFromCompose(t *testing.T) {
+	t.Parallel()
+	reg := regtest.Start(t)
+	srv := startServer(t, map[string]string{"TARPORT_INSECURE_REGISTRIES": reg.Host})
+	multi := regtest.PushMultiArch(t, reg, "rt/multi", "1")
+	list := regtest.PushDockerList(t, reg, "rt/list", "1")
+	yaml := fmt.Sprintf("services:\n  pi: {image: %q, platform: linux/arm/v6}\n  sidecar: {image: %q}\n", multi.Ref, list.Ref)
+
+	var preview struct {
+		Platform string
+		Services []struct{ Service, Image, Platform string }
+	}
+	if st := post(t, srv.URL+"/api/compose", map[string]string{"compose": yaml}, &preview); st != http.StatusOK || preview.Platform != "linux/arm/v6" || preview.Services[0].Platform != "linux/arm/v6" {
+		t.Fatalf("compose preview: %d %+v", st, preview)
+	}
+
+	var refused errorBody
+	if st := post(t, srv.URL+"/api/downloads", map[string]string{"compose": yaml, "platform": "linux/arm/v7"}, &refused); st != http.StatusBadRequest || !strings.Contains(refused.Error.Message, `linux/arm/v6 for "pi"`) {
+		t.Fatalf("compose for another platform: %d %+v", st, refused)
+	}
+
+	var j bundleJob
+	if st := post(t, srv.URL+"/api/downloads", map[string]string{"compose": yaml}, &j); st != http.StatusAccepted && st != http.StatusOK {
+		t.Fatalf("POST compose: %d %+v", st, j)
+	}
+	if j.Platform != "linux/arm/v6" || len(j.Images) != 2 {
+		t.Fatalf("bundle for %q with %d images, want linux/arm/v6 and 2", j.Platform, len(j.Images))
+	}
+	armv6 := func(p regtest.Pushed) string {
+		for _, img := range p.Images {
+			if img.Platform == "linux/arm/v6" {
+				return img.Manifest.Digest
+			}
+		}
+		t.Fatalf("%s has no linux/arm/v6 image", p.Ref)
+		return ""
+	}
+	if got, want := []string{j.Images[0].Digest, j.Images[1].Digest}, []string{armv6(multi), armv6(list)}; !slices.Equal(got, want) {
+		t.Fatalf("bundle image digests %v, want the arm/v6 manifests %v", got, want)
+	}
+	if done := srv.waitAs(t, j.ID, time.Minute, request{}); done.Status != "ready" {
+		t.Fatalf("bundle: %+v", done.Error)
+	}
+}

@@ -8,7 +8,8 @@
 // button#basket-download, #basket-clear; the Compose view in
 // details#compose: textarea#compose-text, input#compose-file,
 // button#compose-find, ul#compose-services > li[data-service]
-// [data-skipped], button#compose-add, p#compose-error (role=alert).
+// [data-skipped], p#compose-platform (the file's platform:),
+// button#compose-add, p#compose-error (role=alert).
 import * as api from '../api.js';
 import { h, icon, clear } from '../dom.js';
 import { t } from '../i18n.js';
@@ -39,6 +40,7 @@ export class Basket {
    * @param {object} o
    * @param {HTMLElement} o.root  section#basket
    * @param {() => string} o.platform  the platform downloads use (the quick form's)
+   * @param {(p: string) => void} o.setPlatform  selects the platform downloads use
    * @param {(fn: () => void) => void} o.onPlatform  called when it changes
    * @param {(req: object) => Promise<unknown>} o.download  starts a download ({images, platform, ...})
    * @param {() => {username: string, password: string}} o.creds  the quick form's login, taken once
@@ -173,15 +175,21 @@ export class Basket {
     const out = q('#compose-services');
     const add = q('#compose-add');
     const err = q('#compose-error');
+    const note = q('#compose-platform');
     let found = [];
+    let filePlatform = ''; // the platform the file's services name, if any
     const show = (res) => {
       clear(out);
       found = Array.isArray(res && res.images) ? res.images : [];
+      filePlatform = (res && typeof res.platform === 'string') ? res.platform : '';
       for (const s of (res && res.services) || []) {
         out.append(h('li.compose-service', { dataset: { service: s.service, skipped: s.skipped ? 'true' : 'false' } },
           h('span.compose-name', { text: s.service }),
-          s.image ? h('code', { text: s.image }) : h('span.muted', { text: t('compose.skipped', { why: s.skipped }) })));
+          s.image ? h('code', { text: s.image }) : h('span.muted', { text: t('compose.skipped', { why: s.skipped }) }),
+          s.image && s.platform ? h('span.compose-platform', { text: fmt.platformLabel(s.platform) }) : null));
       }
+      note.textContent = filePlatform ? t('compose.platform', { platform: fmt.platformLabel(filePlatform) }) : '';
+      note.hidden = !filePlatform;
       out.hidden = !out.children.length;
       add.hidden = found.length === 0;
       add.querySelector('span').textContent = t('compose.add', { n: found.length });
@@ -216,7 +224,13 @@ export class Basket {
     add.addEventListener('click', () => {
       let n = 0;
       for (const ref of found) if (this.add(ref)) n++;
-      this.o.announce(t('compose.added', { n }));
+      // A tar holds one platform: the file's, when it names one.
+      if (filePlatform && filePlatform !== this.o.platform()) {
+        this.o.setPlatform(filePlatform);
+        this.o.announce(t('compose.addedFor', { n, platform: fmt.platformLabel(filePlatform) }));
+      } else {
+        this.o.announce(t('compose.added', { n }));
+      }
       this.list.closest('section').scrollIntoView({ block: 'nearest' });
     });
   }

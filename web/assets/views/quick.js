@@ -147,8 +147,18 @@ export function setupQuick({ form, download, addToBasket }) {
   });
   image.addEventListener('change', () => { clearTimeout(timer); lookUpSoon(); });
 
+  /** Selects plat (adding it when the list lacks it) and tells the listeners. */
+  const setPlatform = (plat) => {
+    if (![...platform.options].some((o) => o.value === plat)) {
+      platform.append(h('option', { value: plat, text: fmt.platformLabel(plat) }));
+    }
+    platform.value = plat;
+    platform.dispatchEvent(new Event('change'));
+  };
+
   return {
     value: () => platform.value,
+    setPlatform,
     /** The login typed for private images, when both fields are; the password field is emptied (used once). */
     takeCreds() {
       const c = { username: username.value.trim(), password: password.value };
@@ -160,13 +170,7 @@ export function setupQuick({ form, download, addToBasket }) {
     prefill(ref, plat, focusCreds) {
       if (ref != null) image.value = ref;
       clearInvalid();
-      if (plat) {
-        if (![...platform.options].some((o) => o.value === plat)) {
-          platform.append(h('option', { value: plat, text: fmt.platformLabel(plat) }));
-        }
-        platform.value = plat;
-        platform.dispatchEvent(new Event('change'));
-      }
+      if (plat) setPlatform(plat);
       form.closest('section').scrollIntoView({ block: 'start' });
       (focusCreds ? username : image).focus();
       clearTimeout(timer);
