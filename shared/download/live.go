@@ -1,6 +1,7 @@
 package download
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -21,8 +22,12 @@ import (
 // the registry sends rather than from the first layer stored. The rule
 // that no one holds an unverified layer whole: the layer's last byte
 // leaves only once the write completed, which is once the registry
-// adapter's reader checked size and digest at the end of the body. A
-// write that fails after bytes of it were sent cuts the stream. Only the
+// adapter's reader checked size and digest at the end of the body. When
+// a write fails after bytes of it were sent, the stream keeps the failed
+// write's file open and waits for the next attempt (or the stored entry)
+// to have those bytes: equal, it goes on from where it was; different
+// (the bytes sent were not the layer's), it is cut, as it is when the
+// layer fails for good. Only the
 // job's own task's write is followed: bytes another job fetches are this
 // job's only after its origin authorized this requester, which the task
 // checks once they are stored.
@@ -118,8 +123,14 @@ type entryReader struct {
 	live   *liveWrite    // the write followed
 	file   *os.File      // live's file
 	failed *liveWrite    // the last write that failed (or was gone), not to follow again
-	polled time.Time     // the last read of the job
-	idle   time.Duration // the current wait for new bytes
+	// sent is the file of a failed write that this stream sent
+	// [start, off) of; until the next source matched [start, checked) up
+	// to off, nothing more is sent.
+	sent    *os.File
+	checked int64
+	cmp     []byte        // buffers for the comparison, made when first needed
+	polled  time.Time     // the last read of the job
+	idle    time.Duration // the current wait for new bytes
 }
 
 func (e *entryReader) Read(b []byte) (int, error) {
@@ -168,11 +179,7 @@ func (e *entryReader) follow(b []byte) (int, error) {
 	switch {
 	case werr != nil:
 		e.failed, e.live = e.live, nil
-		e.closeFile()
-		if e.off > e.start {
-			return 0, tarport.Wrap(werr, tarport.CodeUpstream, "layer %s failed after part of it was sent", e.d.Digest)
-		}
-		return 0, nil // nothing sent: wait for another attempt
+		return 0, e.attemptFailed(werr)
 	case path == "":
 		return 0, nil
 	}
@@ -201,6 +208,11 @@ func (e *entryReader) follow(b []byte) (int, error) {
 		limit = e.size - 1
 		if e.d.Size > 0 {
 			limit = e.start + e.d.Size - 1
+		}
+	}
+	if e.sent != nil {
+		if matched, err := e.matchSent(e.file.ReadAt); err != nil || !matched {
+			return 0, err
 		}
 	}
 	if e.off >= limit {
@@ -239,13 +251,87 @@ func (e *entryReader) checkJob() error {
 	if err != nil {
 		return err
 	}
-	if err := skip(rc, e.off); err != nil {
+	if err := e.resumeStored(rc); err != nil {
 		rc.Close()
 		return fmt.Errorf("reading entry %s: %w", key, err)
 	}
 	e.closeFile()
 	e.cur, e.live = rc, nil
 	return nil
+}
+
+// attemptFailed takes a followed write's failure: with nothing of it
+// sent, the stream waits for the next attempt; with bytes sent, it keeps
+// the write's file (its name is gone, its bytes are not) to compare with
+// the next source before it sends more.
+func (e *entryReader) attemptFailed(werr error) error {
+	switch {
+	case e.off == e.start:
+		e.closeFile()
+	case e.sent != nil:
+		// This attempt was still being compared (it sent nothing): the
+		// earlier file holds what was sent, and the next source is
+		// compared from the start.
+		e.closeFile()
+		e.checked = e.start
+	case e.file != nil:
+		e.sent, e.file, e.checked = e.file, nil, e.start
+	default:
+		return tarport.Wrap(werr, tarport.CodeUpstream, "layer %s failed after part of it was sent", e.d.Digest)
+	}
+	return nil
+}
+
+// matchSent compares what readAt has of [checked, off) with the bytes the
+// stream sent from a failed write: true once all matched (the failed
+// write's file is let go), false while the rest is not written yet. A
+// difference is an error: the bytes sent were not the layer's.
+func (e *entryReader) matchSent(readAt func([]byte, int64) (int, error)) (bool, error) {
+	if e.cmp == nil {
+		e.cmp = make([]byte, 512<<10)
+	}
+	got, was := e.cmp[:len(e.cmp)/2], e.cmp[len(e.cmp)/2:]
+	for e.checked < e.off {
+		want := min(int64(len(got)), e.off-e.checked)
+		n, err := readAt(got[:want], e.checked)
+		if n > 0 {
+			if _, err := e.sent.ReadAt(was[:n], e.checked); err != nil {
+				return false, fmt.Errorf("layer %s: reading the bytes sent: %w", e.d.Digest, err)
+			}
+			if !bytes.Equal(got[:n], was[:n]) {
+				return false, tarport.Errorf(tarport.CodeDigestMismatch, "layer %s: the bytes sent from a failed attempt are not the layer's (they differ within %d bytes of byte %d)", e.d.Digest, n, e.checked)
+			}
+			e.checked += int64(n)
+		}
+		if err != nil && !errors.Is(err, io.EOF) {
+			return false, fmt.Errorf("following layer %s: %w", e.d.Digest, err)
+		}
+		if int64(n) < want {
+			return false, nil
+		}
+	}
+	e.sent.Close()
+	e.sent = nil
+	return true, nil
+}
+
+// resumeStored moves the stored entry rc to off: past what was sent,
+// which must be what it holds when it came from a failed write.
+func (e *entryReader) resumeStored(rc io.Reader) error {
+	if e.sent == nil {
+		return skip(rc, e.off)
+	}
+	e.checked = e.start // whatever a followed attempt matched, this is another source
+	if err := skip(rc, e.checked); err != nil {
+		return err
+	}
+	matched, err := e.matchSent(func(b []byte, _ int64) (int, error) {
+		return io.ReadFull(rc, b) // matchSent reads in order
+	})
+	if err == nil && !matched {
+		err = io.ErrUnexpectedEOF // a stored entry is whole
+	}
+	return err
 }
 
 // WriteTo hands a stored entry to w whole (sendfile, where the store's
@@ -285,6 +371,9 @@ func (e *entryReader) closeFile() {
 
 func (e *entryReader) Close() error {
 	e.closeFile()
+	if e.sent != nil {
+		e.sent.Close()
+	}
 	if e.cur != nil {
 		return e.cur.Close()
 	}

@@ -68,8 +68,11 @@ type PartedObjects interface {
 
 // WatchedObjects is an object store whose Put in progress can be read
 // while it is written (the local store, whose temporary file is on this
-// machine): started gets the file's path before the first byte. A stream
-// of a job follows its own task's write of a layer through it.
+// machine): started gets the file's path before the first byte. The file
+// is written from its start, in order, and never rewritten: a failed
+// write's file is removed, so a reader that holds it open still reads
+// what was written. A stream of a job follows its own task's write of a
+// layer through it.
 type WatchedObjects interface {
 	PutWatched(ctx context.Context, key string, r io.Reader, size int64, started func(path string)) error
 }

@@ -7,12 +7,14 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/opencontainers/go-digest"
+	"github.com/regclient/regclient/types/descriptor"
 
 	"github.com/tarport/tarport/shared/tarport"
 )
@@ -150,6 +152,12 @@ func (w *watchedObjects) PutWatched(ctx context.Context, key string, r io.Reader
 		return err
 	}
 	defer f.Close()
+	ok := false
+	defer func() {
+		if !ok {
+			os.Remove(f.Name()) // as the local store does: a reader holding it open keeps its bytes
+		}
+	}()
 	started(f.Name())
 	var buf bytes.Buffer
 	w.written.Store(0)
@@ -174,7 +182,11 @@ func (w *watchedObjects) PutWatched(ctx context.Context, key string, r io.Reader
 			return err
 		}
 	}
-	return w.fakeObjects.Put(ctx, key, &buf, size)
+	if err := w.fakeObjects.Put(ctx, key, &buf, size); err != nil {
+		return err
+	}
+	ok = true
+	return nil
 }
 
 // openStream streams job id in the background (closed with the test).
@@ -300,6 +312,121 @@ func TestStreamCutWhenTheFollowedWriteFails(t *testing.T) {
 		t.Fatalf("stream of a layer that failed after %d bytes were sent: %v with %d bytes", 1<<19, err, len(got()))
 	}
 }
+
+// TestStreamResumesAfterAFailedAttempt: a followed write that fails after
+// bytes of it were sent does not end the stream while the layer may still
+// come: the retry's bytes (followed as they are written, or read from the
+// stored entry when the stream looks again only after the layer finished)
+// are compared with those sent, and, equal, the stream goes on from where
+// it was and ends whole, byte for byte the tar. If they differ (the first
+// attempt sent bytes that were not the layer's), the stream is cut,
+// though the job ends ready.
+func TestStreamResumesAfterAFailedAttempt(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		spoil  bool // the failed attempt's bytes differ from the layer's at byte 100
+		paused bool // the client reads nothing more until the layer is stored
+	}{
+		{"followed retry, same bytes", false, false},
+		{"followed retry, other bytes", true, false},
+		{"stored retry, same bytes", false, true},
+		{"stored retry, other bytes", true, true},
+		// The second attempt has the same wrong bytes as the first, and is
+		// compared in part before it breaks too: the third, whole, is
+		// compared from the start again, not from where the second was.
+		{"second retry, other bytes", true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			h := newHarness(t, Config{Attempts: 3})
+			ti := newTestImage(t, "registry.example/team/relive:v1", 36, 6*mib)
+			h.serve(ti)
+			d := ti.img.Layers[0].Digest
+			blob := h.reg.blobs[d]
+			first := bytes.Clone(blob[:2*mib])
+			if tc.spoil {
+				first[100] ^= 1
+			}
+			again := strings.HasPrefix(tc.name, "second")
+			h.reg.open = func(_ context.Context, desc descriptor.Descriptor, attempt int) (io.ReadCloser, error) {
+				switch {
+				case attempt == 1: // a transfer broken after 2 MiB
+					return &failAtEOF{r: chunked(bytes.NewReader(first), 4096), err: tarport.Errorf(tarport.CodeUpstream, "connection reset")}, nil
+				case attempt == 2 && again: // the same bytes, broken after 256 KiB and a pause (the stream compares them)
+					slow := io.MultiReader(bytes.NewReader(first[:256<<10]), readerFunc(func([]byte) (int, error) {
+						time.Sleep(2 * streamPoll)
+						return 0, io.EOF
+					}))
+					return &failAtEOF{r: chunked(slow, 4096), err: tarport.Errorf(tarport.CodeUpstream, "connection reset")}, nil
+				}
+				return verifying(desc, chunked(bytes.NewReader(blob), 4096)), nil
+			}
+			layout := planOf(t, ti.img)
+			w := &watchedObjects{fakeObjects: h.objs, dir: t.TempDir(), hold: 1 << 20, release: make(chan struct{})}
+			h.svc.objects = w
+			v, tasks := create(t, h, Request{Image: ti.img.Ref.CommonName()})
+			rc, err := h.svc.Stream(context.Background(), h.jobs.job(t, v.ID))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rc.Close()
+			taskErr := make(chan error, 1)
+			go func() { taskErr <- h.svc.RunTask(context.Background(), tasks[0]) }()
+			sent := layout.Entries[0].Offset + int64(len(layout.Entries[0].Header)) + 1<<19
+			var got []byte
+			var rest func() []byte
+			var done chan error
+			if tc.paused {
+				got = make([]byte, sent)
+				if _, err := io.ReadFull(rc, got); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				rest, done = readUntil(rc)
+				for int64(len(rest())) < sent {
+					time.Sleep(5 * time.Millisecond)
+				}
+			}
+			close(w.release) // the first attempt breaks; the second is whole
+			if err := <-taskErr; err != nil {
+				t.Fatal(err)
+			}
+			if n, want := h.reg.openCount(d), map[bool]int{false: 2, true: 3}[again]; n != want {
+				t.Fatalf("%d reads of the layer, want %d", n, want)
+			}
+			if job := h.jobs.job(t, v.ID); job.Status != tarport.StatusReady {
+				t.Fatalf("job %s %+v, want ready", job.Status, job.Error)
+			}
+			if tc.paused {
+				more, err := io.ReadAll(rc)
+				got = append(got, more...)
+				done = make(chan error, 1)
+				done <- err
+			}
+			err = <-done
+			if !tc.paused {
+				got = rest()
+			}
+			if tc.spoil {
+				if err == nil || tarport.ErrorCode(err) != tarport.CodeDigestMismatch || int64(len(got)) >= layout.Size {
+					t.Fatalf("stream whose sent bytes the retry contradicts: %v with %d of %d bytes; want cut (digest_mismatch)", err, len(got), layout.Size)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("stream across a failed attempt: %v after %d bytes", err, len(got))
+			}
+			if d := firstDiff(got, expectedTar(t, layout, ti.blobs)); d != "" {
+				t.Fatalf("resumed tar: %s", d)
+			}
+		})
+	}
+}
+
+type readerFunc func([]byte) (int, error)
+
+func (f readerFunc) Read(b []byte) (int, error) { return f(b) }
 
 // TestStreamWaitsForAnEmptyLayer: an empty layer's entry (its header
 // alone) is sent only once the layer was fetched and checked: a stream of
