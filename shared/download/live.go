@@ -3,8 +3,10 @@ package download
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"io/fs"
 	"os"
@@ -23,11 +25,11 @@ import (
 // that no one holds an unverified layer whole: the layer's last byte
 // leaves only once the write completed, which is once the registry
 // adapter's reader checked size and digest at the end of the body. When
-// a write fails after bytes of it were sent, the stream keeps the failed
-// write's file open and waits for the next attempt (or the stored entry)
-// to have those bytes: equal, it goes on from where it was; different
-// (the bytes sent were not the layer's), it is cut, as it is when the
-// layer fails for good. Only the
+// a write fails after bytes of it were sent, the stream hashes what it
+// sent (from the failed write's file, which is then let go) and waits for
+// the next attempt (or the stored entry) to have as many bytes: the same
+// digest, it goes on from where it was; another (the bytes sent were not
+// the layer's), it is cut, as it is when the layer fails for good. Only the
 // job's own task's write is followed: bytes another job fetches are this
 // job's only after its origin authorized this requester, which the task
 // checks once they are stored.
@@ -123,12 +125,13 @@ type entryReader struct {
 	live   *liveWrite    // the write followed
 	file   *os.File      // live's file
 	failed *liveWrite    // the last write that failed (or was gone), not to follow again
-	// sent is the file of a failed write that this stream sent
-	// [start, off) of; until the next source matched [start, checked) up
-	// to off, nothing more is sent.
-	sent    *os.File
+	// sent is the SHA-256 of [start, off) when those bytes came from a
+	// write that failed; until the next source's [start, off) hashed the
+	// same (check, over [start, checked)), nothing more is sent.
+	sent    []byte
+	check   hash.Hash
 	checked int64
-	cmp     []byte        // buffers for the comparison, made when first needed
+	buf     []byte        // for hashing, made when first needed
 	polled  time.Time     // the last read of the job
 	idle    time.Duration // the current wait for new bytes
 }
@@ -178,7 +181,6 @@ func (e *entryReader) follow(b []byte) (int, error) {
 	path, done, werr := e.live.state()
 	switch {
 	case werr != nil:
-		e.failed, e.live = e.live, nil
 		return 0, e.attemptFailed(werr)
 	case path == "":
 		return 0, nil
@@ -243,6 +245,15 @@ func (e *entryReader) checkJob() error {
 	if e.layer >= len(job.Layers) || !job.Layers[e.layer].Finished {
 		return nil
 	}
+	// A followed write's failure is taken first, whatever the job says
+	// since: what it sent must be compared with the stored entry.
+	if e.live != nil {
+		if _, _, werr := e.live.state(); werr != nil {
+			if err := e.attemptFailed(werr); err != nil {
+				return err
+			}
+		}
+	}
 	key, err := e.s.storedEntry(e.ctx, e.job, e.origin, e.d)
 	if err != nil {
 		return err
@@ -260,58 +271,87 @@ func (e *entryReader) checkJob() error {
 	return nil
 }
 
-// attemptFailed takes a followed write's failure: with nothing of it
-// sent, the stream waits for the next attempt; with bytes sent, it keeps
-// the write's file (its name is gone, its bytes are not) to compare with
-// the next source before it sends more.
+// attemptFailed takes the failure of the followed write: with nothing of
+// it sent, the stream waits for the next attempt; with bytes sent, it
+// keeps their digest (read back from the write's file, whose name is gone
+// but whose bytes are not) to compare with the next source before it
+// sends more.
 func (e *entryReader) attemptFailed(werr error) error {
+	e.failed, e.live = e.live, nil
+	defer e.closeFile()
+	e.check, e.checked = nil, e.start // the next source is hashed from the start
 	switch {
 	case e.off == e.start:
-		e.closeFile()
 	case e.sent != nil:
 		// This attempt was still being compared (it sent nothing): the
-		// earlier file holds what was sent, and the next source is
-		// compared from the start.
-		e.closeFile()
-		e.checked = e.start
+		// digest of what was sent stands.
 	case e.file != nil:
-		e.sent, e.file, e.checked = e.file, nil, e.start
+		h := sha256.New()
+		if err := e.hashRange(h, e.file.ReadAt, e.start, e.off); err != nil {
+			return fmt.Errorf("layer %s: reading back the bytes sent: %w", e.d.Digest, err)
+		}
+		e.sent = h.Sum(nil)
 	default:
 		return tarport.Wrap(werr, tarport.CodeUpstream, "layer %s failed after part of it was sent", e.d.Digest)
 	}
 	return nil
 }
 
-// matchSent compares what readAt has of [checked, off) with the bytes the
-// stream sent from a failed write: true once all matched (the failed
-// write's file is let go), false while the rest is not written yet. A
-// difference is an error: the bytes sent were not the layer's.
-func (e *entryReader) matchSent(readAt func([]byte, int64) (int, error)) (bool, error) {
-	if e.cmp == nil {
-		e.cmp = make([]byte, 512<<10)
+// hashRange hashes [from, to) of readAt into h, in order, while the
+// stream's context lasts. A short read is io.ErrUnexpectedEOF.
+func (e *entryReader) hashRange(h hash.Hash, readAt func([]byte, int64) (int, error), from, to int64) error {
+	n, err := e.hashAvailable(h, readAt, from, to)
+	if err == nil && from+n < to {
+		err = io.ErrUnexpectedEOF
 	}
-	got, was := e.cmp[:len(e.cmp)/2], e.cmp[len(e.cmp)/2:]
-	for e.checked < e.off {
-		want := min(int64(len(got)), e.off-e.checked)
-		n, err := readAt(got[:want], e.checked)
-		if n > 0 {
-			if _, err := e.sent.ReadAt(was[:n], e.checked); err != nil {
-				return false, fmt.Errorf("layer %s: reading the bytes sent: %w", e.d.Digest, err)
-			}
-			if !bytes.Equal(got[:n], was[:n]) {
-				return false, tarport.Errorf(tarport.CodeDigestMismatch, "layer %s: the bytes sent from a failed attempt are not the layer's (they differ within %d bytes of byte %d)", e.d.Digest, n, e.checked)
-			}
-			e.checked += int64(n)
+	return err
+}
+
+// hashAvailable hashes what readAt has of [from, to) into h, stopping at
+// the first short read (a write still under way); it returns how much.
+func (e *entryReader) hashAvailable(h hash.Hash, readAt func([]byte, int64) (int, error), from, to int64) (int64, error) {
+	if e.buf == nil {
+		e.buf = make([]byte, 256<<10)
+	}
+	at := from
+	for at < to {
+		if err := e.ctx.Err(); err != nil {
+			return at - from, err
 		}
+		want := min(int64(len(e.buf)), to-at)
+		n, err := readAt(e.buf[:want], at)
+		h.Write(e.buf[:n])
+		at += int64(n)
 		if err != nil && !errors.Is(err, io.EOF) {
-			return false, fmt.Errorf("following layer %s: %w", e.d.Digest, err)
+			return at - from, err
 		}
 		if int64(n) < want {
-			return false, nil
+			break
 		}
 	}
-	e.sent.Close()
-	e.sent = nil
+	return at - from, nil
+}
+
+// matchSent hashes what readAt has of the next source's [checked, off):
+// true once all of [start, off) is hashed and matches the digest of the
+// bytes sent, false while the rest is not written yet. Another digest is
+// an error: the bytes sent were not the layer's.
+func (e *entryReader) matchSent(readAt func([]byte, int64) (int, error)) (bool, error) {
+	if e.check == nil {
+		e.check, e.checked = sha256.New(), e.start
+	}
+	n, err := e.hashAvailable(e.check, readAt, e.checked, e.off)
+	e.checked += n
+	if err != nil {
+		return false, fmt.Errorf("following layer %s: %w", e.d.Digest, err)
+	}
+	if e.checked < e.off {
+		return false, nil
+	}
+	if !bytes.Equal(e.check.Sum(nil), e.sent) {
+		return false, tarport.Errorf(tarport.CodeDigestMismatch, "layer %s: the %d bytes sent from a failed attempt are not the layer's", e.d.Digest, e.off-e.start)
+	}
+	e.sent, e.check = nil, nil
 	return true, nil
 }
 
@@ -321,10 +361,10 @@ func (e *entryReader) resumeStored(rc io.Reader) error {
 	if e.sent == nil {
 		return skip(rc, e.off)
 	}
-	e.checked = e.start // whatever a followed attempt matched, this is another source
-	if err := skip(rc, e.checked); err != nil {
+	if err := skip(rc, e.start); err != nil {
 		return err
 	}
+	e.check = nil // whatever a followed attempt matched, this is another source
 	matched, err := e.matchSent(func(b []byte, _ int64) (int, error) {
 		return io.ReadFull(rc, b) // matchSent reads in order
 	})
@@ -371,9 +411,6 @@ func (e *entryReader) closeFile() {
 
 func (e *entryReader) Close() error {
 	e.closeFile()
-	if e.sent != nil {
-		e.sent.Close()
-	}
 	if e.cur != nil {
 		return e.cur.Close()
 	}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -137,13 +136,22 @@ func TestStreamEndsWithItsContext(t *testing.T) {
 
 // watchedObjects is the fake store with writes a stream can follow, as
 // the local store's: each PutWatched writes a file under dir as the bytes
-// come, and holds at hold bytes until release is closed.
+// come, and holds at hold bytes until release is closed (or, with gates,
+// the n-th write from 0 at gates[n]).
 type watchedObjects struct {
 	*fakeObjects
 	dir     string
 	hold    int64
 	release chan struct{}
+	gates   []gate
+	puts    atomic.Int64
 	written atomic.Int64 // of the write in progress
+}
+
+// gate holds a write at bytes until release is closed.
+type gate struct {
+	at      int64
+	release chan struct{}
 }
 
 func (w *watchedObjects) PutWatched(ctx context.Context, key string, r io.Reader, size int64, started func(string)) error {
@@ -159,15 +167,19 @@ func (w *watchedObjects) PutWatched(ctx context.Context, key string, r io.Reader
 		}
 	}()
 	started(f.Name())
+	hold, release := w.hold, w.release
+	if n := int(w.puts.Add(1) - 1); n < len(w.gates) {
+		hold, release = w.gates[n].at, w.gates[n].release
+	}
 	var buf bytes.Buffer
 	w.written.Store(0)
 	chunk := make([]byte, 64<<10)
 	for {
 		limit := int64(len(chunk))
-		if w.hold > 0 && w.written.Load() < w.hold {
-			limit = min(limit, w.hold-w.written.Load())
-		} else if w.hold > 0 && w.written.Load() == w.hold {
-			<-w.release
+		if hold > 0 && w.written.Load() < hold {
+			limit = min(limit, hold-w.written.Load())
+		} else if hold > 0 && w.written.Load() == hold {
+			<-release
 		}
 		n, err := r.Read(chunk[:limit])
 		if n > 0 {
@@ -315,27 +327,29 @@ func TestStreamCutWhenTheFollowedWriteFails(t *testing.T) {
 
 // TestStreamResumesAfterAFailedAttempt: a followed write that fails after
 // bytes of it were sent does not end the stream while the layer may still
-// come: the retry's bytes (followed as they are written, or read from the
-// stored entry when the stream looks again only after the layer finished)
-// are compared with those sent, and, equal, the stream goes on from where
-// it was and ends whole, byte for byte the tar. If they differ (the first
-// attempt sent bytes that were not the layer's), the stream is cut,
-// though the job ends ready.
+// come: the bytes sent are hashed and compared with the retry's, followed
+// as they are written (the retry is held partway, so the stream must do it
+// live) or read from the stored entry (the client reads nothing more until
+// the layer is stored). The same, the stream goes on from where it was and
+// ends whole, byte for byte the tar. Different (the first attempt sent
+// bytes that were not the layer's), the stream is cut, though the job ends
+// ready.
 func TestStreamResumesAfterAFailedAttempt(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
 		name   string
 		spoil  bool // the failed attempt's bytes differ from the layer's at byte 100
 		paused bool // the client reads nothing more until the layer is stored
+		// again: a second attempt has the first one's wrong bytes and
+		// breaks after 256 KiB, once the stream compared them; the third,
+		// whole, must be compared from the start again.
+		again bool
 	}{
-		{"followed retry, same bytes", false, false},
-		{"followed retry, other bytes", true, false},
-		{"stored retry, same bytes", false, true},
-		{"stored retry, other bytes", true, true},
-		// The second attempt has the same wrong bytes as the first, and is
-		// compared in part before it breaks too: the third, whole, is
-		// compared from the start again, not from where the second was.
-		{"second retry, other bytes", true, false},
+		{name: "followed retry, same bytes"},
+		{name: "followed retry, other bytes", spoil: true},
+		{name: "stored retry, same bytes", paused: true},
+		{name: "stored retry, other bytes", spoil: true, paused: true},
+		{name: "second retry, other bytes", spoil: true, again: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -348,22 +362,33 @@ func TestStreamResumesAfterAFailedAttempt(t *testing.T) {
 			if tc.spoil {
 				first[100] ^= 1
 			}
-			again := strings.HasPrefix(tc.name, "second")
+			broken := func(r io.Reader) io.ReadCloser {
+				return &failAtEOF{r: chunked(r, 4096), err: tarport.Errorf(tarport.CodeUpstream, "connection reset")}
+			}
 			h.reg.open = func(_ context.Context, desc descriptor.Descriptor, attempt int) (io.ReadCloser, error) {
 				switch {
-				case attempt == 1: // a transfer broken after 2 MiB
-					return &failAtEOF{r: chunked(bytes.NewReader(first), 4096), err: tarport.Errorf(tarport.CodeUpstream, "connection reset")}, nil
-				case attempt == 2 && again: // the same bytes, broken after 256 KiB and a pause (the stream compares them)
-					slow := io.MultiReader(bytes.NewReader(first[:256<<10]), readerFunc(func([]byte) (int, error) {
-						time.Sleep(2 * streamPoll)
+				case attempt == 1:
+					return broken(bytes.NewReader(first)), nil
+				case attempt == 2 && tc.again:
+					return broken(io.MultiReader(bytes.NewReader(first[:256<<10]), readerFunc(func([]byte) (int, error) {
+						time.Sleep(10 * streamPoll) // room for the stream to compare these bytes
 						return 0, io.EOF
-					}))
-					return &failAtEOF{r: chunked(slow, 4096), err: tarport.Errorf(tarport.CodeUpstream, "connection reset")}, nil
+					}))), nil
 				}
 				return verifying(desc, chunked(bytes.NewReader(blob), 4096)), nil
 			}
 			layout := planOf(t, ti.img)
-			w := &watchedObjects{fakeObjects: h.objs, dir: t.TempDir(), hold: 1 << 20, release: make(chan struct{})}
+			body := layout.Entries[0].Offset + int64(len(layout.Entries[0].Header)) // where the layer's bytes start
+			// The first attempt is held at 1 MiB until the stream has half
+			// of it; the whole one at 3 MiB, past anything the first sent.
+			gates := []gate{{1 << 20, make(chan struct{})}, {3 << 20, make(chan struct{})}, {3 << 20, make(chan struct{})}}
+			releaseAll := sync.OnceFunc(func() {
+				for _, g := range gates[1:] {
+					close(g.release)
+				}
+			})
+			defer releaseAll()
+			w := &watchedObjects{fakeObjects: h.objs, dir: t.TempDir(), gates: gates}
 			h.svc.objects = w
 			v, tasks := create(t, h, Request{Image: ti.img.Ref.CommonName()})
 			rc, err := h.svc.Stream(context.Background(), h.jobs.job(t, v.ID))
@@ -373,40 +398,52 @@ func TestStreamResumesAfterAFailedAttempt(t *testing.T) {
 			defer rc.Close()
 			taskErr := make(chan error, 1)
 			go func() { taskErr <- h.svc.RunTask(context.Background(), tasks[0]) }()
-			sent := layout.Entries[0].Offset + int64(len(layout.Entries[0].Header)) + 1<<19
+
 			var got []byte
-			var rest func() []byte
 			var done chan error
 			if tc.paused {
-				got = make([]byte, sent)
+				got = make([]byte, body+1<<19)
 				if _, err := io.ReadFull(rc, got); err != nil {
 					t.Fatal(err)
 				}
+				close(gates[0].release)
+				releaseAll()
 			} else {
-				rest, done = readUntil(rc)
-				for int64(len(rest())) < sent {
-					time.Sleep(5 * time.Millisecond)
+				var sofar func() []byte
+				sofar, done = readUntil(rc)
+				waitFor(t, "the stream to send half of the first attempt", func() bool { return int64(len(sofar())) >= body+1<<19 })
+				close(gates[0].release) // the first attempt breaks at 2 MiB
+				if tc.spoil {
+					// Cut while the whole attempt is held: compared live.
+					select {
+					case err = <-done:
+					case <-time.After(30 * time.Second):
+						t.Fatalf("stream not cut while the retry is held (%d bytes)", len(sofar()))
+					}
+				} else {
+					// More than the first attempt had, while the retry is
+					// held: resumed live, not from the stored entry.
+					waitFor(t, "the stream to go on from the retry", func() bool { return int64(len(sofar())) > body+2*mib })
 				}
+				releaseAll()
+				if !tc.spoil {
+					err = <-done
+				}
+				got = sofar()
 			}
-			close(w.release) // the first attempt breaks; the second is whole
 			if err := <-taskErr; err != nil {
 				t.Fatal(err)
 			}
-			if n, want := h.reg.openCount(d), map[bool]int{false: 2, true: 3}[again]; n != want {
+			if n, want := h.reg.openCount(d), map[bool]int{false: 2, true: 3}[tc.again]; n != want {
 				t.Fatalf("%d reads of the layer, want %d", n, want)
 			}
 			if job := h.jobs.job(t, v.ID); job.Status != tarport.StatusReady {
 				t.Fatalf("job %s %+v, want ready", job.Status, job.Error)
 			}
 			if tc.paused {
-				more, err := io.ReadAll(rc)
+				var more []byte
+				more, err = io.ReadAll(rc)
 				got = append(got, more...)
-				done = make(chan error, 1)
-				done <- err
-			}
-			err = <-done
-			if !tc.paused {
-				got = rest()
 			}
 			if tc.spoil {
 				if err == nil || tarport.ErrorCode(err) != tarport.CodeDigestMismatch || int64(len(got)) >= layout.Size {
