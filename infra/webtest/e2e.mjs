@@ -735,6 +735,17 @@ async function bundles(browser) {
     check((await page.innerText('ul#compose-services > li[data-service=web]')).includes('linux/arm64'), 'and by its service');
     await page.click('#compose-add');
     check(await page.inputValue('#quick-platform') === 'linux/arm64', `the basket now downloads for it (${await page.inputValue('#quick-platform')})`);
+    await page.selectOption('#quick-platform', 'linux/amd64');
+    check((await page.innerText('#basket-total')).includes('linux/arm64'), `the quick form's platform does not move the basket off its file's: ${await page.innerText('#basket-total')}`);
+    // Another file asking for another platform is refused: one tar, one platform.
+    await page.fill('#compose-text', 'services:\n  other:\n    image: "' + REPO + ':' + OTHER_TAG + '"\n    platform: linux/amd64\n');
+    await page.click('#compose-find');
+    await page.locator('#compose-platform').waitFor({ state: 'visible' });
+    const before = (await items()).length;
+    await page.click('#compose-add');
+    await page.locator('#compose-error').waitFor({ state: 'visible' });
+    const refusal = await page.innerText('#compose-error');
+    check(refusal.includes('linux/amd64') && refusal.includes('linux/arm64') && (await items()).length === before, `a file for another platform is refused, nothing added: ${refusal}`);
     expectHTTPErrors = true;
     try {
       await page.fill('#compose-text', 'services:\n  web:\n    ports: ["80:80"]\n');

@@ -17,6 +17,7 @@ import * as fmt from '../format.js';
 import { parseRef } from './quick.js';
 
 const KEY = 'tarport.basket';
+const NEED_KEY = 'tarport.basket.platform'; // the platform a Compose file in it asks for
 /** The most images one tar holds (the server's limit). */
 export const MAX_BASKET = 50;
 const MAX_COMPOSE_BYTES = 60 * 1024; // the API takes a 64 KiB body
@@ -56,11 +57,16 @@ export class Basket {
     this.clearBtn = q('#basket-clear');
     this.sizes = new Map(); // canonical ref + platform -> bytes, null when unknown
     this.items = load();
+    // The platform a Compose file in the basket asks for ('' none): a tar
+    // holds one platform, so it is the basket's until the basket is empty.
+    this.need = this.items.length ? loadNeed() : '';
     this.dl.addEventListener('click', () => this.download());
     this.clearBtn.addEventListener('click', () => { this.items = []; this.save(); this.render(); });
     o.onPlatform(() => this.render());
     // Another tab changed the basket.
-    window.addEventListener('storage', (ev) => { if (ev.key === KEY) { this.items = load(); this.render(); } });
+    window.addEventListener('storage', (ev) => {
+      if (ev.key === KEY || ev.key === NEED_KEY) { this.items = load(); this.need = loadNeed(); this.render(); }
+    });
     this.setupCompose();
     this.render();
   }
@@ -93,7 +99,16 @@ export class Basket {
   }
 
   save() {
-    try { localStorage.setItem(KEY, JSON.stringify(this.items)); } catch { /* storage off: this page only */ }
+    if (!this.items.length) this.need = '';
+    try {
+      localStorage.setItem(KEY, JSON.stringify(this.items));
+      if (this.need) localStorage.setItem(NEED_KEY, this.need); else localStorage.removeItem(NEED_KEY);
+    } catch { /* storage off: this page only */ }
+  }
+
+  /** The platform the basket downloads for: its Compose file's, else the quick form's. */
+  platform() {
+    return this.need || this.o.platform();
   }
 
   flash(key) {
@@ -110,7 +125,7 @@ export class Basket {
     this.dl.disabled = true;
     this.dl.setAttribute('aria-busy', 'true');
     try {
-      await this.o.download({ images: [...this.items], platform: this.o.platform(), username, password });
+      await this.o.download({ images: [...this.items], platform: this.platform(), username, password });
     } finally {
       this.dl.disabled = this.items.length === 0;
       this.dl.removeAttribute('aria-busy');
@@ -119,7 +134,7 @@ export class Basket {
 
   /** Draws the list and the total; safe at any time (language switch too). */
   render() {
-    const platform = this.o.platform();
+    const platform = this.platform();
     clear(this.list);
     for (const ref of this.items) {
       const size = this.sizes.get(`${canonicalRef(ref)}|${platform}`);
@@ -147,6 +162,7 @@ export class Basket {
     this.total.textContent = n === 0 ? ''
       : known.length === n ? t('basket.total', { size: fmt.bytes(sum), platform: fmt.platformLabel(platform) })
         : t('basket.totalPartial', { size: fmt.bytes(sum), n: n - known.length, platform: fmt.platformLabel(platform) });
+    if (n && this.need) this.total.textContent += ' ' + t('basket.needs', { platform: fmt.platformLabel(this.need) });
   }
 
   /** The image's compressed size for the platform, from its details (cached by the API client). */
@@ -163,7 +179,7 @@ export class Basket {
       size = p && p.size != null ? Number(p.size) : (tag && !(tag.platforms || []).length && tag.size != null ? Number(tag.size) : null);
     } catch { size = null; }
     this.sizes.set(key, size);
-    if (this.items.some((i) => `${canonicalRef(i)}|${this.o.platform()}` === key)) this.render();
+    if (this.items.some((i) => `${canonicalRef(i)}|${this.platform()}` === key)) this.render();
   }
 
   // ---- the Compose view: paste or upload a file, see its images, add them.
@@ -222,17 +238,34 @@ export class Basket {
       }
     });
     add.addEventListener('click', () => {
+      // A tar holds one platform: the file's, when it names one, and not
+      // another Compose file's already in the basket.
+      if (filePlatform && this.need && this.need !== filePlatform && this.items.length) {
+        fail(t('compose.platformConflict', { file: fmt.platformLabel(filePlatform), basket: fmt.platformLabel(this.need) }));
+        return;
+      }
       let n = 0;
       for (const ref of found) if (this.add(ref)) n++;
-      // A tar holds one platform: the file's, when it names one.
-      if (filePlatform && filePlatform !== this.o.platform()) {
-        this.o.setPlatform(filePlatform);
+      if (filePlatform && this.items.length) {
+        this.need = filePlatform;
+        this.save();
+        if (filePlatform !== this.o.platform()) this.o.setPlatform(filePlatform);
+        this.render();
         this.o.announce(t('compose.addedFor', { n, platform: fmt.platformLabel(filePlatform) }));
       } else {
         this.o.announce(t('compose.added', { n }));
       }
       this.list.closest('section').scrollIntoView({ block: 'nearest' });
     });
+  }
+}
+
+function loadNeed() {
+  try {
+    const v = localStorage.getItem(NEED_KEY) || '';
+    return /^[a-z0-9_.-]+\/[a-z0-9_.-]+(\/[a-z0-9_.-]+)?$/.test(v) ? v : '';
+  } catch {
+    return '';
   }
 }
 
