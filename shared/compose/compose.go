@@ -223,3 +223,30 @@ func message(err error) string {
 	m, _, _ := strings.Cut(err.Error(), "\n")
 	return m
 }
+
+// Bundle is what a bundle of a Compose file holds: its services, the
+// images to download and the one platform (Images and Platform).
+type Bundle struct {
+	Services []Service
+	Images   []string
+	Platform string // "" when neither the file nor the request names one
+}
+
+// Read parses a Compose file into the bundle it makes for a request that
+// asked for platform asked ("" for none), with Parse's, Images' and
+// Platform's errors.
+func Read(ctx context.Context, yaml []byte, asked string) (Bundle, error) {
+	services, err := Parse(ctx, yaml)
+	if err != nil {
+		return Bundle{}, err
+	}
+	images, err := Images(services)
+	if err != nil {
+		return Bundle{}, err
+	}
+	platform, err := Platform(services, asked)
+	if err != nil {
+		return Bundle{}, err
+	}
+	return Bundle{Services: services, Images: images, Platform: platform}, nil
+}

@@ -352,22 +352,14 @@ func (a *API) composeImages(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, a.log, err)
 		return
 	}
-	services, err := compose.Parse(r.Context(), []byte(body.Compose))
-	var images []string
-	if err == nil {
-		images, err = compose.Images(services)
-	}
-	var platform string
-	if err == nil {
-		platform, err = compose.Platform(services, "")
-	}
+	b, err := compose.Read(r.Context(), []byte(body.Compose), "")
 	if err != nil {
 		writeError(w, r, a.log, err)
 		return
 	}
-	out := map[string]any{"services": services, "images": images}
-	if platform != "" {
-		out["platform"] = platform // what the file asks for: the bundle's unless the request names another
+	out := map[string]any{"services": b.Services, "images": b.Images}
+	if b.Platform != "" {
+		out["platform"] = b.Platform // what the file asks for: the bundle's unless the request names another
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -378,7 +370,7 @@ const maxListed = 500
 
 // requestedImages are the images of a bundle request (from its list or
 // its Compose file), none for a request of one image, and the platform
-// asked for (a Compose file's services may decide it: compose.Platform);
+// asked for (a Compose file's services may decide it: compose.Read);
 // exactly one of image, images and compose must be given.
 func requestedImages(ctx context.Context, b downloadRequest) (images []string, platform string, err error) {
 	given := 0
@@ -393,17 +385,11 @@ func requestedImages(ctx context.Context, b downloadRequest) (images []string, p
 	case given > 1:
 		return nil, "", tarport.Errorf(tarport.CodeInvalid, `give one of "image", "images" and "compose"`)
 	case b.Compose != "":
-		services, err := compose.Parse(ctx, []byte(b.Compose))
+		bundle, err := compose.Read(ctx, []byte(b.Compose), b.Platform)
 		if err != nil {
 			return nil, "", err
 		}
-		if images, err = compose.Images(services); err != nil {
-			return nil, "", err
-		}
-		if platform, err = compose.Platform(services, b.Platform); err != nil {
-			return nil, "", err
-		}
-		return images, platform, nil
+		return bundle.Images, bundle.Platform, nil
 	case b.Images != nil:
 		if len(b.Images) == 0 {
 			return nil, "", tarport.Errorf(tarport.CodeInvalid, `"images" is empty`)
